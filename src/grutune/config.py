@@ -1,0 +1,260 @@
+"""params.yaml as typed, frozen config objects that refuse unknown keys and impossible values.
+
+Every pipeline stage calls `load_params()` first, so a bad value fails at the first stage, naming the key.
+There are no defaults here: params.yaml is the one place a value is written down.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from grutune.data import DATASETS
+from grutune.errors import ConfigError
+from grutune.models import BACKBONES, CELLS
+
+
+def _one_of(names) -> AfterValidator:
+    allowed = tuple(names)
+
+    def check(v: str) -> str:
+        if v not in allowed:
+            raise ValueError(f"unknown name {v!r}; allowed: {', '.join(allowed)}")
+        return v
+
+    return AfterValidator(check)
+
+
+DatasetName = Annotated[str, _one_of(DATASETS)]
+CellName = Annotated[str, _one_of(CELLS)]
+BackboneName = Annotated[str, _one_of(BACKBONES)]
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- trial hyperparameters
+
+class TrialConfig(_Section):
+    """One point of the classifier search space: the model's architecture plus its optimiser settings."""
+
+    cell: CellName
+    hidden_size: PositiveInt
+    num_layers: PositiveInt
+    bidirectional: bool
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+    backbone: BackboneName
+    lr: PositiveFloat
+    batch_size: PositiveInt
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """The subset of keys the classifier's constructor takes."""
+        return self.model_dump(exclude={"lr", "batch_size"})
+
+
+_HP_ADAPTERS = {name: TypeAdapter(field.annotation if not field.metadata else
+                                  Annotated[(field.annotation, *field.metadata)])
+                for name, field in TrialConfig.model_fields.items()}
+_FLOAT_HPS = {"dropout", "lr"}
+_INT_HPS = {"hidden_size", "num_layers", "batch_size"}
+SPACE_KINDS = ("choice", "uniform", "loguniform", "int")
+
+
+def _check_hp(key: str, value: Any, where: str) -> Any:
+    try:
+        return _HP_ADAPTERS[key].validate_python(value)
+    except ValidationError as e:
+        raise ValueError(f"{key}{where}: {e.errors()[0]['msg']} (got {value!r})") from None
+
+
+def parse_space(raw: Any) -> dict[str, Any]:
+    """Validate the search space: every hyperparameter present, each a fixed value or one {kind: args} dict.
+
+    Returns {key: value or (kind, args)}; every value the space can produce is a valid TrialConfig value.
+    """
+    if not isinstance(raw, dict):
+        raise ValueError(f"must be a mapping of hyperparameter -> dimension, got {type(raw).__name__}")
+    allowed = list(TrialConfig.model_fields)
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown hyperparameter(s) {unknown}; allowed: {', '.join(allowed)}")
+    missing = [k for k in allowed if k not in raw]
+    if missing:
+        raise ValueError(f"missing hyperparameter(s) {missing}: give each a fixed value or a dimension")
+    out: dict[str, Any] = {}
+    for key in allowed:
+        dim = raw[key]
+        if not isinstance(dim, dict):  # a fixed value
+            out[key] = _check_hp(key, dim, "")
+            continue
+        if len(dim) != 1 or next(iter(dim)) not in SPACE_KINDS:
+            raise ValueError(f"{key}: a dimension is one of {{choice: [...]}}, {{uniform: [low, high]}}, "
+                             f"{{loguniform: [low, high]}}, {{int: [low, high]}}; got {dim!r}")
+        kind, args = next(iter(dim.items()))
+        where = f".{kind}"
+        if not isinstance(args, list) or not args:
+            raise ValueError(f"{key}{where}: expected a non-empty list, got {args!r}")
+        if kind == "choice":
+            values = [_check_hp(key, v, where) for v in args]
+            if len(set(map(repr, values))) != len(values):
+                raise ValueError(f"{key}{where}: values must be distinct, got {args!r}")
+            out[key] = ("choice", values)
+            continue
+        if len(args) != 2:
+            raise ValueError(f"{key}{where}: expected [low, high], got {args!r}")
+        if kind in ("uniform", "loguniform") and key not in _FLOAT_HPS:
+            raise ValueError(f"{key}{where}: {kind} is for float hyperparameters ({', '.join(sorted(_FLOAT_HPS))}); "
+                             f"use choice or int")
+        if kind == "int" and key not in _INT_HPS:
+            raise ValueError(f"{key}{where}: int ranges are for integer hyperparameters "
+                             f"({', '.join(sorted(_INT_HPS))})")
+        if kind == "int" and not all(isinstance(a, int) and not isinstance(a, bool) for a in args):
+            raise ValueError(f"{key}{where}: bounds must be integers, got {args!r}")
+        low, high = (_check_hp(key, a, where) for a in args)
+        if not low < high:
+            raise ValueError(f"{key}{where}: low must be below high, got [{low}, {high}]")
+        if kind == "loguniform" and not (low > 0 and math.isfinite(high)):
+            raise ValueError(f"{key}{where}: bounds must be positive, got [{low}, {high}]")
+        out[key] = (kind, [low, high])
+    return out
+
+
+# --------------------------------------------------------------------------- sections
+
+class PrepareParams(_Section):
+    val_fraction: Annotated[float, Field(gt=0, lt=1)]
+
+
+class Resources(_Section):
+    cpu: PositiveFloat
+    gpu: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_above_one(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError(f"fractions are allowed only up to 1 (Ray shares one GPU, not several); got {v}")
+        return v
+
+
+class SearchParams(_Section):
+    num_samples: PositiveInt
+    max_epochs: PositiveInt
+    grace_period: PositiveInt
+    reduction_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)]
+    max_concurrent_trials: Annotated[int, Field(ge=0)]
+    train_subset: PositiveInt | None
+    resources: Resources
+    space: dict[str, Any]
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _space(cls, v: Any) -> dict[str, Any]:
+        return parse_space(v)
+
+    @model_validator(mode="after")
+    def _grace(self) -> "SearchParams":
+        if self.grace_period > self.max_epochs:
+            raise ValueError(f"grace_period ({self.grace_period}) must not exceed max_epochs ({self.max_epochs})")
+        return self
+
+
+class TrainParams(_Section):
+    epochs: PositiveInt
+
+
+class GanParams(_Section):
+    dataset: DatasetName
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    noise_dim: PositiveInt
+    hidden_size: PositiveInt
+    num_layers: PositiveInt
+    backbone: BackboneName
+    lr_g: PositiveFloat
+    lr_d: PositiveFloat
+    train_subset: PositiveInt | None
+    eval_samples: Annotated[int, Field(ge=2)]
+
+
+class TrackingParams(_Section):
+    wandb: bool
+    project: Annotated[str, Field(min_length=1)]
+
+
+class Params(_Section):
+    datasets: Annotated[tuple[DatasetName, ...], Field(min_length=1)]
+    seed: Annotated[int, Field(ge=0)]
+    prepare: PrepareParams
+    search: SearchParams
+    train: TrainParams
+    gan: GanParams
+    tracking: TrackingParams
+
+    @field_validator("datasets")
+    @classmethod
+    def _unique(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"datasets must not repeat a name, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _gan_dataset(self) -> "Params":
+        if self.gan.dataset not in self.datasets:
+            raise ValueError(f"gan.dataset {self.gan.dataset!r} must be one of datasets {list(self.datasets)}: "
+                             f"the GAN is scored with the classifier trained on that dataset")
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+
+def _format(e: ValidationError, path: Path) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<top level>"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            parent = err["loc"][:-1]
+            model: Any = Params
+            for p in parent:
+                model = model.model_fields[p].annotation if isinstance(p, str) else model
+            allowed = ", ".join(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else "?"
+            msg = f"unknown key; allowed here: {allowed}"
+        elif err["type"] not in ("value_error", "missing", "assertion_error"):
+            msg += f" (got {err['input']!r})"
+        lines.append(f"  {loc}: {msg}")
+    n = len(lines)
+    return f"{path}: {n} invalid value{'s' if n > 1 else ''}\n" + "\n".join(lines)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate the whole params file; raise ConfigError naming every bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found (run from the repository root)") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format(e, path)) from None

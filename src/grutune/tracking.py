@@ -1,0 +1,118 @@
+"""Tracking at the edges: W&B runs and the files DVC reads as metrics and plots.
+
+Models, data and the training loop never import wandb; the pipeline scripts and the search driver call these helpers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import netrc
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Iterable
+
+from ray import tune
+
+from grutune.io import write_text
+
+TRIAL_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s")
+
+
+def wandb_mode() -> str:
+    """`online` when an API key is configured (WANDB_API_KEY or `wandb login`), else `offline`; WANDB_MODE wins."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].rstrip("/")
+        if netrc.netrc().authenticators(host):
+            return "online"
+    except (FileNotFoundError, netrc.NetrcParseError):
+        pass
+    return "offline"
+
+
+def run_context() -> dict[str, Any]:
+    """What links a result to its code: the git commit and, inside `dvc exp run`, the experiment's name."""
+    ctx: dict[str, Any] = {}
+    try:
+        ctx["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                           check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    if os.environ.get("DVC_EXP_NAME"):
+        ctx["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+    return ctx
+
+
+def init_wandb(enabled: bool, *, project: str, group: str, job_type: str, name: str, config: dict,
+               directory: str | os.PathLike, silent: bool = False):
+    """Start one W&B run (several may be open at once), or return None when tracking is off."""
+    if not enabled:
+        return None
+    import wandb
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    return wandb.init(project=project, group=group, job_type=job_type, name=name,
+                      config={**config, **run_context()}, mode=wandb_mode(), dir=str(directory),
+                      reinit="create_new", settings=wandb.Settings(silent=silent, console="off"))
+
+
+class WandbTrialLogger(tune.Callback):
+    """One W&B run per Tune trial, grouped by sweep, logged from the driver.
+
+    Logging from the driver (not from trial actors) means a trial stopped early by ASHA, or lost with its node,
+    still gets its run finished cleanly, and no API key is needed for offline runs.
+    """
+
+    def __init__(self, *, project: str, group: str, directory: str | os.PathLike, extra_config: dict):
+        self.project, self.group, self.directory, self.extra = project, group, directory, extra_config
+        self.runs: dict[str, Any] = {}
+
+    def _run(self, trial):
+        if trial.trial_id not in self.runs:
+            self.runs[trial.trial_id] = init_wandb(
+                True, project=self.project, group=self.group, job_type="trial", name=trial.trial_id,
+                config={**trial.config, **self.extra}, directory=self.directory, silent=True)
+        return self.runs[trial.trial_id]
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._run(trial).log({k: result[k] for k in TRIAL_METRICS if k in result}, step=int(result["epoch"]))
+
+    def _finish(self, trial, exit_code: int = 0):
+        run = self.runs.pop(trial.trial_id, None)
+        if run is not None:
+            run.finish(exit_code=exit_code)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, exit_code=1)
+
+    def on_experiment_end(self, trials, **info):
+        for run in self.runs.values():
+            run.finish()
+        self.runs.clear()
+
+
+def write_csv(path: str | os.PathLike, rows: Iterable[dict], fieldnames: list[str]) -> None:
+    """A CSV written atomically (DVC plots and people read these)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fieldnames, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def log_classifier_eval(run, metrics: dict, confusion, classes) -> None:
+    """Final classifier results on W&B: test metrics in the summary, the confusion matrix as a table."""
+    import wandb
+
+    run.summary.update({k: v for k, v in metrics.items() if not isinstance(v, dict)})
+    run.summary.update({f"test_accuracy/{c}": a for c, a in metrics["per_class_accuracy"].items()})
+    rows = [[classes[i], classes[j], int(confusion[i][j])] for i in range(len(classes)) for j in range(len(classes))]
+    run.log({"confusion_matrix": wandb.Table(columns=["actual", "predicted", "count"], data=rows)})

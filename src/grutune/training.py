@@ -1,0 +1,141 @@
+"""The one training loop: a Tune trial and the final `train` stage both call `fit()`.
+
+Callers add reporting and checkpoints through the `on_epoch` callback; nothing here knows about Ray or W&B.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from grutune.models import to_float
+
+EVAL_BATCH = 1024  # images per evaluation step: memory only, results do not depend on it
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or inf: the trial diverged and is stopped at once."""
+
+
+def pick_device() -> torch.device:
+    """The GPU when one is visible to this process (Ray sets CUDA_VISIBLE_DEVICES per trial), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def as_tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Zero-copy view of a numpy array (arrays from Ray's object store are read-only; we never write them).
+
+    On a GPU the whole array is copied to the device once, so batches never cross the bus.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        t = torch.from_numpy(a)
+    return t.to(device)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images (N, H, W, C) uint8 and labels (N,) int64, as tensors on the training device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    @classmethod
+    def of(cls, x: np.ndarray, y: np.ndarray, device: torch.device) -> "Split":
+        return cls(as_tensor(x, device), as_tensor(y, device))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: Split) -> dict:
+    """Mean loss, accuracy and the predictions over a split."""
+    model.eval()
+    loss_sum, preds = 0.0, []
+    for i in range(0, len(data), EVAL_BATCH):
+        logits = model(to_float(data.x[i:i + EVAL_BATCH]))
+        loss_sum += F.cross_entropy(logits, data.y[i:i + EVAL_BATCH], reduction="sum").item()
+        preds.append(logits.argmax(1))
+    pred = torch.cat(preds)
+    return {"loss": loss_sum / len(data), "accuracy": (pred == data.y).float().mean().item(), "pred": pred.cpu()}
+
+
+def train_epoch(model, opt, data: Split, *, batch_size: int, generator: torch.Generator,
+                subset: int | None = None, clip: float = 1.0) -> dict:
+    """One pass over (a seeded random subset of) the training split; raises NonFiniteLoss on divergence."""
+    model.train()
+    n = len(data) if subset is None else min(subset, len(data))
+    order = torch.randperm(len(data), generator=generator)[:n].to(data.x.device)
+    loss_sum, correct = torch.zeros((), device=data.x.device), torch.zeros((), device=data.x.device)
+    for i in range(0, n, batch_size):
+        idx = order[i:i + batch_size]
+        x, y = to_float(data.x[idx]), data.y[idx]
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        # Recurrent nets have occasional exploding gradients; clipping keeps one bad batch from ruining a trial.
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.argmax(1) == y).sum()
+    loss = loss_sum.item() / n
+    if not math.isfinite(loss):
+        raise NonFiniteLoss(f"training loss is {loss}")
+    return {"loss": loss, "accuracy": correct.item() / n}
+
+
+def fit(model, opt, train: Split, val: Split | None, *, epochs: int, batch_size: int, seed: int,
+        start_epoch: int = 0, subset: int | None = None,
+        on_epoch: Callable[[dict], None] = lambda m: None) -> list[dict]:
+    """Train from `start_epoch` up to `epochs`, calling `on_epoch(metrics)` after each epoch.
+
+    The data order of epoch e depends only on (seed, e), so a run resumed from a checkpoint sees the same batches.
+    """
+    history = []
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        tr = train_epoch(model, opt, train, batch_size=batch_size, generator=g, subset=subset)
+        dt = time.perf_counter() - t0
+        m = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
+             "lr": opt.param_groups[0]["lr"], "images_per_s": min(subset or len(train), len(train)) / dt}
+        if val is not None:
+            ev = evaluate(model, val)
+            m.update(val_loss=ev["loss"], val_accuracy=ev["accuracy"])
+        history.append(m)
+        on_epoch(m)
+    return history
+
+
+# --------------------------------------------------------------------------- final model and checkpoints
+
+def save_checkpoint(path, model, **extra) -> None:
+    """A checkpoint is a dict: weights, the constructor's kwargs (to rebuild it exactly) and plain metadata."""
+    from grutune.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "model_kwargs": dict(model.kwargs), **extra}, tmp)
+
+
+def load_checkpoint(path, device: torch.device | str = "cpu") -> dict:
+    """Load a checkpoint dict without unpickling arbitrary objects (weights_only=True)."""
+    from pathlib import Path
+
+    from grutune.errors import GrutuneError
+
+    path = Path(path)
+    if not path.is_file():
+        raise GrutuneError(f"checkpoint {path} not found")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # a truncated or foreign file: name it rather than dump torch's traceback
+        raise GrutuneError(f"checkpoint {path} cannot be loaded: {e}") from None

@@ -1,6 +1,5 @@
 """Every registered model: shapes, finite outputs, a gradient for every parameter, exact rebuild from kwargs."""
 
-
 import pytest
 import torch
 import torch.nn.functional as F

@@ -56,9 +56,6 @@ class DatasetSpec:
     image_shape: tuple[int, int, int]  # (H, W, C)
 
 
-_IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-
 DATASETS: dict[str, DatasetSpec] = {
     # Archive md5s: the values torchvision pins. Content sha256s of the decompressed IDX files: published by
     # several independent projects (e.g. MNIST loaders and Makefiles that pin the uncompressed files).
@@ -439,17 +436,20 @@ def load_raw(name: str, raw_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndar
     """
     spec = dataset_spec(name)
     raw_dir = Path(raw_dir)
+    missing = [f for f in spec.files if not (raw_dir / f).is_file()]
+    if missing:
+        raise DataError(f"{raw_dir}: missing {', '.join(missing)} (run the fetch stage for {name} first)")
     if spec.format == "idx":
-        arrays = [read_idx(raw_dir / f) for f in _IDX_FILES]
         parts = []
-        for split in (0, 2):
-            (xf, x), (yf, y) = (_IDX_FILES[split], arrays[split]), (_IDX_FILES[split + 1], arrays[split + 1])
+        for prefix in ("train", "t10k"):
+            xf, yf = raw_dir / f"{prefix}-images-idx3-ubyte.gz", raw_dir / f"{prefix}-labels-idx1-ubyte.gz"
+            x, y = read_idx(xf), read_idx(yf)
             if x.dtype != np.uint8 or x.shape[1:] != spec.image_shape[:2]:
-                raise DataError(f"{raw_dir / xf}: expected uint8 images of shape (N, {spec.image_shape[0]}, "
+                raise DataError(f"{xf}: expected uint8 images of shape (N, {spec.image_shape[0]}, "
                                 f"{spec.image_shape[1]}), got {x.dtype} {x.shape}")
             if y.dtype != np.uint8 or y.ndim != 1:
-                raise DataError(f"{raw_dir / yf}: expected a 1-d uint8 label array, got {y.dtype} {y.shape}")
-            parts.append((x[..., None], y, raw_dir / yf))  # (N, H, W) -> (N, H, W, 1)
+                raise DataError(f"{yf}: expected a 1-d uint8 label array, got {y.dtype} {y.shape}")
+            parts.append((x[..., None], y, yf))  # (N, H, W) -> (N, H, W, 1)
         classes = spec.classes
     elif spec.format == "cifar10":
         archive = raw_dir / next(iter(spec.files))

@@ -3,9 +3,15 @@
 Typical use (a test that fetches generated MNIST over HTTP):
 
     make_mnist_like(src, n_train=200, n_test=50, seed=0)
-    monkeypatch.setenv("GRUTUNE_CHECKSUMS", str(write_checksums("mnist", src, tmp_path / "sums.yaml")))
+    make_cifar10_binary(src, n_train_per_batch=40, n_test=50, seed=0)  # no file names in common with MNIST
+    sums = tmp_path / "sums.yaml"
+    sums.write_text(checksums_yaml("mnist", src) + checksums_yaml("cifar10", src))
+    monkeypatch.setenv("GRUTUNE_CHECKSUMS", str(sums))
     with serve_directory(src) as url:
-        fetch("mnist", dest, mirror=url)
+        fetch("mnist", dest, mirror=url)  # or set GRUTUNE_DATA_MIRROR=url for a pipeline script
+
+MNIST and Fashion-MNIST share file names: serve them from subdirectories and use "{dataset}" in the mirror,
+e.g. GRUTUNE_DATA_MIRROR=http://127.0.0.1:PORT/{dataset}/ .
 
 Images depend on the label (a fixed per-class pattern plus noise), so a model can learn them.
 """
@@ -97,9 +103,9 @@ def write_tar_gz(path: str | Path, members: dict[str, bytes]) -> Path:
 def make_cifar10_binary(directory: str | Path, n_train_per_batch: int, n_test: int, seed: int) -> Path:
     """Write cifar-10-binary.tar.gz with the real member layout (5 train batches, test batch, meta); return it."""
     rng = np.random.default_rng(seed)
+    y_train, y_test = _labels(5 * n_train_per_batch, rng), _labels(n_test, rng)  # all classes across the batches
     members = {}
-    for member, n in zip(CIFAR10_MEMBERS, [n_train_per_batch] * 5 + [n_test]):
-        y = _labels(n, rng)
+    for member, y in zip(CIFAR10_MEMBERS, [*np.split(y_train, 5), y_test]):
         members[member] = cifar10_records(y, _images(y, _CIFAR_PROTOTYPES, 4, rng))  # (N, 3, 32, 32)
     members[CIFAR10_META] = ("\n".join(DATASETS["cifar10"].classes) + "\n\n").encode()  # the original ends so
     directory = Path(directory)
@@ -115,22 +121,16 @@ def file_hashes(path: str | Path) -> dict[str, str]:
             "content": "sha256:" + hashlib.sha256(content).hexdigest()}
 
 
-def checksums_yaml(dataset: str, directory: str | Path, path: str | Path | None = None) -> str:
-    """GRUTUNE_CHECKSUMS text for the files of `dataset` found in `directory`; also written to `path` if given."""
+def checksums_yaml(dataset: str, directory: str | Path) -> str:
+    """GRUTUNE_CHECKSUMS text for the files of `dataset` found in `directory`.
+
+    The text is one top-level mapping {dataset: ...}, so texts for different datasets can simply be concatenated.
+    """
     directory = Path(directory)
     entries = {f: file_hashes(directory / f) for f in DATASETS[dataset].files if (directory / f).is_file()}
     if not entries:
         raise FileNotFoundError(f"no {dataset} files in {directory}; expected {', '.join(DATASETS[dataset].files)}")
-    text = yaml.safe_dump({dataset: entries}, sort_keys=False)
-    if path is not None:
-        Path(path).write_text(text)
-    return text
-
-
-def write_checksums(dataset: str, directory: str | Path, path: str | Path) -> Path:
-    """Write the GRUTUNE_CHECKSUMS file for `dataset`'s files in `directory` to `path`; return `path`."""
-    checksums_yaml(dataset, directory, path)
-    return Path(path)
+    return yaml.safe_dump({dataset: entries}, sort_keys=False)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -1,0 +1,76 @@
+"""Evaluation metrics in numpy float64: Frechet distance (FID), Inception Score, confusion matrix, per-class accuracy.
+
+Inputs may be numpy arrays or torch tensors (on any device).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _numpy(x, dtype=None) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def _sqrt_psd(m: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix; round-off negatives are clipped to 0."""
+    w, v = np.linalg.eigh((m + m.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def frechet_distance(feats_a, feats_b) -> float:
+    """FID between two feature sets (N, F): ||mu_a - mu_b||^2 + Tr(Sa + Sb - 2 sqrt(Sa Sb)).
+
+    Tr sqrt(Sa Sb) is taken as Tr sqrt(sqrt(Sa) Sb sqrt(Sa)): the same eigenvalues, but a symmetric PSD
+    matrix, so eigh gives a real, stable answer even when Sa or Sb is singular (N <= F).
+    """
+    a, b = _numpy(feats_a, np.float64), _numpy(feats_b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"expected two (N, F) feature arrays with the same F and N >= 2, got {a.shape}, {b.shape}")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))  # (F, F)
+    root_a = _sqrt_psd(cov_a)
+    eig = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
+    tr_sqrt = np.sqrt(np.clip(eig, 0, None)).sum()
+    fid = np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_sqrt
+    return float(max(fid, 0.0))  # round-off can take an exact 0 just below
+
+
+def inception_score(probs, splits: int = 10) -> tuple[float, float]:
+    """IS = exp(E_x KL(p(y|x) || p(y))) on each of `splits` chunks of probs (N, K); returns (mean, std).
+
+    It ranges from 1 (every prediction the same) to K (confident predictions spread evenly over K classes).
+    """
+    p = _numpy(probs, np.float64)
+    if p.ndim != 2 or len(p) < splits or splits < 1:
+        raise ValueError(f"expected probabilities (N, K) with N >= splits={splits}, got shape {p.shape}")
+    scores = []
+    for part in np.array_split(p, splits):
+        p_y = part.mean(0, keepdims=True)
+        safe = np.where(part > 0, part, 1.0)  # 0 * log 0 = 0, and p_y > 0 wherever part > 0
+        kl = np.sum(part * (np.log(safe) - np.log(np.where(part > 0, p_y, 1.0))), axis=1)
+        scores.append(np.exp(kl.mean()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """(K, K) int64 counts: rows are true classes, columns predicted classes."""
+    t, p = _numpy(y_true).astype(np.int64).ravel(), _numpy(y_pred).astype(np.int64).ravel()
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {t.shape[0]} vs {p.shape[0]}")
+    for name, y in (("y_true", t), ("y_pred", p)):
+        if y.size and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(f"{name} has labels outside [0, {num_classes}): {y.min()}..{y.max()}")
+    counts = np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes).astype(np.int64)
+
+
+def per_class_accuracy(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """(K,) float64: the fraction of each true class predicted correctly (recall); NaN for an absent class."""
+    cm = confusion_matrix(y_true, y_pred, num_classes)
+    support = cm.sum(1)
+    out = np.full(num_classes, np.nan)
+    np.divide(np.diag(cm), support, out=out, where=support > 0)
+    return out

@@ -1,0 +1,148 @@
+"""End to end: `dvc repro` of the whole pipeline on tiny generated datasets served over loopback HTTP.
+
+Real DVC, Ray, Optuna and W&B (offline); only the budget is shrunk to a few CPU seconds per stage.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from fakedata import checksums_yaml, make_cifar10_binary, make_mnist_like, serve_directory
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ["mnist", "cifar10"]
+TINY = {  # params.yaml overrides: the full pipeline in a few minutes on 2 CPU cores
+    "search": {"num_samples": 3, "max_epochs": 2, "grace_period": 1, "train_subset": 1024,
+               "resources": {"cpu": 1, "gpu": 0},
+               "space": {"hidden_size": {"choice": [32, 48]}, "num_layers": 1, "batch_size": 64,
+                         "lr": {"loguniform": [2e-3, 5e-3]}}},
+    "train": {"epochs": 2},
+    "gan": {"dataset": "mnist", "epochs": 1, "batch_size": 64, "hidden_size": 32, "num_layers": 1,
+            "noise_dim": 16, "train_subset": 512, "eval_samples": 200},
+}
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "space" \
+            else v
+        if k == "space":
+            out[k] = {**base[k], **v}
+    return out
+
+
+def run(cmd, cwd, env, timeout=1200):
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A fresh git+DVC project holding this repo's pipeline, with a tiny budget and generated data on a mirror."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    proj, mirror = tmp / "project", tmp / "mirror"
+    proj.mkdir()
+    for name in ["dvc.yaml", "pipeline", "src", ".dvcignore"]:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, proj / name)
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    params["datasets"] = DATASETS
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    make_mnist_like(mirror, n_train=1500, n_test=300, seed=0)
+    make_cifar10_binary(mirror, n_train_per_batch=200, n_test=300, seed=0)
+    (tmp / "checksums.yaml").write_text(checksums_yaml("mnist", mirror) + checksums_yaml("cifar10", mirror))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "RAY_", "DVC_"))}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", GRUTUNE_CHECKSUMS=str(tmp / "checksums.yaml"),
+               WANDB_MODE="offline", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t")
+    run(["git", "init", "-q"], proj, env)
+    run([sys.executable, "-m", "dvc", "init", "-q"], proj, env)
+    run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], proj, env)
+    run(["git", "add", "-A"], proj, env)
+    run(["git", "commit", "-qm", "init"], proj, env)
+    with serve_directory(mirror) as url:
+        env["GRUTUNE_DATA_MIRROR"] = url
+        repro = run([sys.executable, "-m", "dvc", "repro"], proj, env)
+    return proj, params, env, repro
+
+
+@pytest.mark.slow
+def test_every_declared_output_exists(project):
+    proj, params, env, _ = project
+    expected = ["models/gan.pt", "metrics/gan.json", "metrics/gan_log.csv", "metrics/gan_samples.png"]
+    for d in DATASETS:
+        expected += [f"data/raw/{d}", f"data/prepared/{d}.npz", f"search/{d}/best.yaml", f"search/{d}/trials.csv",
+                     f"metrics/{d}/search.json", f"models/{d}/classifier.pt", f"metrics/{d}/classifier.json",
+                     f"metrics/{d}/confusion.csv", f"metrics/{d}/train_log.csv"]
+    missing = [p for p in expected if not (proj / p).exists()]
+    assert not missing
+    status = run([sys.executable, "-m", "dvc", "status", "--json"], proj, env)
+    assert json.loads(status.stdout) == {}, status.stdout
+
+
+@pytest.mark.slow
+def test_metrics_show_reports_classifier_and_gan(project):
+    proj, params, env, _ = project
+    out = json.loads(run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], proj, env).stdout)
+    metrics = {path: v["data"] for path, v in out[""]["data"].items()}
+    for d in DATASETS:
+        clf = metrics[f"metrics/{d}/classifier.json"]
+        assert 0.0 <= clf["test_accuracy"] <= 1.0 and clf["test_loss"] >= 0
+        assert len(clf["per_class_accuracy"]) == 10
+        search = metrics[f"metrics/{d}/search.json"]
+        assert search["trials"] == params["search"]["num_samples"]
+        assert search["completed"] + search["pruned"] + search["errored"] == search["trials"]
+        assert 0.0 <= search["best_val_accuracy"] <= 1.0
+    # The generated classes are learnable: a working pipeline beats chance (0.1) clearly on MNIST-like data.
+    assert metrics["metrics/mnist/classifier.json"]["test_accuracy"] > 0.5
+    gan = metrics["metrics/gan.json"]
+    assert gan["fid"] >= 0 and 1.0 <= gan["inception_score"] <= 10.0
+
+
+@pytest.mark.slow
+def test_best_config_and_trials_table(project):
+    proj, params, env, _ = project
+    for d in DATASETS:
+        best = yaml.safe_load((proj / f"search/{d}/best.yaml").read_text())
+        assert best["config"]["hidden_size"] in (32, 48) and best["config"]["num_layers"] == 1
+        assert 2e-3 <= best["config"]["lr"] <= 5e-3
+        rows = (proj / f"search/{d}/trials.csv").read_text().splitlines()
+        assert len(rows) == 1 + params["search"]["num_samples"]
+        assert rows[0].startswith("trial_id,status,cell,")
+
+
+@pytest.mark.slow
+def test_checkpoints_load_weights_only_and_rebuild(project):
+    from grutune.models import build_classifier
+
+    proj, *_ = project
+    ckpt = torch.load(proj / "models/mnist/classifier.pt", weights_only=True)
+    assert set(ckpt) >= {"model", "model_kwargs", "config", "epoch", "data_hash"}
+    model = build_classifier(ckpt["model_kwargs"])
+    model.load_state_dict(ckpt["model"])
+    gan = torch.load(proj / "models/gan.pt", weights_only=True)
+    assert {"model", "model_kwargs", "discriminator"} <= set(gan)
+
+
+@pytest.mark.slow
+def test_wandb_offline_runs_written(project):
+    proj, params, *_ = project
+    runs = list((proj / "wandb").glob("offline-run-*"))
+    # one run per trial per dataset, one per final classifier, one for the GAN
+    assert len(runs) == len(DATASETS) * (params["search"]["num_samples"] + 1) + 1
+
+
+@pytest.mark.slow
+def test_a_normal_run_prints_no_tracebacks(project):
+    *_, repro = project
+    assert "Traceback" not in repro.stdout + repro.stderr

@@ -181,7 +181,7 @@ class GRUGenerator(nn.Module):
         self.kwargs = dict(out_shape=out_shape, noise_dim=int(noise_dim), hidden_size=int(hidden_size),
                            num_layers=int(num_layers))
         self.out_shape = out_shape
-        self.noise_dim = noise_dim
+        self.noise_dim = self.kwargs["noise_dim"]
         H, W, C = out_shape
         self.row_dim = W * C
         self.gru = nn.GRU(noise_dim + self.row_dim, hidden_size, num_layers, batch_first=True)
@@ -213,8 +213,6 @@ class GRUGenerator(nn.Module):
 class Discriminator(nn.Module):
     """A backbone from BACKBONES (spectral-normalised, no BatchNorm) and a strided conv + linear head: one logit."""
 
-    width = 64  # channels of the head's conv
-
     def __init__(self, *, in_shape: tuple[int, int, int], backbone: str):
         super().__init__()
         in_shape = _check_shape(in_shape, "in_shape")
@@ -224,10 +222,10 @@ class Discriminator(nn.Module):
         self.backbone = get(BACKBONES, backbone, "backbone")(C, norm="spectral")
         c, h, w = _out_shape(self.backbone, (C, H, W))
         # The conv gives backbone "none" a learned layer of its own; the head is the same for every backbone.
-        self.conv = spectral_norm(nn.Conv2d(c, self.width, 4, 2, 1))  # (B, C', H', W') -> (B, 64, H'/2, W'/2)
+        self.conv = spectral_norm(nn.Conv2d(c, 64, 4, 2, 1))  # (B, C', H', W') -> (B, 64, H'/2, W'/2)
         _, h2, w2 = _out_shape(self.conv, (c, h, w))
         self.act = nn.LeakyReLU(0.2)
-        self.linear = spectral_norm(nn.Linear(self.width * h2 * w2, 1))  # (B, 64 * H'/2 * W'/2) -> (B, 1)
+        self.linear = spectral_norm(nn.Linear(64 * h2 * w2, 1))  # (B, 64 * H'/2 * W'/2) -> (B, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) in [0, 1] -> logits (B,): real vs generated."""

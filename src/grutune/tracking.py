@@ -9,7 +9,9 @@ import csv
 import io
 import netrc
 import os
+import queue
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -65,38 +67,54 @@ class WandbTrialLogger(tune.Callback):
     """One W&B run per Tune trial, grouped by sweep, logged from the driver.
 
     Logging from the driver (not from trial actors) means a trial stopped early by ASHA, or lost with its node,
-    still gets its run finished cleanly, and no API key is needed for offline runs.
+    still gets its run finished cleanly, and no API key is needed for offline runs. W&B calls (a run's start
+    takes about a second) happen on a background thread, so they never stall Tune's event loop.
     """
 
     def __init__(self, *, project: str, group: str, directory: str | os.PathLike, extra_config: dict):
         self.project, self.group, self.directory, self.extra = project, group, directory, extra_config
-        self.runs: dict[str, Any] = {}
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
 
-    def _run(self, trial):
-        if trial.trial_id not in self.runs:
-            self.runs[trial.trial_id] = init_wandb(
-                True, project=self.project, group=self.group, job_type="trial", name=trial.trial_id,
-                config={**trial.config, **self.extra}, directory=self.directory, silent=True)
-        return self.runs[trial.trial_id]
+    def _submit(self, *op) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="wandb-trial-logger", daemon=True)
+            self._thread.start()
+        self._queue.put(op)
+
+    def _work(self) -> None:
+        runs: dict[str, Any] = {}
+        while (op := self._queue.get()) is not None:
+            kind, trial_id, payload = op
+            try:
+                if kind == "log":
+                    if trial_id not in runs:
+                        runs[trial_id] = init_wandb(
+                            True, project=self.project, group=self.group, job_type="trial", name=trial_id,
+                            config={**payload["config"], **self.extra}, directory=self.directory, silent=True)
+                    runs[trial_id].log(payload["metrics"], step=payload["step"])
+                elif kind == "finish" and trial_id in runs:
+                    runs.pop(trial_id).finish(exit_code=payload)
+            except Exception as e:  # tracking must never take a sweep down
+                print(f"W&B logging for trial {trial_id} failed: {e}")
+        for run in runs.values():
+            run.finish()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self._run(trial).log({k: result[k] for k in TRIAL_METRICS if k in result}, step=int(result["epoch"]))
-
-    def _finish(self, trial, exit_code: int = 0):
-        run = self.runs.pop(trial.trial_id, None)
-        if run is not None:
-            run.finish(exit_code=exit_code)
+        self._submit("log", trial.trial_id, {"config": dict(trial.config), "step": int(result["epoch"]),
+                                             "metrics": {k: result[k] for k in TRIAL_METRICS if k in result}})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._finish(trial)
+        self._submit("finish", trial.trial_id, 0)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, exit_code=1)
+        self._submit("finish", trial.trial_id, 1)
 
     def on_experiment_end(self, trials, **info):
-        for run in self.runs.values():
-            run.finish()
-        self.runs.clear()
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
 
 
 def write_csv(path: str | os.PathLike, rows: Iterable[dict], fieldnames: list[str]) -> None:

@@ -73,11 +73,15 @@ class WandbTrialLogger(tune.Callback):
 
     def __init__(self, *, project: str, group: str, directory: str | os.PathLike, extra_config: dict):
         self.project, self.group, self.directory, self.extra = project, group, directory, extra_config
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
+
+    def __getstate__(self) -> dict:  # Tune pickles its callbacks with the experiment state
+        return {**self.__dict__, "_queue": None, "_thread": None}
 
     def _submit(self, *op) -> None:
         if self._thread is None:
+            self._queue = queue.Queue()
             self._thread = threading.Thread(target=self._work, name="wandb-trial-logger", daemon=True)
             self._thread.start()
         self._queue.put(op)

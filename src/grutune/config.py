@@ -160,6 +160,8 @@ class SearchParams(_Section):
     reduction_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)]
     max_concurrent_trials: Annotated[int, Field(ge=0)]
     train_subset: PositiveInt | None
+    max_failures: Annotated[int, Field(ge=0)]
+    storage: Annotated[str, Field(min_length=1)] | None
     resources: Resources
     space: dict[str, Any]
 

@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 import ray
 import torch
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -28,7 +30,7 @@ from grutune.config import Params, TrialConfig
 from grutune.data import Prepared
 from grutune.errors import GrutuneError
 from grutune.models import GRUClassifier
-from grutune.training import Split, fit, pick_device
+from grutune.training import NonFiniteLoss, Split, fit, pick_device
 
 METRIC, MODE = "val_accuracy", "max"
 CHECKPOINT = "checkpoint.pt"
@@ -59,6 +61,64 @@ def sweep_id(params: Params, dataset: str, content_hash: str) -> str:
     return f"{dataset}-" + hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:10]
 
 
+class JournalOptunaSearch(OptunaSearch):
+    """OptunaSearch whose study lives in an Optuna journal file: the sweep's search history survives any crash.
+
+    Tune restores a searcher from a pickle of its last snapshot, which after a hard kill can be older than the
+    journal (and a searcher passed anew on restore is silently dropped). So on restore the study is reloaded from
+    the journal and Tune's trial ids are re-attached from a user attribute: TPE keeps its whole history, trials
+    that finished after the snapshot stay finished, and a trial asked for just before the kill is handed out again
+    instead of asking Optuna for one more.
+    """
+
+    TUNE_ID = "tune_trial_id"
+
+    def __init__(self, *, journal: Path, study_name: str, seed: int):
+        super().__init__(metric=METRIC, mode=MODE, study_name=study_name, sampler=optuna.samplers.TPESampler(seed=seed),
+                         storage=JournalStorage(JournalFileBackend(str(journal))))
+        self._seed_base = seed
+        self._orphans: list = []
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        # The pickled sampler's random state is from the snapshot: reseed it past everything the journal holds,
+        # or it would draw again the configs it drew between the snapshot and the crash.
+        n = len(optuna.load_study(study_name=self._study_name, storage=self._storage).trials)
+        self._sampler = optuna.samplers.TPESampler(seed=self._seed_base + n)
+        study = optuna.load_study(study_name=self._study_name, storage=self._storage, sampler=self._sampler)
+        known = set(self._ot_trials)
+        self._ot_study, self._ot_trials, self._orphans = study, {}, []
+        for t in study.get_trials(deepcopy=False):
+            tid = t.user_attrs.get(self.TUNE_ID)
+            if t.state.is_finished():
+                self._completed_trials.add(tid)
+            elif tid in known:
+                self._ot_trials[tid] = optuna.trial.Trial(study, t._trial_id)
+            else:
+                self._orphans.append(optuna.trial.Trial(study, t._trial_id))
+
+    def suggest(self, trial_id: str):
+        if trial_id not in self._ot_trials and self._orphans:
+            self._ot_trials[trial_id] = self._orphans.pop(0)
+        config = super().suggest(trial_id)
+        if config is not None:
+            self._ot_trials[trial_id].set_user_attr(self.TUNE_ID, trial_id)
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if not result.get("diverged"):
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials:
+            return  # finished before a crash, then replayed by Tune from a stale snapshot
+        if error or (result or {}).get("diverged"):
+            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL)
+            self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result, error)
+
+
 # --------------------------------------------------------------------------- trial
 
 def run_trial(config: dict, *, data: dict[str, np.ndarray], settings: dict) -> None:
@@ -79,35 +139,47 @@ def run_trial(config: dict, *, data: dict[str, np.ndarray], settings: dict) -> N
         opt.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"]
 
+    node = ray.get_runtime_context().get_node_id()
+
     def report(m: dict) -> None:
+        m = {**m, "resumed_from_epoch": start_epoch, "node_id": node}
         with tempfile.TemporaryDirectory() as d:
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": m["epoch"],
                         "config": hp.model_dump()}, Path(d) / CHECKPOINT)
             tune.report(m, checkpoint=tune.Checkpoint.from_directory(d))
 
-    fit(model, opt, Split.of(data["x_train"], data["y_train"], device),
-        Split.of(data["x_val"], data["y_val"], device),
-        epochs=settings["max_epochs"], batch_size=hp.batch_size, seed=settings["seed"],
-        start_epoch=start_epoch, subset=settings["train_subset"], on_epoch=report)
+    epochs_done = [start_epoch]
+    try:
+        fit(model, opt, Split.of(data["x_train"], data["y_train"], device),
+            Split.of(data["x_val"], data["y_val"], device),
+            epochs=settings["max_epochs"], batch_size=hp.batch_size, seed=settings["seed"],
+            start_epoch=start_epoch, subset=settings["train_subset"],
+            on_epoch=lambda m: (epochs_done.append(m["epoch"]), report(m)))
+    except NonFiniteLoss as e:
+        # Stop at once and say so: retrying a diverged config would only diverge again.
+        tune.report({"epoch": epochs_done[-1] + 1, METRIC: 0.0, "diverged": 1, "error": str(e),
+                     "resumed_from_epoch": start_epoch, "node_id": node})
 
 
 # --------------------------------------------------------------------------- driver
 
 def init_ray() -> bool:
-    """Join the cluster in RAY_ADDRESS, or start a local Ray; returns True when joining an existing cluster.
+    """Join a running Ray cluster (RAY_ADDRESS, or one started with `ray start` on this node), else start one.
 
-    Token authentication stays on (Ray's default). Only Ray's notice that it is on by default is quieted; a user
-    who sets RAY_AUTH_MODE keeps full control. The dashboard is not started for a local Ray.
+    Returns True when joining an existing cluster. Token authentication stays on (Ray's default); only Ray's notice
+    that it is on by default is quieted. A Ray started here runs without its dashboard.
     """
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    remote = bool(os.environ.get("RAY_ADDRESS"))
     if not ray.is_initialized():
-        ray.init(include_dashboard=None if remote else False, log_to_driver=True)
-    return remote
+        # Trial processes' own output stays in Ray's logs: Tune reports each trial's progress and errors (with the
+        # traceback saved in the trial's directory), and Ray's worker-shutdown noise stays out of the run's output.
+        ray.init(include_dashboard=False if not os.environ.get("RAY_ADDRESS") else None, log_to_driver=False)
+    node = getattr(ray._private.worker, "_global_node", None)  # the node this driver started, if it started one
+    return not (node is not None and getattr(node, "head", False))
 
 
 def trial_resources(params: Params, remote: bool) -> dict[str, float]:
-    """Per-trial resources from params; on a local Ray, capped to what this machine has so trials can start.
+    """Per-trial resources from params; on a Ray started here, capped to what this machine has so trials can start.
 
     On a cluster they are taken as asked: the autoscaler adds the GPU nodes they need.
     """
@@ -130,62 +202,148 @@ class SearchResult:
     summary: dict[str, Any]       # counts and timing, for DVC metrics
 
 
+STATUSES = ("completed", "pruned", "failed", "errored")
+
+
 def _trial_rows(results, max_epochs: int) -> list[dict[str, Any]]:
+    """One row per trial: completed (ran max_epochs), pruned (stopped by ASHA), failed (diverged), errored (raised)."""
     rows = []
     for r in results:
         df = r.metrics_dataframe
-        has = df is not None and METRIC in df and len(df)
+        has = df is not None and METRIC in df and len(df) > 0
         epochs = int(df["epoch"].max()) if has else 0
-        status = ("errored" if r.error is not None else "completed" if epochs >= max_epochs else "pruned")
+        diverged = has and "diverged" in df and bool(df["diverged"].fillna(0).max())
+        status = ("errored" if r.error is not None else "failed" if diverged
+                  else "completed" if epochs >= max_epochs else "pruned")
+        ok = df[df["diverged"].fillna(0) == 0] if diverged else df
         hp = {k: r.config.get(k) for k in TrialConfig.model_fields}
-        rows.append({"trial_id": (r.metrics or {}).get("trial_id") or Path(r.path).name, "status": status, **hp,
-                     "best_val_accuracy": float(df[METRIC].max()) if has else float("nan"),
-                     "epochs": epochs})
+        error_file = Path(r.path) / "error.txt"
+        rows.append({"trial_id": (r.metrics or {}).get("trial_id") or _trial_id_from_dir(r.path), "status": status, **hp,
+                     "best_val_accuracy": float(ok[METRIC].max()) if has and len(ok) else float("nan"),
+                     "epochs": epochs,
+                     "resumed_from_epoch": int(df["resumed_from_epoch"].max()) if has and "resumed_from_epoch" in df
+                     else 0,
+                     "error": str(error_file) if r.error is not None and error_file.exists() else ""})
     return rows
 
 
+def _trial_id_from_dir(path: str) -> str:
+    """Tune names a trial's directory <trainable>_<trial id>_<index>_<config>; a trial that never reported has
+    only this to go by."""
+    import re
+
+    m = re.search(r"_([0-9a-f]{8}|[0-9a-f]{5}_[0-9]{5})_\d+_", Path(path).name)
+    return m.group(1) if m else Path(path).name
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
 def run_search(params: Params, data: Prepared, *, state_dir: Path, callbacks: list | None = None,
-               remote: bool = False) -> SearchResult:
-    """Run (or finish) the sweep for one dataset and return its best config and per-trial table."""
+               remote: bool = False, trainable_fn=run_trial) -> SearchResult:
+    """Run, resume or re-read the sweep for one dataset; return its best config and per-trial table.
+
+    The sweep's state lives under `search.storage` (default: `state_dir`), named by its identity: a changed space,
+    budget or data version is a new sweep, an interrupted one resumes, and a finished one is only read back.
+    """
     sid = sweep_id(params, data.name, data.content_hash)
     s = params.search
-    exp_dir = Path(state_dir).resolve() / sid
-    if exp_dir.exists():  # a sweep interrupted before it finished: start it again cleanly
-        print(f"discarding the unfinished sweep state in {exp_dir}")
-        shutil.rmtree(exp_dir)
+    storage = s.storage or str(Path(state_dir).resolve())
+    if not _is_uri(storage):
+        storage = str(Path(storage).resolve())
+    exp_path = f"{storage.rstrip('/')}/{sid}"
+    # The Optuna journal sits beside Tune's experiment directory when that is a (shared) path. With a cloud URI it
+    # is kept locally and copied up after every finished trial (JournalSync).
+    local_journal_dir = Path(storage) if not _is_uri(storage) else Path(state_dir).resolve()
+    journal = local_journal_dir / f"{sid}.optuna.journal"
+    sync = JournalSync(journal, f"{storage.rstrip('/')}/{journal.name}") if _is_uri(storage) else None
     resources = trial_resources(params, remote)
     settings = {"in_shape": tuple(int(d) for d in data.x_train.shape[1:]), "num_classes": len(data.classes),
                 "max_epochs": s.max_epochs, "train_subset": s.train_subset, "seed": params.seed,
                 "threads": max(1, int(resources["cpu"]))}
     arrays = {k: getattr(data, k) for k in ("x_train", "y_train", "x_val", "y_val")}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, data=arrays, settings=settings), resources)
-    tuner = tune.Tuner(
-        trainable,
-        param_space=tune_param_space(s.space),
-        tune_config=tune.TuneConfig(
-            metric=METRIC, mode=MODE, num_samples=s.num_samples,
-            max_concurrent_trials=s.max_concurrent_trials or None,
-            search_alg=OptunaSearch(seed=params.seed),
-            scheduler=ASHAScheduler(time_attr="epoch", max_t=s.max_epochs, grace_period=s.grace_period,
-                                    reduction_factor=s.reduction_factor)),
-        run_config=tune.RunConfig(
-            name=sid, storage_path=str(exp_dir.parent), callbacks=callbacks,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
-    )
+    trainable = tune.with_resources(tune.with_parameters(trainable_fn, data=arrays, settings=settings), resources)
+    callbacks = [*(callbacks or []), *([sync] if sync else [])]
+
+    if tune.Tuner.can_restore(exp_path):
+        if sync:
+            sync.download()
+        print(f"resuming sweep {sid} from {exp_path}: finished trials are kept, unfinished ones continue from "
+              f"their last checkpoint")
+        # Callbacks and the searcher come back from the sweep's saved state (ours: JournalOptunaSearch).
+        # Tune warns about trials that had not reported yet when the sweep stopped; they are resumed all the same.
+        logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        journal.unlink(missing_ok=True)  # Tune never recorded this sweep: start its study afresh too
+        local_journal_dir.mkdir(parents=True, exist_ok=True)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=tune_param_space(s.space),
+            tune_config=tune.TuneConfig(
+                metric=METRIC, mode=MODE, num_samples=s.num_samples,
+                max_concurrent_trials=s.max_concurrent_trials or None,
+                search_alg=JournalOptunaSearch(journal=journal, study_name=sid, seed=params.seed),
+                scheduler=ASHAScheduler(time_attr="epoch", max_t=s.max_epochs, grace_period=s.grace_period,
+                                        reduction_factor=s.reduction_factor)),
+            run_config=tune.RunConfig(
+                name=sid, storage_path=storage, callbacks=callbacks,
+                failure_config=tune.FailureConfig(max_failures=s.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+        )
     # One checkpoint kept per trial forces an experiment snapshot per report; that is intended, not a bottleneck.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     t0 = time.time()
     results = tuner.fit()
     wall = time.time() - t0
     rows = _trial_rows(results, s.max_epochs)
-    ok = [r for r in rows if r["status"] != "errored" and r["best_val_accuracy"] == r["best_val_accuracy"]]
+    ok = [r for r in rows if r["status"] in ("completed", "pruned") and r["best_val_accuracy"] == r["best_val_accuracy"]]
     if not ok:
-        raise GrutuneError(f"every trial of sweep {sid} failed; see the trial logs under {exp_dir}")
+        raise GrutuneError(f"no trial of sweep {sid} succeeded; see the trial directories under {exp_path}")
     top = max(ok, key=lambda r: r["best_val_accuracy"])
     best = {"dataset": data.name, "sweep_id": sid, "data_hash": data.content_hash, "trial_id": top["trial_id"],
             "val_accuracy": top["best_val_accuracy"], "epochs": top["epochs"],
             "config": TrialConfig(**{k: top[k] for k in TrialConfig.model_fields}).model_dump()}
-    counts = {st: sum(r["status"] == st for r in rows) for st in ("completed", "pruned", "errored")}
+    counts = {st: sum(r["status"] == st for r in rows) for st in STATUSES}
     summary = {"best_val_accuracy": top["best_val_accuracy"], "trials": len(rows), **counts,
                "epochs_run": sum(r["epochs"] for r in rows), "wall_time_s": round(wall, 1)}
     return SearchResult(sid, best, rows, summary)
+
+
+class JournalSync(tune.Callback):
+    """Keeps a copy of the local Optuna journal at a cloud URI, so the search history outlives the head node."""
+
+    def __init__(self, local: Path, uri: str):
+        self.local, self.uri = local, uri
+
+    def _fs(self):
+        import pyarrow.fs
+
+        return pyarrow.fs.FileSystem.from_uri(self.uri)
+
+    def download(self) -> None:
+        import pyarrow.fs
+
+        fs, path = self._fs()
+        if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+            self.local.parent.mkdir(parents=True, exist_ok=True)
+            pyarrow.fs.copy_files(path, str(self.local), source_filesystem=fs,
+                                  destination_filesystem=pyarrow.fs.LocalFileSystem())
+
+    def upload(self) -> None:
+        import pyarrow.fs
+
+        if self.local.exists():
+            fs, path = self._fs()
+            pyarrow.fs.copy_files(str(self.local), path, source_filesystem=pyarrow.fs.LocalFileSystem(),
+                                  destination_filesystem=fs)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.upload()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.upload()
+
+    def on_experiment_end(self, trials, **info):
+        self.upload()

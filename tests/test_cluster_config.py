@@ -1,0 +1,184 @@
+"""cluster.yaml: Ray's own cluster-config validator accepts it, and it keeps what a careless edit would lose.
+
+Offline and fast: `prepare_config` + `validate_config` are the steps `ray up` takes before it calls AWS; they read
+only the file, Ray's bundled aws/defaults.yaml and ray-schema.json.
+"""
+
+import copy
+import re
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+import ray
+import yaml
+from packaging.specifiers import SpecifierSet
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT = (ROOT / "cluster.yaml").read_text()
+RAW = yaml.safe_load(TEXT)
+PYPROJECT = (ROOT / "pyproject.toml").read_text()
+
+COMMAND_LISTS = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
+                 "head_start_ray_commands", "worker_start_ray_commands")
+
+SECRET_PATTERNS = {
+    "AWS access key ID": r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
+    "AWS secret key": r"(?i)aws_secret_access_key\s*[=:]\s*['\"]?[A-Za-z0-9/+]{20,}",
+    "W&B key": r"WANDB_API_KEY\s*[=:]\s*['\"]?(?!\$)[^\s'\"]+",
+    "W&B key given to `wandb login`": r"wandb\s+login\s+(?:-\S+\s+)*[0-9A-Za-z_]{20,}",
+    "Ray token": r"RAY_AUTH_TOKEN\s*[=:]\s*['\"]?(?!\$)[^\s'\"]+",
+    "64-hex-digit token (Ray's format)": r"\b[0-9a-f]{64}\b",
+    "private key": r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
+}
+
+
+def prepared(raw: dict) -> dict:
+    """What `ray up` checks: the file merged with Ray's AWS defaults, then validated against Ray's schema."""
+    config = prepare_config(copy.deepcopy(raw))
+    validate_config(config)
+    return config
+
+
+def secrets_in(text: str) -> list[str]:
+    return [name for name, pattern in SECRET_PATTERNS.items() if re.search(pattern, text)]
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    return prepared(RAW)
+
+
+def commands(config: dict) -> list[str]:
+    return [cmd for key in COMMAND_LISTS for cmd in config[key]]
+
+
+def worker_types(config: dict) -> dict[str, dict]:
+    return {k: v for k, v in config["available_node_types"].items() if k != config["head_node_type"]}
+
+
+# --------------------------------------------------------------------------- Ray's validator
+
+def test_ray_validator_accepts_the_file(config):
+    assert config["provider"]["type"] == "aws"
+    # Every command list is in the file itself, so none comes from Ray's defaults (which bind the dashboard to
+    # 0.0.0.0 and install a nightly Ray).
+    assert set(COMMAND_LISTS) <= set(RAW)
+
+
+@pytest.mark.parametrize("break_it", [
+    lambda c: c.update(unknown_top_level_key=1),
+    lambda c: c["available_node_types"]["ray.worker.gpu"].update(gpus=1),
+    lambda c: c.update(head_node_type="ray.head.missing"),
+    lambda c: c["available_node_types"]["ray.worker.gpu"].update(min_workers=5),
+], ids=["unknown-top-level-key", "unknown-node-type-key", "missing-head-type", "min-workers-above-max-workers"])
+def test_ray_validator_rejects_broken_variants(break_it):
+    raw = copy.deepcopy(RAW)
+    break_it(raw)
+    with pytest.raises((jsonschema.ValidationError, ValueError)):
+        prepared(raw)
+
+
+# --------------------------------------------------------------------------- nodes
+
+def test_cpu_head_and_autoscaling_gpu_workers(config):
+    types = config["available_node_types"]
+    assert config["head_node_type"] in types
+    assert types[config["head_node_type"]]["resources"].get("GPU", 0) == 0, "the head is meant to be CPU-only"
+    gpu_workers = {k: v for k, v in worker_types(config).items() if v["resources"].get("GPU", 0) >= 1}
+    assert gpu_workers, "no worker node type declares GPUs"
+    for name, t in gpu_workers.items():
+        assert t["min_workers"] == 0, f"{name}: GPU nodes should start only when trials wait for them"
+        assert t["max_workers"] >= 1, f"{name}: the autoscaler could never add one"
+    assert config["max_workers"] >= max(t["max_workers"] for t in gpu_workers.values())
+
+
+def test_every_node_uses_the_same_image(config):
+    # Ray needs the same Python on every node; one image gives that.
+    images = {t["node_config"].get("ImageId") for t in config["available_node_types"].values()}
+    assert len(images) == 1 and None not in images, images
+
+
+# --------------------------------------------------------------------------- security
+
+def test_no_secrets_in_the_file():
+    assert secrets_in(TEXT) == []
+
+
+@pytest.mark.parametrize("leak", [
+    "AKIA" + "ABCDEFGHIJKLMNOP",
+    "aws_secret_access_key = " + "a1B2" * 10,
+    "export WANDB_API_KEY=" + "0123456789abcdef" * 2 + "01234567",
+    "wandb login " + "f" * 40,
+    "RAY_AUTH_TOKEN=" + "e" * 64,
+    "-----BEGIN OPENSSH PRIVATE KEY-----",
+])
+def test_secret_scan_catches_leaks(leak):
+    assert secrets_in(f"setup_commands:\n    - {leak}\n")
+
+
+@pytest.mark.parametrize("fine", [
+    "WANDB_API_KEY=$WANDB_API_KEY dvc repro",
+    "RAY_AUTH_TOKEN_PATH=~/.ray/auth_token",
+    "ImageId: ami-0123456789abcdef0",
+    "git checkout " + "a" * 40,
+])
+def test_secret_scan_passes_references(fine):
+    assert secrets_in(fine) == []
+
+
+def test_dashboard_is_not_exposed(config):
+    for cmd in commands(config):
+        for host in re.findall(r"--dashboard-host[=\s]+(\S+)", cmd):
+            assert host.strip("'\"") in {"127.0.0.1", "localhost", "::1"}, cmd
+    for rule in config["provider"].get("security_group", {}).get("IpPermissions", []):
+        every_port = rule.get("IpProtocol") in ("-1", -1)
+        assert not every_port and not rule["FromPort"] <= 8265 <= rule["ToPort"], rule
+
+
+def test_token_auth_stays_on(config):
+    assert not re.search(r"RAY_AUTH_MODE\s*=\s*['\"]?disabled", TEXT, re.IGNORECASE)
+    # Ray 2.60's launcher does not distribute a token, and a worker's `ray start` enables token auth only when
+    # RAY_AUTH_MODE=token is set: both have to come from this file.
+    assert any("export RAY_AUTH_MODE=token" in cmd for cmd in config["initialization_commands"])
+    home = f"/home/{config['auth']['ssh_user']}"
+    assert config["file_mounts"].get(f"{home}/.ray/auth_token") == "~/.ray/auth_token"
+
+
+# --------------------------------------------------------------------------- installation
+
+def test_nodes_install_the_project_like_the_readme(config):
+    setup = " && ".join(config["setup_commands"])
+    assert "git clone" in setup
+    assert "python3 -m venv .venv" in setup
+    assert re.search(r"pip install -e \.(\s|$)", setup)
+    torch_pin = re.search(r'"torch==([^"]+)"', PYPROJECT).group(1)
+    for cmd in commands(config):
+        for segment in re.split(r"&&|;|\|\|", cmd):
+            if "pip install" in segment:
+                for req in re.findall(r"\btorch\b[^\s'\"]*", segment):
+                    assert req == f"torch=={torch_pin}", f"torch installed apart from the project's pin: {segment}"
+
+
+def test_cluster_ray_matches_the_launcher_and_the_project_pin(config):
+    pins = {v for cmd in config["setup_commands"] for v in re.findall(r"ray\[default\]==([0-9][^\s'\"]*)", cmd)}
+    assert len(pins) == 1, pins
+    pin = pins.pop()
+    assert pin == ray.__version__, (f"cluster.yaml installs Ray {pin}, but `ray up` would run Ray {ray.__version__} "
+                                    "from this environment; make them equal")
+    project_spec = re.search(r'"ray\[tune\]([^"]*)"', PYPROJECT).group(1)
+    assert pin in SpecifierSet(project_spec), f"Ray {pin} is outside pyproject.toml's ray{project_spec}"
+
+
+def test_ray_runs_from_the_project_venv(config):
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        calls = re.findall(r"(\S*)\bray (?:start|stop)\b", " ; ".join(config[key]))
+        assert calls and all(prefix.endswith(".venv/bin/") for prefix in calls), (key, calls)
+
+
+def test_commands_are_valid_bash(config):
+    for cmd in commands(config):
+        done = subprocess.run(["bash", "-n", "-c", cmd], capture_output=True, text=True)
+        assert done.returncode == 0, f"{cmd}\n{done.stderr}"

@@ -1,0 +1,197 @@
+"""The search stage on tiny real runs: real Ray Tune, Optuna (journal storage) and ASHA, on generated data.
+
+Covers the search space conversion, a sweep's identity, resume after SIGKILL, a changed space starting a new sweep,
+and diverging / raising trials that leave the sweep complete and counted.
+"""
+
+import copy
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+import yaml
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from ray import tune
+
+from fakedata import make_mnist_like
+from grutune.config import load_params
+from grutune.data import load_prepared, prepare
+from grutune.search import run_search, run_trial, sweep_id, tune_param_space
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_SEARCH = {"num_samples": 6, "max_epochs": 2, "grace_period": 2, "train_subset": 512, "max_concurrent_trials": 2,
+               "max_failures": 1, "resources": {"cpu": 1, "gpu": 0}}
+TINY_SPACE = {"hidden_size": {"choice": [16, 24]}, "num_layers": 1, "backbone": "none", "batch_size": 64,
+              "bidirectional": False}
+
+
+def write_params(path: Path, search=None, space=None) -> Path:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw.update(datasets=["mnist"])
+    raw["gan"]["dataset"] = "mnist"
+    raw["tracking"]["wandb"] = False
+    raw["search"].update(copy.deepcopy({**TINY_SEARCH, **(search or {})}))
+    raw["search"]["space"].update(copy.deepcopy({**TINY_SPACE, **(space or {})}))
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("data")
+    make_mnist_like(tmp / "raw", n_train=600, n_test=100, seed=0)
+    prepare("mnist", tmp / "raw", tmp / "mnist.npz", val_fraction=0.2, seed=0)
+    return tmp / "mnist.npz"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    # Trial processes cannot import this test module: ship its functions (flaky_trial) by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def study_trials(journal_dir: Path):
+    (journal,) = journal_dir.glob("*.optuna.journal")
+    study = optuna.load_study(study_name=None, storage=JournalStorage(JournalFileBackend(str(journal))))
+    return study.get_trials(deepcopy=False)
+
+
+# --------------------------------------------------------------------------- pure functions
+
+def test_tune_param_space_converts_every_kind(tmp_path):
+    p = load_params(write_params(tmp_path / "params.yaml", space={
+        "hidden_size": {"int": [16, 32]}, "lr": {"loguniform": [1e-4, 1e-2]}, "dropout": {"uniform": [0.0, 0.5]},
+        "cell": {"choice": ["gru", "lstm"]}, "backbone": "conv"}))
+    space = tune_param_space(p.search.space)
+    assert isinstance(space["hidden_size"], tune.search.sample.Integer)
+    assert (space["hidden_size"].lower, space["hidden_size"].upper) == (16, 33)  # randint's high is exclusive
+    assert isinstance(space["lr"].get_sampler(), tune.search.sample.LogUniform)
+    assert (space["dropout"].lower, space["dropout"].upper) == (0.0, 0.5)
+    assert space["cell"].categories == ["gru", "lstm"]
+    assert space["backbone"] == "conv"
+
+
+def test_sweep_identity(tmp_path):
+    base = load_params(write_params(tmp_path / "a.yaml"))
+    same = load_params(write_params(tmp_path / "b.yaml", search={"max_failures": 5}))  # retries: not identity
+    other_space = load_params(write_params(tmp_path / "c.yaml", space={"hidden_size": {"choice": [16, 32]}}))
+    other_budget = load_params(write_params(tmp_path / "d.yaml", search={"num_samples": 7}))
+    sid = sweep_id(base, "mnist", "sha256:aa")
+    assert sid.startswith("mnist-") and sid == sweep_id(same, "mnist", "sha256:aa")
+    assert len({sid, sweep_id(other_space, "mnist", "sha256:aa"), sweep_id(other_budget, "mnist", "sha256:aa"),
+                sweep_id(base, "mnist", "sha256:bb")}) == 4
+
+
+# --------------------------------------------------------------------------- faults
+
+def flaky_trial(config, *, data, settings):
+    """The real trial, with faults keyed on the config: hidden 17 raises, hidden 19 gets a NaN loss."""
+    if config["hidden_size"] == 17:
+        raise RuntimeError("injected failure")
+    if config["hidden_size"] == 19:
+        import torch.nn.functional as F
+
+        real = F.cross_entropy
+        F.cross_entropy = lambda *a, **k: real(*a, **k) * float("nan")  # this trial process only
+    run_trial(config, data=data, settings=settings)
+
+
+def test_nan_and_raising_trials_leave_the_sweep_complete_and_counted(tmp_path, prepared, local_ray):
+    p = load_params(write_params(tmp_path / "params.yaml", search={"num_samples": 8},
+                                 space={"hidden_size": {"choice": [16, 17, 19]}}))
+    result = run_search(p, load_prepared(prepared), state_dir=tmp_path / "state", trainable_fn=flaky_trial)
+    rows = result.trials
+    by_hidden = {h: [r for r in rows if r["hidden_size"] == h] for h in (16, 17, 19)}
+    assert all(by_hidden.values()), "the seeded sampler should pick every hidden size in 8 trials"
+    assert {r["status"] for r in by_hidden[17]} == {"errored"}
+    assert {r["status"] for r in by_hidden[19]} == {"failed"}
+    assert {r["status"] for r in by_hidden[16]} <= {"completed", "pruned"}
+    for r in by_hidden[17]:
+        assert "injected failure" in Path(r["error"]).read_text()  # the traceback is kept in the trial's directory
+    s = result.summary
+    assert (s["errored"], s["failed"]) == (len(by_hidden[17]), len(by_hidden[19]))
+    assert s["completed"] + s["pruned"] + s["failed"] + s["errored"] == s["trials"] == 8
+    assert result.best["config"]["hidden_size"] == 16
+    # Optuna records both kinds of fault as failed trials, and holds exactly num_samples trials.
+    trials = study_trials(tmp_path / "state")
+    assert len(trials) == 8
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert sorted(t.params["hidden_size"] for t in failed) == sorted([17] * len(by_hidden[17])
+                                                                      + [19] * len(by_hidden[19]))
+
+
+# --------------------------------------------------------------------------- resume and identity
+
+def run_stage(cwd: Path, prepared: Path, **popen):
+    cmd = [sys.executable, str(ROOT / "pipeline/search.py"), "mnist", str(prepared), "out", "metrics.json"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            **popen)
+
+
+def finished_trials(text: str) -> set[str]:
+    return set(re.findall(r"Trial run_trial_(\w+) completed after", text))
+
+
+def started_trials(text: str) -> set[str]:
+    return set(re.findall(r"Trial run_trial_(\w+) started with configuration", text))
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_resumes_the_sweep(tmp_path, prepared):
+    write_params(tmp_path / "params.yaml", search={"max_epochs": 3, "grace_period": 3},
+                 space={"hidden_size": {"choice": [16, 24, 32]}})
+    proc = run_stage(tmp_path, prepared)
+    out, deadline = "", time.time() + 300
+    for line in proc.stdout:  # kill the driver once two trials have finished
+        out += line
+        if len(finished_trials(out)) >= 2 or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first_done = finished_trials(out)
+    assert len(first_done) >= 2 and not (tmp_path / "out/best.yaml").exists()
+
+    second = run_stage(tmp_path, prepared)
+    out2, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, out2[-3000:]
+    assert "resuming sweep" in out2
+    assert not started_trials(out2) & first_done, "finished trials must not run again"
+    assert (tmp_path / "out/best.yaml").exists()
+    rows = (tmp_path / "out/trials.csv").read_text().splitlines()[1:]
+    assert len(rows) == 6
+    trials = study_trials(tmp_path / ".grutune/sweeps")
+    assert len(trials) == 6 and all(t.state.is_finished() for t in trials)
+    configs = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(configs)) == len(configs), "a restored sampler must not draw the same config again"
+
+
+@pytest.mark.slow
+def test_a_changed_space_starts_a_new_sweep_and_a_finished_one_does_nothing(tmp_path, prepared):
+    write_params(tmp_path / "params.yaml", search={"num_samples": 2})
+    first, _ = run_stage(tmp_path, prepared).communicate(timeout=600)
+    (sweep,) = (tmp_path / ".grutune/sweeps").glob("mnist-*[!l]")
+    trials_csv = (tmp_path / "out/trials.csv").read_text()
+
+    again, _ = run_stage(tmp_path, prepared).communicate(timeout=600)
+    assert "resuming sweep" in again and not started_trials(again)
+    assert (tmp_path / "out/trials.csv").read_text() == trials_csv
+
+    write_params(tmp_path / "params.yaml", search={"num_samples": 2}, space={"hidden_size": {"choice": [20, 28]}})
+    changed, _ = run_stage(tmp_path, prepared).communicate(timeout=600)
+    assert "resuming sweep" not in changed and len(started_trials(changed)) == 2
+    sweeps = sorted(p.name for p in (tmp_path / ".grutune/sweeps").iterdir() if p.is_dir())
+    assert len(sweeps) == 2 and sweep.name in sweeps
+    best = yaml.safe_load((tmp_path / "out/best.yaml").read_text())
+    assert best["config"]["hidden_size"] in (20, 28) and best["sweep_id"] != sweep.name

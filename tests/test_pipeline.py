@@ -118,7 +118,8 @@ def test_best_config_and_trials_table(project):
         assert 2e-3 <= best["config"]["lr"] <= 5e-3
         rows = (proj / f"search/{d}/trials.csv").read_text().splitlines()
         assert len(rows) == 1 + params["search"]["num_samples"]
-        assert rows[0].startswith("trial_id,status,cell,")
+        assert rows[0].startswith("trial,trial_id,status,cell,")
+        assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(params["search"]["num_samples"]))
 
 
 @pytest.mark.slow

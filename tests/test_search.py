@@ -5,6 +5,8 @@ and diverging / raising trials that leave the sweep complete and counted.
 """
 
 import copy
+import csv
+import json
 import os
 import re
 import signal
@@ -167,10 +169,18 @@ def test_sigkill_then_rerun_resumes_the_sweep(tmp_path, prepared):
     out2, _ = second.communicate(timeout=600)
     assert second.returncode == 0, out2[-3000:]
     assert "resuming sweep" in out2
-    assert not started_trials(out2) & first_done, "finished trials must not run again"
+    # Finished trials are not trained again: no epoch of theirs is reported twice.
+    for trial_dir in (tmp_path / ".grutune/sweeps").glob("mnist-*/run_trial_*"):
+        epochs = [json.loads(line)["epoch"] for line in (trial_dir / "result.json").read_text().splitlines()]
+        assert len(epochs) == len(set(epochs)), f"{trial_dir.name} retrained epochs {epochs}"
+        if any(t in trial_dir.name for t in first_done):  # Tune may have lost their last line; the journal has it
+            assert epochs == [1, 2, 3][:len(epochs)]
     assert (tmp_path / "out/best.yaml").exists()
-    rows = (tmp_path / "out/trials.csv").read_text().splitlines()[1:]
+    rows = list(csv.DictReader((tmp_path / "out/trials.csv").open()))
     assert len(rows) == 6
+    assert all(r["status"] == "completed" and r["epochs"] == "3" for r in rows if r["trial_id"] in first_done), \
+        (first_done, [(r["trial_id"], r["status"], r["epochs"], r["error"] and Path(r["error"]).read_text()[:1500])
+                      for r in rows], [(t.user_attrs, t.state, t.intermediate_values) for t in study_trials(tmp_path / ".grutune/sweeps")])
     trials = study_trials(tmp_path / ".grutune/sweeps")
     assert len(trials) == 6 and all(t.state.is_finished() for t in trials)
     configs = [tuple(sorted(t.params.items())) for t in trials]

@@ -112,8 +112,11 @@ class JournalOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials:
             return  # finished before a crash, then replayed by Tune from a stale snapshot
+        ot_trial = self._ot_trials[trial_id]
+        if result and "epoch" in result:  # the final result reaches the searcher here, not in on_trial_result
+            ot_trial.set_user_attr("epochs", int(result["epoch"]))
         if error or (result or {}).get("diverged"):
-            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL)
+            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
             self._completed_trials.add(trial_id)
             return
         super().on_trial_complete(trial_id, result, error)
@@ -124,6 +127,8 @@ class JournalOptunaSearch(OptunaSearch):
 def run_trial(config: dict, *, data: dict[str, np.ndarray], settings: dict) -> None:
     """One Tune trial: train for up to `max_epochs`, reporting val accuracy and a checkpoint every epoch."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not one "checkpoint created" line per epoch
+    if _already_finished(settings.get("journal"), settings.get("study"), tune.get_context().get_trial_id()):
+        return  # finished before a crash that Tune's last snapshot missed: the journal knows better
     torch.set_num_threads(settings["threads"])
     hp = TrialConfig(**{k: config[k] for k in TrialConfig.model_fields})
     device = pick_device()
@@ -159,6 +164,16 @@ def run_trial(config: dict, *, data: dict[str, np.ndarray], settings: dict) -> N
         # Stop at once and say so: retrying a diverged config would only diverge again.
         tune.report({"epoch": epochs_done[-1] + 1, METRIC: 0.0, "diverged": 1, "error": str(e),
                      "resumed_from_epoch": start_epoch, "node_id": node})
+
+
+def _already_finished(journal: str | None, study_name: str | None, trial_id: str) -> bool:
+    """Whether the Optuna journal records this Tune trial as finished (readable where the journal is: the
+    driver's node, or every node with shared storage)."""
+    if not journal or not Path(journal).exists():
+        return False
+    study = optuna.load_study(study_name=study_name, storage=JournalStorage(JournalFileBackend(journal)))
+    return any(t.user_attrs.get(JournalOptunaSearch.TUNE_ID) == trial_id and t.state.is_finished()
+               for t in study.get_trials(deepcopy=False))
 
 
 # --------------------------------------------------------------------------- driver
@@ -205,26 +220,45 @@ class SearchResult:
 STATUSES = ("completed", "pruned", "failed", "errored")
 
 
-def _trial_rows(results, max_epochs: int) -> list[dict[str, Any]]:
+def _journal_progress(journal: Path, study_name: str) -> dict[str, tuple[int, float, int]]:
+    """{tune trial id: (epochs, best value, Optuna trial number)} from the Optuna journal, which a hard kill cannot leave behind Tune's
+    own result files."""
+    if not journal.exists():
+        return {}
+    study = optuna.load_study(study_name=study_name, storage=JournalStorage(JournalFileBackend(str(journal))))
+    out = {}
+    for t in study.get_trials(deepcopy=False):
+        if JournalOptunaSearch.TUNE_ID in t.user_attrs:
+            values = [*t.intermediate_values.values(), *([t.value] if t.value is not None else [])]
+            epochs = max([t.user_attrs.get("epochs", 0), *t.intermediate_values])
+            out[t.user_attrs[JournalOptunaSearch.TUNE_ID]] = (epochs, max(values, default=float("-inf")), t.number)
+    return out
+
+
+def _trial_rows(results, max_epochs: int, journal: dict[str, tuple[int, float, int]]) -> list[dict[str, Any]]:
     """One row per trial: completed (ran max_epochs), pruned (stopped by ASHA), failed (diverged), errored (raised)."""
     rows = []
     for r in results:
         df = r.metrics_dataframe
         has = df is not None and METRIC in df and len(df) > 0
-        epochs = int(df["epoch"].max()) if has else 0
+        tid = (r.metrics or {}).get("trial_id") or _trial_id_from_dir(r.path)
+        j_epochs, j_best, number = journal.get(tid, (0, float("-inf"), -1))
+        epochs = max(int(df["epoch"].max()) if has else 0, j_epochs)
         diverged = has and "diverged" in df and bool(df["diverged"].fillna(0).max())
         status = ("errored" if r.error is not None else "failed" if diverged
                   else "completed" if epochs >= max_epochs else "pruned")
         ok = df[df["diverged"].fillna(0) == 0] if diverged else df
         hp = {k: r.config.get(k) for k in TrialConfig.model_fields}
         error_file = Path(r.path) / "error.txt"
-        rows.append({"trial_id": (r.metrics or {}).get("trial_id") or _trial_id_from_dir(r.path), "status": status, **hp,
-                     "best_val_accuracy": float(ok[METRIC].max()) if has and len(ok) else float("nan"),
+        best = max(float(ok[METRIC].max()) if has and len(ok) else float("-inf"), j_best if not diverged else
+                   float("-inf"))
+        rows.append({"trial": number, "trial_id": tid, "status": status, **hp,
+                     "best_val_accuracy": best if best > float("-inf") else float("nan"),
                      "epochs": epochs,
                      "resumed_from_epoch": int(df["resumed_from_epoch"].max()) if has and "resumed_from_epoch" in df
                      else 0,
                      "error": str(error_file) if r.error is not None and error_file.exists() else ""})
-    return rows
+    return sorted(rows, key=lambda r: (r["trial"], r["trial_id"]))  # in the order Optuna proposed them
 
 
 def _trial_id_from_dir(path: str) -> str:
@@ -261,7 +295,7 @@ def run_search(params: Params, data: Prepared, *, state_dir: Path, callbacks: li
     resources = trial_resources(params, remote)
     settings = {"in_shape": tuple(int(d) for d in data.x_train.shape[1:]), "num_classes": len(data.classes),
                 "max_epochs": s.max_epochs, "train_subset": s.train_subset, "seed": params.seed,
-                "threads": max(1, int(resources["cpu"]))}
+                "threads": max(1, int(resources["cpu"])), "journal": str(journal), "study": sid}
     arrays = {k: getattr(data, k) for k in ("x_train", "y_train", "x_val", "y_val")}
     trainable = tune.with_resources(tune.with_parameters(trainable_fn, data=arrays, settings=settings), resources)
     callbacks = [*(callbacks or []), *([sync] if sync else [])]
@@ -290,14 +324,15 @@ def run_search(params: Params, data: Prepared, *, state_dir: Path, callbacks: li
             run_config=tune.RunConfig(
                 name=sid, storage_path=storage, callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+                # Two, not one: after a hard kill the last experiment snapshot may point at the previous checkpoint.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
         )
-    # One checkpoint kept per trial forces an experiment snapshot per report; that is intended, not a bottleneck.
+    # A bounded number of checkpoints per trial forces an experiment snapshot per report; that is intended, not a bottleneck.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     t0 = time.time()
     results = tuner.fit()
     wall = time.time() - t0
-    rows = _trial_rows(results, s.max_epochs)
+    rows = _trial_rows(results, s.max_epochs, _journal_progress(journal, sid))
     ok = [r for r in rows if r["status"] in ("completed", "pruned") and r["best_val_accuracy"] == r["best_val_accuracy"]]
     if not ok:
         raise GrutuneError(f"no trial of sweep {sid} succeeded; see the trial directories under {exp_path}")

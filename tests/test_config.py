@@ -126,7 +126,7 @@ def test_every_error_is_reported_at_once(tmp_path):
 def test_yaml_1_1_float_strings_are_read_as_numbers(tmp_path):
     # PyYAML reads `1e-3` (no dot) as a string; it is a valid learning rate all the same.
     path = write(tmp_path, lambda r: None)
-    path.write_text(path.read_text().replace("lr_g: 0.0002", "lr_g: 2e-4"))
+    path.write_text(path.read_text().replace("lr_g: 0.001", "lr_g: 2e-4"))
     assert load_params(path).gan.lr_g == 2e-4
 
 

@@ -173,7 +173,12 @@ def build_classifier(kwargs: dict) -> GRUClassifier:
 
 
 class GRUGenerator(nn.Module):
-    """Draws an image row by row: step t sees the noise z and row t-1 (a blank row at t=0) and emits row t."""
+    """Draws an image row by row: a GRU started from the noise z, fed z at every step, emits one row per step.
+
+    The noise sets the initial hidden state and is the input at every step, so every row depends on it. Feeding back
+    the previous row instead (an autoregressive drawing) collapsed to a single image on Fashion-MNIST: the rows it
+    had drawn drowned out z.
+    """
 
     def __init__(self, *, out_shape: tuple[int, int, int], noise_dim: int, hidden_size: int, num_layers: int):
         super().__init__()
@@ -184,22 +189,24 @@ class GRUGenerator(nn.Module):
         self.noise_dim = self.kwargs["noise_dim"]
         H, W, C = out_shape
         self.row_dim = W * C
-        self.gru = nn.GRU(noise_dim + self.row_dim, hidden_size, num_layers, batch_first=True)
+        self.init = nn.Linear(noise_dim, hidden_size * num_layers)  # z -> the initial state of every layer
+        self.gru = nn.GRU(noise_dim, hidden_size, num_layers, batch_first=True)
         self.head = nn.Linear(hidden_size, self.row_dim)
+
+    def initial_state(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, noise_dim) -> (num_layers, B, hidden)."""
+        B = z.shape[0]
+        h = torch.tanh(self.init(z))  # (B, num_layers * hidden)
+        return h.view(B, self.gru.num_layers, self.gru.hidden_size).transpose(0, 1).contiguous()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Noise (B, noise_dim) -> images (B, H, W, C) in [0, 1]."""
         H, W, C = self.out_shape
         B = z.shape[0]
-        z = z.unsqueeze(1)  # (B, noise_dim) -> (B, 1, noise_dim): one time step
-        row = z.new_zeros(B, 1, self.row_dim)  # (B, 1, W*C): the blank row above the image
-        h = None  # (num_layers, B, hidden), carried from row to row
-        rows = []
-        for _ in range(H):
-            out, h = self.gru(torch.cat([z, row], dim=2), h)  # (B, 1, noise_dim + W*C) -> (B, 1, hidden)
-            row = torch.sigmoid(self.head(out))  # (B, 1, hidden) -> (B, 1, W*C)
-            rows.append(row)
-        return torch.cat(rows, dim=1).view(B, H, W, C)  # H x (B, 1, W*C) -> (B, H, W*C) -> (B, H, W, C)
+        steps = z.unsqueeze(1).expand(B, H, self.noise_dim)  # (B, noise_dim) -> (B, H, noise_dim): z at every row
+        out, _ = self.gru(steps, self.initial_state(z))  # -> (B, H, hidden): step t's state draws row t
+        rows = torch.sigmoid(self.head(out))  # -> (B, H, W*C)
+        return rows.view(B, H, W, C)  # -> (B, H, W, C)
 
     def sample(self, n: int, device: torch.device | str | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
@@ -211,7 +218,11 @@ class GRUGenerator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """A backbone from BACKBONES (spectral-normalised, no BatchNorm) and a strided conv + linear head: one logit."""
+    """A backbone from BACKBONES (spectral-normalised, no BatchNorm) and a strided conv + linear head: one logit.
+
+    The head also sees the batch's feature spread (minibatch standard deviation, as in ProGAN): a generator whose
+    samples all look alike is then easy to tell from real data, which keeps it from collapsing to one image.
+    """
 
     def __init__(self, *, in_shape: tuple[int, int, int], backbone: str):
         super().__init__()
@@ -225,15 +236,16 @@ class Discriminator(nn.Module):
         self.conv = spectral_norm(nn.Conv2d(c, 64, 4, 2, 1))  # (B, C', H', W') -> (B, 64, H'/2, W'/2)
         _, h2, w2 = _out_shape(self.conv, (c, h, w))
         self.act = nn.LeakyReLU(0.2)
-        self.linear = spectral_norm(nn.Linear(64 * h2 * w2, 1))  # (B, 64 * H'/2 * W'/2) -> (B, 1)
+        self.linear = spectral_norm(nn.Linear(64 * h2 * w2 + 1, 1))  # (B, 64 * H'/2 * W'/2 + 1) -> (B, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) in [0, 1] -> logits (B,): real vs generated."""
         x = (x - 0.5) / 0.5
         x = x.permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
         x = self.backbone(x)  # -> (B, C', H', W')
-        x = self.act(self.conv(x))  # -> (B, 64, H'/2, W'/2)
-        return self.linear(x.flatten(1)).squeeze(1)  # -> (B, 64 * H'/2 * W'/2) -> (B, 1) -> (B,)
+        x = self.act(self.conv(x)).flatten(1)  # -> (B, 64, H'/2, W'/2) -> (B, 64 * H'/2 * W'/2)
+        spread = x.std(0, unbiased=False).mean().expand(x.shape[0], 1)  # -> (B, 1): one value for the batch
+        return self.linear(torch.cat([x, spread], 1)).squeeze(1)  # -> (B, 64 * H'/2 * W'/2 + 1) -> (B,)
 
 
 def build_generator(kwargs: dict) -> GRUGenerator:

@@ -47,7 +47,7 @@ def main() -> None:
     b = result.best
     cfg = ", ".join(f"{k}={v}" for k, v in b["config"].items())
     print(f"best of {result.summary['trials']} trials ({result.summary['completed']} completed, "
-          f"{result.summary['pruned']} pruned, {result.summary['errored']} errored): "
+          f"{result.summary['pruned']} pruned, {result.summary['failed']} failed, {result.summary['errored']} errored): "
           f"{b['trial_id']} val_accuracy={b['val_accuracy']:.4f} after {b['epochs']} epochs ({cfg})")
     print(f"wrote {args.out_dir / 'best.yaml'}, {args.out_dir / 'trials.csv'}, {args.metrics}")
 

@@ -209,6 +209,10 @@ def trial_resources(params: Params, remote: bool) -> dict[str, float]:
     return got
 
 
+class SweepInterrupted(GrutuneError):
+    """The sweep stopped before all its trials finished; its state is kept for a resume."""
+
+
 @dataclass(frozen=True)
 class SearchResult:
     sweep_id: str
@@ -300,14 +304,14 @@ def run_search(params: Params, data: Prepared, *, state_dir: Path, callbacks: li
     trainable = tune.with_resources(tune.with_parameters(trainable_fn, data=arrays, settings=settings), resources)
     callbacks = [*(callbacks or []), *([sync] if sync else [])]
 
+    # Tune warns about trials that had not reported yet when a sweep stopped; they are resumed all the same.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     if tune.Tuner.can_restore(exp_path):
         if sync:
             sync.download()
         print(f"resuming sweep {sid} from {exp_path}: finished trials are kept, unfinished ones continue from "
               f"their last checkpoint")
         # Callbacks and the searcher come back from the sweep's saved state (ours: JournalOptunaSearch).
-        # Tune warns about trials that had not reported yet when the sweep stopped; they are resumed all the same.
-        logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False)
     else:
         journal.unlink(missing_ok=True)  # Tune never recorded this sweep: start its study afresh too
@@ -332,7 +336,14 @@ def run_search(params: Params, data: Prepared, *, state_dir: Path, callbacks: li
     t0 = time.time()
     results = tuner.fit()
     wall = time.time() - t0
-    rows = _trial_rows(results, s.max_epochs, _journal_progress(journal, sid))
+    progress = _journal_progress(journal, sid)
+    finished = sum(t.state.is_finished() for t in optuna.load_study(
+        study_name=sid, storage=JournalStorage(JournalFileBackend(str(journal)))).get_trials(deepcopy=False))
+    if finished < s.num_samples or results.num_terminated + results.num_errors < len(results):
+        # Tune stops gracefully on Ctrl-C and returns what it has; a partial sweep must not become the stage's output.
+        raise SweepInterrupted(f"sweep {sid} stopped with {finished} of {s.num_samples} trials finished; its state "
+                               f"is kept in {exp_path}: run `dvc repro` again to resume it")
+    rows = _trial_rows(results, s.max_epochs, progress)
     ok = [r for r in rows if r["status"] in ("completed", "pruned") and r["best_val_accuracy"] == r["best_val_accuracy"]]
     if not ok:
         raise GrutuneError(f"no trial of sweep {sid} succeeded; see the trial directories under {exp_path}")

@@ -22,7 +22,7 @@ from grutune.errors import GrutuneError, cli  # noqa: E402
 from grutune.gan import image_grid, generate, score, train_gan  # noqa: E402
 from grutune.io import atomic_path, write_json  # noqa: E402
 from grutune.models import Discriminator, GRUGenerator, build_classifier  # noqa: E402
-from grutune.tracking import init_wandb, write_csv  # noqa: E402
+from grutune.tracking import init_wandb, log_model, write_csv  # noqa: E402
 from grutune.training import Split, load_checkpoint, pick_device, save_checkpoint  # noqa: E402
 
 GRID = 8  # samples per side of the PNG grid
@@ -85,7 +85,9 @@ def main() -> None:
         import wandb
 
         run.summary.update(metrics)
-        run.log({"samples": wandb.Image(grid)})
+        run.log({"samples": wandb.Image(grid.squeeze(-1) if grid.shape[-1] == 1 else grid)})
+        if params.tracking.log_models:
+            log_model(run, args.model_out, name=f"gan-{data.name}", metadata={"data_hash": data.content_hash, **metrics})
         run.finish()
     print(f"fid {metrics['fid']:.3f} (real train vs test: {metrics['reference_fid_train_vs_test']:.3f})  "
           f"inception_score {metrics['inception_score']:.3f} (real test: "

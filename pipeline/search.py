@@ -15,7 +15,7 @@ from grutune.data import load_prepared
 from grutune.errors import cli
 from grutune.io import write_json, write_yaml
 from grutune.search import init_ray, run_search, sweep_id
-from grutune.tracking import WandbTrialLogger, wandb_mode, write_csv
+from grutune.tracking import WandbTrialLogger, log_sweep_summary, wandb_mode, write_csv
 
 
 @cli
@@ -44,6 +44,15 @@ def main() -> None:
     write_yaml(args.out_dir / "best.yaml", result.best)
     write_csv(args.out_dir / "trials.csv", result.trials, fieldnames=list(result.trials[0]))
     write_json(args.metrics, result.summary)
+    # best-so-far validation accuracy, against trial number and against wall time, for `dvc plots`
+    write_csv(args.metrics.parent / "search_progress.csv", result.progress,
+              fieldnames=["trial", "trial_val_accuracy", "best_val_accuracy"])
+    write_csv(args.metrics.parent / "search_progress_time.csv", result.progress_time,
+              fieldnames=["wall_time_s", "trial_val_accuracy", "best_val_accuracy"])
+    log_sweep_summary(params.tracking.wandb, project=params.tracking.project, sweep_id=sid,
+                      directory=args.wandb_dir.resolve(), trials=result.trials, summary=result.summary, best=result.best,
+                      config={"dataset": data.name, "data_hash": data.content_hash, "sweep_id": sid,
+                              **params.search.model_dump(exclude={"space"}), "space": str(params.search.space)})
     b = result.best
     cfg = ", ".join(f"{k}={v}" for k, v in b["config"].items())
     print(f"best of {result.summary['trials']} trials ({result.summary['completed']} completed, "

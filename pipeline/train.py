@@ -20,7 +20,7 @@ from grutune.errors import ConfigError, cli
 from grutune.io import write_json
 from grutune.metrics import confusion_matrix, per_class_accuracy
 from grutune.models import GRUClassifier
-from grutune.tracking import init_wandb, log_classifier_eval, write_csv
+from grutune.tracking import init_wandb, log_classifier_eval, log_model, write_csv
 from grutune.training import Split, evaluate, fit, pick_device, save_checkpoint
 
 
@@ -87,6 +87,9 @@ def main() -> None:
               fieldnames=["epoch", "train_loss", "train_accuracy", "lr", "images_per_s"])
     if run is not None:
         log_classifier_eval(run, metrics, confusion_matrix(y_true, y_pred, k), data.classes)
+        if params.tracking.log_models:
+            log_model(run, args.model_out, name=f"classifier-{data.name}",
+                      metadata={"data_hash": data.content_hash, **metrics})
         run.finish()
     print(f"test_accuracy {ev['accuracy']:.4f}  test_loss {ev['loss']:.4f}  -> {args.model_out}, "
           f"{args.metrics_dir / 'classifier.json'}")

@@ -3,6 +3,7 @@
 Real DVC, Ray, Optuna and W&B (offline); only the budget is shrunk to a few CPU seconds per stage.
 """
 
+import csv
 import json
 import os
 import shutil
@@ -136,11 +137,66 @@ def test_checkpoints_load_weights_only_and_rebuild(project):
 
 
 @pytest.mark.slow
-def test_wandb_offline_runs_written(project):
-    proj, params, *_ = project
-    runs = list((proj / "wandb").glob("offline-run-*"))
-    # one run per trial per dataset, one per final classifier, one for the GAN
-    assert len(runs) == len(DATASETS) * (params["search"]["num_samples"] + 1) + 1
+def test_wandb_runs_carry_lineage_and_metrics_and_close_cleanly(project):
+    from wandb_records import read_run
+
+    proj, params, env, _ = project
+    runs = [read_run(f) for f in (proj / "wandb").glob("offline-run-*/run-*.wandb")]
+    by_type = {}
+    for r in runs:
+        by_type.setdefault(r["job_type"], []).append(r)
+    n = params["search"]["num_samples"]
+    assert {k: len(v) for k, v in by_type.items()} == {"trial": n * len(DATASETS), "sweep": len(DATASETS),
+                                                       "train": len(DATASETS), "gan": 1}
+    assert all(r["exit_code"] == 0 for r in runs), "a run was left unfinished (shown as crashed)"
+    commit = run(["git", "rev-parse", "HEAD"], proj, env).stdout.strip()
+    for d in DATASETS:
+        best = yaml.safe_load((proj / f"search/{d}/best.yaml").read_text())
+        trials = [r for r in by_type["trial"] if r["group"] == best["sweep_id"]]
+        assert len(trials) == n
+        epochs = {row["trial_id"]: int(row["epochs"]) for row in csv.DictReader((proj / f"search/{d}/trials.csv").open())}
+        for t in trials:
+            assert t["config"]["data_hash"] == best["data_hash"] and t["config"]["git_commit"] == commit
+            assert {"cell", "hidden_size", "lr", "batch_size"} <= set(t["config"])
+            steps = [h for h in t["history"] if "val_accuracy" in h]
+            assert len(steps) == epochs[t["name"]] and {"train_loss", "val_loss", "lr"} <= set(steps[-1])
+        (sweep,) = [r for r in by_type["sweep"] if r["group"] == best["sweep_id"]]
+        assert any(h.get("trials", {}).get("_type") == "table-file" for h in sweep["history"])
+        assert sweep["summary"]["trials"] == n and sweep["summary"]["best_trial"] == best["trial_id"]
+    for r in by_type["train"]:
+        assert any("confusion_matrix" in h for h in r["history"]) and 0 <= r["summary"]["test_accuracy"] <= 1
+    assert any(h.get("samples", {}).get("_type") == "image-file" for h in by_type["gan"][0]["history"])
+
+
+@pytest.mark.slow
+def test_exp_run_links_runs_to_the_experiment_and_exp_show_lists_metrics(project):
+    from wandb_records import read_run
+
+    proj, params, env, _ = project
+    before = set((proj / "wandb").glob("offline-run-*"))
+    run([sys.executable, "-m", "dvc", "exp", "run", "-n", "smaller-eval", "-S", "gan.eval_samples=100"], proj, env)
+    (new,) = set((proj / "wandb").glob("offline-run-*")) - before  # only the gan stage ran again
+    gan = read_run(next(new.glob("run-*.wandb")))
+    assert gan["job_type"] == "gan" and gan["config"]["dvc_experiment"] == "smaller-eval"
+    shown = json.loads(run([sys.executable, "-m", "dvc", "exp", "show", "--json"], proj, env).stdout)
+    text = json.dumps(shown)
+    assert "smaller-eval" in text and "test_accuracy" in text and "inception_score" in text
+
+
+@pytest.mark.slow
+def test_dvc_plots_render_from_the_plot_files(project):
+    proj, params, env, _ = project
+    progress = (proj / "metrics/mnist/search_progress.csv").read_text().splitlines()
+    assert progress[0] == "trial,trial_val_accuracy,best_val_accuracy"
+    best = [float(r.split(",")[2]) for r in progress[1:]]
+    assert best == sorted(best) and len(best) == params["search"]["num_samples"]  # best-so-far never drops
+    timed = (proj / "metrics/mnist/search_progress_time.csv").read_text().splitlines()
+    times = [float(r.split(",")[0]) for r in timed[1:]]
+    assert times == sorted(times) and times[0] > 0
+    out = run([sys.executable, "-m", "dvc", "plots", "show", "--json"], proj, env).stdout
+    for path in ("search_progress.csv", "search_progress_time.csv", "confusion.csv", "train_log.csv",
+                 "gan_samples.png"):
+        assert path in out
 
 
 @pytest.mark.slow

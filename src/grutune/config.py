@@ -198,6 +198,7 @@ class GanParams(_Section):
 class TrackingParams(_Section):
     wandb: bool
     project: Annotated[str, Field(min_length=1)]
+    log_models: bool
 
 
 class Params(_Section):

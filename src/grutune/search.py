@@ -219,6 +219,8 @@ class SearchResult:
     best: dict[str, Any]          # trial_id, val_accuracy, epochs, config
     trials: list[dict[str, Any]]  # one row per trial
     summary: dict[str, Any]       # counts and timing, for DVC metrics
+    progress: list[dict[str, Any]]  # best-so-far val accuracy after each trial, in the order they were proposed
+    progress_time: list[dict[str, Any]]  # the same, in the order trials ended, against wall time
 
 
 STATUSES = ("completed", "pruned", "failed", "errored")
@@ -256,12 +258,15 @@ def _trial_rows(results, max_epochs: int, journal: dict[str, tuple[int, float, i
         error_file = Path(r.path) / "error.txt"
         best = max(float(ok[METRIC].max()) if has and len(ok) else float("-inf"), j_best if not diverged else
                    float("-inf"))
+        ended = float(df["timestamp"].max()) if has and "timestamp" in df else float("nan")
+        time_s = float(df["time_total_s"].max()) if has and "time_total_s" in df else 0.0
         rows.append({"trial": number, "trial_id": tid, "status": status, **hp,
                      "best_val_accuracy": best if best > float("-inf") else float("nan"),
                      "epochs": epochs,
                      "resumed_from_epoch": int(df["resumed_from_epoch"].max()) if has and "resumed_from_epoch" in df
                      else 0,
-                     "error": str(error_file) if r.error is not None and error_file.exists() else ""})
+                     "error": str(error_file) if r.error is not None and error_file.exists() else "",
+                     "_ended": ended, "time_s": round(time_s, 1)})
     return sorted(rows, key=lambda r: (r["trial"], r["trial_id"]))  # in the order Optuna proposed them
 
 
@@ -354,7 +359,23 @@ def run_search(params: Params, data: Prepared, *, state_dir: Path, callbacks: li
     counts = {st: sum(r["status"] == st for r in rows) for st in STATUSES}
     summary = {"best_val_accuracy": top["best_val_accuracy"], "trials": len(rows), **counts,
                "epochs_run": sum(r["epochs"] for r in rows), "wall_time_s": round(wall, 1)}
-    return SearchResult(sid, best, rows, summary)
+    by_time = sorted((r for r in rows if r["_ended"] == r["_ended"]), key=lambda r: r["_ended"])
+    t0 = min((r["_ended"] - r["time_s"] for r in by_time), default=0.0)
+    return SearchResult(sid, best, [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], summary,
+                        _best_so_far(rows, "trial", lambda r: r["trial"]),
+                        _best_so_far(by_time, "wall_time_s", lambda r: round(r["_ended"] - t0, 1)))
+
+
+def _best_so_far(rows: list[dict], x: str, value_of_x) -> list[dict]:
+    """Best validation accuracy so far after each row (failed and errored trials bring no improvement)."""
+    out, best = [], None
+    for r in rows:
+        v = r["best_val_accuracy"] if r["status"] in ("completed", "pruned") else None
+        if v is not None and v == v and (best is None or v > best):
+            best = v
+        out.append({x: value_of_x(r), "trial_val_accuracy": "" if v is None or v != v else v,
+                    "best_val_accuracy": "" if best is None else best})
+    return out
 
 
 class JournalSync(tune.Callback):

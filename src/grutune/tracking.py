@@ -138,3 +138,28 @@ def log_classifier_eval(run, metrics: dict, confusion, classes) -> None:
     run.summary.update({f"test_accuracy/{c}": a for c, a in metrics["per_class_accuracy"].items()})
     rows = [[classes[i], classes[j], int(confusion[i][j])] for i in range(len(classes)) for j in range(len(classes))]
     run.log({"confusion_matrix": wandb.Table(columns=["actual", "predicted", "count"], data=rows)})
+
+
+def log_sweep_summary(enabled: bool, *, project: str, sweep_id: str, directory, config: dict, trials: list[dict],
+                      summary: dict, best: dict) -> None:
+    """One run per sweep holding the table of all its trials, its counts and its best config."""
+    run = init_wandb(enabled, project=project, group=sweep_id, job_type="sweep", name=f"sweep-{sweep_id}",
+                     config=config, directory=directory, silent=True)
+    if run is None:
+        return
+    import wandb
+
+    columns = list(trials[0])
+    run.log({"trials": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in trials])})
+    run.summary.update({**summary, "best_trial": best["trial_id"],
+                        **{f"best/{k}": v for k, v in best["config"].items()}})
+    run.finish()
+
+
+def log_model(run, path, *, name: str, metadata: dict) -> None:
+    """The checkpoint as a W&B model artifact (only with tracking.log_models: uploads can be large)."""
+    import wandb
+
+    artifact = wandb.Artifact(name, type="model", metadata=metadata)
+    artifact.add_file(str(path))
+    run.log_artifact(artifact)

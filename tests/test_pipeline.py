@@ -161,7 +161,7 @@ def test_wandb_runs_carry_lineage_and_metrics_and_close_cleanly(project):
             steps = [h for h in t["history"] if "val_accuracy" in h]
             assert len(steps) == epochs[t["name"]] and {"train_loss", "val_loss", "lr"} <= set(steps[-1])
         (sweep,) = [r for r in by_type["sweep"] if r["group"] == best["sweep_id"]]
-        assert any(h.get("trials", {}).get("_type") == "table-file" for h in sweep["history"])
+        assert any(h.get("trials_table", {}).get("_type") == "table-file" for h in sweep["history"])
         assert sweep["summary"]["trials"] == n and sweep["summary"]["best_trial"] == best["trial_id"]
     for r in by_type["train"]:
         assert any("confusion_matrix" in h for h in r["history"]) and 0 <= r["summary"]["test_accuracy"] <= 1

@@ -42,7 +42,15 @@ def _parse(raw: bytes) -> pb.Record:
 
 
 def _items(items) -> dict:
-    return {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in items}
+    """Items as a dict; nested keys (a logged table is {"trials": {"_type": ...}}) become nested dicts."""
+    out: dict = {}
+    for i in items:
+        keys = [i.key] if i.key else list(i.nested_key)
+        d = out
+        for k in keys[:-1]:
+            d = d.setdefault(k, {})
+        d[keys[-1]] = json.loads(i.value_json)
+    return out
 
 
 def read_run(path: Path) -> dict:

@@ -150,7 +150,7 @@ def log_sweep_summary(enabled: bool, *, project: str, sweep_id: str, directory, 
     import wandb
 
     columns = list(trials[0])
-    run.log({"trials": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in trials])})
+    run.log({"trials_table": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in trials])})
     run.summary.update({**summary, "best_trial": best["trial_id"],
                         **{f"best/{k}": v for k, v in best["config"].items()}})
     run.finish()

@@ -1,0 +1,490 @@
+"""The `report` stage's page: every dataset's sweep and classifier, and the GAN, in one self-contained HTML file.
+
+Plots are PNGs drawn with matplotlib and embedded as base64 data URIs, so the page has no external assets or scripts
+and reads offline. Every number printed is a value from a metrics file, formatted as `dvc metrics show` prints it.
+The readers at the top name the stage that writes a missing file; everything below them is data in, HTML out.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib.image
+import numpy as np
+import optuna
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from pydantic import ValidationError
+
+from grutune.config import TrialConfig
+from grutune.errors import GrutuneError
+from grutune.gan import image_grid
+from grutune.metrics import confusion_matrix
+
+HPARAMS = tuple(TrialConfig.model_fields)  # the trials.csv columns that hold a trial's config
+LOG_SCALE = {"lr"}                         # hyperparameters searched on a log scale
+OK_STATUSES = ("completed", "pruned")      # trials whose best_val_accuracy counts
+REAL_IMAGES = 64                           # real test images shown beside the GAN's 8x8 samples
+# Known metric keys in the order the page lists them; keys not listed here follow, sorted.
+SEARCH_KEYS = ("best_val_accuracy", "trials", "completed", "pruned", "failed", "errored", "epochs_run", "wall_time_s")
+CLASSIFIER_KEYS = ("test_accuracy", "test_loss")
+GAN_KEYS = ("fid", "reference_fid_train_vs_test", "inception_score", "inception_score_std",
+            "reference_inception_score_test", "eval_samples")
+
+
+# =========================================================================== inputs
+
+@dataclass(frozen=True)
+class DatasetResults:
+    """What the search and train stages wrote for one dataset, and its data version."""
+
+    name: str
+    search: dict[str, Any]           # metrics/<ds>/search.json
+    classifier: dict[str, Any]       # metrics/<ds>/classifier.json
+    trials: list[dict[str, Any]]     # search/<ds>/trials.csv, typed, in file (= Optuna's) order
+    confusion: list[tuple[str, str]]  # metrics/<ds>/confusion.csv: (actual, predicted) per test image
+    classes: tuple[str, ...]         # from the prepared data, in label order
+    content_hash: str
+    files: dict[str, str]            # role -> path, shown next to the numbers they hold
+
+
+@dataclass(frozen=True)
+class GanResults:
+    dataset: str
+    metrics: dict[str, Any]          # metrics/gan.json
+    samples_png: bytes               # metrics/gan_samples.png, embedded as it is
+    real: np.ndarray                 # (N, H, W, C) uint8 test images of gan.dataset
+    content_hash: str
+    files: dict[str, str]
+
+
+def _need(path: Path, stage: str) -> Path:
+    if not path.is_file():
+        raise GrutuneError(f"{path} not found: stage {stage} writes it (run `dvc repro {stage}`)")
+    return path
+
+
+def read_json(path: Path, stage: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(_need(path, stage).read_text())
+    except json.JSONDecodeError as e:
+        raise GrutuneError(f"{path} is not valid JSON ({e}): rerun stage {stage}") from None
+    if not isinstance(obj, dict):
+        raise GrutuneError(f"{path}: expected a JSON object of metrics, got {type(obj).__name__}")
+    return obj
+
+
+def _read_csv(path: Path, stage: str, columns: tuple[str, ...]) -> list[dict[str, str]]:
+    with open(_need(path, stage), newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise GrutuneError(f"{path}: missing column(s) {missing}; rerun stage {stage}")
+        return list(reader)
+
+
+def read_trials(path: Path, stage: str) -> list[dict[str, Any]]:
+    """trials.csv with typed values: the config columns validated like a TrialConfig, accuracy a float (nan if none)."""
+    rows = []
+    for row in _read_csv(path, stage, ("trial", "status", "best_val_accuracy", *HPARAMS)):
+        try:
+            hp = TrialConfig(**{k: row[k] for k in HPARAMS}).model_dump()
+            acc = float(row["best_val_accuracy"] or "nan")
+            rows.append({"trial": int(row["trial"]), "status": row["status"], **hp, "best_val_accuracy": acc})
+        except (ValidationError, ValueError) as e:
+            raise GrutuneError(f"{path}: trial {row['trial']!r} is not a valid row: {e}") from None
+    return rows
+
+
+def read_prepared_meta(path: Path, stage: str, with_test_images: int = 0) -> tuple[tuple[str, ...], str, np.ndarray]:
+    """(class names, content hash, the first `with_test_images` test images) of a prepared .npz, reading nothing else."""
+    try:
+        with np.load(_need(path, stage), allow_pickle=False) as npz:  # lazy: only the keys read here are loaded
+            classes = tuple(str(c) for c in npz["classes"])
+            digest = str(npz["content_hash"])
+            x = npz["x_test"][:with_test_images] if with_test_images else np.zeros((0, 1, 1, 1), np.uint8)
+    except (KeyError, ValueError, OSError) as e:
+        raise GrutuneError(f"{path} is not a prepared data file ({e}): rerun stage {stage}") from None
+    return classes, digest, x
+
+
+def load_dataset_results(name: str, metrics_dir: Path, search_dir: Path, prepared_dir: Path) -> DatasetResults:
+    """Read one dataset's inputs from the paths the search, train and prepare stages write to."""
+    files = {"search": metrics_dir / name / "search.json", "trials": search_dir / name / "trials.csv",
+             "classifier": metrics_dir / name / "classifier.json", "confusion": metrics_dir / name / "confusion.csv",
+             "prepared": prepared_dir / f"{name}.npz"}
+    search_stage, train_stage = f"search@{name}", f"train@{name}"
+    confusion = [(r["actual"], r["predicted"])
+                 for r in _read_csv(files["confusion"], train_stage, ("actual", "predicted"))]
+    classes, digest, _ = read_prepared_meta(files["prepared"], f"prepare@{name}")
+    return DatasetResults(name=name, search=read_json(files["search"], search_stage),
+                          classifier=read_json(files["classifier"], train_stage),
+                          trials=read_trials(files["trials"], search_stage), confusion=confusion, classes=classes,
+                          content_hash=digest, files={k: str(v) for k, v in files.items()})
+
+
+def load_gan_results(dataset: str, metrics_dir: Path, prepared_dir: Path) -> GanResults:
+    files = {"metrics": metrics_dir / "gan.json", "samples": metrics_dir / "gan_samples.png",
+             "prepared": prepared_dir / f"{dataset}.npz"}
+    _, digest, real = read_prepared_meta(files["prepared"], f"prepare@{dataset}", with_test_images=REAL_IMAGES)
+    return GanResults(dataset=dataset, metrics=read_json(files["metrics"], "gan"),
+                      samples_png=_need(files["samples"], "gan").read_bytes(), real=real, content_hash=digest,
+                      files={k: str(v) for k, v in files.items()})
+
+
+# =========================================================================== numbers
+
+def fmt(v: Any) -> str:
+    """A metric as `dvc metrics show` prints it: floats rounded to 5 decimal places, everything else as it is.
+
+    (DVC 3's `metrics show` prints str(round(v, 5)); it is `exp show` that prints 5 significant digits.)
+    """
+    return str(round(v, 5)) if isinstance(v, float) else str(v)
+
+
+def _ordered(metrics: dict[str, Any], known: tuple[str, ...]) -> list[str]:
+    """Scalar keys: the known ones in their order, then the rest sorted (nested dicts get their own tables)."""
+    scalar = [k for k in metrics if not isinstance(metrics[k], (dict, list))]
+    return [k for k in known if k in scalar] + sorted(set(scalar) - set(known))
+
+
+def usable_trials(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [t for t in trials if t["status"] in OK_STATUSES and math.isfinite(t["best_val_accuracy"])]
+
+
+def param_distributions(trials: list[dict[str, Any]]) -> dict[str, optuna.distributions.BaseDistribution]:
+    """Optuna distributions spanning the values the trials took; a hyperparameter that never varied is left out."""
+    dists = {}
+    for k in HPARAMS:
+        seen = sorted({t[k] for t in trials})
+        if len(seen) < 2:
+            continue
+        if isinstance(seen[0], (bool, str)):
+            dists[k] = optuna.distributions.CategoricalDistribution(seen)
+        elif isinstance(seen[0], int):
+            dists[k] = optuna.distributions.IntDistribution(seen[0], seen[-1])
+        else:
+            dists[k] = optuna.distributions.FloatDistribution(seen[0], seen[-1], log=k in LOG_SCALE)
+    return dists
+
+
+def param_importances(trials: list[dict[str, Any]]) -> dict[str, float]:
+    """Optuna's importance of each varying hyperparameter for best_val_accuracy, summing to 1, most important first.
+
+    The completed and pruned trials become an in-memory study. The evaluator is PED-ANOVA, Optuna 5's default: it
+    needs no scikit-learn (fANOVA and mean-decrease-impurity do) and has no randomness, so it takes no seed and the
+    same table always gives the same answer. Empty when there is nothing to rank: fewer than 2 usable trials, no
+    varying hyperparameter, or every trial scoring the same.
+    """
+    ok = usable_trials(trials)
+    dists = param_distributions(ok)
+    if len(ok) < 2 or not dists:
+        return {}
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
+    try:
+        study = optuna.create_study(direction="maximize")
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    study.add_trials([optuna.trial.create_trial(params={k: t[k] for k in dists}, distributions=dists,
+                                                value=t["best_val_accuracy"]) for t in ok])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "importances will be equal" when all trials tie; handled below
+        raw = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), normalize=False)
+    total = sum(raw.values())
+    if not total > 0:
+        return {}
+    return {k: v / total for k, v in sorted(raw.items(), key=lambda kv: -kv[1])}
+
+
+# =========================================================================== figures
+
+def png_bytes(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def image_png(images: np.ndarray, nrow: int) -> bytes:
+    """(N, H, W, C) uint8 images tiled into one PNG, drawn like gan.py draws its samples."""
+    grid = image_grid(images.astype(np.float32) / 255.0, nrow)  # (rows*(H+2)+2, nrow*(W+2)+2, C) in [0, 1]
+    buf = io.BytesIO()
+    matplotlib.image.imsave(buf, grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1,
+                            format="png")
+    return buf.getvalue()
+
+
+def importance_figure(importances: dict[str, float]) -> Figure:
+    names = list(importances)[::-1]  # most important on top
+    fig = Figure(figsize=(6, 0.35 * len(names) + 1.0), layout="constrained")
+    ax = fig.subplots()
+    ax.barh(names, [importances[n] for n in names], color="#4c72b0")
+    ax.set_xlabel("importance for best_val_accuracy (PED-ANOVA, sums to 1)")
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def _axis(values: list, log: bool) -> tuple[Any, list[tuple[float, str]]]:
+    """A value -> [0, 1] map for one parallel-coordinates axis, and its (position, label) ticks."""
+    seen = sorted(set(values))
+    if isinstance(seen[0], (bool, str)):  # categorical: evenly spaced positions
+        pos = {v: i / max(len(seen) - 1, 1) for i, v in enumerate(seen)}
+        return pos.__getitem__, [(p, str(v)) for v, p in pos.items()]
+    f = math.log10 if log else float
+    lo, hi = f(seen[0]), f(seen[-1])
+    span = (hi - lo) or 1.0
+
+    def scale(v):
+        return (f(v) - lo) / span
+
+    if isinstance(seen[0], int) and len(seen) <= 6:
+        ticks = seen
+    else:
+        ticks = [seen[0], 10 ** ((lo + hi) / 2) if log else (lo + hi) / 2, seen[-1]] if hi > lo else [seen[0]]
+    return scale, [(scale(v), f"{v:.3g}" if isinstance(v, float) else str(v)) for v in ticks]
+
+
+def parallel_coordinates_figure(trials: list[dict[str, Any]], metric: str = "best_val_accuracy") -> Figure | None:
+    """One line per trial across the varying hyperparameters and the metric, coloured by the metric.
+
+    Categorical axes put each value at its own position; lr is on a log scale. Trials without a metric (failed,
+    errored) are grey dashed lines across the hyperparameter axes only. None when no hyperparameter varied.
+    """
+    names = [k for k in HPARAMS if len({t[k] for t in trials}) > 1]
+    scored = [t for t in trials if math.isfinite(t[metric])]
+    if not names or not scored:
+        return None
+    axes = [*names, metric]
+    maps = [_axis([t[k] for t in (trials if k != metric else scored)], k in LOG_SCALE) for k in axes]
+    accs = [t[metric] for t in scored]
+    norm = Normalize(min(accs), max(accs) if max(accs) > min(accs) else min(accs) + 1e-9)
+    cmap = colormaps["viridis"]
+
+    fig = Figure(figsize=(max(6.0, 1.2 * len(axes) + 1.5), 4.6), layout="constrained")
+    ax = fig.subplots()
+    xs = np.arange(len(axes))
+    for t in sorted(trials, key=lambda t: t[metric] if math.isfinite(t[metric]) else -math.inf):
+        if math.isfinite(t[metric]):
+            ys = [scale(t[k]) for k, (scale, _) in zip(axes, maps)]
+            ax.plot(xs, ys, color=cmap(norm(t[metric])), lw=1.6, alpha=0.85)
+        else:
+            ys = [scale(t[k]) for k, (scale, _) in zip(names, maps)]
+            ax.plot(xs[:-1], ys, color="0.6", lw=1, ls="--", alpha=0.8)
+    for x, (_, ticks) in zip(xs, maps):
+        ax.axvline(x, color="0.25", lw=1, zorder=0)
+        for y, label in ticks:
+            ax.text(x - 0.04, y, label, ha="right", va="center", fontsize=9,
+                    bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75})
+    ax.set_xticks(xs, [k if k not in LOG_SCALE else f"{k} (log)" for k in axes], fontsize=9)
+    ax.set_xlim(-0.6, len(axes) - 0.8)
+    ax.set_ylim(-0.06, 1.06)
+    ax.set_yticks([])
+    ax.spines[["top", "right", "left", "bottom"]].set_visible(False)
+    fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label=metric, pad=0.01)
+    if len(scored) < len(trials):
+        ax.plot([], [], color="0.6", ls="--", label=f"no {metric} ({len(trials) - len(scored)} failed/errored)")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), frameon=False, fontsize=8)
+    return fig
+
+
+def best_so_far_figure(trials: list[dict[str, Any]], metric: str = "best_val_accuracy") -> Figure | None:
+    """Each trial's metric and the best so far, against the trial number (Optuna's proposal order)."""
+    ordered = sorted(trials, key=lambda t: t["trial"])
+    n = np.array([t["trial"] for t in ordered])
+    v = np.array([t[metric] for t in ordered], dtype=float)
+    if not np.isfinite(v).any():
+        return None
+    best = np.maximum.accumulate(np.where(np.isfinite(v), v, -np.inf))
+    fig = Figure(figsize=(7, 3.6), layout="constrained")
+    ax = fig.subplots()
+    shown = best > -np.inf
+    ax.step(n[shown], best[shown], where="post", color="#c44e52", lw=2, label="best so far")
+    styles = {"completed": ("o", "#4c72b0"), "pruned": ("x", "#8c8c8c")}
+    for status, (marker, color) in styles.items():
+        m = np.array([t["status"] == status for t in ordered]) & np.isfinite(v)
+        if m.any():
+            ax.scatter(n[m], v[m], marker=marker, color=color, zorder=3, label=f"{status} ({m.sum()})")
+    lost = ~np.isfinite(v)
+    if lost.any():  # failed and errored trials have no value: mark them along the bottom
+        ax.scatter(n[lost], np.zeros(lost.sum()), marker="v", color="black", transform=ax.get_xaxis_transform(),
+                   clip_on=False, zorder=3, label=f"failed/errored ({lost.sum()})")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(metric)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def confusion_figure(pairs: list[tuple[str, str]], classes: tuple[str, ...]) -> Figure:
+    """Counts of (actual, predicted) test images as a heatmap; rows are the actual class."""
+    names = list(classes) + sorted({c for p in pairs for c in p} - set(classes))  # classes, then any strays
+    index = {c: i for i, c in enumerate(names)}
+    cm = confusion_matrix([index[a] for a, _ in pairs], [index[p] for _, p in pairs], len(names))  # (K, K)
+    k = len(names)
+    size = max(3.5, 0.45 * k + 1.5)
+    fig = Figure(figsize=(size + 1.0, size), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(cm, cmap="Blues")
+    hi = cm.max() or 1
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8 if k > 6 else 10,
+                    color="white" if cm[i, j] > hi / 2 else "black")
+    ax.set_xticks(range(k), names, rotation=45 if max(map(len, names)) > 2 else 0, ha="right"
+                  if max(map(len, names)) > 2 else "center", fontsize=9)
+    ax.set_yticks(range(k), names, fontsize=9)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    fig.colorbar(im, ax=ax, label="test images", shrink=0.8)
+    return fig
+
+
+# =========================================================================== HTML
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
+       padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; font-family: ui-monospace, monospace; }
+th { background: #f3f3f3; }
+code, .mono { font-family: ui-monospace, monospace; font-size: 0.9em; word-break: break-all; }
+figure { display: inline-block; margin: 0.5em 1.5em 1em 0; vertical-align: top; }
+figcaption { font-size: 0.85em; color: #555; max-width: 700px; }
+img { max-width: 100%; }
+img.pixels { width: 360px; image-rendering: pixelated; border: 1px solid #ccc; }
+.note { color: #555; font-style: italic; }
+"""
+
+
+def _e(v: Any) -> str:
+    return html.escape(str(v))
+
+
+def _img(png: bytes, alt: str, cls: str = "") -> str:
+    data = base64.b64encode(png).decode("ascii")
+    klass = f' class="{cls}"' if cls else ""
+    return f'<img{klass} alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _figure(fig: Figure | None, alt: str, caption: str, empty: str) -> str:
+    if fig is None:
+        return f'<p class="note">{_e(empty)}</p>'
+    return f"<figure>{_img(png_bytes(fig), alt)}<figcaption>{caption}</figcaption></figure>"
+
+
+def _table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
+    """rows hold pre-escaped cell HTML; cells from column `numeric_from` on are right-aligned numbers."""
+    head = f'<thead><tr>{"".join(f"<th>{h}</th>" for h in header)}</tr></thead>' if header else ""
+    body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i >= numeric_from else f"<td>{c}</td>"
+                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table>{head}<tbody>{body}</tbody></table>"
+
+
+def metrics_table(datasets: list[DatasetResults]) -> str:
+    """Rows: each search.json and classifier.json key; columns: datasets. Cells as `dvc metrics show` prints them."""
+    rows = []
+    for part, known in (("search", SEARCH_KEYS), ("classifier", CLASSIFIER_KEYS)):
+        keys = list(dict.fromkeys(k for d in datasets for k in _ordered(getattr(d, part), known)))
+        for k in keys:
+            rows.append([f"<code>{_e(k)}</code>", f"<code>{part}.json</code>",
+                         *(_e(fmt(getattr(d, part)[k])) if k in getattr(d, part) else "-" for d in datasets)])
+    return _table(["metric", "file", *(_e(d.name) for d in datasets)], rows, numeric_from=2)
+
+
+def _per_class_table(d: DatasetResults) -> str:
+    acc = d.classifier.get("per_class_accuracy") or {}
+    names = [c for c in d.classes if c in acc] + sorted(set(acc) - set(d.classes))
+    if not names:
+        return ""
+    return ("<p>Per-class test accuracy (<code>per_class_accuracy</code> in "
+            f"<code>{_e(d.files['classifier'])}</code>):</p>"
+            + _table(["class", *(_e(c) for c in names)], [["accuracy", *(_e(fmt(acc[c])) for c in names)]]))
+
+
+def dataset_section(d: DatasetResults) -> str:
+    ok = usable_trials(d.trials)
+    imp = param_importances(d.trials)
+    if imp:
+        imp_html = _figure(importance_figure(imp), f"parameter importance, {d.name}",
+                           f"Parameter importance over the {len(ok)} completed and pruned trials "
+                           "(Optuna's PED-ANOVA evaluator; hyperparameters that never varied are left out).", "")
+    else:
+        why = ("fewer than 2 trials succeeded" if len(ok) < 2 else
+               "no hyperparameter varied across the successful trials" if not param_distributions(ok) else
+               "every successful trial reached the same accuracy")
+        imp_html = f'<p class="note">No parameter importance for {_e(d.name)}: {why}.</p>'
+    files = "".join(f"<li>{_e(role)}: <code>{_e(path)}</code></li>" for role, path in d.files.items())
+    return "\n".join([
+        f'<h2 id="{_e(d.name)}">{_e(d.name)}</h2>',
+        f"<ul>{files}</ul>",
+        "<h3>Search</h3>",
+        imp_html,
+        _figure(parallel_coordinates_figure(d.trials), f"parallel coordinates, {d.name}",
+                f"Every trial of the sweep ({len(d.trials)}), one line each, coloured by best_val_accuracy.",
+                "No parallel coordinates: no hyperparameter varied, or no trial has an accuracy."),
+        _figure(best_so_far_figure(d.trials), f"best so far, {d.name}",
+                "best_val_accuracy of each trial and the best so far, in the order Optuna proposed them.",
+                "No trial reached a validation accuracy."),
+        "<h3>Classifier (test split)</h3>",
+        _per_class_table(d),
+        _figure(confusion_figure(d.confusion, d.classes), f"confusion matrix, {d.name}",
+                f"Confusion matrix of the {len(d.confusion)} test images (<code>{_e(d.files['confusion'])}</code>).",
+                ""),
+    ])
+
+
+def gan_section(g: GanResults) -> str:
+    keys = _ordered(g.metrics, GAN_KEYS)
+    table = _table(["metric", "value"], [[f"<code>{_e(k)}</code>", _e(fmt(g.metrics[k]))] for k in keys])
+    n = len(g.real)
+    return "\n".join([
+        f'<h2 id="gan">GAN ({_e(g.dataset)})</h2>',
+        f"<p>Metrics from <code>{_e(g.files['metrics'])}</code>. FID and Inception Score use the features of the "
+        f"classifier trained on {_e(g.dataset)}; the <code>reference_*</code> rows score real images the same way.</p>",
+        table,
+        f"<figure>{_img(g.samples_png, 'generated samples', 'pixels')}"
+        f"<figcaption>Generated: <code>{_e(g.files['samples'])}</code></figcaption></figure>",
+        f"<figure>{_img(image_png(g.real, 8), 'real test images', 'pixels')}"
+        f"<figcaption>Real: the first {n} test images of <code>{_e(g.files['prepared'])}</code></figcaption></figure>",
+    ])
+
+
+def render_report(datasets: list[DatasetResults], gan: GanResults, *, commit: str,
+                  experiment: str | None = None) -> str:
+    """The whole page as one HTML string (ASCII: non-ASCII characters become character references)."""
+    versions = {d.name: (d.files["prepared"], d.content_hash) for d in datasets}
+    versions.setdefault(gan.dataset, (gan.files["prepared"], gan.content_hash))
+    prov = [["git commit", f'<span class="mono">{_e(commit)}</span>']]
+    if experiment:
+        prov.append(["DVC experiment", f'<span class="mono">{_e(experiment)}</span>'])
+    prov += [[f"data version: {_e(name)}", f'<span class="mono">{_e(h)}</span> (<code>{_e(p)}</code>)']
+             for name, (p, h) in versions.items()]
+    toc = " &middot; ".join(f'<a href="#{_e(d.name)}">{_e(d.name)}</a>' for d in datasets)
+    body = "\n".join([
+        "<h1>grutune report</h1>",
+        f'<p>{toc} &middot; <a href="#gan">GAN</a></p>',
+        _table([], prov, numeric_from=99),
+        "<h2>Metrics</h2>",
+        "<p>Numbers are printed as <code>dvc metrics show</code> prints them (rounded to 5 decimal places).</p>",
+        metrics_table(datasets),
+        *(dataset_section(d) for d in datasets),
+        gan_section(gan),
+    ])
+    page = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>grutune report</title>\n'
+            f"<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+    return page.encode("ascii", "xmlcharrefreplace").decode("ascii")

@@ -25,6 +25,7 @@ from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from pydantic import ValidationError
 
 from grutune.config import TrialConfig
@@ -322,7 +323,8 @@ def best_so_far_figure(trials: list[dict[str, Any]], metric: str = "best_val_acc
                    clip_on=False, zorder=3, label=f"failed/errored ({lost.sum()})")
     ax.set_xlabel("trial")
     ax.set_ylabel(metric)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlim(n.min() - 0.5, n.max() + 0.5)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return fig
@@ -469,7 +471,7 @@ def render_report(datasets: list[DatasetResults], gan: GanResults, *, commit: st
     """The whole page as one HTML string (ASCII: non-ASCII characters become character references)."""
     versions = {d.name: (d.files["prepared"], d.content_hash) for d in datasets}
     versions.setdefault(gan.dataset, (gan.files["prepared"], gan.content_hash))
-    prov = [["git commit", f'<span class="mono">{_e(commit)}</span>']]
+    prov = [["git commit (when this page was made)", f'<span class="mono">{_e(commit)}</span>']]
     if experiment:
         prov.append(["DVC experiment", f'<span class="mono">{_e(experiment)}</span>'])
     prov += [[f"data version: {_e(name)}", f'<span class="mono">{_e(h)}</span> (<code>{_e(p)}</code>)']

@@ -80,7 +80,8 @@ def project(tmp_path_factory):
 @pytest.mark.slow
 def test_every_declared_output_exists(project):
     proj, params, env, _ = project
-    expected = ["models/gan.pt", "metrics/gan.json", "metrics/gan_log.csv", "metrics/gan_samples.png"]
+    expected = ["models/gan.pt", "metrics/gan.json", "metrics/gan_log.csv", "metrics/gan_samples.png",
+                "report/index.html"]
     for d in DATASETS:
         expected += [f"data/raw/{d}", f"data/prepared/{d}.npz", f"search/{d}/best.yaml", f"search/{d}/trials.csv",
                      f"metrics/{d}/search.json", f"models/{d}/classifier.pt", f"metrics/{d}/classifier.json",

@@ -51,6 +51,19 @@ def random_trials(n: int, seed: int, score=None) -> list[dict]:
     return rows
 
 
+def progress_by_time(trials: list[dict], seed: int) -> list[dict]:
+    """search_progress_time.csv as the search stage writes it: best so far as trials end ("" = none yet)."""
+    rng = np.random.default_rng(seed)
+    rows, best = [], None
+    for end, i in zip(np.sort(rng.uniform(5, 300, len(trials))), rng.permutation(len(trials))):  # ends out of order
+        t = trials[i]
+        v = t["best_val_accuracy"] if t["status"] in ("completed", "pruned") else None
+        best = v if v is not None and (best is None or v > best) else best
+        rows.append({"wall_time_s": round(float(end), 1), "trial_val_accuracy": "" if v is None else v,
+                     "best_val_accuracy": "" if best is None else best})
+    return rows
+
+
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
@@ -80,6 +93,8 @@ def write_inputs(root: Path) -> dict:
         trials[5].update(status="failed", best_val_accuracy=float("nan"), epochs=1)
         trials[8].update(status="errored", best_val_accuracy=float("nan"), epochs=2, error="/tmp/t/error.txt")
         write_csv(root / f"search/{name}/trials.csv", trials, TRIAL_COLUMNS)
+        write_csv(root / f"metrics/{name}/search_progress_time.csv", progress_by_time(trials, seed=k),
+                  ["wall_time_s", "trial_val_accuracy", "best_val_accuracy"])
         search = {"best_val_accuracy": 0.987654321 - k / 10, "trials": 12, "completed": 9, "pruned": 1, "failed": 1,
                   "errored": 1, "epochs_run": 42 + k, "wall_time_s": 123.4 + k}
         classifier = {"test_accuracy": 0.9712345678 - k / 10, "test_loss": 0.0912345678 + k,
@@ -93,7 +108,8 @@ def write_inputs(root: Path) -> dict:
                   ["actual", "predicted"])
         written[name] = {"search": search, "classifier": classifier, "content_hash": digest}
     gan = {"fid": 12.3456789, "inception_score": 7.654321987, "inception_score_std": 0.0123456789,
-           "reference_fid_train_vs_test": 0.54321098, "reference_inception_score_test": 9.87654321, "eval_samples": 2000}
+           "reference_fid_train_vs_test": 0.54321098, "reference_inception_score_test": 9.87654321,
+           "eval_samples": 2000}
     write_json(root / "metrics/gan.json", gan)
     samples = image_grid(rng.random((64, 28, 28, 1)) ** 3, 8)  # (242, 242, 1)
     matplotlib.image.imsave(root / "metrics/gan_samples.png", samples.squeeze(-1), cmap="gray", vmin=0, vmax=1)
@@ -193,14 +209,13 @@ def test_screenshot_is_not_blank(stage, tmp_path):
     assert img.shape[:2] == (3000, 1280)
     rgb = (img[..., :3] * 255).astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1], np.uint32)  # (3000, 1280)
     assert len(np.unique(rgb)) > 50  # plots, not a blank page
-    if os.environ.get("GRUTUNE_KEEP_SCREENSHOT"):
-        shutil.copy(shot, os.environ["GRUTUNE_KEEP_SCREENSHOT"])
 
 
 # --------------------------------------------------------------------------- errors and importance
 
 @pytest.mark.parametrize("missing, stage_name", [
     ("metrics/mnist/search.json", "search@mnist"), ("search/mnist/trials.csv", "search@mnist"),
+    ("metrics/mnist/search_progress_time.csv", "search@mnist"),
     ("metrics/mnist/classifier.json", "train@mnist"), ("metrics/mnist/confusion.csv", "train@mnist"),
     ("data/prepared/mnist.npz", "prepare@mnist"), ("metrics/gan_samples.png", "gan"), ("metrics/gan.json", "gan"),
 ])

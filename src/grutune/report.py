@@ -1,7 +1,7 @@
 """The `report` stage's page: every dataset's sweep and classifier, and the GAN, in one self-contained HTML file.
 
 Plots are PNGs drawn with matplotlib and embedded as base64 data URIs, so the page has no external assets or scripts
-and reads offline. Every number printed is a value from a metrics file, formatted as `dvc metrics show` prints it.
+and reads offline. Every metric printed is a value from a metrics file, formatted as `dvc metrics show` prints it.
 The readers at the top name the stage that writes a missing file; everything below them is data in, HTML out.
 """
 
@@ -54,6 +54,7 @@ class DatasetResults:
     search: dict[str, Any]           # metrics/<ds>/search.json
     classifier: dict[str, Any]       # metrics/<ds>/classifier.json
     trials: list[dict[str, Any]]     # search/<ds>/trials.csv, typed, in file (= Optuna's) order
+    progress_time: list[dict[str, float]]  # metrics/<ds>/search_progress_time.csv: best so far by wall time
     confusion: list[tuple[str, str]]  # metrics/<ds>/confusion.csv: (actual, predicted) per test image
     classes: tuple[str, ...]         # from the prepared data, in label order
     content_hash: str
@@ -108,8 +109,17 @@ def read_trials(path: Path, stage: str) -> list[dict[str, Any]]:
     return rows
 
 
+def read_progress_time(path: Path, stage: str) -> list[dict[str, float]]:
+    """The search stage's best-so-far table by wall time, as floats (nan where a trial had no accuracy)."""
+    columns = ("wall_time_s", "trial_val_accuracy", "best_val_accuracy")
+    try:
+        return [{k: float(r[k] or "nan") for k in columns} for r in _read_csv(path, stage, columns)]
+    except ValueError as e:
+        raise GrutuneError(f"{path}: not a number ({e}); rerun stage {stage}") from None
+
+
 def read_prepared_meta(path: Path, stage: str, with_test_images: int = 0) -> tuple[tuple[str, ...], str, np.ndarray]:
-    """(class names, content hash, the first `with_test_images` test images) of a prepared .npz, reading nothing else."""
+    """Class names, content hash and the first `with_test_images` test images of a prepared .npz (nothing else)."""
     try:
         with np.load(_need(path, stage), allow_pickle=False) as npz:  # lazy: only the keys read here are loaded
             classes = tuple(str(c) for c in npz["classes"])
@@ -123,6 +133,7 @@ def read_prepared_meta(path: Path, stage: str, with_test_images: int = 0) -> tup
 def load_dataset_results(name: str, metrics_dir: Path, search_dir: Path, prepared_dir: Path) -> DatasetResults:
     """Read one dataset's inputs from the paths the search, train and prepare stages write to."""
     files = {"search": metrics_dir / name / "search.json", "trials": search_dir / name / "trials.csv",
+             "progress_time": metrics_dir / name / "search_progress_time.csv",
              "classifier": metrics_dir / name / "classifier.json", "confusion": metrics_dir / name / "confusion.csv",
              "prepared": prepared_dir / f"{name}.npz"}
     search_stage, train_stage = f"search@{name}", f"train@{name}"
@@ -131,7 +142,9 @@ def load_dataset_results(name: str, metrics_dir: Path, search_dir: Path, prepare
     classes, digest, _ = read_prepared_meta(files["prepared"], f"prepare@{name}")
     return DatasetResults(name=name, search=read_json(files["search"], search_stage),
                           classifier=read_json(files["classifier"], train_stage),
-                          trials=read_trials(files["trials"], search_stage), confusion=confusion, classes=classes,
+                          trials=read_trials(files["trials"], search_stage),
+                          progress_time=read_progress_time(files["progress_time"], search_stage),
+                          confusion=confusion, classes=classes,
                           content_hash=digest, files={k: str(v) for k, v in files.items()})
 
 
@@ -300,23 +313,25 @@ def parallel_coordinates_figure(trials: list[dict[str, Any]], metric: str = "bes
     return fig
 
 
-def best_so_far_figure(trials: list[dict[str, Any]], metric: str = "best_val_accuracy") -> Figure | None:
-    """Each trial's metric and the best so far, against the trial number (Optuna's proposal order)."""
+def best_so_far_figure(trials: list[dict[str, Any]], by_time: list[dict[str, float]],
+                       metric: str = "best_val_accuracy") -> Figure | None:
+    """Each trial's metric and the best so far: against the trial number (Optuna's proposal order) and, from the
+    search stage's search_progress_time.csv, against the sweep's wall time."""
     ordered = sorted(trials, key=lambda t: t["trial"])
     n = np.array([t["trial"] for t in ordered])
     v = np.array([t[metric] for t in ordered], dtype=float)
     if not np.isfinite(v).any():
         return None
     best = np.maximum.accumulate(np.where(np.isfinite(v), v, -np.inf))
-    fig = Figure(figsize=(7, 3.6), layout="constrained")
-    ax = fig.subplots()
+    fig = Figure(figsize=(11, 3.6), layout="constrained")
+    ax, ax_t = fig.subplots(1, 2, sharey=True)
     shown = best > -np.inf
     ax.step(n[shown], best[shown], where="post", color="#c44e52", lw=2, label="best so far")
     styles = {"completed": ("o", "#4c72b0"), "pruned": ("x", "#8c8c8c")}
     for status, (marker, color) in styles.items():
         m = np.array([t["status"] == status for t in ordered]) & np.isfinite(v)
         if m.any():
-            ax.scatter(n[m], v[m], marker=marker, color=color, zorder=3, label=f"{status} ({m.sum()})")
+            ax.scatter(n[m], v[m], marker=marker, color=color, s=20, zorder=3, label=f"{status} ({m.sum()})")
     lost = ~np.isfinite(v)
     if lost.any():  # failed and errored trials have no value: mark them along the bottom
         ax.scatter(n[lost], np.zeros(lost.sum()), marker="v", color="black", transform=ax.get_xaxis_transform(),
@@ -326,7 +341,19 @@ def best_so_far_figure(trials: list[dict[str, Any]], metric: str = "best_val_acc
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_xlim(n.min() - 0.5, n.max() + 0.5)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+
+    t = np.array([r["wall_time_s"] for r in by_time])
+    tv, tb = (np.array([r[k] for r in by_time]) for k in ("trial_val_accuracy", metric))
+    shown = np.isfinite(tb)
+    if shown.any():
+        ax_t.step(t[shown], tb[shown], where="post", color="#c44e52", lw=2)
+        ax_t.scatter(t[np.isfinite(tv)], tv[np.isfinite(tv)], color="#4c72b0", s=20, zorder=3)
+    else:
+        ax_t.text(0.5, 0.5, "no trial timings", transform=ax_t.transAxes, ha="center", color="0.4")
+    ax_t.set_xlabel("wall time of the sweep (s)")
+    ax_t.grid(alpha=0.3)
+    ax_t.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1),
+                frameon=False)
     return fig
 
 
@@ -364,9 +391,10 @@ table { border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; font-family: ui-monospace, monospace; }
 th { background: #f3f3f3; }
-code, .mono { font-family: ui-monospace, monospace; font-size: 0.9em; word-break: break-all; }
+code, .mono { font-family: ui-monospace, monospace; font-size: 0.9em; }
+.mono { word-break: break-all; }
 figure { display: inline-block; margin: 0.5em 1.5em 1em 0; vertical-align: top; }
-figcaption { font-size: 0.85em; color: #555; max-width: 700px; }
+figcaption { font-size: 0.85em; color: #555; max-width: 900px; }
 img { max-width: 100%; }
 img.pixels { width: 360px; image-rendering: pixelated; border: 1px solid #ccc; }
 .note { color: #555; font-style: italic; }
@@ -439,8 +467,10 @@ def dataset_section(d: DatasetResults) -> str:
         _figure(parallel_coordinates_figure(d.trials), f"parallel coordinates, {d.name}",
                 f"Every trial of the sweep ({len(d.trials)}), one line each, coloured by best_val_accuracy.",
                 "No parallel coordinates: no hyperparameter varied, or no trial has an accuracy."),
-        _figure(best_so_far_figure(d.trials), f"best so far, {d.name}",
-                "best_val_accuracy of each trial and the best so far, in the order Optuna proposed them.",
+        _figure(best_so_far_figure(d.trials, d.progress_time), f"best so far, {d.name}",
+                "best_val_accuracy of each trial and the best so far: in the order Optuna proposed the trials "
+                f"(<code>{_e(d.files['trials'])}</code>), and by the sweep's wall time when each trial ended "
+                f"(<code>{_e(d.files['progress_time'])}</code>).",
                 "No trial reached a validation accuracy."),
         "<h3>Classifier (test split)</h3>",
         _per_class_table(d),

@@ -190,6 +190,10 @@ class GRUGenerator(nn.Module):
         H, W, C = out_shape
         self.row_dim = W * C
         self.init = nn.Linear(noise_dim, hidden_size * num_layers)  # z -> the initial state of every layer
+        # Start with z's projection strong (pre-tanh std about 3): with the default init every sample starts out
+        # almost the same image, and a short GAN run collapses onto it.
+        nn.init.normal_(self.init.weight, std=3 / noise_dim ** 0.5)
+        nn.init.zeros_(self.init.bias)
         self.gru = nn.GRU(noise_dim, hidden_size, num_layers, batch_first=True)
         self.head = nn.Linear(hidden_size, self.row_dim)
 

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -338,9 +337,7 @@ def run_search(params: Params, data: Prepared, *, state_dir: Path, callbacks: li
         )
     # A bounded number of checkpoints per trial forces an experiment snapshot per report; that is intended, not a bottleneck.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    t0 = time.time()
     results = tuner.fit()
-    wall = time.time() - t0
     progress = _journal_progress(journal, sid)
     finished = sum(t.state.is_finished() for t in optuna.load_study(
         study_name=sid, storage=JournalStorage(JournalFileBackend(str(journal)))).get_trials(deepcopy=False))
@@ -357,10 +354,12 @@ def run_search(params: Params, data: Prepared, *, state_dir: Path, callbacks: li
             "val_accuracy": top["best_val_accuracy"], "epochs": top["epochs"],
             "config": TrialConfig(**{k: top[k] for k in TrialConfig.model_fields}).model_dump()}
     counts = {st: sum(r["status"] == st for r in rows) for st in STATUSES}
-    summary = {"best_val_accuracy": top["best_val_accuracy"], "trials": len(rows), **counts,
-               "epochs_run": sum(r["epochs"] for r in rows), "wall_time_s": round(wall, 1)}
     by_time = sorted((r for r in rows if r["_ended"] == r["_ended"]), key=lambda r: r["_ended"])
     t0 = min((r["_ended"] - r["time_s"] for r in by_time), default=0.0)
+    # The sweep's wall time: from its first trial's start to its last trial's end, across resumes.
+    wall = by_time[-1]["_ended"] - t0 if by_time else 0.0
+    summary = {"best_val_accuracy": top["best_val_accuracy"], "trials": len(rows), **counts,
+               "epochs_run": sum(r["epochs"] for r in rows), "wall_time_s": round(wall, 1)}
     return SearchResult(sid, best, [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], summary,
                         _best_so_far(rows, "trial", lambda r: r["trial"]),
                         _best_so_far(by_time, "wall_time_s", lambda r: round(r["_ended"] - t0, 1)))

@@ -13,9 +13,8 @@ from pathlib import Path
 from grutune.config import load_params
 from grutune.data import load_prepared
 from grutune.errors import cli
-from grutune.io import write_json, write_yaml
 from grutune.search import init_ray, run_search, sweep_id
-from grutune.tracking import WandbTrialLogger, log_sweep_summary, wandb_mode, write_csv
+from grutune.tracking import WandbTrialLogger, log_sweep_summary, wandb_mode, write_sweep_outputs
 
 
 @cli
@@ -41,14 +40,7 @@ def main() -> None:
         print(f"W&B ({wandb_mode()}): one run per trial in group {sid}")
     result = run_search(params, data, state_dir=args.state_dir, callbacks=callbacks, remote=remote)
 
-    write_yaml(args.out_dir / "best.yaml", result.best)
-    write_csv(args.out_dir / "trials.csv", result.trials, fieldnames=list(result.trials[0]))
-    write_json(args.metrics, result.summary)
-    # best-so-far validation accuracy, against trial number and against wall time, for `dvc plots`
-    write_csv(args.metrics.parent / "search_progress.csv", result.progress,
-              fieldnames=["trial", "trial_val_accuracy", "best_val_accuracy"])
-    write_csv(args.metrics.parent / "search_progress_time.csv", result.progress_time,
-              fieldnames=["wall_time_s", "trial_val_accuracy", "best_val_accuracy"])
+    write_sweep_outputs(result, args.out_dir, args.metrics)
     log_sweep_summary(params.tracking.wandb, project=params.tracking.project, sweep_id=sid,
                       directory=args.wandb_dir.resolve(), trials=result.trials, summary=result.summary, best=result.best,
                       config={"dataset": data.name, "data_hash": data.content_hash, "sweep_id": sid,
@@ -58,7 +50,7 @@ def main() -> None:
     print(f"best of {result.summary['trials']} trials ({result.summary['completed']} completed, "
           f"{result.summary['pruned']} pruned, {result.summary['failed']} failed, {result.summary['errored']} errored): "
           f"{b['trial_id']} val_accuracy={b['val_accuracy']:.4f} after {b['epochs']} epochs ({cfg})")
-    print(f"wrote {args.out_dir / 'best.yaml'}, {args.out_dir / 'trials.csv'}, {args.metrics}")
+    print(f"wrote {args.out_dir / 'best.yaml'}, {args.out_dir / 'trials.csv'}, {args.metrics} and its _progress files")
 
 
 if __name__ == "__main__":

@@ -11,28 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
-from pydantic import ValidationError
 
-from grutune.config import TrialConfig, load_params
+from grutune.config import load_params, read_best
 from grutune.data import load_prepared
-from grutune.errors import ConfigError, cli
+from grutune.errors import cli
 from grutune.io import write_json
 from grutune.metrics import confusion_matrix, per_class_accuracy
 from grutune.models import GRUClassifier
 from grutune.tracking import init_wandb, log_classifier_eval, log_model, write_csv
 from grutune.training import Split, evaluate, fit, pick_device, save_checkpoint
-
-
-def read_best(path: Path) -> tuple[dict, TrialConfig]:
-    """The search stage's best.yaml, with its config validated like params.yaml."""
-    try:
-        best = yaml.safe_load(path.read_text())
-        return best, TrialConfig(**best["config"])
-    except FileNotFoundError:
-        raise ConfigError(f"{path} not found: run the search stage first (dvc repro)") from None
-    except (yaml.YAMLError, TypeError, KeyError, ValidationError) as e:
-        raise ConfigError(f"{path} is not a valid best-config file: {e}") from None
 
 
 @cli

@@ -102,7 +102,10 @@ def test_wrong_type(tmp_path, mutate, key, got):
     (lambda r: r["search"].update(grace_period=50), "grace_period (50) must not exceed max_epochs"),
     (lambda r: r["search"]["resources"].update(gpu=1.5), "search.resources.gpu"),
     (lambda r: r["prepare"].update(val_fraction=1.0), "prepare.val_fraction: Input should be less than 1"),
-    (lambda r: r["gan"].update(lr_g=-1), "gan.lr_g: Input should be greater than 0"),
+    (lambda r: r["gan_search"]["space"].update(lr_g={"loguniform": [-1e-3, 1e-2]}), "lr_g.loguniform"),
+    (lambda r: r["gan_search"]["space"].update(backbone="vit"), "allowed: none, conv, resnet"),
+    (lambda r: r["gan_search"]["space"].update(dropout=0.1), "unknown hyperparameter(s) ['dropout']"),
+    (lambda r: r["gan_search"].update(min_diversity=-0.5), "gan_search.min_diversity"),
     (lambda r: r.update(datasets=[]), "datasets"),
     (lambda r: r.update(datasets=["mnist", "mnist"]), "must not repeat"),
 ])
@@ -126,8 +129,8 @@ def test_every_error_is_reported_at_once(tmp_path):
 def test_yaml_1_1_float_strings_are_read_as_numbers(tmp_path):
     # PyYAML reads `1e-3` (no dot) as a string; it is a valid learning rate all the same.
     path = write(tmp_path, lambda r: None)
-    path.write_text(path.read_text().replace("lr_g: 0.001", "lr_g: 2e-4"))
-    assert load_params(path).gan.lr_g == 2e-4
+    path.write_text(path.read_text().replace("val_fraction: 0.1", "val_fraction: 1e-1"))
+    assert load_params(path).prepare.val_fraction == 0.1
 
 
 def test_fixed_values_in_the_space(tmp_path):
@@ -147,7 +150,10 @@ def test_missing_and_malformed_files(tmp_path):
 @pytest.mark.parametrize("stage_args", [
     ["pipeline/fetch.py", "mnist", "data/raw/mnist"],
     ["pipeline/search.py", "mnist", "data/prepared/mnist.npz", "search/mnist", "metrics/mnist/search.json"],
-    ["pipeline/gan.py", "data/prepared/mnist.npz", "models/mnist/classifier.pt", "models/gan.pt", "metrics"],
+    ["pipeline/gan.py", "data/prepared/mnist.npz", "models/mnist/classifier.pt", "search/gan/best.yaml",
+     "models/gan.pt", "metrics"],
+    ["pipeline/gan_search.py", "data/prepared/mnist.npz", "models/mnist/classifier.pt", "search/gan",
+     "metrics/gan_search.json"],
 ])
 def test_stage_refuses_bad_params_before_any_work(tmp_path, stage_args):
     """A stage run with an invalid params.yaml exits 2 with the key named, no traceback, and writes nothing."""

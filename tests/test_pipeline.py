@@ -25,8 +25,11 @@ TINY = {  # params.yaml overrides: the full pipeline in a few minutes on 2 CPU c
                "space": {"hidden_size": {"choice": [32, 48]}, "num_layers": 1, "batch_size": 64,
                          "lr": {"loguniform": [2e-3, 5e-3]}}},
     "train": {"epochs": 2},
-    "gan": {"dataset": "mnist", "epochs": 1, "batch_size": 64, "hidden_size": 32, "num_layers": 1,
-            "noise_dim": 16, "train_subset": 512, "eval_samples": 200},
+    "gan": {"dataset": "mnist", "epochs": 1, "batch_size": 64, "noise_dim": 16, "train_subset": 512,
+            "eval_samples": 200},
+    "gan_search": {"num_samples": 2, "max_epochs": 2, "grace_period": 1, "train_subset": 512, "eval_samples": 200,
+                   "min_diversity": 0.0, "resources": {"cpu": 1, "gpu": 0},
+                   "space": {"hidden_size": {"choice": [16, 32]}, "num_layers": 1, "backbone": "none"}},
 }
 
 
@@ -37,7 +40,7 @@ def merge(base: dict, over: dict) -> dict:
             else v
         if k == "space":
             out[k] = {**base[k], **v}
-    return out
+    return out  # (a key of `over` missing from `base`, such as a removed param, fails params validation)
 
 
 def run(cmd, cwd, env, timeout=1200):
@@ -81,7 +84,8 @@ def project(tmp_path_factory):
 def test_every_declared_output_exists(project):
     proj, params, env, _ = project
     expected = ["models/gan.pt", "metrics/gan.json", "metrics/gan_log.csv", "metrics/gan_samples.png",
-                "report/index.html"]
+                "report/index.html", "search/gan/best.yaml", "search/gan/trials.csv", "metrics/gan_search.json",
+                "metrics/gan_search_progress.csv", "metrics/gan_search_progress_time.csv"]
     for d in DATASETS:
         expected += [f"data/raw/{d}", f"data/prepared/{d}.npz", f"search/{d}/best.yaml", f"search/{d}/trials.csv",
                      f"metrics/{d}/search.json", f"models/{d}/classifier.pt", f"metrics/{d}/classifier.json",
@@ -109,6 +113,10 @@ def test_metrics_show_reports_classifier_and_gan(project):
     assert metrics["metrics/mnist/classifier.json"]["test_accuracy"] > 0.5
     gan = metrics["metrics/gan.json"]
     assert gan["fid"] >= 0 and 1.0 <= gan["inception_score"] <= 10.0
+    gs = metrics["metrics/gan_search.json"]
+    assert gs["trials"] == params["gan_search"]["num_samples"] and gs["best_fid"] >= 0
+    best = yaml.safe_load((proj / "search/gan/best.yaml").read_text())
+    assert best["config"]["hidden_size"] in (16, 32) and best["fid"] == gs["best_fid"]
 
 
 @pytest.mark.slow
@@ -147,7 +155,8 @@ def test_wandb_runs_carry_lineage_and_metrics_and_close_cleanly(project):
     for r in runs:
         by_type.setdefault(r["job_type"], []).append(r)
     n = params["search"]["num_samples"]
-    assert {k: len(v) for k, v in by_type.items()} == {"trial": n * len(DATASETS), "sweep": len(DATASETS),
+    n_gan = params["gan_search"]["num_samples"]
+    assert {k: len(v) for k, v in by_type.items()} == {"trial": n * len(DATASETS) + n_gan, "sweep": len(DATASETS) + 1,
                                                        "train": len(DATASETS), "gan": 1}
     assert all(r["exit_code"] == 0 for r in runs), "a run was left unfinished (shown as crashed)"
     commit = run(["git", "rev-parse", "HEAD"], proj, env).stdout.strip()

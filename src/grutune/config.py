@@ -68,29 +68,41 @@ class TrialConfig(_Section):
         return self.model_dump(exclude={"lr", "batch_size"})
 
 
-_HP_ADAPTERS = {name: TypeAdapter(field.annotation if not field.metadata else
-                                  Annotated[(field.annotation, *field.metadata)])
-                for name, field in TrialConfig.model_fields.items()}
-_FLOAT_HPS = {"dropout", "lr"}
-_INT_HPS = {"hidden_size", "num_layers", "batch_size"}
+class GanTrialConfig(_Section):
+    """One point of the GAN search space: the generator's GRU, the discriminator's backbone, the learning rates."""
+
+    hidden_size: PositiveInt
+    num_layers: PositiveInt
+    backbone: BackboneName
+    lr_g: PositiveFloat
+    lr_d: PositiveFloat
+
+
 SPACE_KINDS = ("choice", "uniform", "loguniform", "int")
 
 
-def _check_hp(key: str, value: Any, where: str) -> Any:
+def _adapter(model: type[BaseModel], key: str) -> TypeAdapter:
+    field = model.model_fields[key]
+    return TypeAdapter(Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation)
+
+
+def _check_hp(model: type[BaseModel], key: str, value: Any, where: str) -> Any:
     try:
-        return _HP_ADAPTERS[key].validate_python(value)
+        return _adapter(model, key).validate_python(value)
     except ValidationError as e:
         raise ValueError(f"{key}{where}: {e.errors()[0]['msg']} (got {value!r})") from None
 
 
-def parse_space(raw: Any) -> dict[str, Any]:
-    """Validate the search space: every hyperparameter present, each a fixed value or one {kind: args} dict.
+def parse_space(raw: Any, model: type[BaseModel] = TrialConfig) -> dict[str, Any]:
+    """Validate a search space: every hyperparameter of `model` present, each a fixed value or one {kind: args}.
 
-    Returns {key: value or (kind, args)}; every value the space can produce is a valid TrialConfig value.
+    Returns {key: value or (kind, args)}; every value the space can produce is a valid `model` value.
     """
+    _FLOAT_HPS = {k for k, f in model.model_fields.items() if f.annotation is float}
+    _INT_HPS = {k for k, f in model.model_fields.items() if f.annotation is int}
     if not isinstance(raw, dict):
         raise ValueError(f"must be a mapping of hyperparameter -> dimension, got {type(raw).__name__}")
-    allowed = list(TrialConfig.model_fields)
+    allowed = list(model.model_fields)
     unknown = sorted(set(raw) - set(allowed))
     if unknown:
         raise ValueError(f"unknown hyperparameter(s) {unknown}; allowed: {', '.join(allowed)}")
@@ -101,7 +113,7 @@ def parse_space(raw: Any) -> dict[str, Any]:
     for key in allowed:
         dim = raw[key]
         if not isinstance(dim, dict):  # a fixed value
-            out[key] = _check_hp(key, dim, "")
+            out[key] = _check_hp(model, key, dim, "")
             continue
         if len(dim) != 1 or next(iter(dim)) not in SPACE_KINDS:
             raise ValueError(f"{key}: a dimension is one of {{choice: [...]}}, {{uniform: [low, high]}}, "
@@ -111,7 +123,7 @@ def parse_space(raw: Any) -> dict[str, Any]:
         if not isinstance(args, list) or not args:
             raise ValueError(f"{key}{where}: expected a non-empty list, got {args!r}")
         if kind == "choice":
-            values = [_check_hp(key, v, where) for v in args]
+            values = [_check_hp(model, key, v, where) for v in args]
             if len(set(map(repr, values))) != len(values):
                 raise ValueError(f"{key}{where}: values must be distinct, got {args!r}")
             out[key] = ("choice", values)
@@ -126,7 +138,7 @@ def parse_space(raw: Any) -> dict[str, Any]:
                              f"({', '.join(sorted(_INT_HPS))})")
         if kind == "int" and not all(isinstance(a, int) and not isinstance(a, bool) for a in args):
             raise ValueError(f"{key}{where}: bounds must be integers, got {args!r}")
-        low, high = (_check_hp(key, a, where) for a in args)
+        low, high = (_check_hp(model, key, a, where) for a in args)
         if not low < high:
             raise ValueError(f"{key}{where}: low must be below high, got [{low}, {high}]")
         if kind == "loguniform" and not (low > 0 and math.isfinite(high)):
@@ -186,13 +198,34 @@ class GanParams(_Section):
     epochs: PositiveInt
     batch_size: PositiveInt
     noise_dim: PositiveInt
-    hidden_size: PositiveInt
-    num_layers: PositiveInt
-    backbone: BackboneName
-    lr_g: PositiveFloat
-    lr_d: PositiveFloat
     train_subset: PositiveInt | None
     eval_samples: Annotated[int, Field(ge=2)]
+
+
+class GanSearchParams(_Section):
+    num_samples: PositiveInt
+    max_epochs: PositiveInt
+    grace_period: PositiveInt
+    reduction_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)]
+    max_concurrent_trials: Annotated[int, Field(ge=0)]
+    train_subset: PositiveInt | None
+    eval_samples: Annotated[int, Field(ge=2)]
+    min_diversity: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    max_failures: Annotated[int, Field(ge=0)]
+    storage: Annotated[str, Field(min_length=1)] | None
+    resources: Resources
+    space: dict[str, Any]
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _space(cls, v: Any) -> dict[str, Any]:
+        return parse_space(v, GanTrialConfig)
+
+    @model_validator(mode="after")
+    def _grace(self) -> "GanSearchParams":
+        if self.grace_period > self.max_epochs:
+            raise ValueError(f"grace_period ({self.grace_period}) must not exceed max_epochs ({self.max_epochs})")
+        return self
 
 
 class TrackingParams(_Section):
@@ -208,6 +241,7 @@ class Params(_Section):
     search: SearchParams
     train: TrainParams
     gan: GanParams
+    gan_search: GanSearchParams
     tracking: TrackingParams
 
     @field_validator("datasets")
@@ -261,3 +295,15 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         return Params.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_format(e, path)) from None
+
+
+def read_best(path: str | Path, model: type[BaseModel] = TrialConfig) -> tuple[dict, Any]:
+    """A sweep's best.yaml, with its config validated like params.yaml."""
+    path = Path(path)
+    try:
+        best = yaml.safe_load(path.read_text())
+        return best, model(**best["config"])
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found: run its search stage first (dvc repro)") from None
+    except (yaml.YAMLError, TypeError, KeyError, ValidationError) as e:
+        raise ConfigError(f"{path} is not a valid best-config file: {e}") from None

@@ -20,14 +20,18 @@ from grutune.models import to_float
 from grutune.training import EVAL_BATCH, NonFiniteLoss, Split
 
 
-def train_gan(G, D, data: Split, *, epochs: int, batch_size: int, lr_g: float, lr_d: float, seed: int,
+def optimizers(G, D, *, lr_g: float, lr_d: float) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """Adam with β1=0.5 for both players, as in DCGAN."""
+    return (torch.optim.Adam(G.parameters(), lr=lr_g, betas=(0.5, 0.999)),
+            torch.optim.Adam(D.parameters(), lr=lr_d, betas=(0.5, 0.999)))
+
+
+def train_gan(G, D, opt_g, opt_d, data: Split, *, epochs: int, batch_size: int, seed: int, start_epoch: int = 0,
               subset: int | None = None, on_epoch: Callable[[dict], None] = lambda m: None) -> list[dict]:
-    """Non-saturating GAN loss with Adam(β1=0.5), as in DCGAN; raises NonFiniteLoss on divergence."""
-    opt_g = torch.optim.Adam(G.parameters(), lr=lr_g, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=lr_d, betas=(0.5, 0.999))
+    """Non-saturating GAN loss, from `start_epoch` up to `epochs`; raises NonFiniteLoss on divergence."""
     device = data.x.device
     history = []
-    for epoch in range(epochs):
+    for epoch in range(start_epoch, epochs):
         G.train(), D.train()
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -97,6 +101,11 @@ def score(G, clf, real_test: Split, real_train: Split, *, n: int, seed: int) -> 
     return {"fid": float(frechet_distance(fake_f, test_f)), "inception_score": float(is_mean),
             "inception_score_std": float(is_std), "reference_fid_train_vs_test": float(frechet_distance(train_f, test_f)),
             "reference_inception_score_test": float(real_is), "eval_samples": n}
+
+
+def diversity(fake: torch.Tensor, real: torch.Tensor) -> float:
+    """Per-pixel spread across samples, relative to real images': about 1 for a healthy GAN, 0 for a collapsed one."""
+    return float(fake.float().std(0).mean() / real.float().std(0).mean().clamp_min(1e-8))
 
 
 def image_grid(images: np.ndarray, nrow: int, pad: int = 2) -> np.ndarray:

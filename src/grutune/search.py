@@ -25,10 +25,12 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from grutune.config import Params, TrialConfig
+from grutune.config import GanTrialConfig, Params, TrialConfig
 from grutune.data import Prepared
 from grutune.errors import GrutuneError
-from grutune.models import GRUClassifier
+from grutune.gan import classifier_view, diversity, generate, optimizers, train_gan
+from grutune.metrics import frechet_distance
+from grutune.models import Discriminator, GRUClassifier, GRUGenerator, build_classifier, to_float
 from grutune.training import NonFiniteLoss, Split, fit, pick_device
 
 METRIC, MODE = "val_accuracy", "max"
@@ -52,12 +54,19 @@ def tune_param_space(space: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def sweep_id(params: Params, dataset: str, content_hash: str) -> str:
+def identity(name: str, budget, seed: int, content_hash: str, extra=None) -> str:
     """A sweep's identity: its search space, its budget and the data version. Anything else is a new sweep."""
-    s = params.search
-    key = {"dataset": dataset, "data": content_hash, "seed": params.seed, "space": s.space,
-           "budget": [s.num_samples, s.max_epochs, s.grace_period, s.reduction_factor, s.train_subset]}
-    return f"{dataset}-" + hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:10]
+    key = {"dataset": name, "data": content_hash, "seed": seed, "space": budget.space,
+           "budget": [budget.num_samples, budget.max_epochs, budget.grace_period, budget.reduction_factor,
+                      budget.train_subset]}
+    if extra:
+        key["extra"] = extra
+    return f"{name}-" + hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:10]
+
+
+def sweep_id(params: Params, dataset: str, content_hash: str) -> str:
+    """The classifier sweep's identity for one dataset."""
+    return identity(dataset, params.search, params.seed, content_hash)
 
 
 class JournalOptunaSearch(OptunaSearch):
@@ -72,8 +81,8 @@ class JournalOptunaSearch(OptunaSearch):
 
     TUNE_ID = "tune_trial_id"
 
-    def __init__(self, *, journal: Path, study_name: str, seed: int):
-        super().__init__(metric=METRIC, mode=MODE, study_name=study_name, sampler=optuna.samplers.TPESampler(seed=seed),
+    def __init__(self, *, journal: Path, study_name: str, seed: int, metric: str = METRIC, mode: str = MODE):
+        super().__init__(metric=metric, mode=mode, study_name=study_name, sampler=optuna.samplers.TPESampler(seed=seed),
                          storage=JournalStorage(JournalFileBackend(str(journal))))
         self._seed_base = seed
         self._orphans: list = []
@@ -165,6 +174,66 @@ def run_trial(config: dict, *, data: dict[str, np.ndarray], settings: dict) -> N
                      "resumed_from_epoch": start_epoch, "node_id": node})
 
 
+class Collapsed(RuntimeError):
+    """The generator draws (nearly) one image whatever the noise."""
+
+
+def run_gan_trial(config: dict, *, data: dict, settings: dict) -> None:
+    """One GAN trial: train epoch by epoch, reporting the classifier-feature FID (lower is better) and a checkpoint.
+
+    A collapsed generator (samples far less varied than real images) or a NaN loss stops the trial at once; it is
+    counted as failed and never picked.
+    """
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    if _already_finished(settings.get("journal"), settings.get("study"), tune.get_context().get_trial_id()):
+        return
+    torch.set_num_threads(settings["threads"])
+    hp = GanTrialConfig(**{k: config[k] for k in GanTrialConfig.model_fields})
+    device = pick_device()
+    torch.manual_seed(settings["seed"])
+    shape = settings["in_shape"]
+    G = GRUGenerator(out_shape=shape, noise_dim=settings["noise_dim"], hidden_size=hp.hidden_size,
+                     num_layers=hp.num_layers).to(device)
+    D = Discriminator(in_shape=shape, backbone=hp.backbone).to(device)
+    clf = build_classifier(settings["classifier_kwargs"]).to(device)
+    clf.load_state_dict(data["classifier"])
+    opt_g, opt_d = optimizers(G, D, lr_g=hp.lr_g, lr_d=hp.lr_d)
+    start_epoch = 0
+    if (ckpt := tune.get_checkpoint()) is not None:
+        with ckpt.as_directory() as d:
+            state = torch.load(Path(d) / CHECKPOINT, map_location=device, weights_only=True)
+        for module, key in ((G, "generator"), (D, "discriminator"), (opt_g, "opt_g"), (opt_d, "opt_d")):
+            module.load_state_dict(state[key])
+        start_epoch = state["epoch"]
+    n = min(settings["eval_samples"], len(data["x_val"]))
+    real = to_float(Split.of(data["x_val"][:n], data["y_val"][:n], device).x)
+    real_features, _ = classifier_view(clf, real)
+    node = ray.get_runtime_context().get_node_id()
+    epochs_done = [start_epoch]
+
+    def report(m: dict) -> None:
+        fake = generate(G, n, seed=settings["seed"], device=device)
+        spread = diversity(fake, real)
+        if spread < settings["min_diversity"]:
+            raise Collapsed(f"generator collapsed: sample diversity {spread:.3f} (real images: 1)")
+        epochs_done.append(m["epoch"])
+        r = {**m, "fid": float(frechet_distance(classifier_view(clf, fake)[0], real_features)), "diversity": spread,
+             "resumed_from_epoch": start_epoch, "node_id": node}
+        with tempfile.TemporaryDirectory() as d:
+            torch.save({"generator": G.state_dict(), "discriminator": D.state_dict(), "opt_g": opt_g.state_dict(),
+                        "opt_d": opt_d.state_dict(), "epoch": m["epoch"], "config": hp.model_dump()},
+                       Path(d) / CHECKPOINT)
+            tune.report(r, checkpoint=tune.Checkpoint.from_directory(d))
+
+    try:
+        train_gan(G, D, opt_g, opt_d, Split.of(data["x_train"], data["y_train"], device),
+                  epochs=settings["max_epochs"], batch_size=settings["batch_size"], seed=settings["seed"],
+                  start_epoch=start_epoch, subset=settings["train_subset"], on_epoch=report)
+    except (NonFiniteLoss, Collapsed) as e:
+        tune.report({"epoch": epochs_done[-1] + 1, "fid": 1e12, "diverged": 1, "error": str(e),
+                     "resumed_from_epoch": start_epoch, "node_id": node})
+
+
 def _already_finished(journal: str | None, study_name: str | None, trial_id: str) -> bool:
     """Whether the Optuna journal records this Tune trial as finished (readable where the journal is: the
     driver's node, or every node with shared storage)."""
@@ -192,18 +261,18 @@ def init_ray() -> bool:
     return not (node is not None and getattr(node, "head", False))
 
 
-def trial_resources(params: Params, remote: bool) -> dict[str, float]:
+def trial_resources(resources, remote: bool) -> dict[str, float]:
     """Per-trial resources from params; on a Ray started here, capped to what this machine has so trials can start.
 
     On a cluster they are taken as asked: the autoscaler adds the GPU nodes they need.
     """
-    want = {"cpu": params.search.resources.cpu, "gpu": params.search.resources.gpu}
+    want = {"cpu": resources.cpu, "gpu": resources.gpu}
     if remote:
         return want
     have = ray.cluster_resources()
     got = {"cpu": min(want["cpu"], have.get("CPU", 1)), "gpu": want["gpu"] if have.get("GPU") else 0.0}
     if got != want:
-        print(f"search.resources {want} exceed this machine's {{'cpu': {have.get('CPU', 0):g}, "
+        print(f"resources per trial {want} exceed this machine's {{'cpu': {have.get('CPU', 0):g}, "
               f"'gpu': {have.get('GPU', 0):g}}}: each trial gets {got}")
     return got
 
@@ -213,19 +282,42 @@ class SweepInterrupted(GrutuneError):
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """What a sweep is: the classifier's and the GAN's differ only in these."""
+
+    name: str            # dataset name, or e.g. "gan-mnist"
+    budget: Any          # SearchParams or GanSearchParams: num_samples, max_epochs, ..., resources, space
+    hp_model: type       # the pydantic model of one trial's hyperparameters
+    metric: str
+    mode: str            # "max" or "min"
+    trainable: Any       # a function of (config, *, data, settings)
+    seed: int
+    data_hash: str
+    extra_identity: Any = None
+
+    @property
+    def sweep_id(self) -> str:
+        return identity(self.name, self.budget, self.seed, self.data_hash, self.extra_identity)
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether value a beats b (NaN never does)."""
+        return a == a and (b != b or (a > b if self.mode == "max" else a < b))
+
+
+@dataclass(frozen=True)
 class SearchResult:
     sweep_id: str
     best: dict[str, Any]          # trial_id, val_accuracy, epochs, config
     trials: list[dict[str, Any]]  # one row per trial
     summary: dict[str, Any]       # counts and timing, for DVC metrics
-    progress: list[dict[str, Any]]  # best-so-far val accuracy after each trial, in the order they were proposed
+    progress: list[dict[str, Any]]  # best-so-far metric after each trial, in the order they were proposed
     progress_time: list[dict[str, Any]]  # the same, in the order trials ended, against wall time
 
 
 STATUSES = ("completed", "pruned", "failed", "errored")
 
 
-def _journal_progress(journal: Path, study_name: str) -> dict[str, tuple[int, float, int]]:
+def _journal_progress(journal: Path, study_name: str, sweep: "Sweep") -> dict[str, tuple[int, float, int]]:
     """{tune trial id: (epochs, best value, Optuna trial number)} from the Optuna journal, which a hard kill cannot leave behind Tune's
     own result files."""
     if not journal.exists():
@@ -236,31 +328,34 @@ def _journal_progress(journal: Path, study_name: str) -> dict[str, tuple[int, fl
         if JournalOptunaSearch.TUNE_ID in t.user_attrs:
             values = [*t.intermediate_values.values(), *([t.value] if t.value is not None else [])]
             epochs = max([t.user_attrs.get("epochs", 0), *t.intermediate_values])
-            out[t.user_attrs[JournalOptunaSearch.TUNE_ID]] = (epochs, max(values, default=float("-inf")), t.number)
+            best = float("nan")
+            for v in values:
+                best = v if sweep.better(v, best) else best
+            out[t.user_attrs[JournalOptunaSearch.TUNE_ID]] = (epochs, best, t.number)
     return out
 
 
-def _trial_rows(results, max_epochs: int, journal: dict[str, tuple[int, float, int]]) -> list[dict[str, Any]]:
+def _trial_rows(results, sweep: "Sweep", journal: dict[str, tuple[int, float, int]]) -> list[dict[str, Any]]:
     """One row per trial: completed (ran max_epochs), pruned (stopped by ASHA), failed (diverged), errored (raised)."""
-    rows = []
+    rows, metric = [], sweep.metric
     for r in results:
         df = r.metrics_dataframe
-        has = df is not None and METRIC in df and len(df) > 0
+        has = df is not None and metric in df and len(df) > 0
         tid = (r.metrics or {}).get("trial_id") or _trial_id_from_dir(r.path)
-        j_epochs, j_best, number = journal.get(tid, (0, float("-inf"), -1))
+        j_epochs, j_best, number = journal.get(tid, (0, float("nan"), -1))
         epochs = max(int(df["epoch"].max()) if has else 0, j_epochs)
         diverged = has and "diverged" in df and bool(df["diverged"].fillna(0).max())
         status = ("errored" if r.error is not None else "failed" if diverged
-                  else "completed" if epochs >= max_epochs else "pruned")
-        ok = df[df["diverged"].fillna(0) == 0] if diverged else df
-        hp = {k: r.config.get(k) for k in TrialConfig.model_fields}
+                  else "completed" if epochs >= sweep.budget.max_epochs else "pruned")
+        best = float("nan")
+        if not diverged:
+            for v in [*(df[metric].tolist() if has else []), j_best]:
+                best = float(v) if sweep.better(float(v), best) else best
+        hp = {k: r.config.get(k) for k in sweep.hp_model.model_fields}
         error_file = Path(r.path) / "error.txt"
-        best = max(float(ok[METRIC].max()) if has and len(ok) else float("-inf"), j_best if not diverged else
-                   float("-inf"))
         ended = float(df["timestamp"].max()) if has and "timestamp" in df else float("nan")
         time_s = float(df["time_total_s"].max()) if has and "time_total_s" in df else 0.0
-        rows.append({"trial": number, "trial_id": tid, "status": status, **hp,
-                     "best_val_accuracy": best if best > float("-inf") else float("nan"),
+        rows.append({"trial": number, "trial_id": tid, "status": status, **hp, f"best_{metric}": best,
                      "epochs": epochs,
                      "resumed_from_epoch": int(df["resumed_from_epoch"].max()) if has and "resumed_from_epoch" in df
                      else 0,
@@ -284,13 +379,53 @@ def _is_uri(path: str) -> bool:
 
 def run_search(params: Params, data: Prepared, *, state_dir: Path, callbacks: list | None = None,
                remote: bool = False, trainable_fn=run_trial) -> SearchResult:
-    """Run, resume or re-read the sweep for one dataset; return its best config and per-trial table.
+    """Run, resume or re-read the classifier sweep for one dataset; return its best config and per-trial table."""
+    sweep = Sweep(name=data.name, budget=params.search, hp_model=TrialConfig, metric=METRIC, mode=MODE,
+                  trainable=trainable_fn, seed=params.seed, data_hash=data.content_hash)
+    settings = {"in_shape": tuple(int(d) for d in data.x_train.shape[1:]), "num_classes": len(data.classes),
+                "max_epochs": params.search.max_epochs, "train_subset": params.search.train_subset,
+                "seed": params.seed}
+    arrays = {k: getattr(data, k) for k in ("x_train", "y_train", "x_val", "y_val")}
+    result = run_sweep(sweep, arrays, settings, state_dir=state_dir, callbacks=callbacks, remote=remote)
+    result.best["dataset"] = data.name
+    return result
 
-    The sweep's state lives under `search.storage` (default: `state_dir`), named by its identity: a changed space,
+
+def gan_sweep(params: Params, data: Prepared, classifier_hash: str) -> Sweep:
+    """The GAN sweep on gan.dataset. Its FID depends on the classifier too, so that is part of its identity."""
+    g = params.gan
+    return Sweep(name=f"gan-{data.name}", budget=params.gan_search, hp_model=GanTrialConfig, metric="fid",
+                 mode="min", trainable=run_gan_trial, seed=params.seed, data_hash=data.content_hash,
+                 extra_identity={"classifier": classifier_hash, "batch_size": g.batch_size, "noise_dim": g.noise_dim,
+                                 "eval_samples": params.gan_search.eval_samples,
+                                 "min_diversity": params.gan_search.min_diversity})
+
+
+def run_gan_search(params: Params, data: Prepared, classifier: dict, classifier_hash: str, *, state_dir: Path,
+                   callbacks: list | None = None, remote: bool = False) -> SearchResult:
+    """The GAN sweep on gan.dataset: minimise the FID in the feature space of the classifier trained on it."""
+    g = params.gan
+    sweep = gan_sweep(params, data, classifier_hash)
+    settings = {"in_shape": tuple(int(d) for d in data.x_train.shape[1:]), "noise_dim": g.noise_dim,
+                "batch_size": g.batch_size, "max_epochs": params.gan_search.max_epochs,
+                "train_subset": params.gan_search.train_subset, "eval_samples": params.gan_search.eval_samples,
+                "min_diversity": params.gan_search.min_diversity,
+                "seed": params.seed, "classifier_kwargs": dict(classifier["model_kwargs"])}
+    arrays = {"x_train": data.x_train, "y_train": data.y_train, "x_val": data.x_val, "y_val": data.y_val,
+              "classifier": {k: v.cpu() for k, v in classifier["model"].items()}}
+    result = run_sweep(sweep, arrays, settings, state_dir=state_dir, callbacks=callbacks, remote=remote)
+    result.best["dataset"] = data.name
+    return result
+
+
+def run_sweep(sweep: Sweep, arrays: dict, settings: dict, *, state_dir: Path, callbacks: list | None = None,
+              remote: bool = False) -> SearchResult:
+    """Run, resume or re-read a sweep: Tune + Optuna TPE (journal storage) + ASHA on `sweep.metric`.
+
+    The sweep's state lives under `budget.storage` (default: `state_dir`), named by its identity: a changed space,
     budget or data version is a new sweep, an interrupted one resumes, and a finished one is only read back.
     """
-    sid = sweep_id(params, data.name, data.content_hash)
-    s = params.search
+    sid, s = sweep.sweep_id, sweep.budget
     storage = s.storage or str(Path(state_dir).resolve())
     if not _is_uri(storage):
         storage = str(Path(storage).resolve())
@@ -300,12 +435,9 @@ def run_search(params: Params, data: Prepared, *, state_dir: Path, callbacks: li
     local_journal_dir = Path(storage) if not _is_uri(storage) else Path(state_dir).resolve()
     journal = local_journal_dir / f"{sid}.optuna.journal"
     sync = JournalSync(journal, f"{storage.rstrip('/')}/{journal.name}") if _is_uri(storage) else None
-    resources = trial_resources(params, remote)
-    settings = {"in_shape": tuple(int(d) for d in data.x_train.shape[1:]), "num_classes": len(data.classes),
-                "max_epochs": s.max_epochs, "train_subset": s.train_subset, "seed": params.seed,
-                "threads": max(1, int(resources["cpu"])), "journal": str(journal), "study": sid}
-    arrays = {k: getattr(data, k) for k in ("x_train", "y_train", "x_val", "y_val")}
-    trainable = tune.with_resources(tune.with_parameters(trainable_fn, data=arrays, settings=settings), resources)
+    resources = trial_resources(s.resources, remote)
+    settings = {**settings, "threads": max(1, int(resources["cpu"])), "journal": str(journal), "study": sid}
+    trainable = tune.with_resources(tune.with_parameters(sweep.trainable, data=arrays, settings=settings), resources)
     callbacks = [*(callbacks or []), *([sync] if sync else [])]
 
     # Tune warns about trials that had not reported yet when a sweep stopped; they are resumed all the same.
@@ -324,9 +456,10 @@ def run_search(params: Params, data: Prepared, *, state_dir: Path, callbacks: li
             trainable,
             param_space=tune_param_space(s.space),
             tune_config=tune.TuneConfig(
-                metric=METRIC, mode=MODE, num_samples=s.num_samples,
+                metric=sweep.metric, mode=sweep.mode, num_samples=s.num_samples,
                 max_concurrent_trials=s.max_concurrent_trials or None,
-                search_alg=JournalOptunaSearch(journal=journal, study_name=sid, seed=params.seed),
+                search_alg=JournalOptunaSearch(journal=journal, study_name=sid, seed=sweep.seed,
+                                               metric=sweep.metric, mode=sweep.mode),
                 scheduler=ASHAScheduler(time_attr="epoch", max_t=s.max_epochs, grace_period=s.grace_period,
                                         reduction_factor=s.reduction_factor)),
             run_config=tune.RunConfig(
@@ -335,45 +468,46 @@ def run_search(params: Params, data: Prepared, *, state_dir: Path, callbacks: li
                 # Two, not one: after a hard kill the last experiment snapshot may point at the previous checkpoint.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
         )
-    # A bounded number of checkpoints per trial forces an experiment snapshot per report; that is intended, not a bottleneck.
+    # A bounded number of checkpoints per trial forces an experiment snapshot per report; that is intended.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     results = tuner.fit()
-    progress = _journal_progress(journal, sid)
+    progress = _journal_progress(journal, sid, sweep)
     finished = sum(t.state.is_finished() for t in optuna.load_study(
         study_name=sid, storage=JournalStorage(JournalFileBackend(str(journal)))).get_trials(deepcopy=False))
     if finished < s.num_samples or results.num_terminated + results.num_errors < len(results):
         # Tune stops gracefully on Ctrl-C and returns what it has; a partial sweep must not become the stage's output.
         raise SweepInterrupted(f"sweep {sid} stopped with {finished} of {s.num_samples} trials finished; its state "
                                f"is kept in {exp_path}: run `dvc repro` again to resume it")
-    rows = _trial_rows(results, s.max_epochs, progress)
-    ok = [r for r in rows if r["status"] in ("completed", "pruned") and r["best_val_accuracy"] == r["best_val_accuracy"]]
+    rows = _trial_rows(results, sweep, progress)
+    key = f"best_{sweep.metric}"
+    ok = [r for r in rows if r["status"] in ("completed", "pruned") and r[key] == r[key]]
     if not ok:
         raise GrutuneError(f"no trial of sweep {sid} succeeded; see the trial directories under {exp_path}")
-    top = max(ok, key=lambda r: r["best_val_accuracy"])
-    best = {"dataset": data.name, "sweep_id": sid, "data_hash": data.content_hash, "trial_id": top["trial_id"],
-            "val_accuracy": top["best_val_accuracy"], "epochs": top["epochs"],
-            "config": TrialConfig(**{k: top[k] for k in TrialConfig.model_fields}).model_dump()}
+    top = ok[0]
+    for r in ok[1:]:
+        top = r if sweep.better(r[key], top[key]) else top
+    best = {"sweep_id": sid, "data_hash": sweep.data_hash, "trial_id": top["trial_id"], sweep.metric: top[key],
+            "epochs": top["epochs"],
+            "config": sweep.hp_model(**{k: top[k] for k in sweep.hp_model.model_fields}).model_dump()}
     counts = {st: sum(r["status"] == st for r in rows) for st in STATUSES}
     by_time = sorted((r for r in rows if r["_ended"] == r["_ended"]), key=lambda r: r["_ended"])
     t0 = min((r["_ended"] - r["time_s"] for r in by_time), default=0.0)
     # The sweep's wall time: from its first trial's start to its last trial's end, across resumes.
     wall = by_time[-1]["_ended"] - t0 if by_time else 0.0
-    summary = {"best_val_accuracy": top["best_val_accuracy"], "trials": len(rows), **counts,
+    summary = {key: top[key], "trials": len(rows), **counts,
                "epochs_run": sum(r["epochs"] for r in rows), "wall_time_s": round(wall, 1)}
     return SearchResult(sid, best, [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], summary,
-                        _best_so_far(rows, "trial", lambda r: r["trial"]),
-                        _best_so_far(by_time, "wall_time_s", lambda r: round(r["_ended"] - t0, 1)))
+                        _best_so_far(rows, sweep, "trial", lambda r: r["trial"]),
+                        _best_so_far(by_time, sweep, "wall_time_s", lambda r: round(r["_ended"] - t0, 1)))
 
 
-def _best_so_far(rows: list[dict], x: str, value_of_x) -> list[dict]:
-    """Best validation accuracy so far after each row (failed and errored trials bring no improvement)."""
-    out, best = [], None
+def _best_so_far(rows: list[dict], sweep: Sweep, x: str, value_of_x) -> list[dict]:
+    """The best metric so far after each row (failed and errored trials bring no improvement)."""
+    out, best, m = [], float("nan"), sweep.metric
     for r in rows:
-        v = r["best_val_accuracy"] if r["status"] in ("completed", "pruned") else None
-        if v is not None and v == v and (best is None or v > best):
-            best = v
-        out.append({x: value_of_x(r), "trial_val_accuracy": "" if v is None or v != v else v,
-                    "best_val_accuracy": "" if best is None else best})
+        v = r[f"best_{m}"] if r["status"] in ("completed", "pruned") else float("nan")
+        best = v if sweep.better(v, best) else best
+        out.append({x: value_of_x(r), f"trial_{m}": "" if v != v else v, f"best_{m}": "" if best != best else best})
     return out
 
 

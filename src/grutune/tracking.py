@@ -20,6 +20,7 @@ from ray import tune
 from grutune.io import write_text
 
 TRIAL_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s")
+GAN_TRIAL_METRICS = ("fid", "diversity", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s")
 
 
 def wandb_mode() -> str:
@@ -71,8 +72,10 @@ class WandbTrialLogger(tune.Callback):
     takes about a second) happen on a background thread, so they never stall Tune's event loop.
     """
 
-    def __init__(self, *, project: str, group: str, directory: str | os.PathLike, extra_config: dict):
+    def __init__(self, *, project: str, group: str, directory: str | os.PathLike, extra_config: dict,
+                 metrics: tuple[str, ...] = TRIAL_METRICS):
         self.project, self.group, self.directory, self.extra = project, group, directory, extra_config
+        self.metrics = metrics
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
 
@@ -106,7 +109,7 @@ class WandbTrialLogger(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._submit("log", trial.trial_id, {"config": dict(trial.config), "step": int(result["epoch"]),
-                                             "metrics": {k: result[k] for k in TRIAL_METRICS if k in result}})
+                                             "metrics": {k: result[k] for k in self.metrics if k in result}})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._submit("finish", trial.trial_id, 0)
@@ -163,3 +166,15 @@ def log_model(run, path, *, name: str, metadata: dict) -> None:
     artifact = wandb.Artifact(name, type="model", metadata=metadata)
     artifact.add_file(str(path))
     run.log_artifact(artifact)
+
+
+def write_sweep_outputs(result, out_dir: Path, metrics: Path) -> None:
+    """A sweep's stage outputs: best.yaml and trials.csv, its metrics, and best-so-far files for `dvc plots`."""
+    from grutune.io import write_json, write_yaml
+
+    write_yaml(Path(out_dir) / "best.yaml", result.best)
+    write_csv(Path(out_dir) / "trials.csv", result.trials, fieldnames=list(result.trials[0]))
+    write_json(metrics, result.summary)
+    stem = Path(metrics).with_suffix("")
+    write_csv(f"{stem}_progress.csv", result.progress, fieldnames=list(result.progress[0]))
+    write_csv(f"{stem}_progress_time.csv", result.progress_time, fieldnames=list(result.progress_time[0]))

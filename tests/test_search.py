@@ -205,3 +205,34 @@ def test_a_changed_space_starts_a_new_sweep_and_a_finished_one_does_nothing(tmp_
     assert len(sweeps) == 2 and sweep.name in sweeps
     best = yaml.safe_load((tmp_path / "out/best.yaml").read_text())
     assert best["config"]["hidden_size"] in (20, 28) and best["sweep_id"] != sweep.name
+
+
+# --------------------------------------------------------------------------- GAN sweep
+
+def test_gan_trials_that_collapse_are_stopped_and_counted_not_picked(tmp_path, prepared, local_ray):
+    """With a diversity threshold no generator can meet, every GAN trial is stopped after its first epoch."""
+    from grutune.errors import GrutuneError
+    from grutune.models import GRUClassifier
+    from grutune.search import run_gan_search
+
+    raw = yaml.safe_load(write_params(tmp_path / "params.yaml").read_text())
+    raw["gan_search"].update(num_samples=2, max_epochs=3, grace_period=3, train_subset=128, eval_samples=64,
+                             min_diversity=10.0, max_failures=0, resources={"cpu": 1, "gpu": 0})
+    raw["gan_search"]["space"].update(hidden_size=16, num_layers=1, backbone="none")
+    raw["gan"].update(batch_size=32, noise_dim=8)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    p = load_params(tmp_path / "params.yaml")
+    data = load_prepared(prepared)
+    clf = GRUClassifier(in_shape=(28, 28, 1), num_classes=10, cell="gru", hidden_size=8, num_layers=1,
+                        bidirectional=False, dropout=0.0, backbone="none")
+    ckpt = {"model": clf.state_dict(), "model_kwargs": clf.kwargs}
+    with pytest.raises(GrutuneError, match="no trial of sweep gan-mnist-.* succeeded"):
+        run_gan_search(p, data, ckpt, "sha256:test", state_dir=tmp_path / "state")
+    trials = study_trials(tmp_path / "state")
+    assert len(trials) == 2 and all(t.state == optuna.trial.TrialState.FAIL for t in trials)
+    result_files = list((tmp_path / "state").glob("gan-mnist-*/run_gan_trial_*/result.json"))
+    assert len(result_files) == 2
+    for result_file in result_files:
+        (last,) = [json.loads(line) for line in result_file.read_text().splitlines()]
+        assert last["diverged"] == 1 and "collapsed" in last["error"] and last["epoch"] == 1
+

@@ -317,8 +317,8 @@ class SearchResult:
 STATUSES = ("completed", "pruned", "failed", "errored")
 
 
-def _journal_progress(journal: Path, study_name: str, sweep: "Sweep") -> dict[str, tuple[int, float, int]]:
-    """{tune trial id: (epochs, best value, Optuna trial number)} from the Optuna journal, which a hard kill cannot leave behind Tune's
+def _journal_progress(journal: Path, study_name: str, sweep: "Sweep") -> dict[str, tuple[int, float, int, bool]]:
+    """{tune trial id: (epochs, best value, Optuna trial number, completed)} from the Optuna journal, which a hard kill cannot leave behind Tune's
     own result files."""
     if not journal.exists():
         return {}
@@ -331,21 +331,25 @@ def _journal_progress(journal: Path, study_name: str, sweep: "Sweep") -> dict[st
             best = float("nan")
             for v in values:
                 best = v if sweep.better(v, best) else best
-            out[t.user_attrs[JournalOptunaSearch.TUNE_ID]] = (epochs, best, t.number)
+            out[t.user_attrs[JournalOptunaSearch.TUNE_ID]] = (epochs, best, t.number,
+                                                              t.state == optuna.trial.TrialState.COMPLETE)
     return out
 
 
-def _trial_rows(results, sweep: "Sweep", journal: dict[str, tuple[int, float, int]]) -> list[dict[str, Any]]:
+def _trial_rows(results, sweep: "Sweep", journal: dict[str, tuple[int, float, int, bool]]) -> list[dict[str, Any]]:
     """One row per trial: completed (ran max_epochs), pruned (stopped by ASHA), failed (diverged), errored (raised)."""
     rows, metric = [], sweep.metric
     for r in results:
         df = r.metrics_dataframe
         has = df is not None and metric in df and len(df) > 0
         tid = (r.metrics or {}).get("trial_id") or _trial_id_from_dir(r.path)
-        j_epochs, j_best, number = journal.get(tid, (0, float("nan"), -1))
+        j_epochs, j_best, number, j_complete = journal.get(tid, (0, float("nan"), -1, False))
         epochs = max(int(df["epoch"].max()) if has else 0, j_epochs)
         diverged = has and "diverged" in df and bool(df["diverged"].fillna(0).max())
-        status = ("errored" if r.error is not None else "failed" if diverged
+        # A trial the journal records as complete finished before a crash; if Tune then failed to restore it from a
+        # stale snapshot (its checkpoint already rotated away), that error does not undo its result.
+        errored = r.error is not None and not j_complete
+        status = ("errored" if errored else "failed" if diverged
                   else "completed" if epochs >= sweep.budget.max_epochs else "pruned")
         best = float("nan")
         if not diverged:
@@ -359,7 +363,7 @@ def _trial_rows(results, sweep: "Sweep", journal: dict[str, tuple[int, float, in
                      "epochs": epochs,
                      "resumed_from_epoch": int(df["resumed_from_epoch"].max()) if has and "resumed_from_epoch" in df
                      else 0,
-                     "error": str(error_file) if r.error is not None and error_file.exists() else "",
+                     "error": str(error_file) if errored and error_file.exists() else "",
                      "_ended": ended, "time_s": round(time_s, 1)})
     return sorted(rows, key=lambda r: (r["trial"], r["trial_id"]))  # in the order Optuna proposed them
 
@@ -465,8 +469,8 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: dict, *, state_dir: Path, ca
             run_config=tune.RunConfig(
                 name=sid, storage_path=storage, callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
-                # Two, not one: after a hard kill the last experiment snapshot may point at the previous checkpoint.
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+                # Not one: after a hard kill the last experiment snapshot may point at an earlier checkpoint.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=3)),
         )
     # A bounded number of checkpoints per trial forces an experiment snapshot per report; that is intended.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

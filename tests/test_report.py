@@ -111,6 +111,8 @@ def write_inputs(root: Path) -> dict:
            "reference_fid_train_vs_test": 0.54321098, "reference_inception_score_test": 9.87654321,
            "eval_samples": 2000}
     write_json(root / "metrics/gan.json", gan)
+    write_json(root / "metrics/gan_search.json", {"best_fid": 23.456789012, "trials": 4, "completed": 2, "pruned": 1,
+                                                   "failed": 1, "errored": 0, "epochs_run": 9, "wall_time_s": 61.2})
     samples = image_grid(rng.random((64, 28, 28, 1)) ** 3, 8)  # (242, 242, 1)
     matplotlib.image.imsave(root / "metrics/gan_samples.png", samples.squeeze(-1), cmap="gray", vmin=0, vmax=1)
     written["gan"] = gan
@@ -146,12 +148,13 @@ def test_numbers_match_dvc_metrics_show(stage):
     assert fmt(written["mnist"]["classifier"]["test_accuracy"]) == "0.97123" and "0.97123" in cells
     assert "12.34568" in cells and "2000" in cells and "0.9712345678" not in page
     # Every number the real `dvc metrics show` prints for these files is a cell of the page.
-    files = [f"metrics/{d}/{f}.json" for d in DATASETS for f in ("search", "classifier")] + ["metrics/gan.json"]
+    files = ([f"metrics/{d}/{f}.json" for d in DATASETS for f in ("search", "classifier")]
+             + ["metrics/gan.json", "metrics/gan_search.json"])
     out = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--md", *files], cwd=root, env=env,
                          capture_output=True, text=True, check=True).stdout
     numbers = [tok.strip() for line in out.splitlines()[2:] for tok in line.split("|")[2:]
                if re.fullmatch(r"-?\d[\d.e+-]*", tok.strip())]
-    assert len(numbers) == 2 * (8 + 2 + 10) + 6, out
+    assert len(numbers) == 2 * (8 + 2 + 10) + 6 + 8, out
     assert not [n for n in numbers if n not in cells], out
 
 
@@ -218,6 +221,7 @@ def test_screenshot_is_not_blank(stage, tmp_path):
     ("metrics/mnist/search_progress_time.csv", "search@mnist"),
     ("metrics/mnist/classifier.json", "train@mnist"), ("metrics/mnist/confusion.csv", "train@mnist"),
     ("data/prepared/mnist.npz", "prepare@mnist"), ("metrics/gan_samples.png", "gan"), ("metrics/gan.json", "gan"),
+    ("metrics/gan_search.json", "gan_search"),
 ])
 def test_a_missing_input_names_the_file_and_its_stage(tmp_path, missing, stage_name):
     write_inputs(tmp_path)

@@ -65,6 +65,7 @@ class DatasetResults:
 class GanResults:
     dataset: str
     metrics: dict[str, Any]          # metrics/gan.json
+    search: dict[str, Any]           # metrics/gan_search.json: the GAN sweep's counts and best FID
     samples_png: bytes               # metrics/gan_samples.png, embedded as it is
     real: np.ndarray                 # (N, H, W, C) uint8 test images of gan.dataset
     content_hash: str
@@ -150,9 +151,10 @@ def load_dataset_results(name: str, metrics_dir: Path, search_dir: Path, prepare
 
 def load_gan_results(dataset: str, metrics_dir: Path, prepared_dir: Path) -> GanResults:
     files = {"metrics": metrics_dir / "gan.json", "samples": metrics_dir / "gan_samples.png",
-             "prepared": prepared_dir / f"{dataset}.npz"}
+             "search": metrics_dir / "gan_search.json", "prepared": prepared_dir / f"{dataset}.npz"}
     _, digest, real = read_prepared_meta(files["prepared"], f"prepare@{dataset}", with_test_images=REAL_IMAGES)
     return GanResults(dataset=dataset, metrics=read_json(files["metrics"], "gan"),
+                      search=read_json(files["search"], "gan_search"),
                       samples_png=_need(files["samples"], "gan").read_bytes(), real=real, content_hash=digest,
                       files={k: str(v) for k, v in files.items()})
 
@@ -489,6 +491,9 @@ def gan_section(g: GanResults) -> str:
         f"<p>Metrics from <code>{_e(g.files['metrics'])}</code>. FID and Inception Score use the features of the "
         f"classifier trained on {_e(g.dataset)}; the <code>reference_*</code> rows score real images the same way.</p>",
         table,
+        f"<p>The GAN sweep (<code>{_e(g.files['search'])}</code>), which chose this GAN's architecture and learning "
+        f"rates by FID:</p>",
+        _table(["metric", "value"], [[f"<code>{_e(k)}</code>", _e(fmt(v))] for k, v in g.search.items()]),
         f"<figure>{_img(g.samples_png, 'generated samples', 'pixels')}"
         f"<figcaption>Generated: <code>{_e(g.files['samples'])}</code></figcaption></figure>",
         f"<figure>{_img(image_png(g.real, 8), 'real test images', 'pixels')}"

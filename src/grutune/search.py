@@ -364,7 +364,7 @@ def _trial_rows(results, sweep: "Sweep", journal: dict[str, tuple[int, float, in
                      "resumed_from_epoch": int(df["resumed_from_epoch"].max()) if has and "resumed_from_epoch" in df
                      else 0,
                      "error": str(error_file) if errored and error_file.exists() else "",
-                     "_ended": ended, "time_s": round(time_s, 1)})
+                     "_ended": ended, "_time_s": round(time_s, 1)})
     return sorted(rows, key=lambda r: (r["trial"], r["trial_id"]))  # in the order Optuna proposed them
 
 
@@ -495,7 +495,7 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: dict, *, state_dir: Path, ca
             "config": sweep.hp_model(**{k: top[k] for k in sweep.hp_model.model_fields}).model_dump()}
     counts = {st: sum(r["status"] == st for r in rows) for st in STATUSES}
     by_time = sorted((r for r in rows if r["_ended"] == r["_ended"]), key=lambda r: r["_ended"])
-    t0 = min((r["_ended"] - r["time_s"] for r in by_time), default=0.0)
+    t0 = min((r["_ended"] - r["_time_s"] for r in by_time), default=0.0)
     # The sweep's wall time: from its first trial's start to its last trial's end, across resumes.
     wall = by_time[-1]["_ended"] - t0 if by_time else 0.0
     summary = {key: top[key], "trials": len(rows), **counts,

@@ -165,3 +165,17 @@ def test_stage_refuses_bad_params_before_any_work(tmp_path, stage_args):
     assert "search.num_samples" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_a_bad_best_config_names_each_missing_key(tmp_path):
+    from grutune.config import read_best
+
+    path = tmp_path / "best.yaml"
+    path.write_text("config: {cell: gru, hidden_size: 0}\n")
+    with pytest.raises(ConfigError) as e:
+        read_best(path)
+    msg = str(e.value)
+    assert "config.hidden_size: Input should be greater than 0" in msg and "config.lr: Field required" in msg
+    path.write_text("not: [a, mapping\n")
+    with pytest.raises(ConfigError, match="not a valid best-config file"):
+        read_best(path)

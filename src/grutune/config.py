@@ -305,5 +305,8 @@ def read_best(path: str | Path, model: type[BaseModel] = TrialConfig) -> tuple[d
         return best, model(**best["config"])
     except FileNotFoundError:
         raise ConfigError(f"{path} not found: run its search stage first (dvc repro)") from None
-    except (yaml.YAMLError, TypeError, KeyError, ValidationError) as e:
-        raise ConfigError(f"{path} is not a valid best-config file: {e}") from None
+    except ValidationError as e:
+        lines = [f"  config.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+        raise ConfigError(f"{path} is not a valid best-config file:\n" + "\n".join(lines)) from None
+    except (yaml.YAMLError, TypeError, KeyError) as e:
+        raise ConfigError(f"{path} is not a valid best-config file: {type(e).__name__}: {e}") from None

@@ -173,8 +173,8 @@ def test_sigkill_then_rerun_resumes_the_sweep(tmp_path, prepared):
     for trial_dir in (tmp_path / ".grutune/sweeps").glob("mnist-*/run_trial_*"):
         epochs = [json.loads(line)["epoch"] for line in (trial_dir / "result.json").read_text().splitlines()]
         assert len(epochs) == len(set(epochs)), f"{trial_dir.name} retrained epochs {epochs}"
-        if any(t in trial_dir.name for t in first_done):  # Tune may have lost their last line; the journal has it
-            assert epochs == [1, 2, 3][:len(epochs)]
+        if any(t in trial_dir.name for t in first_done):  # a replayed trial re-reports its last epoch only
+            assert epochs == sorted(epochs) and set(epochs) <= {1, 2, 3}
     assert (tmp_path / "out/best.yaml").exists()
     rows = list(csv.DictReader((tmp_path / "out/trials.csv").open()))
     assert len(rows) == 6

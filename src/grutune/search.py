@@ -114,6 +114,8 @@ class JournalOptunaSearch(OptunaSearch):
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._completed_trials:
+            return  # a trial replayed after a crash re-reports what the journal already holds
         if not result.get("diverged"):
             super().on_trial_result(trial_id, result)
 
@@ -135,8 +137,9 @@ class JournalOptunaSearch(OptunaSearch):
 def run_trial(config: dict, *, data: dict[str, np.ndarray], settings: dict) -> None:
     """One Tune trial: train for up to `max_epochs`, reporting val accuracy and a checkpoint every epoch."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not one "checkpoint created" line per epoch
-    if _already_finished(settings.get("journal"), settings.get("study"), tune.get_context().get_trial_id()):
-        return  # finished before a crash that Tune's last snapshot missed: the journal knows better
+    if (done := _finished_result(settings, METRIC)) is not None:
+        tune.report(done)  # finished before a crash that Tune's last snapshot missed: the journal knows better
+        return
     torch.set_num_threads(settings["threads"])
     hp = TrialConfig(**{k: config[k] for k in TrialConfig.model_fields})
     device = pick_device()
@@ -185,7 +188,8 @@ def run_gan_trial(config: dict, *, data: dict, settings: dict) -> None:
     counted as failed and never picked.
     """
     logging.getLogger("ray.train").setLevel(logging.WARNING)
-    if _already_finished(settings.get("journal"), settings.get("study"), tune.get_context().get_trial_id()):
+    if (done := _finished_result(settings, "fid")) is not None:
+        tune.report(done)
         return
     torch.set_num_threads(settings["threads"])
     hp = GanTrialConfig(**{k: config[k] for k in GanTrialConfig.model_fields})
@@ -234,14 +238,21 @@ def run_gan_trial(config: dict, *, data: dict, settings: dict) -> None:
                      "resumed_from_epoch": start_epoch, "node_id": node})
 
 
-def _already_finished(journal: str | None, study_name: str | None, trial_id: str) -> bool:
-    """Whether the Optuna journal records this Tune trial as finished (readable where the journal is: the
-    driver's node, or every node with shared storage)."""
+def _finished_result(settings: dict, metric: str) -> dict | None:
+    """The final result the Optuna journal holds for this Tune trial, if it finished before a crash that Tune's
+    last snapshot missed (readable where the journal is: the driver's node, or every node with shared storage)."""
+    journal = settings.get("journal")
     if not journal or not Path(journal).exists():
-        return False
-    study = optuna.load_study(study_name=study_name, storage=JournalStorage(JournalFileBackend(journal)))
-    return any(t.user_attrs.get(JournalOptunaSearch.TUNE_ID) == trial_id and t.state.is_finished()
-               for t in study.get_trials(deepcopy=False))
+        return None
+    trial_id = tune.get_context().get_trial_id()
+    study = optuna.load_study(study_name=settings.get("study"), storage=JournalStorage(JournalFileBackend(journal)))
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get(JournalOptunaSearch.TUNE_ID) == trial_id and t.state.is_finished():
+            failed = t.state != optuna.trial.TrialState.COMPLETE
+            epochs = max([t.user_attrs.get("epochs", 0), *t.intermediate_values])
+            value = t.value if t.value is not None else (list(t.intermediate_values.values()) or [0.0])[-1]
+            return {"epoch": epochs, metric: float(value), **({"diverged": 1} if failed else {})}
+    return None
 
 
 # --------------------------------------------------------------------------- driver

@@ -7,15 +7,11 @@ from pathlib import Path
 
 import pytest
 import ray
-import yaml
 from ray.cluster_utils import Cluster
 
-from fakedata import make_mnist_like
 from grutune.config import load_params
-from grutune.data import load_prepared, prepare
+from grutune.data import load_prepared
 from grutune.search import run_search
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def node_results(state: Path) -> dict[str, list[dict]]:
@@ -30,17 +26,12 @@ def node_results(state: Path) -> dict[str, list[dict]]:
 
 
 @pytest.mark.slow
-def test_sweep_spreads_over_nodes_and_survives_losing_one(tmp_path):
-    make_mnist_like(tmp_path / "raw", n_train=3000, n_test=100, seed=0)
-    prepare("mnist", tmp_path / "raw", tmp_path / "mnist.npz", val_fraction=0.1, seed=0)
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw.update(datasets=["mnist"])
-    raw["gan"]["dataset"] = "mnist"
-    raw["search"].update(num_samples=4, max_epochs=5, grace_period=5, train_subset=None, max_failures=2,
-                         max_concurrent_trials=3, resources={"cpu": 1, "gpu": 0})
-    raw["search"]["space"].update(hidden_size=64, num_layers=1, backbone="none", batch_size=64, bidirectional=False)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    params = load_params(tmp_path / "params.yaml")
+def test_sweep_spreads_over_nodes_and_survives_losing_one(tmp_path, write_params, prepared_mnist):
+    prepared = prepared_mnist(n_train=3000, n_test=100, val_fraction=0.1)
+    params = load_params(write_params(tmp_path / "params.yaml", {"search": {
+        "num_samples": 4, "max_epochs": 5, "grace_period": 5, "train_subset": None, "max_failures": 2,
+        "max_concurrent_trials": 3, "resources": {"cpu": 1, "gpu": 0},
+        "space": {"hidden_size": 64, "num_layers": 1, "backbone": "none", "batch_size": 64, "bidirectional": False}}}))
     state = tmp_path / "state"
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
@@ -63,7 +54,7 @@ def test_sweep_spreads_over_nodes_and_survives_losing_one(tmp_path):
     watcher = threading.Thread(target=remove_victim_mid_trial, daemon=True)
     watcher.start()
     try:
-        result = run_search(params, load_prepared(tmp_path / "mnist.npz"), state_dir=state, remote=True)
+        result = run_search(params, load_prepared(prepared), state_dir=state, remote=True)
     finally:
         watcher.join(timeout=5)
         ray.shutdown()

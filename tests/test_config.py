@@ -149,11 +149,14 @@ def test_missing_and_malformed_files(tmp_path):
 
 @pytest.mark.parametrize("stage_args", [
     ["pipeline/fetch.py", "mnist", "data/raw/mnist"],
-    ["pipeline/search.py", "mnist", "data/prepared/mnist.npz", "search/mnist", "metrics/mnist/search.json"],
+    ["pipeline/search.py", "mnist", "data/prepared/mnist.npz", "--best", "search/mnist/best.yaml", "--trials",
+     "search/mnist/trials.csv", "--metrics", "metrics/mnist/search.json", "--progress", "p.csv", "--progress-time",
+     "pt.csv"],
     ["pipeline/gan.py", "data/prepared/mnist.npz", "models/mnist/classifier.pt", "search/gan/best.yaml",
-     "models/gan.pt", "metrics"],
-    ["pipeline/gan_search.py", "data/prepared/mnist.npz", "models/mnist/classifier.pt", "search/gan",
-     "metrics/gan_search.json"],
+     "models/gan.pt", "--metrics", "metrics/gan.json", "--log", "metrics/gan_log.csv", "--samples", "s.png"],
+    ["pipeline/gan_search.py", "data/prepared/mnist.npz", "models/mnist/classifier.pt", "--best",
+     "search/gan/best.yaml", "--trials", "search/gan/trials.csv", "--metrics", "metrics/gan_search.json",
+     "--progress", "p.csv", "--progress-time", "pt.csv"],
 ])
 def test_stage_refuses_bad_params_before_any_work(tmp_path, stage_args):
     """A stage run with an invalid params.yaml exits 2 with the key named, no traceback, and writes nothing."""

@@ -10,7 +10,7 @@ from grutune.models import (
     CELL_NAMES,
     CELLS,
     Discriminator,
-    GRUClassifier,
+    RecurrentClassifier,
     GRUGenerator,
     build_classifier,
     build_discriminator,
@@ -32,10 +32,10 @@ def assert_all_params_get_gradient(model: torch.nn.Module) -> None:
     assert not missing, f"parameters without a gradient: {missing}"
 
 
-def classifier(shape, cell="gru", backbone="none", bidirectional=False, num_layers=1, **kw) -> GRUClassifier:
+def classifier(shape, cell="gru", backbone="none", bidirectional=False, num_layers=1, **kw) -> RecurrentClassifier:
     args = dict(in_shape=shape, num_classes=10, cell=cell, hidden_size=8, num_layers=num_layers,
                 bidirectional=bidirectional, dropout=0.25, backbone=backbone)
-    return GRUClassifier(**{**args, **kw})
+    return RecurrentClassifier(**{**args, **kw})
 
 
 def test_registries_list_names():

@@ -33,16 +33,6 @@ TINY = {  # params.yaml overrides: the full pipeline in a few minutes on 2 CPU c
 }
 
 
-def merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "space" \
-            else v
-        if k == "space":
-            out[k] = {**base[k], **v}
-    return out  # (a key of `over` missing from `base`, such as a removed param, fails params validation)
-
-
 def run(cmd, cwd, env, timeout=1200):
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
@@ -50,7 +40,7 @@ def run(cmd, cwd, env, timeout=1200):
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tmp_path_factory, write_params):
     """A fresh git+DVC project holding this repo's pipeline, with a tiny budget and generated data on a mirror."""
     tmp = tmp_path_factory.mktemp("e2e")
     proj, mirror = tmp / "project", tmp / "mirror"
@@ -58,9 +48,7 @@ def project(tmp_path_factory):
     for name in ["dvc.yaml", "pipeline", "src", ".dvcignore"]:
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, proj / name)
-    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
-    params["datasets"] = DATASETS
-    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    params = yaml.safe_load(write_params(proj / "params.yaml", TINY, datasets=DATASETS, wandb=True).read_text())
     make_mnist_like(mirror, n_train=1500, n_test=300, seed=0)
     make_cifar10_binary(mirror, n_train_per_batch=200, n_test=300, seed=0)
     (tmp / "checksums.yaml").write_text(checksums_yaml("mnist", mirror) + checksums_yaml("cifar10", mirror))

@@ -119,14 +119,32 @@ def write_inputs(root: Path) -> dict:
     return written
 
 
+def report_stage_args() -> list[str]:
+    """The report stage's arguments exactly as dvc.yaml's cmd gives them (with gan.dataset = GAN_DATASET)."""
+    cmd = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]["cmd"]
+    return cmd.replace("${gan.dataset}", GAN_DATASET).split()[3:]
+
+
+REPORT_ARGS = report_stage_args()
+_ROLES = dict(zip(REPORT_ARGS[::2], REPORT_ARGS[1::2]))
+
+
+def dataset_files(root: Path, name: str) -> dict[str, Path]:
+    return {k.removeprefix("--").replace("-", "_"): root / v.format(dataset=name)
+            for k, v in _ROLES.items() if not k.startswith("--gan-")}
+
+
+def gan_files(root: Path, name: str) -> dict[str, Path]:
+    return {k.removeprefix("--gan-"): root / v.replace(GAN_DATASET, name) for k, v in _ROLES.items()
+            if k.startswith("--gan-")}
+
+
 @pytest.fixture(scope="module")
-def stage(tmp_path_factory):
+def stage(tmp_path_factory, write_params):
     """The stage's script run as DVC runs it, in a fresh git + DVC repo holding the inputs."""
     root = tmp_path_factory.mktemp("report")
     written = write_inputs(root)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["datasets"], params["gan"]["dataset"] = list(DATASETS), GAN_DATASET
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(root / "params.yaml", datasets=[GAN_DATASET, *(d for d in DATASETS if d != GAN_DATASET)])
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GIT_"))}, **GIT_ENV,
            "DVC_EXP_NAME": "sunny-crab"}
     for cmd in (["git", "init", "-q"], ["git", "commit", "-q", "--allow-empty", "-m", "init"],
@@ -134,8 +152,8 @@ def stage(tmp_path_factory):
         subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, env=env, check=True, capture_output=True,
                             text=True).stdout.strip()
-    proc = subprocess.run([sys.executable, ROOT / "pipeline/report.py", "metrics", "search", "data/prepared",
-                           "report/index.html"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, ROOT / "pipeline/report.py", "report/index.html", *REPORT_ARGS], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return root, (root / "report/index.html").read_text(), written, commit, env
 
@@ -227,8 +245,8 @@ def test_a_missing_input_names_the_file_and_its_stage(tmp_path, missing, stage_n
     write_inputs(tmp_path)
     (tmp_path / missing).unlink()
     with pytest.raises(GrutuneError) as e:
-        load_dataset_results("mnist", tmp_path / "metrics", tmp_path / "search", tmp_path / "data/prepared")
-        load_gan_results("mnist", tmp_path / "metrics", tmp_path / "data/prepared")
+        load_dataset_results("mnist", dataset_files(tmp_path, "mnist"))
+        load_gan_results("mnist", gan_files(tmp_path, "mnist"))
     assert str(tmp_path / missing) in str(e.value) and f"stage {stage_name} " in str(e.value)
 
 

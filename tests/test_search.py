@@ -4,7 +4,6 @@ Covers the search space conversion, a sweep's identity, resume after SIGKILL, a 
 and diverging / raising trials that leave the sweep complete and counted.
 """
 
-import copy
 import csv
 import json
 import os
@@ -23,10 +22,11 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from ray import tune
 
-from fakedata import make_mnist_like
 from grutune.config import load_params
-from grutune.data import load_prepared, prepare
-from grutune.search import run_search, run_trial, sweep_id, tune_param_space
+from grutune.data import load_prepared
+from grutune.search import run_search, sweep_id
+from grutune.sweep import tune_param_space
+from grutune.trials import run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SEARCH = {"num_samples": 6, "max_epochs": 2, "grace_period": 2, "train_subset": 512, "max_concurrent_trials": 2,
@@ -35,23 +35,16 @@ TINY_SPACE = {"hidden_size": {"choice": [16, 24]}, "num_layers": 1, "backbone": 
               "bidirectional": False}
 
 
-def write_params(path: Path, search=None, space=None) -> Path:
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw.update(datasets=["mnist"])
-    raw["gan"]["dataset"] = "mnist"
-    raw["tracking"]["wandb"] = False
-    raw["search"].update(copy.deepcopy({**TINY_SEARCH, **(search or {})}))
-    raw["search"]["space"].update(copy.deepcopy({**TINY_SPACE, **(space or {})}))
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
+@pytest.fixture(scope="session")
+def tiny(write_params):
+    """tiny(path, search=None, space=None): params with the tiny search budget above, changed by `search`/`space`."""
+    return lambda path, search=None, space=None: write_params(
+        path, {"search": {**TINY_SEARCH, **(search or {}), "space": {**TINY_SPACE, **(space or {})}}})
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("data")
-    make_mnist_like(tmp / "raw", n_train=600, n_test=100, seed=0)
-    prepare("mnist", tmp / "raw", tmp / "mnist.npz", val_fraction=0.2, seed=0)
-    return tmp / "mnist.npz"
+def prepared(prepared_mnist) -> Path:
+    return prepared_mnist(n_train=600, n_test=100, val_fraction=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +64,8 @@ def study_trials(journal_dir: Path):
 
 # --------------------------------------------------------------------------- pure functions
 
-def test_tune_param_space_converts_every_kind(tmp_path):
-    p = load_params(write_params(tmp_path / "params.yaml", space={
+def test_tune_param_space_converts_every_kind(tmp_path, tiny):
+    p = load_params(tiny(tmp_path / "params.yaml", space={
         "hidden_size": {"int": [16, 32]}, "lr": {"loguniform": [1e-4, 1e-2]}, "dropout": {"uniform": [0.0, 0.5]},
         "cell": {"choice": ["gru", "lstm"]}, "backbone": "conv"}))
     space = tune_param_space(p.search.space)
@@ -84,11 +77,11 @@ def test_tune_param_space_converts_every_kind(tmp_path):
     assert space["backbone"] == "conv"
 
 
-def test_sweep_identity(tmp_path):
-    base = load_params(write_params(tmp_path / "a.yaml"))
-    same = load_params(write_params(tmp_path / "b.yaml", search={"max_failures": 5}))  # retries: not identity
-    other_space = load_params(write_params(tmp_path / "c.yaml", space={"hidden_size": {"choice": [16, 32]}}))
-    other_budget = load_params(write_params(tmp_path / "d.yaml", search={"num_samples": 7}))
+def test_sweep_identity(tmp_path, tiny):
+    base = load_params(tiny(tmp_path / "a.yaml"))
+    same = load_params(tiny(tmp_path / "b.yaml", search={"max_failures": 5}))  # retries: not identity
+    other_space = load_params(tiny(tmp_path / "c.yaml", space={"hidden_size": {"choice": [16, 32]}}))
+    other_budget = load_params(tiny(tmp_path / "d.yaml", search={"num_samples": 7}))
     sid = sweep_id(base, "mnist", "sha256:aa")
     assert sid.startswith("mnist-") and sid == sweep_id(same, "mnist", "sha256:aa")
     assert len({sid, sweep_id(other_space, "mnist", "sha256:aa"), sweep_id(other_budget, "mnist", "sha256:aa"),
@@ -109,8 +102,8 @@ def flaky_trial(config, *, data, settings):
     run_trial(config, data=data, settings=settings)
 
 
-def test_nan_and_raising_trials_leave_the_sweep_complete_and_counted(tmp_path, prepared, local_ray):
-    p = load_params(write_params(tmp_path / "params.yaml", search={"num_samples": 8},
+def test_nan_and_raising_trials_leave_the_sweep_complete_and_counted(tmp_path, prepared, local_ray, tiny):
+    p = load_params(tiny(tmp_path / "params.yaml", search={"num_samples": 8},
                                  space={"hidden_size": {"choice": [16, 17, 19]}}))
     result = run_search(p, load_prepared(prepared), state_dir=tmp_path / "state", trainable_fn=flaky_trial)
     rows = result.trials
@@ -136,7 +129,9 @@ def test_nan_and_raising_trials_leave_the_sweep_complete_and_counted(tmp_path, p
 # --------------------------------------------------------------------------- resume and identity
 
 def run_stage(cwd: Path, prepared: Path, **popen):
-    cmd = [sys.executable, str(ROOT / "pipeline/search.py"), "mnist", str(prepared), "out", "metrics.json"]
+    cmd = [sys.executable, str(ROOT / "pipeline/search.py"), "mnist", str(prepared), "--best", "out/best.yaml",
+           "--trials", "out/trials.csv", "--metrics", "metrics.json", "--progress", "progress.csv",
+           "--progress-time", "progress_time.csv"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             **popen)
@@ -151,8 +146,8 @@ def started_trials(text: str) -> set[str]:
 
 
 @pytest.mark.slow
-def test_sigkill_then_rerun_resumes_the_sweep(tmp_path, prepared):
-    write_params(tmp_path / "params.yaml", search={"max_epochs": 3, "grace_period": 3},
+def test_sigkill_then_rerun_resumes_the_sweep(tmp_path, prepared, tiny):
+    tiny(tmp_path / "params.yaml", search={"max_epochs": 3, "grace_period": 3},
                  space={"hidden_size": {"choice": [16, 24, 32]}})
     proc = run_stage(tmp_path, prepared)
     out, deadline = "", time.time() + 300
@@ -188,8 +183,8 @@ def test_sigkill_then_rerun_resumes_the_sweep(tmp_path, prepared):
 
 
 @pytest.mark.slow
-def test_a_changed_space_starts_a_new_sweep_and_a_finished_one_does_nothing(tmp_path, prepared):
-    write_params(tmp_path / "params.yaml", search={"num_samples": 2})
+def test_a_changed_space_starts_a_new_sweep_and_a_finished_one_does_nothing(tmp_path, prepared, tiny):
+    tiny(tmp_path / "params.yaml", search={"num_samples": 2})
     first, _ = run_stage(tmp_path, prepared).communicate(timeout=600)
     (sweep,) = (tmp_path / ".grutune/sweeps").glob("mnist-*[!l]")
     trials_csv = (tmp_path / "out/trials.csv").read_text()
@@ -198,7 +193,7 @@ def test_a_changed_space_starts_a_new_sweep_and_a_finished_one_does_nothing(tmp_
     assert "resuming sweep" in again and not started_trials(again)
     assert (tmp_path / "out/trials.csv").read_text() == trials_csv
 
-    write_params(tmp_path / "params.yaml", search={"num_samples": 2}, space={"hidden_size": {"choice": [20, 28]}})
+    tiny(tmp_path / "params.yaml", search={"num_samples": 2}, space={"hidden_size": {"choice": [20, 28]}})
     changed, _ = run_stage(tmp_path, prepared).communicate(timeout=600)
     assert "resuming sweep" not in changed and len(started_trials(changed)) == 2
     sweeps = sorted(p.name for p in (tmp_path / ".grutune/sweeps").iterdir() if p.is_dir())
@@ -209,21 +204,19 @@ def test_a_changed_space_starts_a_new_sweep_and_a_finished_one_does_nothing(tmp_
 
 # --------------------------------------------------------------------------- GAN sweep
 
-def test_gan_trials_that_collapse_are_stopped_and_counted_not_picked(tmp_path, prepared, local_ray):
+def test_gan_trials_that_collapse_are_stopped_and_counted_not_picked(tmp_path, prepared, local_ray, write_params):
     """With a diversity threshold no generator can meet, every GAN trial is stopped after its first epoch."""
     from grutune.errors import GrutuneError
-    from grutune.models import GRUClassifier
+    from grutune.models import RecurrentClassifier
     from grutune.search import run_gan_search
 
-    raw = yaml.safe_load(write_params(tmp_path / "params.yaml").read_text())
-    raw["gan_search"].update(num_samples=2, max_epochs=3, grace_period=3, train_subset=128, eval_samples=64,
-                             min_diversity=10.0, max_failures=0, resources={"cpu": 1, "gpu": 0})
-    raw["gan_search"]["space"].update(hidden_size=16, num_layers=1, backbone="none")
-    raw["gan"].update(batch_size=32, noise_dim=8)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    p = load_params(tmp_path / "params.yaml")
+    p = load_params(write_params(tmp_path / "params.yaml", {
+        "gan_search": {"num_samples": 2, "max_epochs": 3, "grace_period": 3, "train_subset": 128, "eval_samples": 64,
+                       "min_diversity": 10.0, "max_failures": 0, "resources": {"cpu": 1, "gpu": 0},
+                       "space": {"hidden_size": 16, "num_layers": 1, "backbone": "none"}},
+        "gan": {"batch_size": 32, "noise_dim": 8}}))
     data = load_prepared(prepared)
-    clf = GRUClassifier(in_shape=(28, 28, 1), num_classes=10, cell="gru", hidden_size=8, num_layers=1,
+    clf = RecurrentClassifier(in_shape=(28, 28, 1), num_classes=10, cell="gru", hidden_size=8, num_layers=1,
                         bidirectional=False, dropout=0.0, backbone="none")
     ckpt = {"model": clf.state_dict(), "model_kwargs": clf.kwargs}
     with pytest.raises(GrutuneError, match="no trial of sweep gan-mnist-.* succeeded"):

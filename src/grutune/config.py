@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import yaml
 from pydantic import (
@@ -165,7 +165,12 @@ class Resources(_Section):
         return v
 
 
-class SearchParams(_Section):
+class SweepParams(_Section):
+    """What every sweep has: its budget (trials, ASHA's epochs and rungs, the per-trial subset), how it runs
+    (concurrency, retries, storage, resources) and its search space, validated against the sweep's trial model."""
+
+    TRIAL_MODEL: ClassVar[type[BaseModel]]
+
     num_samples: PositiveInt
     max_epochs: PositiveInt
     grace_period: PositiveInt
@@ -180,13 +185,28 @@ class SearchParams(_Section):
     @field_validator("space", mode="before")
     @classmethod
     def _space(cls, v: Any) -> dict[str, Any]:
-        return parse_space(v)
+        return parse_space(v, cls.TRIAL_MODEL)
 
     @model_validator(mode="after")
-    def _grace(self) -> "SearchParams":
+    def _grace(self) -> "SweepParams":
         if self.grace_period > self.max_epochs:
             raise ValueError(f"grace_period ({self.grace_period}) must not exceed max_epochs ({self.max_epochs})")
         return self
+
+
+class SearchParams(SweepParams):
+    """The classifier sweep (`search`)."""
+
+    TRIAL_MODEL: ClassVar[type[BaseModel]] = TrialConfig
+
+
+class GanSearchParams(SweepParams):
+    """The GAN sweep (`gan_search`): also how many samples are scored, and when a generator has collapsed."""
+
+    TRIAL_MODEL: ClassVar[type[BaseModel]] = GanTrialConfig
+
+    eval_samples: Annotated[int, Field(ge=2)]
+    min_diversity: Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class TrainParams(_Section):
@@ -200,32 +220,6 @@ class GanParams(_Section):
     noise_dim: PositiveInt
     train_subset: PositiveInt | None
     eval_samples: Annotated[int, Field(ge=2)]
-
-
-class GanSearchParams(_Section):
-    num_samples: PositiveInt
-    max_epochs: PositiveInt
-    grace_period: PositiveInt
-    reduction_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)]
-    max_concurrent_trials: Annotated[int, Field(ge=0)]
-    train_subset: PositiveInt | None
-    eval_samples: Annotated[int, Field(ge=2)]
-    min_diversity: Annotated[float, Field(ge=0, allow_inf_nan=False)]
-    max_failures: Annotated[int, Field(ge=0)]
-    storage: Annotated[str, Field(min_length=1)] | None
-    resources: Resources
-    space: dict[str, Any]
-
-    @field_validator("space", mode="before")
-    @classmethod
-    def _space(cls, v: Any) -> dict[str, Any]:
-        return parse_space(v, GanTrialConfig)
-
-    @model_validator(mode="after")
-    def _grace(self) -> "GanSearchParams":
-        if self.grace_period > self.max_epochs:
-            raise ValueError(f"grace_period ({self.grace_period}) must not exceed max_epochs ({self.max_epochs})")
-        return self
 
 
 class TrackingParams(_Section):

@@ -547,8 +547,9 @@ class Prepared:
         return len(self.classes)
 
 
-def load_prepared(path: str | os.PathLike, verify: bool = True) -> Prepared:
-    """Load a `prepare` output without pickle; with `verify`, recompute the content hash and refuse a mismatch."""
+def load_prepared(path: str | os.PathLike, verify: bool = True, name: str | None = None) -> Prepared:
+    """Load a `prepare` output without pickle; with `verify`, recompute the content hash and refuse a mismatch;
+    with `name`, refuse a file that holds another dataset."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -566,5 +567,8 @@ def load_prepared(path: str | os.PathLike, verify: bool = True) -> Prepared:
     if verify and content_hash(arrays) != stored:
         raise DataError(f"{path}: content hash mismatch: stored {stored}, computed {content_hash(arrays)}; "
                         f"the file is corrupt, re-run prepare")
+    if name is not None and str(arrays["dataset"]) != name:
+        raise DataError(f"{path} holds dataset {str(arrays['dataset'])!r}, not {name!r}: pass the prepare stage's "
+                        f"output for {name!r}")
     return Prepared(name=str(arrays["dataset"]), **{k: arrays[k] for k in SPLIT_KEYS},
                     classes=tuple(str(c) for c in arrays["classes"]), content_hash=stored)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -16,14 +17,19 @@ import torch
 import torch.nn.functional as F
 
 from grutune.metrics import frechet_distance, inception_score
-from grutune.models import to_float
+from grutune.models import Discriminator, GRUGenerator, to_float
 from grutune.training import EVAL_BATCH, NonFiniteLoss, Split
 
 
-def optimizers(G, D, *, lr_g: float, lr_d: float) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """Adam with β1=0.5 for both players, as in DCGAN."""
-    return (torch.optim.Adam(G.parameters(), lr=lr_g, betas=(0.5, 0.999)),
-            torch.optim.Adam(D.parameters(), lr=lr_d, betas=(0.5, 0.999)))
+def new_gan(hp, *, shape, noise_dim: int, device: torch.device):
+    """A fresh generator and discriminator for one point of the GAN space (a GanTrialConfig), on `device`, with
+    Adam (β1=0.5, as in DCGAN) for each: (G, D, opt_g, opt_d)."""
+    shape = tuple(int(d) for d in shape)
+    G = GRUGenerator(out_shape=shape, noise_dim=noise_dim, hidden_size=hp.hidden_size,
+                     num_layers=hp.num_layers).to(device)
+    D = Discriminator(in_shape=shape, backbone=hp.backbone).to(device)
+    return (G, D, torch.optim.Adam(G.parameters(), lr=hp.lr_g, betas=(0.5, 0.999)),
+            torch.optim.Adam(D.parameters(), lr=hp.lr_d, betas=(0.5, 0.999)))
 
 
 def train_gan(G, D, opt_g, opt_d, data: Split, *, epochs: int, batch_size: int, seed: int, start_epoch: int = 0,
@@ -101,6 +107,31 @@ def score(G, clf, real_test: Split, real_train: Split, *, n: int, seed: int) -> 
     return {"fid": float(frechet_distance(fake_f, test_f)), "inception_score": float(is_mean),
             "inception_score_std": float(is_std), "reference_fid_train_vs_test": float(frechet_distance(train_f, test_f)),
             "reference_inception_score_test": float(real_is), "eval_samples": n}
+
+
+@dataclass(frozen=True)
+class FinalGan:
+    """The final GAN after `train_and_score`: its players, per-epoch history, scores and a sample grid."""
+
+    G: GRUGenerator
+    D: Discriminator
+    history: list[dict]
+    metrics: dict
+    grid: np.ndarray  # (rows, cols, C) in [0, 1]
+
+
+def train_and_score(hp, clf, data, *, epochs: int, batch_size: int, noise_dim: int, subset: int | None,
+                    eval_samples: int, seed: int, device: torch.device, grid: int = 8,
+                    on_epoch: Callable[[dict], None] = lambda m: None) -> FinalGan:
+    """Train a GAN config from scratch on a Prepared dataset's train split, then score it against its test split."""
+    torch.manual_seed(seed)
+    G, D, opt_g, opt_d = new_gan(hp, shape=data.x_train.shape[1:], noise_dim=noise_dim, device=device)
+    train, test = Split.of(data.x_train, data.y_train, device), Split.of(data.x_test, data.y_test, device)
+    history = train_gan(G, D, opt_g, opt_d, train, epochs=epochs, batch_size=batch_size, seed=seed, subset=subset,
+                        on_epoch=on_epoch)
+    metrics = score(G, clf, test, train, n=eval_samples, seed=seed)
+    samples = generate(G, grid * grid, seed=seed + 1, device=device).cpu().numpy()
+    return FinalGan(G, D, history, metrics, image_grid(samples, grid))
 
 
 def diversity(fake: torch.Tensor, real: torch.Tensor) -> float:

@@ -1,13 +1,15 @@
-"""Atomic file writes: an interrupted stage never leaves half a file where a later stage would trust it."""
+"""File outputs, written atomically: an interrupted stage never leaves half a file where a later stage would trust it."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import yaml
 
@@ -43,3 +45,57 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def write_yaml(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, yaml.safe_dump(obj, sort_keys=False))
+
+
+def write_csv(path: str | os.PathLike, rows: Iterable[dict], fieldnames: list[str]) -> None:
+    """A CSV written atomically (DVC plots and people read these)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fieldnames, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def write_png(path: str | os.PathLike, image) -> None:
+    """An (H, W, C) float image in [0, 1] as a PNG (grey when C is 1)."""
+    import matplotlib.image
+
+    with atomic_path(path) as tmp:
+        matplotlib.image.imsave(tmp, image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray",
+                                vmin=0, vmax=1, format="png")
+
+
+def write_sweep_outputs(result, args) -> None:
+    """A sweep's stage outputs, each at the path its stage names (`add_sweep_arguments`): best.yaml, trials.csv,
+    its metrics, and the best-so-far files for `dvc plots`."""
+    write_yaml(args.best, result.best)
+    write_csv(args.trials, result.trials, fieldnames=list(result.trials[0]))
+    write_json(args.metrics, result.summary)
+    write_csv(args.progress, result.progress, fieldnames=list(result.progress[0]))
+    write_csv(args.progress_time, result.progress_time, fieldnames=list(result.progress_time[0]))
+
+
+SWEEP_OUTPUTS = {"best": "the best config (YAML)", "trials": "one row per trial (CSV)",
+                 "metrics": "the sweep's counts and best value, for DVC (JSON)",
+                 "progress": "best so far by trial, for DVC plots (CSV)",
+                 "progress_time": "best so far by wall time, for DVC plots (CSV)"}
+
+
+def add_sweep_arguments(ap) -> None:
+    """The options of a sweep stage's script: where each output goes (named in dvc.yaml), and where state lives."""
+    for name, what in SWEEP_OUTPUTS.items():
+        ap.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True, metavar="PATH", help=what)
+    ap.add_argument("--state-dir", type=Path, default=Path(".grutune/sweeps"),
+                    help="where Tune keeps the sweep's state unless its `storage` param is set (default: %(default)s)")
+    ap.add_argument("--wandb-dir", type=Path, default=Path("."), help="W&B writes its runs under DIR/wandb")
+
+
+TRAIN_LOG_COLUMNS = ["epoch", "train_loss", "train_accuracy", "lr", "images_per_s"]
+
+
+def write_classifier_outputs(metrics: dict, final, data, *, metrics_path, confusion, log) -> None:
+    """The train stage's files: test metrics (JSON), (actual, predicted) per test image and per-epoch curves (CSV)."""
+    write_json(metrics_path, metrics)
+    write_csv(confusion, ({"actual": data.classes[t], "predicted": data.classes[p]}
+                          for t, p in zip(data.y_test, final.test["pred"].numpy())), fieldnames=["actual", "predicted"])
+    write_csv(log, final.history, fieldnames=TRAIN_LOG_COLUMNS)

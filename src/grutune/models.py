@@ -1,7 +1,8 @@
-"""Recurrent image models: a GRU classifier that reads an image row by row, and a GAN whose generator draws one.
+"""Recurrent image models: a classifier that reads an image row by row (GRU, LSTM or plain RNN), and a GAN whose
+generator is a GRU that draws one.
 
 Images enter every model as float tensors (B, H, W, C) in [0, 1] (see `to_float`). Each model keeps its
-constructor arguments in `self.kwargs`, so a checkpoint {"model": state_dict, "kwargs": model.kwargs}
+constructor arguments in `self.kwargs`, so a checkpoint {"model": state_dict, "model_kwargs": model.kwargs}
 rebuilds it exactly. Parts are chosen by name from the plain-dict registries CELLS and BACKBONES.
 """
 
@@ -116,8 +117,9 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- classifier
 
 
-class GRUClassifier(nn.Module):
-    """Reads an image as a sequence of rows (of a backbone's feature map) with a recurrent cell, then classifies.
+class RecurrentClassifier(nn.Module):
+    """Reads an image as a sequence of rows (of a backbone's feature map) with a recurrent cell (GRU, LSTM or RNN
+    from CELLS), then classifies.
 
     `features(x)` is the final hidden state of the last layer, both directions concatenated when
     bidirectional: (B, feature_dim) with feature_dim = hidden_size * (2 if bidirectional else 1).
@@ -164,9 +166,12 @@ class GRUClassifier(nn.Module):
         return self.head(self.dropout(self.features(x)))
 
 
-def build_classifier(kwargs: dict) -> GRUClassifier:
-    """Rebuild a classifier from its stored `kwargs` (then load its state_dict)."""
-    return GRUClassifier(**kwargs)
+def build_classifier(kwargs: dict, state: dict | None = None) -> RecurrentClassifier:
+    """Rebuild a classifier from its stored `kwargs`, with its weights when `state` is given."""
+    model = RecurrentClassifier(**kwargs)
+    if state is not None:
+        model.load_state_dict(state)
+    return model
 
 
 # --------------------------------------------------------------------------- GAN

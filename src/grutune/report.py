@@ -131,12 +131,13 @@ def read_prepared_meta(path: Path, stage: str, with_test_images: int = 0) -> tup
     return classes, digest, x
 
 
-def load_dataset_results(name: str, metrics_dir: Path, search_dir: Path, prepared_dir: Path) -> DatasetResults:
-    """Read one dataset's inputs from the paths the search, train and prepare stages write to."""
-    files = {"search": metrics_dir / name / "search.json", "trials": search_dir / name / "trials.csv",
-             "progress_time": metrics_dir / name / "search_progress_time.csv",
-             "classifier": metrics_dir / name / "classifier.json", "confusion": metrics_dir / name / "confusion.csv",
-             "prepared": prepared_dir / f"{name}.npz"}
+DATASET_FILES = ("search", "trials", "progress_time", "classifier", "confusion", "prepared")
+GAN_FILES = ("metrics", "samples", "search", "prepared")
+
+
+def load_dataset_results(name: str, files: dict[str, Path]) -> DatasetResults:
+    """Read one dataset's inputs: `files` maps each of DATASET_FILES to where its stage wrote it."""
+    files = {k: Path(files[k]) for k in DATASET_FILES}
     search_stage, train_stage = f"search@{name}", f"train@{name}"
     confusion = [(r["actual"], r["predicted"])
                  for r in _read_csv(files["confusion"], train_stage, ("actual", "predicted"))]
@@ -149,9 +150,9 @@ def load_dataset_results(name: str, metrics_dir: Path, search_dir: Path, prepare
                           content_hash=digest, files={k: str(v) for k, v in files.items()})
 
 
-def load_gan_results(dataset: str, metrics_dir: Path, prepared_dir: Path) -> GanResults:
-    files = {"metrics": metrics_dir / "gan.json", "samples": metrics_dir / "gan_samples.png",
-             "search": metrics_dir / "gan_search.json", "prepared": prepared_dir / f"{dataset}.npz"}
+def load_gan_results(dataset: str, files: dict[str, Path]) -> GanResults:
+    """Read the GAN's inputs: `files` maps each of GAN_FILES to where its stage wrote it."""
+    files = {k: Path(files[k]) for k in GAN_FILES}
     _, digest, real = read_prepared_meta(files["prepared"], f"prepare@{dataset}", with_test_images=REAL_IMAGES)
     return GanResults(dataset=dataset, metrics=read_json(files["metrics"], "gan"),
                       search=read_json(files["search"], "gan_search"),

@@ -1,23 +1,20 @@
-"""Tracking at the edges: W&B runs and the files DVC reads as metrics and plots.
+"""Tracking at the edges: Weights & Biases runs, and nothing else (DVC's metrics and plots are files: see io.py).
 
 Models, data and the training loop never import wandb; the pipeline scripts and the search driver call these helpers.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import netrc
 import os
 import queue
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ray import tune
 
-from grutune.io import write_text
 
 TRIAL_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s")
 GAN_TRIAL_METRICS = ("fid", "diversity", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s")
@@ -124,13 +121,52 @@ class WandbTrialLogger(tune.Callback):
             self._thread = None
 
 
-def write_csv(path: str | os.PathLike, rows: Iterable[dict], fieldnames: list[str]) -> None:
-    """A CSV written atomically (DVC plots and people read these)."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fieldnames, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    write_text(path, buf.getvalue())
+def trial_loggers(tracking, *, group: str, directory: Path, extra_config: dict,
+                  metrics: tuple[str, ...] = TRIAL_METRICS) -> list:
+    """The sweep's Tune callbacks for W&B: one `WandbTrialLogger`, or none when tracking.wandb is off."""
+    if not tracking.wandb:
+        return []
+    print(f"W&B ({wandb_mode()}): one run per trial in group {group}")
+    return [WandbTrialLogger(project=tracking.project, group=group, directory=Path(directory).resolve(),
+                             extra_config=extra_config, metrics=metrics)]
+
+
+def epoch_logger(run, epochs: int, shown: tuple[str, ...]):
+    """An `on_epoch` callback for a final training: one line per epoch, and the epoch's metrics on the W&B run."""
+
+    def on_epoch(m: dict) -> None:
+        values = "  ".join(f"{k} {m[k]:.4f}" for k in shown)
+        print(f"epoch {m['epoch']:>3}/{epochs}  {values}  {m['images_per_s']:.0f} img/s", flush=True)
+        if run is not None:
+            run.log({k: v for k, v in m.items() if k != "epoch"}, step=m["epoch"])
+
+    return on_epoch
+
+
+def log_classifier_run(run, metrics: dict, test: dict, data, *, model, log_models: bool) -> None:
+    """Close the train stage's W&B run: test metrics, the confusion matrix and, if asked, the model artifact."""
+    if run is None:
+        return
+    from grutune.metrics import confusion_matrix
+
+    log_classifier_eval(run, metrics, confusion_matrix(data.y_test, test["pred"].numpy(), len(data.classes)),
+                        data.classes)
+    if log_models:
+        log_model(run, model, name=f"classifier-{data.name}", metadata={"data_hash": data.content_hash, **metrics})
+    run.finish()
+
+
+def log_gan_run(run, final, data, *, model, log_models: bool) -> None:
+    """Close the gan stage's W&B run: its scores, the sample grid and, if asked, the model artifact."""
+    if run is None:
+        return
+    import wandb
+
+    run.summary.update(final.metrics)
+    run.log({"samples": wandb.Image(final.grid.squeeze(-1) if final.grid.shape[-1] == 1 else final.grid)})
+    if log_models:
+        log_model(run, model, name=f"gan-{data.name}", metadata={"data_hash": data.content_hash, **final.metrics})
+    run.finish()
 
 
 def log_classifier_eval(run, metrics: dict, confusion, classes) -> None:
@@ -166,15 +202,3 @@ def log_model(run, path, *, name: str, metadata: dict) -> None:
     artifact = wandb.Artifact(name, type="model", metadata=metadata)
     artifact.add_file(str(path))
     run.log_artifact(artifact)
-
-
-def write_sweep_outputs(result, out_dir: Path, metrics: Path) -> None:
-    """A sweep's stage outputs: best.yaml and trials.csv, its metrics, and best-so-far files for `dvc plots`."""
-    from grutune.io import write_json, write_yaml
-
-    write_yaml(Path(out_dir) / "best.yaml", result.best)
-    write_csv(Path(out_dir) / "trials.csv", result.trials, fieldnames=list(result.trials[0]))
-    write_json(metrics, result.summary)
-    stem = Path(metrics).with_suffix("")
-    write_csv(f"{stem}_progress.csv", result.progress, fieldnames=list(result.progress[0]))
-    write_csv(f"{stem}_progress_time.csv", result.progress_time, fieldnames=list(result.progress_time[0]))

@@ -9,13 +9,17 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from grutune.models import to_float
+from grutune.errors import GrutuneError
+from grutune.io import atomic_path
+from grutune.metrics import per_class_accuracy
+from grutune.models import RecurrentClassifier, build_classifier, to_float
 
 EVAL_BATCH = 1024  # images per evaluation step: memory only, results do not depend on it
 
@@ -116,22 +120,52 @@ def fit(model, opt, train: Split, val: Split | None, *, epochs: int, batch_size:
     return history
 
 
+# --------------------------------------------------------------------------- construction
+
+def new_classifier(hp, *, in_shape, num_classes: int, device: torch.device
+                   ) -> tuple[RecurrentClassifier, torch.optim.Optimizer]:
+    """A fresh classifier for one point of the search space (a TrialConfig) and its Adam optimiser, on `device`."""
+    model = RecurrentClassifier(in_shape=tuple(int(d) for d in in_shape), num_classes=num_classes,
+                                **hp.model_kwargs()).to(device)
+    return model, torch.optim.Adam(model.parameters(), lr=hp.lr)
+
+
+@dataclass(frozen=True)
+class FinalRun:
+    """The final classifier after `retrain_and_test`: its per-epoch history and its test results."""
+
+    model: RecurrentClassifier
+    history: list[dict]
+    test: dict  # loss, accuracy, pred (the test split's predicted labels)
+
+
+def retrain_and_test(hp, data, *, epochs: int, seed: int, device: torch.device,
+                     on_epoch: Callable[[dict], None] = lambda m: None) -> FinalRun:
+    """Train a config from scratch on train+val of a Prepared dataset, then evaluate it on the test split."""
+    torch.manual_seed(seed)
+    model, opt = new_classifier(hp, in_shape=data.x_train.shape[1:], num_classes=len(data.classes), device=device)
+    train = Split.of(np.concatenate([data.x_train, data.x_val]), np.concatenate([data.y_train, data.y_val]), device)
+    history = fit(model, opt, train, None, epochs=epochs, batch_size=hp.batch_size, seed=seed, on_epoch=on_epoch)
+    return FinalRun(model, history, evaluate(model, Split.of(data.x_test, data.y_test, device)))
+
+
+def test_metrics(test: dict, data) -> dict:
+    """The classifier's test results as the train stage reports them: accuracy, loss, and accuracy per class."""
+    per_class = per_class_accuracy(data.y_test, test["pred"].numpy(), len(data.classes))
+    return {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
+            "per_class_accuracy": {c: float(a) for c, a in zip(data.classes, per_class)}}
+
+
 # --------------------------------------------------------------------------- final model and checkpoints
 
 def save_checkpoint(path, model, **extra) -> None:
     """A checkpoint is a dict: weights, the constructor's kwargs (to rebuild it exactly) and plain metadata."""
-    from grutune.io import atomic_path
-
     with atomic_path(path) as tmp:
         torch.save({"model": model.state_dict(), "model_kwargs": dict(model.kwargs), **extra}, tmp)
 
 
 def load_checkpoint(path, device: torch.device | str = "cpu") -> dict:
     """Load a checkpoint dict without unpickling arbitrary objects (weights_only=True)."""
-    from pathlib import Path
-
-    from grutune.errors import GrutuneError
-
     path = Path(path)
     if not path.is_file():
         raise GrutuneError(f"checkpoint {path} not found")
@@ -139,3 +173,12 @@ def load_checkpoint(path, device: torch.device | str = "cpu") -> dict:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # a truncated or foreign file: name it rather than dump torch's traceback
         raise GrutuneError(f"checkpoint {path} cannot be loaded: {e}") from None
+
+
+def load_classifier(path, data_hash: str, device: torch.device | str = "cpu") -> tuple[RecurrentClassifier, dict]:
+    """The `train` stage's classifier and its checkpoint, refusing one trained on other data than `data_hash`."""
+    ckpt = load_checkpoint(path, device)
+    if ckpt.get("data_hash") != data_hash:
+        raise GrutuneError(f"{path} was trained on other data ({ckpt.get('data_hash')}) than the prepared dataset "
+                           f"({data_hash}): rerun the train stage")
+    return build_classifier(ckpt["model_kwargs"], ckpt["model"]).to(device), ckpt

@@ -1,0 +1,174 @@
+"""The sweep driver: Ray Tune runs Optuna's TPE (journal-backed, see recovery.py) with ASHA early stopping.
+
+It knows nothing of classifiers or GANs: a `Sweep` names the metric, the trial model and the trainable, and the
+two sweeps are defined in search.py. Runs, resumes or re-reads a sweep by its identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import ray
+from pydantic import BaseModel
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from grutune.config import SweepParams
+from grutune.errors import GrutuneError
+from grutune.recovery import JournalOptunaSearch, JournalSync, finished_count, journal_progress
+from grutune.sweep_results import SearchResult, summarise, trial_rows
+from grutune.trials import TrialSettings
+
+
+def tune_param_space(space: dict[str, Any]) -> dict[str, Any]:
+    """Turn the validated params.yaml space into Tune distributions (OptunaSearch converts them for TPE)."""
+    kinds = {"choice": lambda a: tune.choice(a),
+             "uniform": lambda a: tune.uniform(*a),
+             "loguniform": lambda a: tune.loguniform(*a),
+             "int": lambda a: tune.randint(a[0], a[1] + 1)}  # randint's high is exclusive
+    return {key: kinds[dim[0]](dim[1]) if isinstance(dim, tuple) else dim for key, dim in space.items()}
+
+
+def identity(name: str, budget: SweepParams, seed: int, content_hash: str, extra=None) -> str:
+    """A sweep's identity: its search space, its budget and the data version. Anything else is a new sweep."""
+    key = {"dataset": name, "data": content_hash, "seed": seed, "space": budget.space,
+           "budget": [budget.num_samples, budget.max_epochs, budget.grace_period, budget.reduction_factor,
+                      budget.train_subset]}
+    if extra:
+        key["extra"] = extra
+    return f"{name}-" + hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What a sweep is: the classifier's and the GAN's differ only in these."""
+
+    name: str                   # dataset name, or e.g. "gan-mnist"
+    budget: SweepParams
+    hp_model: type[BaseModel]   # one trial's hyperparameters
+    metric: str
+    mode: str                   # "max" or "min"
+    trainable: Callable[..., None]  # a function of (config, *, data, settings)
+    seed: int
+    data_hash: str
+    extra_identity: Any = None
+
+    @property
+    def sweep_id(self) -> str:
+        return identity(self.name, self.budget, self.seed, self.data_hash, self.extra_identity)
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether value a beats b (NaN never does)."""
+        return not math.isnan(a) and (math.isnan(b) or (a > b if self.mode == "max" else a < b))
+
+
+class SweepInterrupted(GrutuneError):
+    """The sweep stopped before all its trials finished; its state is kept for a resume."""
+
+
+def init_ray() -> bool:
+    """Join a running Ray cluster (RAY_ADDRESS, or one started with `ray start` on this node), else start one.
+
+    Returns True when joining an existing cluster. Token authentication stays on (Ray's default); only Ray's notice
+    that it is on by default is quieted. A Ray started here runs without its dashboard. Trial processes' own output
+    stays in Ray's logs: Tune reports each trial's progress and errors (with the traceback saved in the trial's
+    directory), and Ray's worker-shutdown noise stays out of the run's output.
+    """
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    if ray.is_initialized():
+        return True
+    try:
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", log_to_driver=False)
+        return True
+    except ConnectionError:  # no cluster is running: start one on this machine
+        ray.init(include_dashboard=False, log_to_driver=False)
+        return False
+
+
+def trial_resources(resources, remote: bool) -> dict[str, float]:
+    """Per-trial resources from params; on a Ray started here, capped to what this machine has so trials can start.
+
+    On a cluster they are taken as asked: the autoscaler adds the GPU nodes they need.
+    """
+    want = {"cpu": resources.cpu, "gpu": resources.gpu}
+    if remote:
+        return want
+    have = ray.cluster_resources()
+    got = {"cpu": min(want["cpu"], have.get("CPU", 1)), "gpu": want["gpu"] if have.get("GPU") else 0.0}
+    if got != want:
+        print(f"resources per trial {want} exceed this machine's {{'cpu': {have.get('CPU', 0):g}, "
+              f"'gpu': {have.get('GPU', 0):g}}}: each trial gets {got}")
+    return got
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir: Path,
+              callbacks: list | None = None, remote: bool = False) -> SearchResult:
+    """Run, resume or re-read a sweep: Tune + Optuna TPE (journal storage) + ASHA on `sweep.metric`.
+
+    The sweep's state lives under `budget.storage` (default: `state_dir`), named by its identity: a changed space,
+    budget or data version is a new sweep, an interrupted one resumes, and a finished one is only read back.
+    """
+    sid, s = sweep.sweep_id, sweep.budget
+    storage = s.storage or str(Path(state_dir).resolve())
+    if not _is_uri(storage):
+        storage = str(Path(storage).resolve())
+    exp_path = f"{storage.rstrip('/')}/{sid}"
+    # The Optuna journal sits beside Tune's experiment directory when that is a (shared) path. With a cloud URI it
+    # is kept locally and copied up after every finished trial (JournalSync).
+    local_journal_dir = Path(storage) if not _is_uri(storage) else Path(state_dir).resolve()
+    journal = local_journal_dir / f"{sid}.optuna.journal"
+    sync = JournalSync(journal, f"{storage.rstrip('/')}/{journal.name}") if _is_uri(storage) else None
+    resources = trial_resources(s.resources, remote)
+    settings = replace(settings, threads=max(1, int(resources["cpu"])), journal=str(journal), study=sid)
+    trainable = tune.with_resources(tune.with_parameters(sweep.trainable, data=arrays, settings=settings), resources)
+    callbacks = [*(callbacks or []), *([sync] if sync else [])]
+
+    # Tune warns about trials that had not reported yet when a sweep stopped; they are resumed all the same.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    if tune.Tuner.can_restore(exp_path):
+        if sync:
+            sync.download()
+        print(f"resuming sweep {sid} from {exp_path}: finished trials are kept, unfinished ones continue from "
+              f"their last checkpoint")
+        # Callbacks and the searcher come back from the sweep's saved state (ours: JournalOptunaSearch).
+        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        journal.unlink(missing_ok=True)  # Tune never recorded this sweep: start its study afresh too
+        local_journal_dir.mkdir(parents=True, exist_ok=True)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=tune_param_space(s.space),
+            tune_config=tune.TuneConfig(
+                metric=sweep.metric, mode=sweep.mode, num_samples=s.num_samples,
+                max_concurrent_trials=s.max_concurrent_trials or None,
+                search_alg=JournalOptunaSearch(journal=journal, study_name=sid, seed=sweep.seed,
+                                               metric=sweep.metric, mode=sweep.mode),
+                scheduler=ASHAScheduler(time_attr="epoch", max_t=s.max_epochs, grace_period=s.grace_period,
+                                        reduction_factor=s.reduction_factor)),
+            run_config=tune.RunConfig(
+                name=sid, storage_path=storage, callbacks=callbacks,
+                failure_config=tune.FailureConfig(max_failures=s.max_failures),
+                # Not one: after a hard kill the last experiment snapshot may point at an earlier checkpoint.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=3)),
+        )
+    # A bounded number of checkpoints per trial forces an experiment snapshot per report; that is intended.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    results = tuner.fit()
+    finished = finished_count(journal, sid)
+    if finished < s.num_samples or results.num_terminated + results.num_errors < len(results):
+        # Tune stops gracefully on Ctrl-C and returns what it has; a partial sweep must not become the stage's output.
+        raise SweepInterrupted(f"sweep {sid} stopped with {finished} of {s.num_samples} trials finished; its state "
+                               f"is kept in {exp_path}: run `dvc repro` again to resume it")
+    rows = trial_rows(results, sweep, journal_progress(journal, sid, sweep.better))
+    return summarise(sweep, rows, exp_path)

@@ -1,0 +1,109 @@
+"""A finished sweep as the stage reports it: one row per trial, the best config, counts and best-so-far curves."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from grutune.errors import GrutuneError
+
+STATUSES = ("completed", "pruned", "failed", "errored")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    sweep_id: str
+    best: dict[str, Any]          # trial_id, the metric, epochs, config
+    trials: list[dict[str, Any]]  # one row per trial
+    summary: dict[str, Any]       # counts and timing, for DVC metrics
+    progress: list[dict[str, Any]]  # best-so-far metric after each trial, in the order they were proposed
+    progress_time: list[dict[str, Any]]  # the same, in the order trials ended, against wall time
+    metric: str                   # what the sweep optimised
+
+
+def trial_rows(results, sweep, journal: dict[str, tuple[int, float, int, bool]]) -> list[dict[str, Any]]:
+    """One row per trial: completed (ran max_epochs), pruned (stopped by ASHA), failed (diverged), errored (raised).
+
+    `results` is Tune's ResultGrid; `journal` is `recovery.journal_progress` of the sweep's study.
+    """
+    rows, metric = [], sweep.metric
+    for r in results:
+        df = r.metrics_dataframe
+        has = df is not None and metric in df and len(df) > 0
+        tid = (r.metrics or {}).get("trial_id") or _trial_id_from_dir(r.path)
+        j_epochs, j_best, number, j_complete = journal.get(tid, (0, math.nan, -1, False))
+        epochs = max(int(df["epoch"].max()) if has else 0, j_epochs)
+        diverged = has and "diverged" in df and bool(df["diverged"].fillna(0).max())
+        # A trial the journal records as complete finished before a crash; if Tune then failed to restore it from a
+        # stale snapshot (its checkpoint already rotated away), that error does not undo its result.
+        errored = r.error is not None and not j_complete
+        status = ("errored" if errored else "failed" if diverged
+                  else "completed" if epochs >= sweep.budget.max_epochs else "pruned")
+        best = math.nan
+        if not diverged:
+            for v in [*(df[metric].tolist() if has else []), j_best]:
+                best = float(v) if sweep.better(float(v), best) else best
+        hp = {k: r.config.get(k) for k in sweep.hp_model.model_fields}
+        error_file = Path(r.path) / "error.txt"
+        ended = float(df["timestamp"].max()) if has and "timestamp" in df else math.nan
+        time_s = float(df["time_total_s"].max()) if has and "time_total_s" in df else 0.0
+        rows.append({"trial": number, "trial_id": tid, "status": status, **hp, f"best_{metric}": best,
+                     "epochs": epochs,
+                     "resumed_from_epoch": int(df["resumed_from_epoch"].max()) if has and "resumed_from_epoch" in df
+                     else 0,
+                     "error": str(error_file) if errored and error_file.exists() else "",
+                     "_ended": ended, "_time_s": round(time_s, 1)})
+    return sorted(rows, key=lambda r: (r["trial"], r["trial_id"]))  # in the order Optuna proposed them
+
+
+def _trial_id_from_dir(path: str) -> str:
+    """Tune names a trial's directory <trainable>_<trial id>_<index>_<config>; a trial that never reported has
+    only this to go by."""
+    m = re.search(r"_([0-9a-f]{8}|[0-9a-f]{5}_[0-9]{5})_\d+_", Path(path).name)
+    return m.group(1) if m else Path(path).name
+
+
+def summarise(sweep, rows: list[dict[str, Any]], where: str) -> SearchResult:
+    """The stage's view of a finished sweep: its best trial (of those that succeeded), counts and best-so-far."""
+    sid, key = sweep.sweep_id, f"best_{sweep.metric}"
+    ok = [r for r in rows if r["status"] in ("completed", "pruned") and not math.isnan(r[key])]
+    if not ok:
+        raise GrutuneError(f"no trial of sweep {sid} succeeded; see the trial directories under {where}")
+    top = ok[0]
+    for r in ok[1:]:
+        top = r if sweep.better(r[key], top[key]) else top
+    best = {"sweep_id": sid, "data_hash": sweep.data_hash, "trial_id": top["trial_id"], sweep.metric: top[key],
+            "epochs": top["epochs"],
+            "config": sweep.hp_model(**{k: top[k] for k in sweep.hp_model.model_fields}).model_dump()}
+    counts = {st: sum(r["status"] == st for r in rows) for st in STATUSES}
+    by_time = sorted((r for r in rows if not math.isnan(r["_ended"])), key=lambda r: r["_ended"])
+    t0 = min((r["_ended"] - r["_time_s"] for r in by_time), default=0.0)
+    # The sweep's wall time: from its first trial's start to its last trial's end, across resumes.
+    wall = by_time[-1]["_ended"] - t0 if by_time else 0.0
+    summary = {key: top[key], "trials": len(rows), **counts,
+               "epochs_run": sum(r["epochs"] for r in rows), "wall_time_s": round(wall, 1)}
+    return SearchResult(sid, best, [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], summary,
+                        best_so_far(rows, sweep, "trial", lambda r: r["trial"]),
+                        best_so_far(by_time, sweep, "wall_time_s", lambda r: round(r["_ended"] - t0, 1)), sweep.metric)
+
+
+def best_so_far(rows: list[dict], sweep, x: str, value_of_x: Callable[[dict], Any]) -> list[dict]:
+    """The best metric so far after each row (failed and errored trials bring no improvement)."""
+    out, best, m = [], math.nan, sweep.metric
+    for r in rows:
+        v = r[f"best_{m}"] if r["status"] in ("completed", "pruned") else math.nan
+        best = v if sweep.better(v, best) else best
+        out.append({x: value_of_x(r), f"trial_{m}": "" if math.isnan(v) else v,
+                    f"best_{m}": "" if math.isnan(best) else best})
+    return out
+
+
+def describe(result: SearchResult, what: str = "trials") -> str:
+    """One line for the stage's output: the counts and the best trial with its config."""
+    s, b, metric = result.summary, result.best, result.metric
+    cfg = ", ".join(f"{k}={v}" for k, v in b["config"].items())
+    return (f"best of {s['trials']} {what} ({s['completed']} completed, {s['pruned']} pruned, {s['failed']} failed, "
+            f"{s['errored']} errored): {b['trial_id']} {metric}={b[metric]:.4f} after {b['epochs']} epochs ({cfg})")

@@ -16,7 +16,7 @@ from grutune.config import GanTrialConfig, load_params, read_best
 from grutune.data import load_prepared
 from grutune.errors import cli
 from grutune.gan import train_and_score
-from grutune.io import write_csv, write_json, write_png
+from grutune.io import add_output_options, write_csv, write_json, write_png
 from grutune.tracking import epoch_logger, init_wandb, log_gan_run
 from grutune.training import load_classifier, pick_device, save_checkpoint
 
@@ -28,9 +28,8 @@ def main() -> None:
     ap.add_argument("classifier", type=Path, help="the train stage's classifier for gan.dataset")
     ap.add_argument("best", type=Path, help="the gan_search stage's best.yaml")
     ap.add_argument("model_out", type=Path)
-    for name in ("metrics", "log", "samples"):
-        ap.add_argument(f"--{name}", type=Path, required=True, metavar="PATH")
-    ap.add_argument("--wandb-dir", type=Path, default=Path("."))
+    add_output_options(ap, {"metrics": "FID and Inception Score (JSON)", "log": "per-epoch losses (CSV)",
+                            "samples": "a grid of samples (PNG)"})
     args = ap.parse_args()
     params = load_params()
     p = params.gan

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from grutune.config import load_params
-from grutune.data import load_prepared
+from grutune.data import DATASETS, load_prepared
 from grutune.errors import cli
 from grutune.io import add_sweep_arguments, write_sweep_outputs
 from grutune.search import run_search, sweep_id
@@ -23,7 +23,7 @@ from grutune.tracking import log_sweep_summary, trial_loggers
 @cli
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("dataset", help="the dataset the prepared file must hold")
+    ap.add_argument("dataset", choices=list(DATASETS), help="the dataset the prepared file must hold")
     ap.add_argument("prepared", type=Path, help="the prepare stage's .npz")
     add_sweep_arguments(ap)
     args = ap.parse_args()

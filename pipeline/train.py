@@ -11,9 +11,9 @@ import argparse
 from pathlib import Path
 
 from grutune.config import load_params, read_best
-from grutune.data import load_prepared
+from grutune.data import DATASETS, load_prepared
 from grutune.errors import cli
-from grutune.io import write_classifier_outputs
+from grutune.io import add_output_options, write_classifier_outputs
 from grutune.tracking import epoch_logger, init_wandb, log_classifier_run
 from grutune.training import pick_device, retrain_and_test, save_checkpoint, test_metrics
 
@@ -21,13 +21,12 @@ from grutune.training import pick_device, retrain_and_test, save_checkpoint, tes
 @cli
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("dataset", help="the dataset the prepared file must hold")
+    ap.add_argument("dataset", choices=list(DATASETS), help="the dataset the prepared file must hold")
     ap.add_argument("prepared", type=Path)
     ap.add_argument("best", type=Path, help="the search stage's best.yaml")
     ap.add_argument("model_out", type=Path)
-    for name in ("metrics", "confusion", "log"):
-        ap.add_argument(f"--{name}", type=Path, required=True, metavar="PATH")
-    ap.add_argument("--wandb-dir", type=Path, default=Path("."))
+    add_output_options(ap, {"metrics": "test metrics (JSON)", "confusion": "(actual, predicted) per test image (CSV)",
+                            "log": "per-epoch training curves (CSV)"})
     args = ap.parse_args()
     params = load_params()
     data = load_prepared(args.prepared, name=args.dataset)

@@ -32,6 +32,16 @@ def assert_all_params_get_gradient(model: torch.nn.Module) -> None:
     assert not missing, f"parameters without a gradient: {missing}"
 
 
+def assert_rebuilds(model: torch.nn.Module, build, x: torch.Tensor) -> None:
+    """Rebuilding a model from its kwargs and state_dict gives exactly the same function (in eval mode)."""
+    rebuilt = build(model.kwargs)
+    rebuilt.load_state_dict(model.state_dict())
+    for m in (model, rebuilt):
+        m.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+
+
 def classifier(shape, cell="gru", backbone="none", bidirectional=False, num_layers=1, **kw) -> RecurrentClassifier:
     args = dict(in_shape=shape, num_classes=10, cell=cell, hidden_size=8, num_layers=num_layers,
                 bidirectional=bidirectional, dropout=0.25, backbone=backbone)
@@ -61,12 +71,8 @@ def test_classifier(cell, backbone, bidirectional, num_layers, shape):
     F.cross_entropy(logits, torch.randint(0, 10, (B,))).backward()
     assert_all_params_get_gradient(model)
 
-    # A checkpoint is {"model": state_dict, "kwargs": kwargs}; rebuilding it gives the same function.
-    rebuilt = build_classifier(model.kwargs)
-    rebuilt.load_state_dict(model.state_dict())
-    model.eval(), rebuilt.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+    # A checkpoint is {"model": state_dict, "model_kwargs": kwargs}; rebuilding it gives the same function.
+    assert_rebuilds(model, build_classifier, x)
 
 
 def test_classifier_kwargs_survive_a_weights_only_checkpoint(tmp_path):
@@ -194,11 +200,7 @@ def test_discriminator(backbone, shape):
     F.binary_cross_entropy_with_logits(logits, torch.tensor([0.0, 1.0, 0.0, 1.0])).backward()
     assert_all_params_get_gradient(D)
 
-    rebuilt = build_discriminator(D.kwargs)
-    rebuilt.load_state_dict(D.state_dict())
-    D.eval(), rebuilt.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(rebuilt(x), D(x), rtol=0, atol=0)
+    assert_rebuilds(D, build_discriminator, x)
 
 
 @pytest.mark.parametrize("backbone", BACKBONE_NAMES)

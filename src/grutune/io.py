@@ -81,13 +81,19 @@ SWEEP_OUTPUTS = {"best": "the best config (YAML)", "trials": "one row per trial 
                  "progress_time": "best so far by wall time, for DVC plots (CSV)"}
 
 
-def add_sweep_arguments(ap) -> None:
-    """The options of a sweep stage's script: where each output goes (named in dvc.yaml), and where state lives."""
-    for name, what in SWEEP_OUTPUTS.items():
+def add_output_options(ap, outputs: dict[str, str]) -> None:
+    """A stage script's options: one required `--NAME PATH` per output (its path is written in the stage's cmd in
+    dvc.yaml, and nowhere else), and where W&B writes its runs."""
+    for name, what in outputs.items():
         ap.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True, metavar="PATH", help=what)
+    ap.add_argument("--wandb-dir", type=Path, default=Path("."), help="W&B writes its runs under DIR/wandb")
+
+
+def add_sweep_arguments(ap) -> None:
+    """A sweep stage's options: where each output goes, and where the sweep's state lives."""
+    add_output_options(ap, SWEEP_OUTPUTS)
     ap.add_argument("--state-dir", type=Path, default=Path(".grutune/sweeps"),
                     help="where Tune keeps the sweep's state unless its `storage` param is set (default: %(default)s)")
-    ap.add_argument("--wandb-dir", type=Path, default=Path("."), help="W&B writes its runs under DIR/wandb")
 
 
 TRAIN_LOG_COLUMNS = ["epoch", "train_loss", "train_accuracy", "lr", "images_per_s"]

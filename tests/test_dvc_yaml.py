@@ -1,0 +1,53 @@
+"""dvc.yaml against the code: each stage's deps list exactly the grutune modules its script imports."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The grutune modules a file imports (at any depth of the file, lazily too)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("grutune."):
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("grutune.")}
+    return out
+
+
+def closure(script: Path) -> set[str]:
+    """Every src/grutune file a script imports, directly or through other grutune modules."""
+    seen, todo = set(), list(imported_modules(script))
+    while todo:
+        module = todo.pop()
+        path = f"src/{module.replace('.', '/')}.py"
+        if path not in seen:
+            seen.add(path)
+            todo += imported_modules(ROOT / path)
+    return seen
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_stage_deps_are_its_script_and_exactly_what_it_imports(name):
+    stage = STAGES[name].get("do", STAGES[name])
+    script = stage["cmd"].split()[1]
+    deps = set(stage["deps"])
+    assert script == f"pipeline/{name}.py" and script in deps  # stages are named like their scripts
+    library = {d for d in deps if d.startswith("src/")}
+    assert library == closure(ROOT / script), f"{name}: deps {sorted(library)}"
+
+
+def test_no_output_path_is_derived_in_code():
+    """Outputs are named in the stage's cmd; no script or module builds one from another (e.g. `{stem}_progress`)."""
+    for path in [*ROOT.glob("pipeline/*.py"), *ROOT.glob("src/grutune/*.py")]:
+        text = path.read_text()
+        assert "_progress.csv\"" not in text and "with_suffix(" not in text, f"{path.name} derives a path"
+        for name in ("best.yaml", "trials.csv", "search.json", "classifier.json", "confusion.csv", "train_log.csv",
+                     "gan.json", "gan_log.csv", "gan_samples.png", "gan_search.json"):
+            assert f'/ "{name}"' not in text and f'/{name}"' not in text, f"{path.name} derives {name}"

@@ -5,6 +5,7 @@ and diverging / raising trials that leave the sweep complete and counted.
 """
 
 import csv
+import math
 import json
 import os
 import re
@@ -81,9 +82,11 @@ def test_sweep_identity(tmp_path, tiny):
     base = load_params(tiny(tmp_path / "a.yaml"))
     same = load_params(tiny(tmp_path / "b.yaml", search={"max_failures": 5}))  # retries: not identity
     other_space = load_params(tiny(tmp_path / "c.yaml", space={"hidden_size": {"choice": [16, 32]}}))
-    other_budget = load_params(tiny(tmp_path / "d.yaml", search={"num_samples": 7}))
+    other_budget = load_params(tiny(tmp_path / "d.yaml", search={"max_epochs": 3}))
+    more_trials = load_params(tiny(tmp_path / "e.yaml", search={"num_samples": 7}))  # extends the same sweep
     sid = sweep_id(base, "mnist", "sha256:aa")
     assert sid.startswith("mnist-") and sid == sweep_id(same, "mnist", "sha256:aa")
+    assert sid == sweep_id(more_trials, "mnist", "sha256:aa")
     assert len({sid, sweep_id(other_space, "mnist", "sha256:aa"), sweep_id(other_budget, "mnist", "sha256:aa"),
                 sweep_id(base, "mnist", "sha256:bb")}) == 4
 
@@ -232,3 +235,68 @@ def test_gan_trials_that_collapse_are_stopped_and_counted_not_picked(tmp_path, p
         (last,) = [json.loads(line) for line in result_file.read_text().splitlines()]
         assert last["diverged"] == 1 and "collapsed" in last["error"] and last["epoch"] == 1
 
+
+
+# --------------------------------------------------------------------------- what Optuna sees, extending, packing
+
+def test_optuna_records_each_kind_of_trial_as_tune_ran_it(tmp_path, prepared, local_ray, tiny):
+    """completed -> COMPLETE with its final epoch's value; pruned by ASHA -> PRUNED; failed (NaN) and errored
+    (raised) -> FAIL. Every epoch of a trial that did not fail is an intermediate value, the last one included."""
+    p = load_params(tiny(tmp_path / "params.yaml", search={"num_samples": 10, "max_epochs": 3, "grace_period": 1,
+                                                           "reduction_factor": 2, "max_failures": 0},
+                         space={"hidden_size": {"choice": [16, 17, 19, 24]}, "lr": {"loguniform": [1e-4, 3e-2]}}))
+    result = run_search(p, load_prepared(prepared), state_dir=tmp_path / "state", trainable_fn=flaky_trial)
+    by_number = {t.number: t for t in study_trials(tmp_path / "state")}
+    state = optuna.trial.TrialState
+    expected = {"completed": state.COMPLETE, "pruned": state.PRUNED, "failed": state.FAIL, "errored": state.FAIL}
+    assert {r["status"] for r in result.trials} == set(expected), [r["status"] for r in result.trials]
+    assert len(by_number) == len(result.trials) == 10
+    for row in result.trials:
+        t = by_number[row["trial"]]
+        assert t.state == expected[row["status"]], row
+        if row["status"] in ("completed", "pruned"):
+            assert sorted(t.intermediate_values) == list(range(1, row["epochs"] + 1)), row
+            assert math.isclose(max(t.intermediate_values.values()), row["best_val_accuracy"])
+            assert t.value == t.intermediate_values[row["epochs"]]  # the final epoch's (pruned: Optuna's choice)
+        assert (row["epochs"] < 3) == (row["status"] == "pruned") or row["status"] in ("failed", "errored")
+
+
+def trial_results(state: Path) -> dict[str, list[dict]]:
+    """{trial directory name: its result.json lines}."""
+    return {f.parent.name: [json.loads(line) for line in f.read_text().splitlines()]
+            for f in state.glob("mnist-*/run_trial_*/result.json")}
+
+
+def test_raising_num_samples_runs_exactly_the_missing_trials(tmp_path, prepared, local_ray, tiny):
+    data, state = load_prepared(prepared), tmp_path / "state"
+    first = run_search(load_params(tiny(tmp_path / "a.yaml", search={"num_samples": 3})), data, state_dir=state)
+    before = trial_results(state)
+    more = run_search(load_params(tiny(tmp_path / "b.yaml", search={"num_samples": 5})), data, state_dir=state)
+    assert more.sweep_id == first.sweep_id
+    after = trial_results(state)
+    assert len(after) == 5 and all(after[name] == results for name, results in before.items())  # not run again
+    assert [r["trial"] for r in more.trials] == [0, 1, 2, 3, 4] and more.trials[:3] == first.trials
+    assert more.summary["trials"] == 5 and len(more.progress) == 5
+    assert [t.number for t in study_trials(state)] == [0, 1, 2, 3, 4]  # one study: TPE kept its history
+
+
+def peak_concurrency(state: Path) -> int:
+    """The most trials that were training at one moment, from each trial's first and last result times."""
+    events = []
+    for results in trial_results(state).values():
+        events += [(results[0]["timestamp"] - results[0]["time_this_iter_s"], 1), (results[-1]["timestamp"], -1)]
+    running = peak = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+@pytest.mark.slow
+def test_the_default_resources_run_one_trial_per_core(tmp_path, prepared, tiny):
+    default = yaml.safe_load((ROOT / "params.yaml").read_text())["search"]["resources"]
+    tiny(tmp_path / "params.yaml", search={"num_samples": 4, "max_epochs": 2, "grace_period": 2,
+                                           "max_concurrent_trials": 0, "resources": default})
+    out, _ = run_stage(tmp_path, prepared).communicate(timeout=600)
+    assert "best of 4 trials" in out, out[-3000:]
+    assert peak_concurrency(tmp_path / ".grutune/sweeps") == min(os.cpu_count(), 4)

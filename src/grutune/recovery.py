@@ -13,12 +13,15 @@ The protocol:
 4. Results tables read epochs and values from the journal too (`journal_progress`), since Tune's result files of
    such a trial are rewritten by the replay.
 5. With cloud storage the journal is kept locally and copied up after every finished trial (`JournalSync`).
+6. Adding trials: the number of trials is not part of a sweep's identity. A restored experiment is told the new
+   number (`retarget`), so it creates only the missing trials, and TPE sees the whole study.
 
 Private attributes this depends on (tested with ray 2.60 and optuna 5.0, the versions pyproject.toml pins):
 - ray.tune.search.optuna.OptunaSearch: `_ot_study`, `_ot_trials` ({tune id: optuna Trial}), `_completed_trials`
   (a set of tune ids), `_study_name`, `_storage`, `_sampler`; its `suggest` asks `_ot_study` for a new trial unless
   `_ot_trials` already holds one for the id.
 - optuna.trial.FrozenTrial `_trial_id`, to rebuild a live `optuna.trial.Trial` for a running trial.
+- Tune's search generator state file, `search_gen_state-*.json` (keys `counter`, `total_samples`, `finished`).
 tests/test_search.py's SIGKILL-and-resume test exercises every one of them.
 """
 
@@ -41,26 +44,42 @@ def load_study(journal: Path | str, study_name: str | None, sampler=None) -> opt
                              sampler=sampler)
 
 
-class JournalOptunaSearch(OptunaSearch):
-    """OptunaSearch whose study lives in an Optuna journal file, and which restores from it (see the module doc)."""
+def tpe_sampler(seed: int) -> optuna.samplers.TPESampler:
+    """TPE with the constant liar: a running trial counts as a poor result, so trials suggested while others run
+    do not pile onto one region (Optuna's default since 4.x; stated here because the sweep relies on it)."""
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
-    def __init__(self, *, journal: Path, study_name: str, seed: int, metric: str, mode: str):
-        super().__init__(metric=metric, mode=mode, study_name=study_name, sampler=optuna.samplers.TPESampler(seed=seed),
+
+class JournalOptunaSearch(OptunaSearch):
+    """OptunaSearch whose study lives in an Optuna journal file, and which restores from it (see the module doc).
+
+    It also tells Optuna what Tune did, as Optuna's own pruners would leave the study: every epoch's metric is an
+    intermediate value at step = epoch (the last epoch too, which Tune hands only to `on_trial_complete`); a trial
+    ASHA stopped before `max_epochs` is PRUNED (Optuna then takes its last intermediate value as its value); a
+    diverged, collapsed or errored trial is FAIL; a trial that ran all `max_epochs` is COMPLETE with its final
+    epoch's value, which is what the objective is at the full budget (trials.csv also gives its best epoch).
+    """
+
+    def __init__(self, *, journal: Path, study_name: str, seed: int, metric: str, mode: str, max_epochs: int):
+        super().__init__(metric=metric, mode=mode, study_name=study_name, sampler=tpe_sampler(seed),
                          storage=JournalStorage(JournalFileBackend(str(journal))))
         self._seed_base = seed
+        self._max_epochs = max_epochs
         self._orphans: list = []
+        self._steps: dict[int, set[int]] = {}  # Optuna trial number -> steps already reported
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
         # The pickled sampler's random state is from the snapshot: reseed it past everything the journal holds,
         # or it would draw again the configs it drew between the snapshot and the crash.
         n = len(optuna.load_study(study_name=self._study_name, storage=self._storage).trials)
-        self._sampler = optuna.samplers.TPESampler(seed=self._seed_base + n)
+        self._sampler = tpe_sampler(self._seed_base + n)
         study = optuna.load_study(study_name=self._study_name, storage=self._storage, sampler=self._sampler)
         known = set(self._ot_trials)
         self._ot_study, self._ot_trials, self._orphans = study, {}, []
         for t in study.get_trials(deepcopy=False):
             tid = t.user_attrs.get(TUNE_ID)
+            self._steps[t.number] = set(t.intermediate_values)
             if t.state.is_finished():
                 self._completed_trials.add(tid)
             elif tid in known:
@@ -76,23 +95,36 @@ class JournalOptunaSearch(OptunaSearch):
             self._ot_trials[trial_id].set_user_attr(TUNE_ID, trial_id)
         return config
 
+    def _report(self, trial_id: str, result: dict) -> None:
+        """The epoch's metric as an intermediate value at step = epoch (once per step: a resumed trial may re-report)."""
+        ot_trial = self._ot_trials[trial_id]
+        step, steps = int(result["epoch"]), self._steps.setdefault(ot_trial.number, set())
+        if step not in steps:
+            ot_trial.report(float(result[self._metric]), step)
+            steps.add(step)
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials:
             return  # a trial replayed after a crash re-reports what the journal already holds
         if not result.get("diverged"):
-            super().on_trial_result(trial_id, result)
+            self._report(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials:
             return  # finished before a crash, then replayed by Tune from a stale snapshot
         ot_trial = self._ot_trials[trial_id]
-        if result and "epoch" in result:  # the final result reaches the searcher here, not in on_trial_result
+        result = result or {}
+        if "epoch" in result:  # the final result reaches the searcher here, not in on_trial_result
             ot_trial.set_user_attr("epochs", int(result["epoch"]))
-        if error or (result or {}).get("diverged"):
+        if error or result.get("diverged") or self._metric not in result:
             self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
-            self._completed_trials.add(trial_id)
-            return
-        super().on_trial_complete(trial_id, result, error)
+        else:
+            self._report(trial_id, result)
+            if int(result["epoch"]) < self._max_epochs:  # stopped early by ASHA
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                self._ot_study.tell(ot_trial, float(result[self._metric]), state=optuna.trial.TrialState.COMPLETE)
+        self._completed_trials.add(trial_id)
 
 
 def finished_result(journal: str | None, study: str | None, trial_id: str, metric: str) -> dict | None:
@@ -102,7 +134,7 @@ def finished_result(journal: str | None, study: str | None, trial_id: str, metri
         return None
     for t in load_study(journal, study).get_trials(deepcopy=False):
         if t.user_attrs.get(TUNE_ID) == trial_id and t.state.is_finished():
-            failed = t.state != optuna.trial.TrialState.COMPLETE
+            failed = t.state == optuna.trial.TrialState.FAIL
             epochs = max([t.user_attrs.get("epochs", 0), *t.intermediate_values])
             value = t.value if t.value is not None else (list(t.intermediate_values.values()) or [0.0])[-1]
             return {"epoch": epochs, metric: float(value), **({"diverged": 1} if failed else {})}
@@ -110,7 +142,7 @@ def finished_result(journal: str | None, study: str | None, trial_id: str, metri
 
 
 def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[int, float, int, bool]]:
-    """{tune trial id: (epochs, best value, Optuna trial number, completed)} from the journal, which a hard kill
+    """{tune trial id: (epochs, best value, Optuna trial number, succeeded)} from the journal, which a hard kill
     cannot leave behind Tune's own result files. `better(a, b)` says whether value a beats b."""
     if not journal.exists():
         return {}
@@ -122,13 +154,42 @@ def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[
             best = math.nan
             for v in values:
                 best = v if better(v, best) else best
-            out[t.user_attrs[TUNE_ID]] = (epochs, best, t.number, t.state == optuna.trial.TrialState.COMPLETE)
+            ok = t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+            out[t.user_attrs[TUNE_ID]] = (epochs, best, t.number, ok)
     return out
 
 
 def finished_count(journal: Path, study_name: str) -> int:
     """How many of the study's trials have finished (in any state)."""
     return sum(t.state.is_finished() for t in load_study(journal, study_name).get_trials(deepcopy=False))
+
+
+def retarget(exp_path: str, num_samples: int) -> int:
+    """Make a Tune experiment that is about to be restored create `num_samples` trials in all; return how many it
+    was set to create before. This is how a finished sweep is extended (or a smaller target is accepted).
+
+    Tune restores the number from its search generator's state, whatever the restored Tuner is given: the newest
+    `search_gen_state-*.json` in the experiment directory, a cloudpickle of {"counter", "total_samples",
+    "finished", ...}. That file is rewritten here (in place, where the experiment is: a path or a cloud URI).
+    """
+    import pyarrow.fs
+    import ray.cloudpickle as cloudpickle
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(exp_path)
+    files = fs.get_file_info(pyarrow.fs.FileSelector(root))
+    newest = max((f.path for f in files if Path(f.path).name.startswith("search_gen_state-")), default=None)
+    if newest is None:
+        return num_samples
+    with fs.open_input_stream(newest) as f:
+        state = cloudpickle.loads(f.read())
+    before = state["total_samples"]
+    if before != num_samples:
+        state.update(total_samples=num_samples, finished=state["counter"] >= num_samples)
+        tmp = f"{Path(newest).parent}/.retarget-{Path(newest).name}"
+        with fs.open_output_stream(tmp) as f:
+            f.write(cloudpickle.dumps(state))
+        fs.move(tmp, newest)
+    return before
 
 
 class JournalSync(tune.Callback):

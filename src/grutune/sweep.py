@@ -22,7 +22,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from grutune.config import SweepParams
 from grutune.errors import GrutuneError
-from grutune.recovery import JournalOptunaSearch, JournalSync, finished_count, journal_progress
+from grutune.recovery import JournalOptunaSearch, JournalSync, finished_count, journal_progress, retarget
 from grutune.sweep_results import SearchResult, summarise, trial_rows
 from grutune.trials import TrialSettings
 
@@ -37,10 +37,10 @@ def tune_param_space(space: dict[str, Any]) -> dict[str, Any]:
 
 
 def identity(name: str, budget: SweepParams, seed: int, content_hash: str, extra=None) -> str:
-    """A sweep's identity: its search space, its budget and the data version. Anything else is a new sweep."""
+    """A sweep's identity: its search space, its per-trial budget and the data version; a change in any of them is a
+    new sweep. The number of trials is not part of it: raising it adds trials to the same study."""
     key = {"dataset": name, "data": content_hash, "seed": seed, "space": budget.space,
-           "budget": [budget.num_samples, budget.max_epochs, budget.grace_period, budget.reduction_factor,
-                      budget.train_subset]}
+           "budget": [budget.max_epochs, budget.grace_period, budget.reduction_factor, budget.train_subset]}
     if extra:
         key["extra"] = extra
     return f"{name}-" + hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:10]
@@ -84,12 +84,10 @@ def init_ray() -> bool:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if ray.is_initialized():
         return True
-    try:
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", log_to_driver=False)
-        return True
-    except ConnectionError:  # no cluster is running: start one on this machine
-        ray.init(include_dashboard=False, log_to_driver=False)
-        return False
+    # Ray's own lookup: RAY_ADDRESS, else a cluster started with `ray start` on this machine, else a new local one.
+    ctx = ray.init(include_dashboard=False if not os.environ.get("RAY_ADDRESS") else None, log_to_driver=False)
+    # A session's name ends with the id of the process that started it: this one, if no cluster was running.
+    return not ctx.address_info["session_dir"].endswith(f"_{os.getpid()}")
 
 
 def trial_resources(resources, remote: bool) -> dict[str, float]:
@@ -106,6 +104,15 @@ def trial_resources(resources, remote: bool) -> dict[str, float]:
         print(f"resources per trial {want} exceed this machine's {{'cpu': {have.get('CPU', 0):g}, "
               f"'gpu': {have.get('GPU', 0):g}}}: each trial gets {got}")
     return got
+
+
+def trial_slots(resources: dict[str, float], num_samples: int) -> int:
+    """How many trials of these resources the Ray cluster holds at once, at most `num_samples` (at least 1)."""
+    have = ray.cluster_resources()
+    slots = int(have.get("CPU", 0) // resources["cpu"]) if resources["cpu"] else num_samples
+    if resources["gpu"]:
+        slots = min(slots, int(have.get("GPU", 0) // resources["gpu"]))
+    return max(1, min(slots, num_samples))
 
 
 def _is_uri(path: str) -> bool:
@@ -139,7 +146,9 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
     if tune.Tuner.can_restore(exp_path):
         if sync:
             sync.download()
-        print(f"resuming sweep {sid} from {exp_path}: finished trials are kept, unfinished ones continue from "
+        before = retarget(exp_path, s.num_samples)
+        more = f", from {before} to {s.num_samples} trials" if before != s.num_samples else ""
+        print(f"resuming sweep {sid}{more} from {exp_path}: finished trials are kept, unfinished ones continue from "
               f"their last checkpoint")
         # Callbacks and the searcher come back from the sweep's saved state (ours: JournalOptunaSearch).
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False)
@@ -151,9 +160,10 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
             param_space=tune_param_space(s.space),
             tune_config=tune.TuneConfig(
                 metric=sweep.metric, mode=sweep.mode, num_samples=s.num_samples,
-                max_concurrent_trials=s.max_concurrent_trials or None,
+                # Tune keeps as many trials pending as this allows: enough to fill every slot the cluster has.
+                max_concurrent_trials=s.max_concurrent_trials or trial_slots(resources, s.num_samples),
                 search_alg=JournalOptunaSearch(journal=journal, study_name=sid, seed=sweep.seed,
-                                               metric=sweep.metric, mode=sweep.mode),
+                                               metric=sweep.metric, mode=sweep.mode, max_epochs=s.max_epochs),
                 scheduler=ASHAScheduler(time_attr="epoch", max_t=s.max_epochs, grace_period=s.grace_period,
                                         reduction_factor=s.reduction_factor)),
             run_config=tune.RunConfig(

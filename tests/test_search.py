@@ -259,6 +259,38 @@ def test_optuna_records_each_kind_of_trial_as_tune_ran_it(tmp_path, prepared, lo
             assert math.isclose(max(t.intermediate_values.values()), row["best_val_accuracy"])
             assert t.value == t.intermediate_values[row["epochs"]]  # the final epoch's (pruned: Optuna's choice)
         assert (row["epochs"] < 3) == (row["status"] == "pruned") or row["status"] in ("failed", "errored")
+    # optuna-dashboard, opened on the sweep's journal as the README says, shows the same statuses.
+    (journal,) = (tmp_path / "state").glob("*.optuna.journal")
+    shown = dashboard_states(journal)
+    assert shown == {r["trial"]: {"completed": "Complete", "pruned": "Pruned"}.get(r["status"], "Fail")
+                     for r in result.trials}
+
+
+def dashboard_states(journal: Path) -> dict[int, str]:
+    """{trial number: state} as optuna-dashboard's web API serves them for the journal's study."""
+    import shutil
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    exe = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
+    proc = subprocess.Popen([exe, str(journal), "--host", "127.0.0.1", "--port", str(port), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/0?after=0", timeout=5) as r:
+                    return {t["number"]: t["state"] for t in json.load(r)["trials"]}
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def trial_results(state: Path) -> dict[str, list[dict]]:

@@ -45,7 +45,7 @@ def random_trials(n: int, seed: int, score=None) -> list[dict]:
              "num_layers": int(rng.integers(1, 4)), "bidirectional": bool(rng.integers(2)),
              "dropout": float(rng.uniform(0, 0.5)), "backbone": str(rng.choice(["none", "conv", "resnet"])),
              "lr": float(10 ** rng.uniform(-4, -2)), "batch_size": int(rng.choice([64, 128, 256])),
-             "epochs": 4, "resumed_from_epoch": 0, "error": ""}
+             "weight_decay": float(10 ** rng.uniform(-5, -1)), "epochs": 4, "resumed_from_epoch": 0, "error": ""}
         t["best_val_accuracy"] = score(t) if score else float(rng.uniform(0.5, 0.99))
         rows.append(t)
     return rows

@@ -21,7 +21,7 @@ def bright_row_task(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_fit_keeps_data_and_model_on_the_device_and_learns(device):
     device = torch.device(device)
     hp = TrialConfig(cell="gru", hidden_size=32, num_layers=1, bidirectional=False, dropout=0.0, backbone="none",
-                     lr=1e-2, batch_size=64)
+                     lr=1e-2, weight_decay=0.0, batch_size=64)
     torch.manual_seed(0)
     model, opt = new_classifier(hp, in_shape=(28, 28, 1), num_classes=10, device=device)
     train, val = Split.of(*bright_row_task(2048, 0), device), Split.of(*bright_row_task(256, 1), device)

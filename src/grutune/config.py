@@ -61,11 +61,12 @@ class TrialConfig(_Section):
     dropout: Annotated[float, Field(ge=0, lt=1)]
     backbone: BackboneName
     lr: PositiveFloat
+    weight_decay: Annotated[float, Field(ge=0, allow_inf_nan=False)]
     batch_size: PositiveInt
 
     def model_kwargs(self) -> dict[str, Any]:
         """The subset of keys the classifier's constructor takes."""
-        return self.model_dump(exclude={"lr", "batch_size"})
+        return self.model_dump(exclude={"lr", "weight_decay", "batch_size"})
 
 
 class GanTrialConfig(_Section):
@@ -175,6 +176,7 @@ class SweepParams(_Section):
     max_epochs: PositiveInt
     grace_period: PositiveInt
     reduction_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)]
+    startup_trials: PositiveInt
     max_concurrent_trials: Annotated[int, Field(ge=0)]
     train_subset: PositiveInt | None
     max_failures: Annotated[int, Field(ge=0)]

@@ -44,10 +44,11 @@ def load_study(journal: Path | str, study_name: str | None, sampler=None) -> opt
                              sampler=sampler)
 
 
-def tpe_sampler(seed: int) -> optuna.samplers.TPESampler:
-    """TPE with the constant liar: a running trial counts as a poor result, so trials suggested while others run
-    do not pile onto one region (Optuna's default since 4.x; stated here because the sweep relies on it)."""
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+def tpe_sampler(seed: int, startup_trials: int) -> optuna.samplers.TPESampler:
+    """TPE, random for its first `startup_trials`, with the constant liar: a running trial counts as a poor result,
+    so trials suggested while others run do not pile onto one region (Optuna's default since 4.x; stated here
+    because the sweep relies on it)."""
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials, constant_liar=True)
 
 
 class JournalOptunaSearch(OptunaSearch):
@@ -60,10 +61,11 @@ class JournalOptunaSearch(OptunaSearch):
     epoch's value, which is what the objective is at the full budget (trials.csv also gives its best epoch).
     """
 
-    def __init__(self, *, journal: Path, study_name: str, seed: int, metric: str, mode: str, max_epochs: int):
-        super().__init__(metric=metric, mode=mode, study_name=study_name, sampler=tpe_sampler(seed),
+    def __init__(self, *, journal: Path, study_name: str, seed: int, metric: str, mode: str, max_epochs: int,
+                 startup_trials: int):
+        super().__init__(metric=metric, mode=mode, study_name=study_name, sampler=tpe_sampler(seed, startup_trials),
                          storage=JournalStorage(JournalFileBackend(str(journal))))
-        self._seed_base = seed
+        self._seed_base, self._startup_trials = seed, startup_trials
         self._max_epochs = max_epochs
         self._orphans: list = []
         self._steps: dict[int, set[int]] = {}  # Optuna trial number -> steps already reported
@@ -73,7 +75,7 @@ class JournalOptunaSearch(OptunaSearch):
         # The pickled sampler's random state is from the snapshot: reseed it past everything the journal holds,
         # or it would draw again the configs it drew between the snapshot and the crash.
         n = len(optuna.load_study(study_name=self._study_name, storage=self._storage).trials)
-        self._sampler = tpe_sampler(self._seed_base + n)
+        self._sampler = tpe_sampler(self._seed_base + n, self._startup_trials)
         study = optuna.load_study(study_name=self._study_name, storage=self._storage, sampler=self._sampler)
         known = set(self._ot_trials)
         self._ot_study, self._ot_trials, self._orphans = study, {}, []

@@ -34,7 +34,7 @@ from grutune.gan import image_grid
 from grutune.metrics import confusion_matrix
 
 HPARAMS = tuple(TrialConfig.model_fields)  # the trials.csv columns that hold a trial's config
-LOG_SCALE = {"lr"}                         # hyperparameters searched on a log scale
+LOG_SCALE = {"lr", "weight_decay"}                         # hyperparameters searched on a log scale
 OK_STATUSES = ("completed", "pruned")      # trials whose best_val_accuracy counts
 REAL_IMAGES = 64                           # real test images shown beside the GAN's 8x8 samples
 # Known metric keys in the order the page lists them; keys not listed here follow, sorted.

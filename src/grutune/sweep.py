@@ -40,7 +40,8 @@ def identity(name: str, budget: SweepParams, seed: int, content_hash: str, extra
     """A sweep's identity: its search space, its per-trial budget and the data version; a change in any of them is a
     new sweep. The number of trials is not part of it: raising it adds trials to the same study."""
     key = {"dataset": name, "data": content_hash, "seed": seed, "space": budget.space,
-           "budget": [budget.max_epochs, budget.grace_period, budget.reduction_factor, budget.train_subset]}
+           "budget": [budget.max_epochs, budget.grace_period, budget.reduction_factor, budget.train_subset,
+                      budget.startup_trials]}
     if extra:
         key["extra"] = extra
     return f"{name}-" + hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:10]
@@ -163,7 +164,8 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
                 # Tune keeps as many trials pending as this allows: enough to fill every slot the cluster has.
                 max_concurrent_trials=s.max_concurrent_trials or trial_slots(resources, s.num_samples),
                 search_alg=JournalOptunaSearch(journal=journal, study_name=sid, seed=sweep.seed,
-                                               metric=sweep.metric, mode=sweep.mode, max_epochs=s.max_epochs),
+                                               metric=sweep.metric, mode=sweep.mode, max_epochs=s.max_epochs,
+                                               startup_trials=s.startup_trials),
                 scheduler=ASHAScheduler(time_attr="epoch", max_t=s.max_epochs, grace_period=s.grace_period,
                                         reduction_factor=s.reduction_factor)),
             run_config=tune.RunConfig(

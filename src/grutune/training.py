@@ -72,14 +72,26 @@ def evaluate(model: torch.nn.Module, data: Split) -> dict:
     return {"loss": loss_sum / len(data), "accuracy": (pred == data.y).float().mean().item(), "pred": pred.cpu()}
 
 
+def cosine(progress: float) -> float:
+    """The cosine schedule's factor on the learning rate: 1 at the start of training, 0 at its end."""
+    return 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
 def train_epoch(model, opt, data: Split, *, batch_size: int, generator: torch.Generator,
-                subset: int | None = None, clip: float = 1.0) -> dict:
-    """One pass over (a seeded random subset of) the training split; raises NonFiniteLoss on divergence."""
+                subset: int | None = None, clip: float = 1.0,
+                lr_at: Callable[[float], float] | None = None) -> dict:
+    """One pass over (a seeded random subset of) the training split; raises NonFiniteLoss on divergence.
+
+    With `lr_at`, each step's learning rate is each group's `initial_lr` times lr_at(fraction of the epoch done).
+    """
     model.train()
     n = len(data) if subset is None else min(subset, len(data))
     order = torch.randperm(len(data), generator=generator)[:n].to(data.x.device)
     loss_sum, correct = torch.zeros((), device=data.x.device), torch.zeros((), device=data.x.device)
     for i in range(0, n, batch_size):
+        if lr_at is not None:
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * lr_at(i / n)
         idx = order[i:i + batch_size]
         x, y = to_float(data.x[idx]), data.y[idx]
         logits = model(x)
@@ -98,17 +110,22 @@ def train_epoch(model, opt, data: Split, *, batch_size: int, generator: torch.Ge
 
 
 def fit(model, opt, train: Split, val: Split | None, *, epochs: int, batch_size: int, seed: int,
-        start_epoch: int = 0, subset: int | None = None,
+        start_epoch: int = 0, subset: int | None = None, schedule_epochs: int | None = None,
         on_epoch: Callable[[dict], None] = lambda m: None) -> list[dict]:
     """Train from `start_epoch` up to `epochs`, calling `on_epoch(metrics)` after each epoch.
 
-    The data order of epoch e depends only on (seed, e), so a run resumed from a checkpoint sees the same batches.
+    With `schedule_epochs`, the learning rate follows a cosine from the optimiser's rate down to 0 over that many
+    epochs (a trial stopped early by ASHA has seen the same rates as every other trial up to then). The data order
+    and the learning rate of epoch e depend only on (seed, e), so a run resumed from a checkpoint continues exactly.
     """
     history = []
+    for group in opt.param_groups:
+        group.setdefault("initial_lr", group["lr"])  # kept in the optimiser's state_dict, so a resume has it
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        tr = train_epoch(model, opt, train, batch_size=batch_size, generator=g, subset=subset)
+        lr_at = None if schedule_epochs is None else (lambda f, e=epoch: cosine((e + f) / schedule_epochs))
+        tr = train_epoch(model, opt, train, batch_size=batch_size, generator=g, subset=subset, lr_at=lr_at)
         dt = time.perf_counter() - t0
         m = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
              "lr": opt.param_groups[0]["lr"], "images_per_s": min(subset or len(train), len(train)) / dt}
@@ -124,10 +141,11 @@ def fit(model, opt, train: Split, val: Split | None, *, epochs: int, batch_size:
 
 def new_classifier(hp, *, in_shape, num_classes: int, device: torch.device
                    ) -> tuple[RecurrentClassifier, torch.optim.Optimizer]:
-    """A fresh classifier for one point of the search space (a TrialConfig) and its Adam optimiser, on `device`."""
+    """A fresh classifier for one point of the search space (a TrialConfig) and its AdamW optimiser (decoupled
+    weight decay), on `device`."""
     model = RecurrentClassifier(in_shape=tuple(int(d) for d in in_shape), num_classes=num_classes,
                                 **hp.model_kwargs()).to(device)
-    return model, torch.optim.Adam(model.parameters(), lr=hp.lr)
+    return model, torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
 
 
 @dataclass(frozen=True)
@@ -145,7 +163,8 @@ def retrain_and_test(hp, data, *, epochs: int, seed: int, device: torch.device,
     torch.manual_seed(seed)
     model, opt = new_classifier(hp, in_shape=data.x_train.shape[1:], num_classes=len(data.classes), device=device)
     train = Split.of(np.concatenate([data.x_train, data.x_val]), np.concatenate([data.y_train, data.y_val]), device)
-    history = fit(model, opt, train, None, epochs=epochs, batch_size=hp.batch_size, seed=seed, on_epoch=on_epoch)
+    history = fit(model, opt, train, None, epochs=epochs, batch_size=hp.batch_size, seed=seed, schedule_epochs=epochs,
+                  on_epoch=on_epoch)
     return FinalRun(model, history, evaluate(model, Split.of(data.x_test, data.y_test, device)))
 
 

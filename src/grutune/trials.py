@@ -122,7 +122,8 @@ def run_trial(config: dict, *, data: dict, settings: ClassifierTrialSettings) ->
             parts={"model": model, "optimizer": opt}, kwargs={"model": model.kwargs},
             fit=lambda start, on_epoch: fit(model, opt, train, val, epochs=settings.max_epochs,
                                             batch_size=hp.batch_size, seed=settings.seed, start_epoch=start,
-                                            subset=settings.train_subset, on_epoch=on_epoch))
+                                            subset=settings.train_subset, schedule_epochs=settings.max_epochs,
+                                            on_epoch=on_epoch))
 
     run_epochs(config, settings, hp_model=TrialConfig, metric="val_accuracy", worst=0.0, build=build)
 

@@ -97,12 +97,16 @@ def flaky_trial(config, *, data, settings):
     """The real trial, with faults keyed on the config: hidden 17 raises, hidden 19 gets a NaN loss."""
     if config["hidden_size"] == 17:
         raise RuntimeError("injected failure")
-    if config["hidden_size"] == 19:
-        import torch.nn.functional as F
+    if config["hidden_size"] != 19:
+        return run_trial(config, data=data, settings=settings)
+    import torch.nn.functional as F
 
-        real = F.cross_entropy
-        F.cross_entropy = lambda *a, **k: real(*a, **k) * float("nan")  # this trial process only
-    run_trial(config, data=data, settings=settings)
+    real = F.cross_entropy
+    F.cross_entropy = lambda *a, **k: real(*a, **k) * float("nan")  # this trial only: trial processes are reused
+    try:
+        run_trial(config, data=data, settings=settings)
+    finally:
+        F.cross_entropy = real
 
 
 def test_nan_and_raising_trials_leave_the_sweep_complete_and_counted(tmp_path, prepared, local_ray, tiny):

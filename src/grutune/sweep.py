@@ -161,6 +161,9 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
             param_space=tune_param_space(s.space),
             tune_config=tune.TuneConfig(
                 metric=sweep.metric, mode=sweep.mode, num_samples=s.num_samples,
+                # A trial process serves one trial after another: starting a process per trial cost about 1.5 s
+                # a trial (benchmarks/tune_overhead.py). Each trial seeds torch and sets its threads itself.
+                reuse_actors=True,
                 # Tune keeps as many trials pending as this allows: enough to fill every slot the cluster has.
                 max_concurrent_trials=s.max_concurrent_trials or trial_slots(resources, s.num_samples),
                 search_alg=JournalOptunaSearch(journal=journal, study_name=sid, seed=sweep.seed,

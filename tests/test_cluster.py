@@ -1,17 +1,27 @@
-"""The search stage's real code on a three-node Ray cluster on one machine (as Ray's own tests do), losing a node."""
+"""The search stage's real code on multi-node Ray clusters on one machine (as Ray's own tests build them): losing a
+node, filling every slot of a fixed cluster, and growing an autoscaling one."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import ray
+import yaml
 from ray.cluster_utils import Cluster
 
 from grutune.config import load_params
 from grutune.data import load_prepared
 from grutune.search import run_search
+from grutune.sweep import autoscaler_slots
+from tune_results import peak_concurrency, trial_results
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def node_results(state: Path) -> dict[str, list[dict]]:
@@ -72,3 +82,124 @@ def test_sweep_spreads_over_nodes_and_survives_losing_one(tmp_path, write_params
     assert retried[-1]["resumed_from_epoch"] >= 1
     (row,) = [r for r in rows if r["trial_id"] in lost["trial"]]
     assert row["resumed_from_epoch"] >= 1
+
+
+# --------------------------------------------------------------------------- filling the cluster
+
+def test_slots_of_an_autoscaling_cluster_at_its_largest():
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    assert autoscaler_slots(config, {"cpu": 1, "gpu": 0.25}) == 16  # 4 g5.xlarge workers, 4 trials per GPU
+    assert autoscaler_slots(config, {"cpu": 4, "gpu": 0.25}) == 4   # CPUs bind first
+    assert autoscaler_slots(config, {"cpu": 1, "gpu": 0}) == 16
+    mixed = {"head_node_type": "head", "max_workers": 3, "available_node_types": {
+        "head": {"resources": {"CPU": 2}}, "small": {"resources": {"CPU": 2}, "max_workers": 5},
+        "big": {"resources": {"CPU": 8}, "max_workers": 2}}}
+    assert autoscaler_slots(mixed, {"cpu": 1, "gpu": 0}) == 2 + 2 * 8 + 1 * 2  # the cluster's cap: 3 workers
+
+
+@pytest.mark.slow
+def test_a_sweep_fills_a_fixed_cluster_and_loses_nothing_with_a_node(tmp_path, write_params, prepared_mnist):
+    """Two 4-CPU workers, one CPU per trial: 8 slots, all busy; a worker is lost mid-sweep, its trials resume."""
+    params = load_params(write_params(tmp_path / "params.yaml", {"search": {
+        "num_samples": 12, "max_epochs": 4, "grace_period": 4, "train_subset": 1024, "max_failures": 3,
+        "max_concurrent_trials": 0, "resources": {"cpu": 1, "gpu": 0},
+        "space": {"hidden_size": 16, "num_layers": 1, "backbone": "none", "batch_size": 64, "bidirectional": False}}}))
+    prepared = prepared_mnist(n_train=3000, n_test=100, val_fraction=0.1)
+    state = tmp_path / "state"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    workers = [cluster.add_node(num_cpus=4) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    lost, used = {}, []
+
+    def remove_a_worker_mid_sweep():
+        """Watch how many of the 8 CPUs trials hold; once two trials on the first worker are mid-way, remove it."""
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            used.append(8 - ray.available_resources().get("CPU", 0))
+            busy = [r[-1] for r in trial_results(state).values() if r[-1]["epoch"] < 4]
+            on_victim = sum(r["node_id"] == workers[0].node_id for r in busy)
+            if not lost and on_victim >= 2 and max(used) == 8:
+                lost["trials"] = on_victim
+                cluster.remove_node(workers[0])
+                return
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=remove_a_worker_mid_sweep, daemon=True)
+    watcher.start()
+    try:
+        result = run_search(params, load_prepared(prepared), state_dir=state, remote=True)
+    finally:
+        watcher.join(timeout=5)
+        ray.shutdown()
+        cluster.shutdown()
+    results = trial_results(state)
+    assert lost, "no trial was running on the worker when it was to be removed"
+    assert max(used) == 8 and peak_concurrency(results) >= 4  # every slot held a trial; many trained at once
+    assert len(result.trials) == 12 and all(r["status"] == "completed" and r["epochs"] == 4 for r in result.trials)
+    # No trial started over: every trial reported each epoch once, and a trial that moved resumed past epoch 1.
+    for rows in results.values():
+        epochs = [r["epoch"] for r in rows]
+        assert epochs == sorted(set(epochs)) and epochs[-1] == 4
+    assert any(rows[-1]["resumed_from_epoch"] >= 1 for rows in results.values())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_sweep_grows_an_autoscaling_cluster_to_its_largest(tmp_path, write_params, prepared_mnist, monkeypatch):
+    """Ray's real autoscaler with its fake multi-node provider (worker nodes are local processes): a head with no
+    CPUs and up to 4 workers shaped like cluster.yaml's (4 CPUs, 1 GPU). 16 trials of 1 CPU and 0.25 GPU grow the
+    cluster from 0 workers to 4, and all 16 slots hold a trial."""
+    worker = yaml.safe_load((ROOT / "cluster.yaml").read_text())["available_node_types"]["ray.worker.gpu"]
+    config = {
+        "cluster_name": "grutune-fake", "max_workers": 4, "upscaling_speed": 1.0, "idle_timeout_minutes": 5,
+        "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+                     "disable_launch_config_check": True},
+        "head_node_type": "ray.head.default",
+        "available_node_types": {
+            "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+            "ray.worker.gpu": {"resources": {**worker["resources"], "object_store_memory": 200 * 2**20},
+                               "node_config": {}, "min_workers": 0, "max_workers": worker["max_workers"]}},
+        "auth": {}, "docker": {}, "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
+        "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [], "setup_commands": [],
+        "head_setup_commands": [], "worker_setup_commands": [], "head_start_ray_commands": [],
+        "worker_start_ray_commands": []}
+    path = tmp_path / "autoscaling.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("GRUTUNE_AUTOSCALING_CONFIG", str(path))  # on a `ray up` head: ~/ray_bootstrap_config.yaml
+    params = load_params(write_params(tmp_path / "params.yaml", {"search": {
+        "num_samples": 16, "max_epochs": 3, "grace_period": 3, "train_subset": 1024, "max_failures": 2,
+        "max_concurrent_trials": 0, "resources": {"cpu": 1, "gpu": 0.25},
+        "space": {"hidden_size": 16, "num_layers": 1, "backbone": "none", "batch_size": 64, "bidirectional": False}}}))
+    prepared = prepared_mnist(n_train=3000, n_test=100, val_fraction=0.1)
+    port = _free_port()
+    env = {**os.environ, "RAY_FAKE_CLUSTER": "1"}
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    subprocess.run([ray_cli, "start", "--head", f"--port={port}", f"--autoscaling-config={path}", "--num-cpus=0",
+                    "--include-dashboard=false"], env=env, check=True, capture_output=True, timeout=120)
+    seen = {"workers": 0, "cpus_used": 0.0}
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            total = ray.cluster_resources()
+            seen["workers"] = max(seen["workers"], int(total.get("GPU", 0)))
+            seen["cpus_used"] = max(seen["cpus_used"], total.get("CPU", 0) - ray.available_resources().get("CPU", 0))
+            time.sleep(0.2)
+
+    try:
+        ray.init(address=f"{ray.util.get_node_ip_address()}:{port}", log_to_driver=False)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        result = run_search(params, load_prepared(prepared), state_dir=tmp_path / "state", remote=True)
+    finally:
+        stop.set()
+        ray.shutdown()
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    assert seen["workers"] == 4 and seen["cpus_used"] == 16
+    assert len(result.trials) == 16 and all(r["status"] == "completed" for r in result.trials)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import ray
+import yaml
 from pydantic import BaseModel
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
@@ -107,12 +108,37 @@ def trial_resources(resources, remote: bool) -> dict[str, float]:
     return got
 
 
+AUTOSCALING_CONFIG_ENV = "GRUTUNE_AUTOSCALING_CONFIG"  # the autoscaler's cluster config, where it is not the default
+AUTOSCALING_CONFIG = "~/ray_bootstrap_config.yaml"      # where `ray up` puts it on the head node
+
+
+def _fits(node: dict[str, float], resources: dict[str, float]) -> int:
+    """How many trials of `resources` one node of these resources holds."""
+    n = int(node.get("CPU", 0) // resources["cpu"]) if resources["cpu"] else 10**6
+    return min(n, int(node.get("GPU", 0) // resources["gpu"])) if resources["gpu"] else n
+
+
+def autoscaler_slots(config: dict, resources: dict[str, float]) -> int:
+    """Trial slots of an autoscaling cluster at its largest: the head plus every worker type at its `max_workers`,
+    within the cluster's own `max_workers`, the roomiest types first."""
+    types = config.get("available_node_types", {})
+    head = config.get("head_node_type")
+    slots = _fits(types.get(head, {}).get("resources", {}), resources) if head in types else 0
+    budget = config.get("max_workers", 10**6)
+    for per_node, count in sorted(((_fits(t.get("resources", {}), resources), t.get("max_workers", 0))
+                                   for name, t in types.items() if name != head), reverse=True):
+        count = min(count, budget)
+        slots, budget = slots + per_node * count, budget - count
+    return slots
+
+
 def trial_slots(resources: dict[str, float], num_samples: int) -> int:
-    """How many trials of these resources the Ray cluster holds at once, at most `num_samples` (at least 1)."""
-    have = ray.cluster_resources()
-    slots = int(have.get("CPU", 0) // resources["cpu"]) if resources["cpu"] else num_samples
-    if resources["gpu"]:
-        slots = min(slots, int(have.get("GPU", 0) // resources["gpu"]))
+    """How many trials of these resources the Ray cluster holds at once (on an autoscaling cluster: once it has
+    grown to its largest), at most `num_samples` and at least 1."""
+    slots = _fits(ray.cluster_resources(), resources)
+    path = Path(os.environ.get(AUTOSCALING_CONFIG_ENV) or AUTOSCALING_CONFIG).expanduser()
+    if path.is_file():
+        slots = max(slots, autoscaler_slots(yaml.safe_load(path.read_text()) or {}, resources))
     return max(1, min(slots, num_samples))
 
 

@@ -132,12 +132,12 @@ def autoscaler_slots(config: dict, resources: dict[str, float]) -> int:
     return slots
 
 
-def trial_slots(resources: dict[str, float], num_samples: int) -> int:
-    """How many trials of these resources the Ray cluster holds at once (on an autoscaling cluster: once it has
-    grown to its largest), at most `num_samples` and at least 1."""
+def trial_slots(resources: dict[str, float], num_samples: int, remote: bool) -> int:
+    """How many trials of these resources the Ray cluster holds at once (on an autoscaling cluster, `remote`: once
+    it has grown to its largest), at most `num_samples` and at least 1."""
     slots = _fits(ray.cluster_resources(), resources)
     path = Path(os.environ.get(AUTOSCALING_CONFIG_ENV) or AUTOSCALING_CONFIG).expanduser()
-    if path.is_file():
+    if remote and path.is_file():
         slots = max(slots, autoscaler_slots(yaml.safe_load(path.read_text()) or {}, resources))
     return max(1, min(slots, num_samples))
 
@@ -191,7 +191,7 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
                 # a trial (benchmarks/tune_overhead.py). Each trial seeds torch and sets its threads itself.
                 reuse_actors=True,
                 # Tune keeps as many trials pending as this allows: enough to fill every slot the cluster has.
-                max_concurrent_trials=s.max_concurrent_trials or trial_slots(resources, s.num_samples),
+                max_concurrent_trials=s.max_concurrent_trials or trial_slots(resources, s.num_samples, remote),
                 search_alg=JournalOptunaSearch(journal=journal, study_name=sid, seed=sweep.seed,
                                                metric=sweep.metric, mode=sweep.mode, max_epochs=s.max_epochs,
                                                startup_trials=s.startup_trials),

@@ -1,0 +1,73 @@
+"""The laptop run: the README's laptop command, exactly as written there, on real Fashion-MNIST, timed end to end.
+
+    python benchmarks/laptop_run.py          # about 15 minutes on 2 cores; needs Debian's dataset-fashion-mnist
+
+Clones this repository's HEAD into a temporary directory, runs the first command of README.md's "A laptop-sized
+run" section there with `mnist` swapped for `fashion_mnist` and GRUTUNE_DATA_MIRROR pointing at the local copy,
+then reads the metrics it wrote. The baseline is the targets: the whole pipeline in 15 minutes or less, test
+accuracy 0.90 or more. Writes benchmarks/results/laptop_run.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import save, table  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"wall_min": 15.0, "test_accuracy": 0.90}
+
+
+def laptop_command(dataset: str) -> list[str]:
+    """The README's laptop command, for `dataset`."""
+    section = ROOT.joinpath("README.md").read_text().split("## A laptop-sized run", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    cmd = block.replace("\\\n", " ").strip()
+    cmd = cmd.replace("datasets=[mnist]", f"datasets=[{dataset}]").replace("gan.dataset=mnist", f"gan.dataset={dataset}")
+    return shlex.split(cmd)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mirror", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--dataset", default="fashion_mnist")
+    args = ap.parse_args()
+    cmd = laptop_command(args.dataset)
+    env = {**os.environ, "GRUTUNE_DATA_MIRROR": args.mirror, "WANDB_MODE": "offline",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "grutune"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+        print("$", shlex.join(cmd), flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=repo, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wall = time.perf_counter() - t0
+        log = proc.stdout
+        if proc.returncode != 0:
+            sys.exit(f"the laptop command failed:\n{log[-5000:]}")
+        m = repo / "metrics"
+        clf = json.loads((m / args.dataset / "classifier.json").read_text())
+        search = json.loads((m / args.dataset / "search.json").read_text())
+        gan = json.loads((m / "gan.json").read_text())
+        best = (repo / "search" / args.dataset / "best.yaml").read_text()
+    row = {"dataset": args.dataset, "wall_min": wall / 60, "test_accuracy": clf["test_accuracy"],
+           "search_trials": search["trials"], "search_wall_min": search["wall_time_s"] / 60,
+           "gan_fid": gan["fid"], "gan_real_fid": gan["reference_fid_train_vs_test"],
+           "gan_is": gan["inception_score"], "gan_real_is": gan["reference_inception_score_test"]}
+    row["meets_targets"] = row["wall_min"] <= TARGETS["wall_min"] and row["test_accuracy"] >= TARGETS["test_accuracy"]
+    print(table([row], list(row)))
+    print(f"\nwrote {save('laptop_run', {'command': shlex.join(cmd), 'targets': TARGETS, **row, 'best': best, 'log_tail': log[-4000:]})}")
+
+
+if __name__ == "__main__":
+    main()

@@ -5,8 +5,10 @@
 
 Builds the cluster with `ray.cluster_utils.Cluster`, as Ray's own multi-node tests do (a head with no CPUs, worker
 nodes as local processes), and runs 60 small trials (GRU h=32, 6 epochs of 4,096 Fashion-MNIST images, one CPU each)
-with `max_concurrent_trials: 0`. Two worker nodes are removed at random moments. Reports the peak number of trials
-holding a slot against the slots, trials that finished all their epochs, trials retried after losing their node,
+with `max_concurrent_trials: 0`. Two worker nodes are removed at random moments within a minute of the first trials
+checkpointing their second epoch. Reports the peak number of trials
+holding a slot against the slots, trials that finished all their epochs, trials that lost their node mid-way and
+how many of them resumed from their checkpoint,
 trials restarted from scratch, the study's finished trials against num_samples, rows in trials.csv, wall time, and
 the peak memory of a trial process. Writes benchmarks/results/cluster_load.json.
 """
@@ -40,6 +42,7 @@ from grutune.recovery import load_study  # noqa: E402
 from grutune.search import run_search  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+PATTERN = "fashion_mnist-*/run_trial_*/result.json"
 
 
 def trial_memory_mib() -> list[float]:
@@ -80,21 +83,26 @@ def main() -> None:
     workers = [cluster.add_node(num_cpus=args.cpus_per_worker) for _ in range(args.workers)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
-    seen = {"used": 0.0, "memory": [], "killed": []}
+    seen = {"used": 0.0, "memory": [], "killed": [], "victims": []}
     stop = threading.Event()
     rng = random.Random(args.seed)
 
     with tempfile.TemporaryDirectory() as state:
         t0 = time.perf_counter()
-        kill_at = sorted(rng.uniform(30, 150) for _ in range(args.kill))
+        kill_at: list[float] = []  # drawn once trials have checkpointed an epoch, so that a kill loses work
 
         def watch():
             while not stop.is_set():
                 total = ray.cluster_resources().get("CPU", 0)
                 seen["used"] = max(seen["used"], total - ray.available_resources().get("CPU", 0))
                 seen["memory"] = max(seen["memory"], trial_memory_mib(), key=len)
-                if kill_at and time.perf_counter() - t0 > kill_at[0]:
+                now = time.perf_counter() - t0
+                last = {name: rows[-1] for name, rows in trial_results(Path(state), PATTERN).items()}
+                if not kill_at and not seen["killed"] and any(r["epoch"] >= 2 for r in last.values()):
+                    kill_at.extend(sorted(now + rng.uniform(0, 60) for _ in range(args.kill)))
+                if kill_at and now > kill_at[0]:
                     victim = workers.pop(rng.randrange(len(workers)))
+                    seen["victims"].append(victim.node_id)
                     cluster.remove_node(victim)
                     seen["killed"].append(round(kill_at.pop(0), 1))
                     print(f"removed worker node {victim.node_id[:8]} at {seen['killed'][-1]} s", flush=True)
@@ -108,7 +116,7 @@ def main() -> None:
             stop.set()
             watcher.join(timeout=10)
         wall = time.perf_counter() - t0
-        results = trial_results(Path(state), "fashion_mnist-*/run_trial_*/result.json")
+        results = trial_results(Path(state), PATTERN)
         (journal,) = Path(state).glob("*.optuna.journal")
         finished = sum(t.state.is_finished() for t in load_study(journal, None).get_trials(deepcopy=False))
         finished_ok = sum(t.state == optuna.trial.TrialState.COMPLETE
@@ -116,16 +124,20 @@ def main() -> None:
     ray.shutdown()
     cluster.shutdown()
     epochs = {name: [r["epoch"] for r in rows] for name, rows in results.items()}
+    # A trial lost its node mid-way if it reported from a removed node and then went on elsewhere.
+    moved = [name for name, rows in results.items()
+             if any(r["node_id"] in seen["victims"] for r in rows) and rows[-1]["node_id"] not in seen["victims"]]
     row = {"slots": slots, "peak_trials": int(seen["used"]), "peak_share": seen["used"] / slots,
            "trials": args.trials, "all_epochs": sum(e[-1] == args.epochs for e in epochs.values()),
-           "retried": sum(rows[-1]["resumed_from_epoch"] >= 1 for rows in results.values()),
+           "lost_mid_trial": len(moved),
+           "resumed_from_checkpoint": sum(results[n][-1]["resumed_from_epoch"] >= 1 for n in moved),
            "from_scratch": sum(e.count(1) > 1 for e in epochs.values()),  # epoch 1 trained again
            "study_finished": finished, "study_complete": finished_ok, "trials_csv_rows": len(result.trials),
            "nodes_killed": len(seen["killed"]), "wall_s": round(wall, 1),
            "trial_rss_mib_max": round(max(seen["memory"], default=0)),
            "trial_rss_mib_median": round(statistics.median(seen["memory"]) if seen["memory"] else 0)}
     print(table([row], list(row)))
-    print(f"\nwrote {save('cluster_load', {**row, 'killed_at_s': seen['killed']})}")
+    print(f"\nwrote {save('cluster_load', {**row, 'killed_at_s': seen['killed'], 'cpus_per_worker': args.cpus_per_worker})}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ node, filling every slot of a fixed cluster, and growing an autoscaling one."""
 
 import json
 import os
-import socket
+import re
 import subprocess
 import sys
 import threading
@@ -144,14 +144,8 @@ def test_a_sweep_fills_a_fixed_cluster_and_loses_nothing_with_a_node(tmp_path, w
     assert any(rows[-1]["resumed_from_epoch"] >= 1 for rows in results.values())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_a_sweep_grows_an_autoscaling_cluster_to_its_largest(tmp_path, write_params, prepared_mnist, monkeypatch):
+def test_a_sweep_grows_an_autoscaling_cluster_to_its_largest(tmp_path, write_params, prepared_mnist):
     """Ray's real autoscaler with its fake multi-node provider (worker nodes are local processes): a head with no
     CPUs and up to 4 workers shaped like cluster.yaml's (4 CPUs, 1 GPU). 16 trials of 1 CPU and 0.25 GPU grow the
     cluster from 0 workers to 4, and all 16 slots hold a trial."""
@@ -171,35 +165,45 @@ def test_a_sweep_grows_an_autoscaling_cluster_to_its_largest(tmp_path, write_par
         "worker_start_ray_commands": []}
     path = tmp_path / "autoscaling.yaml"
     path.write_text(yaml.safe_dump(config))
-    monkeypatch.setenv("GRUTUNE_AUTOSCALING_CONFIG", str(path))  # on a `ray up` head: ~/ray_bootstrap_config.yaml
-    params = load_params(write_params(tmp_path / "params.yaml", {"search": {
-        "num_samples": 16, "max_epochs": 3, "grace_period": 3, "train_subset": 1024, "max_failures": 2,
+    write_params(tmp_path / "params.yaml", {"search": {
+        "num_samples": 16, "max_epochs": 3, "grace_period": 3, "train_subset": 2048, "max_failures": 2,
         "max_concurrent_trials": 0, "resources": {"cpu": 1, "gpu": 0.25},
-        "space": {"hidden_size": 16, "num_layers": 1, "backbone": "none", "batch_size": 64, "bidirectional": False}}}))
+        "space": {"hidden_size": 32, "num_layers": 1, "backbone": "none", "batch_size": 64, "bidirectional": False}}})
     prepared = prepared_mnist(n_train=3000, n_test=100, val_fraction=0.1)
-    port = _free_port()
-    env = {**os.environ, "RAY_FAKE_CLUSTER": "1"}
-    ray_cli = str(Path(sys.executable).parent / "ray")
-    subprocess.run([ray_cli, "start", "--head", f"--port={port}", f"--autoscaling-config={path}", "--num-cpus=0",
+    bin_dir = Path(sys.executable).parent
+    port = 6379  # the fake provider's worker nodes join the head at Ray's default port
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    # Token authentication stays on: clients joining by address say so, as the README tells users to.
+    env.update(RAY_FAKE_CLUSTER="1", RAY_AUTH_MODE="token", PATH=f"{bin_dir}{os.pathsep}{env['PATH']}")
+    subprocess.run(["ray", "start", "--head", f"--port={port}", f"--autoscaling-config={path}", "--num-cpus=0",
                     "--include-dashboard=false"], env=env, check=True, capture_output=True, timeout=120)
-    seen = {"workers": 0, "cpus_used": 0.0}
+    address = f"{ray.util.get_node_ip_address()}:{port}"
+    seen = {"cpus": 0.0, "used": 0.0}
     stop = threading.Event()
 
     def watch():
+        """`ray status`, as a user would run it: the cluster's CPUs, and how many are held by trials."""
         while not stop.is_set():
-            total = ray.cluster_resources()
-            seen["workers"] = max(seen["workers"], int(total.get("GPU", 0)))
-            seen["cpus_used"] = max(seen["cpus_used"], total.get("CPU", 0) - ray.available_resources().get("CPU", 0))
-            time.sleep(0.2)
+            out = subprocess.run(["ray", "status", f"--address={address}"], env=env, capture_output=True, text=True,
+                                 timeout=60).stdout
+            if m := re.search(r"([0-9.]+)/([0-9.]+) CPU", out):
+                seen["used"], seen["cpus"] = max(seen["used"], float(m[1])), max(seen["cpus"], float(m[2]))
+            time.sleep(1)
 
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     try:
-        ray.init(address=f"{ray.util.get_node_ip_address()}:{port}", log_to_driver=False)
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        result = run_search(params, load_prepared(prepared), state_dir=tmp_path / "state", remote=True)
+        # The search stage as a user runs it on the head: RAY_ADDRESS, and the autoscaler's config where it is
+        # (on a `ray up` head, ~/ray_bootstrap_config.yaml needs no variable).
+        stage = subprocess.run(
+            [sys.executable, str(ROOT / "pipeline/search.py"), "mnist", str(prepared), "--best", "out/best.yaml",
+             "--trials", "out/trials.csv", "--metrics", "m.json", "--progress", "p.csv", "--progress-time", "pt.csv"],
+            cwd=tmp_path, env={**env, "RAY_ADDRESS": address, "GRUTUNE_AUTOSCALING_CONFIG": str(path)},
+            capture_output=True, text=True, timeout=900)
     finally:
         stop.set()
-        ray.shutdown()
-        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
-    assert seen["workers"] == 4 and seen["cpus_used"] == 16
-    assert len(result.trials) == 16 and all(r["status"] == "completed" for r in result.trials)
+        watcher.join(timeout=60)
+        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+    assert stage.returncode == 0, stage.stdout[-3000:] + stage.stderr[-3000:]
+    assert "best of 16 trials (16 completed" in stage.stdout
+    assert seen == {"cpus": 16.0, "used": 16.0}  # 4 workers of 4 CPUs, every CPU held by a trial

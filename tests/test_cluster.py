@@ -99,10 +99,12 @@ def test_slots_of_an_autoscaling_cluster_at_its_largest():
 
 @pytest.mark.slow
 def test_a_sweep_fills_a_fixed_cluster_and_loses_nothing_with_a_node(tmp_path, write_params, prepared_mnist):
-    """Two 4-CPU workers, one CPU per trial: 8 slots, all busy; a worker is lost mid-sweep, its trials resume."""
+    """Two 4-CPU workers, one CPU per trial: 8 slots, all busy; a worker is lost mid-sweep, its trials resume.
+    The trials ask for a quarter GPU, as params.yaml does: on a cluster with no GPU and no autoscaler, that is
+    dropped (else they would wait forever)."""
     params = load_params(write_params(tmp_path / "params.yaml", {"search": {
         "num_samples": 12, "max_epochs": 4, "grace_period": 4, "train_subset": 1024, "max_failures": 3,
-        "max_concurrent_trials": 0, "resources": {"cpu": 1, "gpu": 0},
+        "max_concurrent_trials": 0, "resources": {"cpu": 1, "gpu": 0.25},  # no GPU here: dropped, not waited for
         "space": {"hidden_size": 16, "num_layers": 1, "backbone": "none", "batch_size": 64, "bidirectional": False}}}))
     prepared = prepared_mnist(n_train=3000, n_test=100, val_fraction=0.1)
     state = tmp_path / "state"

@@ -93,17 +93,22 @@ def init_ray() -> bool:
 
 
 def trial_resources(resources, remote: bool) -> dict[str, float]:
-    """Per-trial resources from params; on a Ray started here, capped to what this machine has so trials can start.
+    """Per-trial resources from params, changed only where trials could never start.
 
-    On a cluster they are taken as asked: the autoscaler adds the GPU nodes they need.
+    On a Ray started here, they are capped to what this machine has. On a cluster they are taken as asked (the
+    autoscaler adds the nodes they need), except that GPUs are dropped where the cluster has none and its
+    autoscaler (if any) can add none: a fixed CPU cluster, such as a few `ray start` nodes.
     """
     want = {"cpu": resources.cpu, "gpu": resources.gpu}
-    if remote:
-        return want
     have = ray.cluster_resources()
-    got = {"cpu": min(want["cpu"], have.get("CPU", 1)), "gpu": want["gpu"] if have.get("GPU") else 0.0}
+    config = autoscaling_config() if remote else None
+    gpus = have.get("GPU", 0) or any(t.get("resources", {}).get("GPU", 0)
+                                     for t in (config or {}).get("available_node_types", {}).values())
+    got = {"cpu": want["cpu"] if remote else min(want["cpu"], have.get("CPU", 1)),
+           "gpu": want["gpu"] if gpus else 0.0}
     if got != want:
-        print(f"resources per trial {want} exceed this machine's {{'cpu': {have.get('CPU', 0):g}, "
+        where = "this cluster's" if remote else "this machine's"
+        print(f"resources per trial {want} exceed {where} {{'cpu': {have.get('CPU', 0):g}, "
               f"'gpu': {have.get('GPU', 0):g}}}: each trial gets {got}")
     return got
 
@@ -132,13 +137,18 @@ def autoscaler_slots(config: dict, resources: dict[str, float]) -> int:
     return slots
 
 
+def autoscaling_config() -> dict | None:
+    """The autoscaler's cluster config, where this node has one (a `ray up` head, or GRUTUNE_AUTOSCALING_CONFIG)."""
+    path = Path(os.environ.get(AUTOSCALING_CONFIG_ENV) or AUTOSCALING_CONFIG).expanduser()
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else None
+
+
 def trial_slots(resources: dict[str, float], num_samples: int, remote: bool) -> int:
     """How many trials of these resources the Ray cluster holds at once (on an autoscaling cluster, `remote`: once
     it has grown to its largest), at most `num_samples` and at least 1."""
     slots = _fits(ray.cluster_resources(), resources)
-    path = Path(os.environ.get(AUTOSCALING_CONFIG_ENV) or AUTOSCALING_CONFIG).expanduser()
-    if remote and path.is_file():
-        slots = max(slots, autoscaler_slots(yaml.safe_load(path.read_text()) or {}, resources))
+    if remote and (config := autoscaling_config()) is not None:
+        slots = max(slots, autoscaler_slots(config, resources))
     return max(1, min(slots, num_samples))
 
 

@@ -319,6 +319,6 @@ def test_the_default_resources_run_one_trial_per_core(tmp_path, prepared_mnist, 
     tiny(tmp_path / "params.yaml", search={"num_samples": 4, "max_epochs": 2, "grace_period": 2, "train_subset": None,
                                            "max_concurrent_trials": 0, "resources": default},
          space={"hidden_size": {"choice": [96, 128]}, "bidirectional": True})
-    out, _ = run_stage(tmp_path, prepared_mnist(n_train=3000, n_test=100, val_fraction=0.1)).communicate(timeout=600)
+    out, _ = run_stage(tmp_path, prepared_mnist(n_train=12000, n_test=100, val_fraction=0.1)).communicate(timeout=600)
     assert "best of 4 trials" in out, out[-3000:]
     assert peak_concurrency(trial_results(tmp_path / ".grutune/sweeps")) >= min(os.cpu_count(), 4)

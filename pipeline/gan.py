@@ -1,12 +1,14 @@
-"""Stage `gan`: train the GAN sweep's best config (a GRU generator drawing row by row), then score it.
+"""Stage `gan`: train the GAN sweep's best config, keep its epoch with the best validation FID, and score it.
 
     python pipeline/gan.py data/prepared/mnist.npz models/mnist/classifier.pt search/gan/best.yaml models/gan.pt \
         --metrics metrics/gan.json --log metrics/gan_log.csv --samples metrics/gan_samples.png
 
 The dataset is `gan.dataset` in params.yaml; the architecture and learning rates come from gan_search's best.yaml.
 FID and Inception Score use the features and class probabilities of the classifier the `train` stage trained on
-that dataset (nothing is downloaded). Writes the generator and discriminator checkpoint, the scores, the per-epoch
-losses and a grid of samples.
+that dataset (nothing is downloaded). Every gan.eval_every epochs the generator is scored on the validation split;
+the epoch with the lowest FID among those not collapsed (diversity at least gan_search.min_diversity) is kept, and
+if every one collapsed the stage fails and writes nothing. Writes the generator (EMA weights when gan.ema_decay > 0)
+and discriminator checkpoint, the test scores, the per-epoch losses and validation FID, and a grid of samples.
 """
 
 import argparse
@@ -15,7 +17,7 @@ from pathlib import Path
 from grutune.config import GanTrialConfig, load_params, read_best
 from grutune.data import load_prepared
 from grutune.errors import cli
-from grutune.gan import train_and_score
+from grutune.gan import Recipe, train_and_score
 from grutune.io import add_output_options, write_csv, write_json, write_png
 from grutune.tracking import epoch_logger, init_wandb, log_gan_run
 from grutune.training import load_classifier, pick_device, save_checkpoint
@@ -42,14 +44,15 @@ def main() -> None:
                      config={**p.model_dump(), **hp.model_dump(), "data_hash": data.content_hash})
     print(f"training the GAN on {min(p.train_subset or len(data.y_train), len(data.y_train))} images/epoch of "
           f"{data.name} for {p.epochs} epochs on {device}")
-    final = train_and_score(hp, clf, data, epochs=p.epochs, batch_size=p.batch_size, noise_dim=p.noise_dim,
-                            subset=p.train_subset, eval_samples=p.eval_samples, seed=params.seed, device=device,
-                            on_epoch=epoch_logger(run, p.epochs, ("d_loss", "g_loss", "d_real", "d_fake")))
+    final = train_and_score(hp, Recipe.of(p), clf, data, epochs=p.epochs, noise_dim=p.noise_dim,
+                            subset=p.train_subset, eval_samples=p.eval_samples, eval_every=p.eval_every,
+                            min_diversity=params.gan_search.min_diversity, seed=params.seed, device=device,
+                            on_epoch=epoch_logger(run, p.epochs, ("d_loss", "g_loss", "val_fid", "diversity")))
     save_checkpoint(args.model_out, final.G, discriminator=final.D.state_dict(),
-                    discriminator_kwargs=dict(final.D.kwargs), epoch=p.epochs, dataset=data.name,
+                    discriminator_kwargs=dict(final.D.kwargs), epoch=final.metrics["best_epoch"], dataset=data.name,
                     data_hash=data.content_hash)
     write_json(args.metrics, final.metrics)
-    write_csv(args.log, final.history, fieldnames=list(final.history[0]))
+    write_csv(args.log, final.history, fieldnames=list(dict.fromkeys(k for m in final.history for k in m)))
     write_png(args.samples, final.grid)
     log_gan_run(run, final, data, model=args.model_out, log_models=params.tracking.log_models)
     m = final.metrics

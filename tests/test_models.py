@@ -11,7 +11,9 @@ from grutune.models import (
     CELLS,
     Discriminator,
     RecurrentClassifier,
-    GRUGenerator,
+    GENERATOR_NAMES,
+    GENERATORS,
+    RowGenerator,
     build_classifier,
     build_discriminator,
     build_generator,
@@ -139,15 +141,23 @@ def test_to_float_and_back():
 # --------------------------------------------------------------------------- GAN
 
 
-def generator(shape, num_layers=1) -> GRUGenerator:
-    return GRUGenerator(out_shape=shape, noise_dim=6, hidden_size=16, num_layers=num_layers)
+def generator(shape, num_layers=1, kind="rows"):
+    return GENERATORS[kind](out_shape=shape, noise_dim=6, hidden_size=16, num_layers=num_layers)
+
+
+def test_generator_registry():
+    assert GENERATOR_NAMES == ("rows", "rows_conv", "deconv") == tuple(GENERATORS)
+    assert all(GENERATORS[k].kind == k for k in GENERATORS)
+    with pytest.raises(ValueError, match="unknown generator 'vae'; valid: rows, rows_conv, deconv"):
+        build_generator(dict(kind="vae", out_shape=(28, 28, 1), noise_dim=6, hidden_size=16, num_layers=1))
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("num_layers", [1, 2])
-def test_generator(num_layers, shape):
+@pytest.mark.parametrize("kind", GENERATOR_NAMES)
+def test_generator(kind, num_layers, shape):
     torch.manual_seed(0)
-    G = generator(shape, num_layers)
+    G = generator(shape, num_layers, kind)
     images = G.sample(B)
     assert images.shape == (B, *shape)
     assert torch.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
@@ -155,6 +165,7 @@ def test_generator(num_layers, shape):
     assert_all_params_get_gradient(G)
 
     rebuilt = build_generator(G.kwargs)
+    assert type(rebuilt) is type(G) and rebuilt.kwargs == G.kwargs
     rebuilt.load_state_dict(G.state_dict())
     z = torch.randn(B, 6)
     with torch.no_grad():
@@ -164,27 +175,42 @@ def test_generator(num_layers, shape):
     assert torch.equal(first, G.sample(2, generator=gen.manual_seed(1)))
 
 
-@pytest.mark.parametrize("num_layers", [1, 2])
-def test_generator_draws_row_by_row(num_layers):
-    """Rows come out in order: row t depends only on steps 0..t, so running k steps gives the first k rows."""
-    G = generator((8, 5, 2), num_layers)
-    z = torch.randn(3, G.noise_dim, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        rows = G(z).reshape(3, 8, 5 * 2)
-        for k in (1, 4):
-            out, _ = G.gru(z.unsqueeze(1).expand(3, k, G.noise_dim), G.initial_state(z))
-            torch.testing.assert_close(torch.sigmoid(G.head(out)), rows[:, :k])
-
-
-def test_generator_rows_depend_on_the_noise():
-    """Every row changes with z (a generator that ignores z can only collapse to one image)."""
-    G = generator((8, 5, 1), 2)
+@pytest.mark.parametrize("kind", GENERATOR_NAMES)
+def test_every_pixel_depends_on_the_noise(kind):
+    """Every row, and every pixel, changes with z (a generator that ignores z can only collapse to one image)."""
+    torch.manual_seed(0)
+    G = generator((8, 8, 1), 2, kind)
     z = torch.randn(16, G.noise_dim, generator=torch.Generator().manual_seed(3), requires_grad=True)
     images = G(z)
     for t in (0, 7):
         (grad,) = torch.autograd.grad(images[:, t].sum(), z, retain_graph=True)
         assert grad.abs().sum() > 0
-    assert images.detach().std(0).mean() > 0
+    assert (images.detach().std(0) > 0).all()
+
+
+def test_deconv_needs_sizes_divisible_by_4():
+    with pytest.raises(ValueError, match="multiples of 4, got 30x28"):
+        generator((30, 28, 1), kind="deconv")
+
+
+def test_deconv_reads_all_of_the_noise_even_when_it_does_not_split_evenly():
+    """noise_dim 6 in 4 steps: z is padded to 8; the last of the 6 values still changes the image."""
+    G = generator((8, 8, 1), kind="deconv")
+    z = torch.randn(2, 6, requires_grad=True)
+    (grad,) = torch.autograd.grad(G(z).sum(), z)
+    assert (grad.abs()[:, -1] > 0).all()
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_rows_generator_draws_row_by_row(num_layers):
+    """Rows come out in order: row t depends only on steps 0..t, so running k steps gives the first k rows."""
+    G = generator((8, 5, 2), num_layers)
+    assert isinstance(G, RowGenerator)
+    z = torch.randn(3, G.noise_dim, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        rows = G(z).reshape(3, 8, 5 * 2)
+        G.rnn.steps = 4
+        torch.testing.assert_close(torch.sigmoid(G.head(G.rnn(z))), rows[:, :4])
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)

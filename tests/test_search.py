@@ -18,6 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 import ray
+import torch
 import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
@@ -240,6 +241,31 @@ def test_gan_trials_that_collapse_are_stopped_and_counted_not_picked(tmp_path, p
         (last,) = [json.loads(line) for line in result_file.read_text().splitlines()]
         assert last["diverged"] == 1 and "collapsed" in last["error"] and last["epoch"] == 1
 
+
+
+def test_the_gan_sweep_searches_over_generator_kinds(tmp_path, prepared, local_ray, write_params):
+    """Trials draw the generator kind from the space, and each trial trains the kind it drew."""
+    from grutune.models import GENERATOR_NAMES, RecurrentClassifier
+    from grutune.search import run_gan_search
+
+    p = load_params(write_params(tmp_path / "params.yaml", {
+        "gan_search": {"num_samples": 6, "startup_trials": 6, "max_epochs": 1, "grace_period": 1, "train_subset": 64,
+                       "eval_samples": 32, "min_diversity": 0.0, "max_concurrent_trials": 2,
+                       "resources": {"cpu": 1, "gpu": 0},
+                       "space": {"generator": {"choice": list(GENERATOR_NAMES)}, "hidden_size": 16, "num_layers": 1,
+                                 "backbone": "none"}},
+        "gan": {"batch_size": 32, "noise_dim": 8}}))
+    clf = RecurrentClassifier(in_shape=(28, 28, 1), num_classes=10, cell="gru", hidden_size=8, num_layers=1,
+                              bidirectional=False, dropout=0.0, backbone="none")
+    result = run_gan_search(p, load_prepared(prepared), {"model": clf.state_dict(), "model_kwargs": clf.kwargs},
+                            "sha256:test", state_dir=tmp_path / "state")
+    kinds = [r["generator"] for r in result.trials]
+    assert len(kinds) == 6 and len(set(kinds)) >= 2 and set(kinds) <= set(GENERATOR_NAMES)
+    assert result.best["config"]["generator"] in kinds
+    for ckpt in (tmp_path / "state").glob("gan-mnist-*/run_gan_trial_*/checkpoint_*/checkpoint.pt"):
+        state = torch.load(ckpt, weights_only=True)
+        assert state["generator_kwargs"]["kind"] == state["config"]["generator"]
+        assert "generator_ema" in state  # params.yaml's recipe samples from an EMA of G
 
 
 # --------------------------------------------------------------------------- what Optuna sees, extending, packing

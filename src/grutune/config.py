@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -24,7 +24,7 @@ from pydantic import (
 
 from grutune.data import DATASETS
 from grutune.errors import ConfigError
-from grutune.models import BACKBONES, CELLS
+from grutune.models import BACKBONES, CELLS, GENERATORS
 
 
 def _one_of(names) -> AfterValidator:
@@ -41,6 +41,7 @@ def _one_of(names) -> AfterValidator:
 DatasetName = Annotated[str, _one_of(DATASETS)]
 CellName = Annotated[str, _one_of(CELLS)]
 BackboneName = Annotated[str, _one_of(BACKBONES)]
+GeneratorName = Annotated[str, _one_of(GENERATORS)]
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
@@ -70,8 +71,10 @@ class TrialConfig(_Section):
 
 
 class GanTrialConfig(_Section):
-    """One point of the GAN search space: the generator's GRU, the discriminator's backbone, the learning rates."""
+    """One point of the GAN search space: the generator's kind and GRU, the discriminator's backbone, the learning
+    rates."""
 
+    generator: GeneratorName
     hidden_size: PositiveInt
     num_layers: PositiveInt
     backbone: BackboneName
@@ -222,6 +225,10 @@ class GanParams(_Section):
     noise_dim: PositiveInt
     train_subset: PositiveInt | None
     eval_samples: Annotated[int, Field(ge=2)]
+    eval_every: PositiveInt
+    loss: Literal["hinge", "nonsaturating"]
+    ema_decay: Annotated[float, Field(ge=0, lt=1)]
+    r1_gamma: Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class TrackingParams(_Section):

@@ -1,12 +1,18 @@
-"""GAN training and scoring: a GRU generator that draws images row by row against a CNN discriminator.
+"""GAN training and scoring: a GRU generator (one of GENERATORS) against a spectral-norm CNN discriminator.
 
 FID and Inception Score are computed in the feature space and class probabilities of the classifier that the
 `train` stage trained on the same dataset, so nothing is downloaded (and scores are comparable within grutune,
 not with published Inception-network numbers).
+
+How a GAN is trained, whatever its architecture, is a `Recipe` (gan.* in params.yaml): the hinge or the
+non-saturating loss, an exponential moving average (EMA) of the generator's weights that is used for sampling and
+scoring, and an optional R1 penalty on the discriminator's gradient at real images. The two learning rates
+(two-timescale updates) are part of the searched config. benchmarks/gan_quality.py measured which of these help.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -15,27 +21,94 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 
+from grutune.errors import GrutuneError
 from grutune.metrics import frechet_distance, inception_score
-from grutune.models import Discriminator, GRUGenerator, to_float
+from grutune.models import Discriminator, Generator, build_generator, to_float
 from grutune.training import EVAL_BATCH, NonFiniteLoss, Split
 
 
-def new_gan(hp, *, shape, noise_dim: int, device: torch.device):
-    """A fresh generator and discriminator for one point of the GAN space (a GanTrialConfig), on `device`, with
-    Adam (β1=0.5, as in DCGAN) for each: (G, D, opt_g, opt_d)."""
+class Collapsed(GrutuneError):
+    """The generator draws (nearly) one image whatever the noise."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a GAN is trained, whatever its architecture (gan.* in params.yaml)."""
+
+    batch_size: int = 128
+    loss: str = "hinge"        # "hinge" or "nonsaturating"
+    ema_decay: float = 0.999   # 0: sample from the raw generator
+    r1_gamma: float = 0.0      # 0: no R1 penalty
+
+    @classmethod
+    def of(cls, gan_params) -> "Recipe":
+        """The recipe in a GanParams section."""
+        return cls(batch_size=gan_params.batch_size, loss=gan_params.loss, ema_decay=gan_params.ema_decay,
+                   r1_gamma=gan_params.r1_gamma)
+
+
+def _ema(decay: float) -> Callable:
+    """AveragedModel's avg_fn for an EMA whose decay warms up as min(decay, (1 + n) / (10 + n)) over the n updates
+    so far: a short run is not dominated by its first, untrained weights."""
+
+    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1 + float(n)) / (10 + float(n)))
+        return averaged + (current - averaged) * (1 - d)
+
+    return avg
+
+
+@dataclass
+class Gan:
+    """A GAN being trained: both players, their Adam optimisers, and the generator's EMA copy (None when off)."""
+
+    G: Generator
+    D: Discriminator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    ema: AveragedModel | None
+
+    @property
+    def sampler(self) -> Generator:
+        """The generator that draws samples and is scored: the EMA copy where there is one."""
+        return self.ema.module if self.ema is not None else self.G
+
+    def parts(self) -> dict:
+        """Everything with a state_dict, by checkpoint name."""
+        parts = {"generator": self.G, "discriminator": self.D, "opt_g": self.opt_g, "opt_d": self.opt_d}
+        return parts | ({"generator_ema": self.ema} if self.ema is not None else {})
+
+
+def new_gan(hp, *, shape, noise_dim: int, device: torch.device, ema_decay: float = 0.0) -> Gan:
+    """A fresh GAN for one point of the GAN space (a GanTrialConfig), on `device`, with Adam (β1=0.5, as in DCGAN)
+    for each player."""
     shape = tuple(int(d) for d in shape)
-    G = GRUGenerator(out_shape=shape, noise_dim=noise_dim, hidden_size=hp.hidden_size,
-                     num_layers=hp.num_layers).to(device)
+    G = build_generator(dict(kind=hp.generator, out_shape=shape, noise_dim=noise_dim, hidden_size=hp.hidden_size,
+                             num_layers=hp.num_layers)).to(device)
     D = Discriminator(in_shape=shape, backbone=hp.backbone).to(device)
-    return (G, D, torch.optim.Adam(G.parameters(), lr=hp.lr_g, betas=(0.5, 0.999)),
-            torch.optim.Adam(D.parameters(), lr=hp.lr_d, betas=(0.5, 0.999)))
+    ema = AveragedModel(G, avg_fn=_ema(ema_decay), use_buffers=True) if ema_decay > 0 else None
+    return Gan(G, D, torch.optim.Adam(G.parameters(), lr=hp.lr_g, betas=(0.5, 0.999)),
+               torch.optim.Adam(D.parameters(), lr=hp.lr_d, betas=(0.5, 0.999)), ema)
 
 
-def train_gan(G, D, opt_g, opt_d, data: Split, *, epochs: int, batch_size: int, seed: int, start_epoch: int = 0,
+def _d_loss(loss: str, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    if loss == "hinge":
+        return F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+    return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()  # = BCE(real, 1) + BCE(fake, 0)
+
+
+def _g_loss(loss: str, d_gen: torch.Tensor) -> torch.Tensor:
+    return -d_gen.mean() if loss == "hinge" else F.softplus(-d_gen).mean()  # non-saturating: BCE(fake, 1)
+
+
+def train_gan(gan: Gan, data: Split, recipe: Recipe, *, epochs: int, seed: int, start_epoch: int = 0,
               subset: int | None = None, on_epoch: Callable[[dict], None] = lambda m: None) -> list[dict]:
-    """Non-saturating GAN loss, from `start_epoch` up to `epochs`; raises NonFiniteLoss on divergence."""
-    device = data.x.device
+    """Train from `start_epoch` up to `epochs`, one D step and one G step per batch; raises NonFiniteLoss on
+    divergence. `on_epoch` sees each epoch's mean losses and D's mean belief (sigmoid of its logit) in real and fake.
+    """
+    G, D, device = gan.G, gan.D, data.x.device
     history = []
     for epoch in range(start_epoch, epochs):
         G.train(), D.train()
@@ -43,32 +116,35 @@ def train_gan(G, D, opt_g, opt_d, data: Split, *, epochs: int, batch_size: int, 
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         n = len(data) if subset is None else min(subset, len(data))
         order = torch.randperm(len(data), generator=g)[:n].to(device)
-        sums = torch.zeros(4, device=device)  # d_loss, g_loss, D(real), D(fake)
+        sums = torch.zeros(5, device=device)  # d_loss, g_loss, D(real), D(fake), r1
         steps = 0
-        for i in range(0, n, batch_size):
-            real = to_float(data.x[order[i:i + batch_size]])
-            b = len(real)
-            z = torch.randn(b, G.noise_dim, device=device)
-            fake = G(z)
+        for i in range(0, n, recipe.batch_size):
+            real = to_float(data.x[order[i:i + recipe.batch_size]]).requires_grad_(recipe.r1_gamma > 0)
+            fake = G(torch.randn(len(real), G.noise_dim, device=device))
             d_real, d_fake = D(real), D(fake.detach())
-            d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-                      + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
-            opt_d.zero_grad(set_to_none=True)
+            d_loss = _d_loss(recipe.loss, d_real, d_fake)
+            r1 = torch.zeros((), device=device)
+            if recipe.r1_gamma > 0:  # R1: the gradient of D at real images, pushed towards 0
+                grad, = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+                r1 = grad.pow(2).flatten(1).sum(1).mean()
+                d_loss = d_loss + recipe.r1_gamma / 2 * r1
+            gan.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
-            opt_d.step()
-            d_gen = D(fake)
-            g_loss = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
-            opt_g.zero_grad(set_to_none=True)
+            gan.opt_d.step()
+            g_loss = _g_loss(recipe.loss, D(fake))
+            gan.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
-            opt_g.step()
+            gan.opt_g.step()
+            if gan.ema is not None:
+                gan.ema.update_parameters(G)
             sums += torch.stack([d_loss.detach(), g_loss.detach(), torch.sigmoid(d_real).mean().detach(),
-                                 torch.sigmoid(d_fake).mean().detach()])
+                                 torch.sigmoid(d_fake).mean().detach(), r1.detach()])
             steps += 1
-        d_loss, g_loss, p_real, p_fake = (sums / steps).tolist()
+        d_loss, g_loss, p_real, p_fake, r1 = (sums / steps).tolist()
         if not (math.isfinite(d_loss) and math.isfinite(g_loss)):
             raise NonFiniteLoss(f"GAN losses are d={d_loss}, g={g_loss} in epoch {epoch + 1}")
         m = {"epoch": epoch + 1, "d_loss": d_loss, "g_loss": g_loss, "d_real": p_real, "d_fake": p_fake,
-             "images_per_s": n / (time.perf_counter() - t0)}
+             **({"r1": r1} if recipe.r1_gamma > 0 else {}), "images_per_s": n / (time.perf_counter() - t0)}
         history.append(m)
         on_epoch(m)
     return history
@@ -95,6 +171,23 @@ def classifier_view(clf, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return torch.cat(feats).numpy(), torch.cat(probs).numpy()
 
 
+class FidScorer:
+    """FID and diversity of a generator's samples against a fixed set of real images, in a classifier's features.
+
+    The real images' features are computed once; each call draws as many samples as there are real images, from
+    fixed noise (`seed`), so scores of successive epochs are comparable.
+    """
+
+    def __init__(self, clf, real: torch.Tensor, seed: int):
+        self.clf, self.real, self.seed = clf, real, seed
+        self.features, _ = classifier_view(clf, real)
+
+    def __call__(self, G) -> dict:
+        fake = generate(G, len(self.real), seed=self.seed, device=self.real.device)
+        return {"fid": float(frechet_distance(classifier_view(self.clf, fake)[0], self.features)),
+                "diversity": diversity(fake, self.real)}
+
+
 def score(G, clf, real_test: Split, real_train: Split, *, n: int, seed: int) -> dict:
     """FID and IS of n generated images, with the same scores for real images as the reference floor/ceiling."""
     n = min(n, len(real_test), len(real_train))
@@ -111,27 +204,57 @@ def score(G, clf, real_test: Split, real_train: Split, *, n: int, seed: int) -> 
 
 @dataclass(frozen=True)
 class FinalGan:
-    """The final GAN after `train_and_score`: its players, per-epoch history, scores and a sample grid."""
+    """The final GAN after `train_and_score`: the kept generator (EMA weights where on) and its discriminator, the
+    per-epoch history, the test scores and a sample grid."""
 
-    G: GRUGenerator
+    G: Generator
     D: Discriminator
     history: list[dict]
     metrics: dict
     grid: np.ndarray  # (rows, cols, C) in [0, 1]
 
 
-def train_and_score(hp, clf, data, *, epochs: int, batch_size: int, noise_dim: int, subset: int | None,
-                    eval_samples: int, seed: int, device: torch.device, grid: int = 8,
-                    on_epoch: Callable[[dict], None] = lambda m: None) -> FinalGan:
-    """Train a GAN config from scratch on a Prepared dataset's train split, then score it against its test split."""
+def train_and_score(hp, recipe: Recipe, clf, data, *, epochs: int, noise_dim: int, subset: int | None,
+                    eval_samples: int, eval_every: int, min_diversity: float, seed: int, device: torch.device,
+                    grid: int = 8, on_epoch: Callable[[dict], None] = lambda m: None) -> FinalGan:
+    """Train a GAN config from scratch on a Prepared dataset's train split, keep the epoch with the best validation
+    FID, and score that one against the test split.
+
+    Every `eval_every` epochs (and the last) the generator is scored on the validation images: an epoch whose samples
+    are less diverse than `min_diversity` is collapsed and never kept. If every scored epoch collapsed, raises
+    Collapsed (naming the config and the diversities) and nothing is returned to be written.
+    """
     torch.manual_seed(seed)
-    G, D, opt_g, opt_d = new_gan(hp, shape=data.x_train.shape[1:], noise_dim=noise_dim, device=device)
+    gan = new_gan(hp, shape=data.x_train.shape[1:], noise_dim=noise_dim, device=device, ema_decay=recipe.ema_decay)
     train, test = Split.of(data.x_train, data.y_train, device), Split.of(data.x_test, data.y_test, device)
-    history = train_gan(G, D, opt_g, opt_d, train, epochs=epochs, batch_size=batch_size, seed=seed, subset=subset,
-                        on_epoch=on_epoch)
-    metrics = score(G, clf, test, train, n=eval_samples, seed=seed)
+    val = Split.of(data.x_val, data.y_val, device)
+    val_fid = FidScorer(clf, to_float(val.x[:min(eval_samples, len(val))]), seed=seed)
+    best: dict = {}
+    scored: list[tuple[int, float]] = []
+
+    def epoch_end(m: dict) -> None:
+        if m["epoch"] % eval_every == 0 or m["epoch"] == epochs:
+            s = val_fid(gan.sampler)
+            m.update(val_fid=s["fid"], diversity=s["diversity"])
+            scored.append((m["epoch"], s["diversity"]))
+            if s["diversity"] >= min_diversity and s["fid"] < best.get("fid", math.inf):
+                best.update(fid=s["fid"], epoch=m["epoch"], G=copy.deepcopy(gan.sampler.state_dict()),
+                            D=copy.deepcopy(gan.D.state_dict()))
+        on_epoch(m)
+
+    history = train_gan(gan, train, recipe, epochs=epochs, seed=seed, subset=subset, on_epoch=epoch_end)
+    if not best:
+        spread = ", ".join(f"epoch {e}: {d:.3f}" for e, d in scored)
+        raise Collapsed(f"the GAN collapsed at every scored epoch: sample diversity {spread}, below "
+                        f"gan_search.min_diversity {min_diversity} (real images: 1); config {hp.model_dump()}. "
+                        f"Nothing was written: pick another config in gan_search's space, or lower the learning rates")
+    G = gan.sampler
+    G.load_state_dict(best["G"])
+    gan.D.load_state_dict(best["D"])
+    metrics = {**score(G, clf, test, train, n=eval_samples, seed=seed), "best_epoch": best["epoch"],
+               "val_fid": best["fid"]}
     samples = generate(G, grid * grid, seed=seed + 1, device=device).cpu().numpy()
-    return FinalGan(G, D, history, metrics, image_grid(samples, grid))
+    return FinalGan(G, gan.D, history, metrics, image_grid(samples, grid))
 
 
 def diversity(fake: torch.Tensor, real: torch.Tensor) -> float:

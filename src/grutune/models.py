@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -177,53 +178,140 @@ def build_classifier(kwargs: dict, state: dict | None = None) -> RecurrentClassi
 # --------------------------------------------------------------------------- GAN
 
 
-class GRUGenerator(nn.Module):
-    """Draws an image row by row: a GRU started from the noise z, fed z at every step, emits one row per step.
+class Generator(nn.Module):
+    """What every generator shares: noise (B, noise_dim) -> images (B, H, W, C) in [0, 1], and `sample`.
 
-    The noise sets the initial hidden state and is the input at every step, so every row depends on it. Feeding back
-    the previous row instead (an autoregressive drawing) collapsed to a single image on Fashion-MNIST: the rows it
-    had drawn drowned out z.
+    A subclass sets `kind` (its name in GENERATORS) and builds its layers from out_shape, noise_dim, hidden_size
+    (its GRU's) and num_layers. `self.kwargs` holds all five, so `build_generator(kwargs)` rebuilds it.
     """
+
+    kind = ""
 
     def __init__(self, *, out_shape: tuple[int, int, int], noise_dim: int, hidden_size: int, num_layers: int):
         super().__init__()
         out_shape = _check_shape(out_shape, "out_shape")
-        self.kwargs = dict(out_shape=out_shape, noise_dim=int(noise_dim), hidden_size=int(hidden_size),
+        self.kwargs = dict(kind=self.kind, out_shape=out_shape, noise_dim=int(noise_dim), hidden_size=int(hidden_size),
                            num_layers=int(num_layers))
         self.out_shape = out_shape
-        self.noise_dim = self.kwargs["noise_dim"]
-        H, W, C = out_shape
-        self.row_dim = W * C
+        self.noise_dim = int(noise_dim)
+
+    def sample(self, n: int, device: torch.device | str | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images from z ~ N(0, I) (B, H, W, C); gradients flow, so wrap in torch.no_grad() to only look."""
+        if device is None:
+            device = next(self.parameters()).device
+        z = torch.randn(n, self.noise_dim, device=device, generator=generator)
+        return self(z)
+
+
+class _NoiseDrivenGRU(nn.Module):
+    """A GRU that runs `steps` steps fed z at every step, started from a state set by z: (B, noise_dim) ->
+    (B, steps, hidden). Used by the row-wise generators."""
+
+    def __init__(self, noise_dim: int, hidden_size: int, num_layers: int, steps: int):
+        super().__init__()
+        self.steps, self.noise_dim = steps, noise_dim
         self.init = nn.Linear(noise_dim, hidden_size * num_layers)  # z -> the initial state of every layer
         # Start with z's projection strong (pre-tanh std about 3): with the default init every sample starts out
         # almost the same image, and a short GAN run collapses onto it.
         nn.init.normal_(self.init.weight, std=3 / noise_dim ** 0.5)
         nn.init.zeros_(self.init.bias)
         self.gru = nn.GRU(noise_dim, hidden_size, num_layers, batch_first=True)
-        self.head = nn.Linear(hidden_size, self.row_dim)
 
-    def initial_state(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, noise_dim) -> (num_layers, B, hidden)."""
-        B = z.shape[0]
-        h = torch.tanh(self.init(z))  # (B, num_layers * hidden)
-        return h.view(B, self.gru.num_layers, self.gru.hidden_size).transpose(0, 1).contiguous()
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        B, L, Hd = z.shape[0], self.gru.num_layers, self.gru.hidden_size
+        h0 = torch.tanh(self.init(z)).view(B, L, Hd).transpose(0, 1).contiguous()  # -> (num_layers, B, hidden)
+        steps = z.unsqueeze(1).expand(B, self.steps, self.noise_dim)  # (B, noise_dim) -> (B, steps, noise_dim)
+        out, _ = self.gru(steps, h0)  # -> (B, steps, hidden): step t's state draws row t
+        return out
+
+
+class RowGenerator(Generator):
+    """`rows`: draws an image row by row: a GRU started from the noise z, fed z at every step, emits one row per step.
+
+    The noise sets the initial hidden state and is the input at every step, so every row depends on it. Feeding back
+    the previous row instead (an autoregressive drawing) collapsed to a single image on Fashion-MNIST: the rows it
+    had drawn drowned out z.
+    """
+
+    kind = "rows"
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        H, W, C = self.out_shape
+        self.rnn = _NoiseDrivenGRU(self.noise_dim, self.kwargs["hidden_size"], self.kwargs["num_layers"], steps=H)
+        self.head = nn.Linear(self.kwargs["hidden_size"], W * C)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Noise (B, noise_dim) -> images (B, H, W, C) in [0, 1]."""
+        H, W, C = self.out_shape
+        rows = torch.sigmoid(self.head(self.rnn(z)))  # (B, noise_dim) -> (B, H, hidden) -> (B, H, W*C)
+        return rows.view(-1, H, W, C)  # -> (B, H, W, C)
+
+
+class RowConvGenerator(Generator):
+    """`rows_conv`: a row-wise GRU (as `rows`) whose steps emit rows of feature channels, not pixels; two 3x3
+    convs render those feature rows into the image, so neighbouring rows and columns are drawn together."""
+
+    kind = "rows_conv"
+    CHANNELS = 16  # feature channels per emitted row
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        H, W, C = self.out_shape
+        F_ = self.CHANNELS
+        self.rnn = _NoiseDrivenGRU(self.noise_dim, self.kwargs["hidden_size"], self.kwargs["num_layers"], steps=H)
+        self.head = nn.Linear(self.kwargs["hidden_size"], W * F_)
+        self.render = nn.Sequential(
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(F_, 32, 3, padding=1), nn.LeakyReLU(0.2),  # (B, F, H, W) -> (B, 32, H, W)
+            nn.Conv2d(32, C, 3, padding=1),  # -> (B, C, H, W)
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Noise (B, noise_dim) -> images (B, H, W, C) in [0, 1]."""
+        H, W, C = self.out_shape
+        rows = self.head(self.rnn(z))  # (B, noise_dim) -> (B, H, hidden) -> (B, H, W*F)
+        feats = rows.view(-1, H, W, self.CHANNELS).permute(0, 3, 1, 2)  # -> (B, F, H, W)
+        return torch.sigmoid(self.render(feats)).permute(0, 2, 3, 1)  # -> (B, C, H, W) -> (B, H, W, C)
+
+
+class DeconvGenerator(Generator):
+    """`deconv`: a GRU reads the noise as a short sequence (z cut into STEPS chunks); its final state is decoded to
+    the image by a linear layer and two stride-2 transposed convolutions (as in DCGAN), each doubling the size.
+    H and W must be multiples of 4 (28 and 32 are)."""
+
+    kind = "deconv"
+    STEPS = 4
+    CHANNELS = 128  # channels of the decoder's first (H/4, W/4) map
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        H, W, C = self.out_shape
+        if H % 4 or W % 4:
+            raise ValueError(f"the deconv generator needs H and W that are multiples of 4, got {H}x{W}")
+        self.chunk = -(-self.noise_dim // self.STEPS)  # z is zero-padded to STEPS * chunk values
+        hidden = self.kwargs["hidden_size"]
+        self.gru = nn.GRU(self.chunk, hidden, self.kwargs["num_layers"], batch_first=True)
+        self.fc = nn.Linear(hidden, self.CHANNELS * (H // 4) * (W // 4))  # (B, hidden) -> (B, 128 * H/4 * W/4)
+        self.decode = nn.Sequential(
+            nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(self.CHANNELS, 64, 4, 2, 1), nn.LeakyReLU(0.2),  # (B, 128, H/4, W/4) -> (B, 64, H/2, W/2)
+            nn.ConvTranspose2d(64, C, 4, 2, 1),  # -> (B, C, H, W)
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Noise (B, noise_dim) -> images (B, H, W, C) in [0, 1]."""
         H, W, C = self.out_shape
         B = z.shape[0]
-        steps = z.unsqueeze(1).expand(B, H, self.noise_dim)  # (B, noise_dim) -> (B, H, noise_dim): z at every row
-        out, _ = self.gru(steps, self.initial_state(z))  # -> (B, H, hidden): step t's state draws row t
-        rows = torch.sigmoid(self.head(out))  # -> (B, H, W*C)
-        return rows.view(B, H, W, C)  # -> (B, H, W, C)
+        seq = F.pad(z, (0, self.STEPS * self.chunk - self.noise_dim)).view(B, self.STEPS, self.chunk)  # (B, 4, chunk)
+        _, h_n = self.gru(seq)  # h_n: (num_layers, B, hidden)
+        x = self.fc(h_n[-1]).view(B, self.CHANNELS, H // 4, W // 4)  # -> (B, 128 * H/4 * W/4) -> (B, 128, H/4, W/4)
+        return torch.sigmoid(self.decode(x)).permute(0, 2, 3, 1)  # -> (B, C, H, W) -> (B, H, W, C)
 
-    def sample(self, n: int, device: torch.device | str | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """n images from z ~ N(0, I) (B, H, W, C); gradients flow, so wrap in torch.no_grad() to only look."""
-        if device is None:
-            device = self.head.weight.device
-        z = torch.randn(n, self.noise_dim, device=device, generator=generator)
-        return self(z)
+
+GENERATORS: dict[str, type[Generator]] = {g.kind: g for g in (RowGenerator, RowConvGenerator, DeconvGenerator)}
+GENERATOR_NAMES = tuple(GENERATORS)
 
 
 class Discriminator(nn.Module):
@@ -257,8 +345,10 @@ class Discriminator(nn.Module):
         return self.linear(torch.cat([x, spread], 1)).squeeze(1)  # -> (B, 64 * H'/2 * W'/2 + 1) -> (B,)
 
 
-def build_generator(kwargs: dict) -> GRUGenerator:
-    return GRUGenerator(**kwargs)
+def build_generator(kwargs: dict) -> Generator:
+    """Rebuild a generator from its stored `kwargs` (which name its kind in GENERATORS)."""
+    kwargs = dict(kwargs)
+    return get(GENERATORS, kwargs.pop("kind", None), "generator")(**kwargs)
 
 
 def build_discriminator(kwargs: dict) -> Discriminator:

@@ -5,10 +5,12 @@ Each is a `Sweep` plus the trial settings and arrays its trainable needs, built 
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from grutune.config import GanTrialConfig, Params, TrialConfig
 from grutune.data import Prepared
+from grutune.gan import Recipe
 from grutune.sweep import Sweep, identity, run_sweep
 from grutune.sweep_results import SearchResult
 from grutune.trials import ClassifierTrialSettings, GanTrialSettings, run_gan_trial, run_trial
@@ -49,7 +51,7 @@ def gan_sweep(params: Params, data: Prepared, classifier_hash: str) -> Sweep:
     g, s = params.gan, params.gan_search
     return Sweep(name=f"gan-{data.name}", budget=s, hp_model=GanTrialConfig, metric="fid", mode="min",
                  trainable=run_gan_trial, seed=params.seed, data_hash=data.content_hash,
-                 extra_identity={"classifier": classifier_hash, "batch_size": g.batch_size, "noise_dim": g.noise_dim,
+                 extra_identity={"classifier": classifier_hash, "noise_dim": g.noise_dim, **asdict(Recipe.of(g)),
                                  "eval_samples": s.eval_samples, "min_diversity": s.min_diversity})
 
 
@@ -60,7 +62,7 @@ def run_gan_search(params: Params, data: Prepared, classifier: dict, classifier_
     `classifier` is the train stage's checkpoint dict (`model`, `model_kwargs`).
     """
     g, s = params.gan, params.gan_search
-    settings = GanTrialSettings(in_shape=_shape(data), noise_dim=g.noise_dim, batch_size=g.batch_size,
+    settings = GanTrialSettings(in_shape=_shape(data), noise_dim=g.noise_dim, recipe=Recipe.of(g),
                                 max_epochs=s.max_epochs, train_subset=s.train_subset, eval_samples=s.eval_samples,
                                 min_diversity=s.min_diversity, seed=params.seed,
                                 classifier_kwargs=dict(classifier["model_kwargs"]))

@@ -135,7 +135,7 @@ def epoch_logger(run, epochs: int, shown: tuple[str, ...]):
     """An `on_epoch` callback for a final training: one line per epoch, and the epoch's metrics on the W&B run."""
 
     def on_epoch(m: dict) -> None:
-        values = "  ".join(f"{k} {m[k]:.4f}" for k in shown)
+        values = "  ".join(f"{k} {m[k]:.4f}" for k in shown if k in m)  # some are only on some epochs
         print(f"epoch {m['epoch']:>3}/{epochs}  {values}  {m['images_per_s']:.0f} img/s", flush=True)
         if run is not None:
             run.log({k: v for k, v in m.items() if k != "epoch"}, step=m["epoch"])

@@ -19,8 +19,7 @@ from pydantic import BaseModel
 from ray import tune
 
 from grutune.config import GanTrialConfig, TrialConfig
-from grutune.gan import classifier_view, diversity, generate, new_gan, train_gan
-from grutune.metrics import frechet_distance
+from grutune.gan import Collapsed, FidScorer, Recipe, new_gan, train_gan
 from grutune.models import build_classifier, to_float
 from grutune.recovery import finished_result
 from grutune.training import NonFiniteLoss, Split, fit, new_classifier, pick_device
@@ -50,14 +49,10 @@ class ClassifierTrialSettings(TrialSettings):
 @dataclass(frozen=True)
 class GanTrialSettings(TrialSettings):
     noise_dim: int = 0
-    batch_size: int = 0
+    recipe: Recipe = Recipe()
     eval_samples: int = 0
     min_diversity: float = 0.0
     classifier_kwargs: dict = field(default_factory=dict)  # to rebuild the scoring classifier
-
-
-class Collapsed(RuntimeError):
-    """The generator draws (nearly) one image whatever the noise."""
 
 
 @dataclass
@@ -136,26 +131,23 @@ def run_gan_trial(config: dict, *, data: dict, settings: GanTrialSettings) -> No
     """
 
     def build(hp: GanTrialConfig, device: torch.device) -> TrialJob:
-        G, D, opt_g, opt_d = new_gan(hp, shape=settings.in_shape, noise_dim=settings.noise_dim, device=device)
+        gan = new_gan(hp, shape=settings.in_shape, noise_dim=settings.noise_dim, device=device,
+                      ema_decay=settings.recipe.ema_decay)
         clf = build_classifier(settings.classifier_kwargs, data["classifier"]).to(device)
         n = min(settings.eval_samples, len(data["x_val"]))
-        real = to_float(Split.of(data["x_val"][:n], data["y_val"][:n], device).x)
-        real_features, _ = classifier_view(clf, real)
+        fid = FidScorer(clf, to_float(Split.of(data["x_val"][:n], data["y_val"][:n], device).x), seed=settings.seed)
 
         def score(m: dict) -> dict:
-            fake = generate(G, n, seed=settings.seed, device=device)
-            spread = diversity(fake, real)
-            if spread < settings.min_diversity:
-                raise Collapsed(f"generator collapsed: sample diversity {spread:.3f} (real images: 1)")
-            return {"fid": float(frechet_distance(classifier_view(clf, fake)[0], real_features)), "diversity": spread}
+            s = fid(gan.sampler)
+            if s["diversity"] < settings.min_diversity:
+                raise Collapsed(f"generator collapsed: sample diversity {s['diversity']:.3f} (real images: 1)")
+            return s
 
         train = Split.of(data["x_train"], data["y_train"], device)
         return TrialJob(
-            parts={"generator": G, "discriminator": D, "opt_g": opt_g, "opt_d": opt_d},
-            kwargs={"generator": G.kwargs, "discriminator": D.kwargs}, score=score,
-            fit=lambda start, on_epoch: train_gan(G, D, opt_g, opt_d, train, epochs=settings.max_epochs,
-                                                  batch_size=settings.batch_size, seed=settings.seed,
-                                                  start_epoch=start, subset=settings.train_subset,
-                                                  on_epoch=on_epoch))
+            parts=gan.parts(), kwargs={"generator": gan.G.kwargs, "discriminator": gan.D.kwargs}, score=score,
+            fit=lambda start, on_epoch: train_gan(gan, train, settings.recipe, epochs=settings.max_epochs,
+                                                  seed=settings.seed, start_epoch=start,
+                                                  subset=settings.train_subset, on_epoch=on_epoch))
 
     run_epochs(config, settings, hp_model=GanTrialConfig, metric="fid", worst=1e12, build=build)

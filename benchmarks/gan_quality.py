@@ -1,0 +1,127 @@
+"""GAN quality per generator kind and per stabiliser, on real Fashion-MNIST: IS and FID next to the real-data references.
+
+    python benchmarks/gan_quality.py [--budget laptop|long] [--only deconv,...]
+
+Every run trains one GAN config with `gan.train_and_score` (the final `gan` stage's code, which keeps the epoch with
+the best validation FID) and scores it on the test split in the feature space of one classifier, trained once and
+cached under benchmarks/.data/. The baseline is the same code on real images: IS of real test images and FID of real
+train against real test images. The budgets are the README laptop command's (2 epochs of 20,000 images, 2,000
+scored samples) and a longer one (8 epochs of 60,000 images, 10,000 scored samples, as params.yaml's gan stage).
+
+Runs, in order: each generator kind with params.yaml's recipe (hinge loss, EMA of G); then, on the best kind, one
+stabiliser changed at a time: the non-saturating loss, no EMA, an R1 penalty, and equal learning rates.
+Writes benchmarks/results/gan_quality_<budget>.json; the data is prepared as in benchmarks/search_efficiency.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import save, table  # noqa: E402
+
+from grutune.config import GanTrialConfig, TrialConfig  # noqa: E402
+from grutune.data import load_prepared  # noqa: E402
+from grutune.gan import Collapsed, Recipe, train_and_score  # noqa: E402
+from grutune.io import write_png  # noqa: E402
+from grutune.models import GENERATOR_NAMES, build_classifier  # noqa: E402
+from grutune.training import Split, evaluate, fit, new_classifier  # noqa: E402
+
+DATA = Path(__file__).resolve().parent / ".data"
+BUDGETS = {"laptop": dict(epochs=2, subset=20_000, eval_samples=2_000),
+           "long": dict(epochs=8, subset=None, eval_samples=10_000)}
+# A config from the middle of gan_search's space; the recipe is params.yaml's gan section.
+CONFIG = dict(hidden_size=256, num_layers=1, backbone="conv", lr_g=5e-4, lr_d=1e-3)
+RECIPE = Recipe(batch_size=128, loss="hinge", ema_decay=0.999, r1_gamma=0.0)
+ABLATIONS = {  # name -> (config change, recipe change)
+    "non-saturating loss": ({}, {"loss": "nonsaturating"}),
+    "no EMA": ({}, {"ema_decay": 0.0}),
+    "R1 penalty (gamma 1)": ({}, {"r1_gamma": 1.0}),
+    "equal learning rates": ({"lr_g": 1e-3}, {}),
+}
+
+
+def classifier(data, seed: int):
+    """The scoring classifier: a bidirectional row-wise GRU on a conv backbone, 3 epochs; cached by data hash."""
+    path = DATA / "gan_quality_classifier.pt"
+    if path.is_file():
+        ckpt = torch.load(path, weights_only=True)
+        if ckpt["data_hash"] == data.content_hash:
+            return build_classifier(ckpt["model_kwargs"], ckpt["model"]), ckpt["test_accuracy"]
+    hp = TrialConfig(cell="gru", hidden_size=128, num_layers=1, bidirectional=True, dropout=0.1, backbone="conv",
+                     lr=2e-3, weight_decay=1e-4, batch_size=128)
+    torch.manual_seed(seed)
+    model, opt = new_classifier(hp, in_shape=data.image_shape, num_classes=data.num_classes,
+                                device=torch.device("cpu"))
+    train, val = Split.of(data.x_train, data.y_train, "cpu"), Split.of(data.x_val, data.y_val, "cpu")
+    fit(model, opt, train, val, epochs=3, batch_size=hp.batch_size, seed=seed, schedule_epochs=3,
+        on_epoch=lambda m: print(f"classifier epoch {m['epoch']}: val accuracy {m['val_accuracy']:.3f}", flush=True))
+    acc = evaluate(model, Split.of(data.x_test, data.y_test, "cpu"))["accuracy"]
+    torch.save({"model": model.state_dict(), "model_kwargs": model.kwargs, "data_hash": data.content_hash,
+                "test_accuracy": acc}, path)
+    return model, acc
+
+
+def run(name: str, kind: str, config: dict, recipe: Recipe, data, clf, budget: dict, seed: int, out: Path) -> dict:
+    hp = GanTrialConfig(generator=kind, **config)
+    t0 = time.perf_counter()
+    row = {"run": name, "generator": kind, **config, **dataclasses.asdict(recipe)}
+    try:
+        final = train_and_score(hp, recipe, clf, data, epochs=budget["epochs"], noise_dim=64,
+                                subset=budget["subset"], eval_samples=budget["eval_samples"], eval_every=1,
+                                min_diversity=0.1, seed=seed, device=torch.device("cpu"))
+    except Collapsed as e:
+        return {**row, "collapsed": str(e), "minutes": (time.perf_counter() - t0) / 60}
+    write_png(out / f"{name.replace(' ', '_')}.png", final.grid)
+    m = final.metrics
+    return {**row, "IS": m["inception_score"], "FID": m["fid"], "real IS": m["reference_inception_score_test"],
+            "real FID": m["reference_fid_train_vs_test"], "IS / real": m["inception_score"]
+            / m["reference_inception_score_test"], "FID / real": m["fid"] / m["reference_fid_train_vs_test"],
+            "best epoch": m["best_epoch"], "minutes": (time.perf_counter() - t0) / 60,
+            "history": final.history}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", choices=BUDGETS, default="laptop")
+    ap.add_argument("--only", default="", help="comma-separated generator kinds (default: all); no ablations")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    data = load_prepared(DATA / "fashion_mnist.npz", verify=False)
+    clf, clf_acc = classifier(data, args.seed)
+    print(f"scoring classifier: test accuracy {clf_acc:.3f}")
+    budget, out = BUDGETS[args.budget], DATA / f"gan_quality_{args.budget}"
+    out.mkdir(parents=True, exist_ok=True)
+    kinds = [k for k in args.only.split(",") if k] or list(GENERATOR_NAMES)
+    rows = []
+    for kind in kinds:
+        rows.append(run(kind, kind, CONFIG, RECIPE, data, clf, budget, args.seed, out))
+        print(table(rows[-1:], ["run", "IS", "FID", "real IS", "real FID", "best epoch", "minutes"]), flush=True)
+    if not args.only:
+        scored = [r for r in rows if "FID" in r]
+        best = min(scored, key=lambda r: r["FID"])["generator"] if scored else kinds[0]
+        for name, (cfg, rec) in ABLATIONS.items():
+            rows.append(run(f"{best}: {name}", best, {**CONFIG, **cfg}, dataclasses.replace(RECIPE, **rec), data,
+                            clf, budget, args.seed, out))
+            print(table(rows[-1:], ["run", "IS", "FID", "best epoch", "minutes"]), flush=True)
+    columns = ["run", "IS", "FID", "IS / real", "FID / real", "best epoch", "minutes"]
+    print(table(rows, columns))
+    print("real data:", {k: rows[0].get(k) for k in ("real IS", "real FID")})
+    path = save(f"gan_quality_{args.budget}", {
+        "command": " ".join(["python", "benchmarks/gan_quality.py", *sys.argv[1:]]), "budget": budget,
+        "classifier_test_accuracy": clf_acc, "config": CONFIG, "recipe": dataclasses.asdict(RECIPE),
+        "samples": str(out), "runs": rows, "table": table(rows, columns)})
+    print(f"-> {path}")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

@@ -1,10 +1,11 @@
-"""Stage `report`: one self-contained HTML page of every dataset's sweep and classifier, and of the GAN.
+"""Stage `report`: one self-contained HTML page of every sweep (each dataset's and the GAN's), classifier and GAN.
 
     python pipeline/report.py report/index.html --search metrics/{dataset}/search.json ... (see dvc.yaml)
 
-Covers every dataset in `datasets` plus the GAN on `gan.dataset`. Each input is named by its path in the stage's
-`cmd`; in the per-dataset ones `{dataset}` stands for each dataset's name. The page embeds its plots as PNG data
-URIs, so it reads offline.
+Covers every dataset in `datasets` plus the GAN on `gan.dataset`; `search.space` and `gan_search.space` say which
+hyperparameters each sweep searched on a log scale. Each input is named by its path in the stage's `cmd`; in the
+per-dataset ones `{dataset}` stands for each dataset's name. The page embeds its plots as PNG data URIs, so it reads
+offline.
 """
 
 import argparse
@@ -25,12 +26,14 @@ def main() -> None:
         ap.add_argument(f"--{role.replace('_', '-')}", required=True, metavar="PATH",
                         help=f"per-dataset {role} file, with {{dataset}} for the dataset's name")
     for role in GAN_FILES:
-        ap.add_argument(f"--gan-{role}", required=True, metavar="PATH", help=f"the GAN's {role} file")
+        ap.add_argument(f"--gan-{role.replace('_', '-')}", required=True, metavar="PATH",
+                        help=f"the GAN's {role} file")
     args = vars(ap.parse_args())
     params = load_params()
-    datasets = [load_dataset_results(ds, {r: Path(args[r].format(dataset=ds)) for r in DATASET_FILES})
-                for ds in params.datasets]
-    gan = load_gan_results(params.gan.dataset, {r: Path(args[f"gan_{r}"]) for r in GAN_FILES})
+    datasets = [load_dataset_results(ds, {r: Path(args[r].format(dataset=ds)) for r in DATASET_FILES},
+                                     params.search.space) for ds in params.datasets]
+    gan = load_gan_results(params.gan.dataset, {r: Path(args[f"gan_{r}"]) for r in GAN_FILES},
+                           params.gan_search.space)
     ctx = run_context()
     page = render_report(datasets, gan, commit=ctx.get("git_commit", "unknown"), experiment=ctx.get("dvc_experiment"))
     write_text(args["out"], page)

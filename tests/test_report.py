@@ -1,8 +1,10 @@
 """The report stage on small inputs written in the real formats: its numbers against the real `dvc metrics show`,
-its images in a real headless browser (Debian's chromium), a missing input, and parameter importance."""
+its images in a real headless browser (Debian's chromium), a missing or bad input, and each sweep's parameter
+importance and best so far in its own direction (the classifier's accuracy up, the GAN's FID down)."""
 
 import base64
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -15,53 +17,124 @@ from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+import optuna
 import pytest
 import yaml
 
+from grutune.config import load_params, parse_space
+from grutune.data import load_prepared
 from grutune.errors import GrutuneError
 from grutune.gan import image_grid
-from grutune.report import HPARAMS, fmt, load_dataset_results, load_gan_results, param_importances
+from grutune.report import (
+    CLASSIFIER_SWEEP,
+    GAN_SWEEP,
+    Objective,
+    SweepResults,
+    fmt,
+    load_dataset_results,
+    load_gan_results,
+    load_sweep,
+    param_distributions,
+    param_importances,
+    parallel_coordinates_figure,
+)
+from grutune.search import classifier_sweep, gan_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+# Each sweep's search space as the report stage gets it from params.yaml.
+SPACES = {CLASSIFIER_SWEEP: parse_space(PARAMS["search"]["space"], CLASSIFIER_SWEEP.hp_model),
+          GAN_SWEEP: parse_space(PARAMS["gan_search"]["space"], GAN_SWEEP.hp_model)}
+HPARAMS = tuple(CLASSIFIER_SWEEP.hp_model.model_fields)
+GAN_HPARAMS = tuple(GAN_SWEEP.hp_model.model_fields)
 DATASETS = {"mnist": ((28, 28, 1), [str(d) for d in range(10)]),
             "cifar10": ((32, 32, 3), ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                                       "ship", "truck"])}
 GAN_DATASET = "mnist"
-TRIAL_COLUMNS = ["trial", "trial_id", "status", *HPARAMS, "best_val_accuracy", "epochs", "resumed_from_epoch",
-                 "error"]
 CHROMIUM = shutil.which("chromium")
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 
 
 # --------------------------------------------------------------------------- inputs in the stages' formats
 
-def random_trials(n: int, seed: int, score=None) -> list[dict]:
-    """n trials over the default search space; best_val_accuracy = score(trial) (default: random)."""
+def sample(space: dict, rng: np.random.Generator) -> dict:
+    """One point of a parsed search space ({key: value or (kind, args)}), as plain Python values."""
+    out = {}
+    for k, dim in space.items():
+        kind, args = dim if isinstance(dim, tuple) else ("fixed", dim)
+        out[k] = (args if kind == "fixed" else args[rng.integers(len(args))] if kind == "choice"
+                  else int(rng.integers(args[0], args[1] + 1)) if kind == "int"
+                  else float(rng.uniform(*args)) if kind == "uniform" else float(10 ** rng.uniform(*np.log10(args))))
+    return out
+
+
+def column(objective: Objective) -> str:
+    return f"best_{objective.metric}"
+
+
+def trial_columns(objective: Objective) -> list[str]:
+    """trials.csv's header, as sweep_results.trial_rows makes it."""
+    return ["trial", "trial_id", "status", *objective.hp_model.model_fields, column(objective), "epochs",
+            "resumed_from_epoch", "error"]
+
+
+def random_trials(n: int, seed: int, score=None, objective: Objective = CLASSIFIER_SWEEP) -> list[dict]:
+    """n completed trials over the sweep's space in params.yaml; its metric = score(trial) (default: random)."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
-        t = {"trial": i, "trial_id": f"{i:05d}_{i:05d}", "status": "completed",
-             "cell": str(rng.choice(["gru", "lstm", "rnn"])), "hidden_size": int(rng.choice([64, 128, 256, 512])),
-             "num_layers": int(rng.integers(1, 4)), "bidirectional": bool(rng.integers(2)),
-             "dropout": float(rng.uniform(0, 0.5)), "backbone": str(rng.choice(["none", "conv", "resnet"])),
-             "lr": float(10 ** rng.uniform(-4, -2)), "batch_size": int(rng.choice([64, 128, 256])),
-             "weight_decay": float(10 ** rng.uniform(-5, -1)), "epochs": 4, "resumed_from_epoch": 0, "error": ""}
-        t["best_val_accuracy"] = score(t) if score else float(rng.uniform(0.5, 0.99))
+        t = {"trial": i, "trial_id": f"{i:05d}_{i:05d}", "status": "completed", **sample(SPACES[objective], rng),
+             "epochs": 4, "resumed_from_epoch": 0, "error": ""}
+        t[column(objective)] = score(t) if score else float(rng.uniform(0.5, 0.99))
         rows.append(t)
     return rows
 
 
-def progress_by_time(trials: list[dict], seed: int) -> list[dict]:
-    """search_progress_time.csv as the search stage writes it: best so far as trials end ("" = none yet)."""
+def better(objective: Objective, a: float, b: float | None) -> bool:
+    return b is None or (a > b if objective.mode == "max" else a < b)
+
+
+def progress_by_time(trials: list[dict], seed: int, objective: Objective = CLASSIFIER_SWEEP) -> list[dict]:
+    """A sweep's progress-time CSV as its stage writes it: best so far as trials end ("" = none yet)."""
     rng = np.random.default_rng(seed)
-    rows, best = [], None
+    m, rows, best = objective.metric, [], None
     for end, i in zip(np.sort(rng.uniform(5, 300, len(trials))), rng.permutation(len(trials))):  # ends out of order
         t = trials[i]
-        v = t["best_val_accuracy"] if t["status"] in ("completed", "pruned") else None
-        best = v if v is not None and (best is None or v > best) else best
-        rows.append({"wall_time_s": round(float(end), 1), "trial_val_accuracy": "" if v is None else v,
-                     "best_val_accuracy": "" if best is None else best})
+        v = t[f"best_{m}"] if t["status"] in ("completed", "pruned") else None
+        best = v if v is not None and better(objective, v, best) else best
+        rows.append({"wall_time_s": round(float(end), 1), f"trial_{m}": "" if v is None else v,
+                     f"best_{m}": "" if best is None else best})
     return rows
+
+
+def new_bests(trials: list[dict], objective: Objective) -> list[tuple[int, float]]:
+    """(trial, value) of each trial that beat every earlier one, in trial order."""
+    out, best = [], None
+    for t in sorted(trials, key=lambda t: t["trial"]):
+        v = t[column(objective)]
+        if t["status"] in ("completed", "pruned") and math.isfinite(v) and better(objective, v, best):
+            best = v
+            out.append((t["trial"], v))
+    return out
+
+
+def log_unit(key: str, v: float) -> float:
+    """A loguniform GAN hyperparameter mapped to [0, 1] across its range in the space."""
+    lo, hi = SPACES[GAN_SWEEP][key][1]
+    return math.log(v / lo) / math.log(hi / lo)
+
+
+def lr_fid(t: dict) -> float:
+    """A GAN's FID that is low only where lr_d is low (set by lr_d alone there) and otherwise rises with lr_g: the
+    best (lowest) trials are told apart by lr_d, the worst (highest) by lr_g."""
+    d, g = log_unit("lr_d", t["lr_d"]), log_unit("lr_g", t["lr_g"])
+    return 10 + 20 * d if d < 0.3 else 100 + 200 * g
+
+
+def sweep(trials: list[dict], objective: Objective = CLASSIFIER_SWEEP, mode: str | None = None) -> SweepResults:
+    """The trials as the report holds a sweep (its log-scale keys from the space), optionally in the other `mode`."""
+    log = frozenset(k for k, d in SPACES[objective].items() if isinstance(d, tuple) and d[0] == "loguniform")
+    return SweepResults(dataclasses.replace(objective, mode=mode or objective.mode), trials, [], log)
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
@@ -92,7 +165,7 @@ def write_inputs(root: Path) -> dict:
         trials[3].update(status="pruned", epochs=1)
         trials[5].update(status="failed", best_val_accuracy=float("nan"), epochs=1)
         trials[8].update(status="errored", best_val_accuracy=float("nan"), epochs=2, error="/tmp/t/error.txt")
-        write_csv(root / f"search/{name}/trials.csv", trials, TRIAL_COLUMNS)
+        write_csv(root / f"search/{name}/trials.csv", trials, trial_columns(CLASSIFIER_SWEEP))
         write_csv(root / f"metrics/{name}/search_progress_time.csv", progress_by_time(trials, seed=k),
                   ["wall_time_s", "trial_val_accuracy", "best_val_accuracy"])
         search = {"best_val_accuracy": 0.987654321 - k / 10, "trials": 12, "completed": 9, "pruned": 1, "failed": 1,
@@ -106,7 +179,15 @@ def write_inputs(root: Path) -> dict:
         write_csv(root / f"metrics/{name}/confusion.csv",
                   [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(actual, pred)],
                   ["actual", "predicted"])
-        written[name] = {"search": search, "classifier": classifier, "content_hash": digest}
+        written[name] = {"search": search, "classifier": classifier, "content_hash": digest, "trials": trials}
+    gan_trials = random_trials(30, seed=1, score=lr_fid, objective=GAN_SWEEP)
+    gan_trials[4].update(status="pruned", epochs=2)
+    gan_trials[6].update(status="failed", best_fid=float("nan"), epochs=1)  # collapsed
+    gan_trials[9].update(status="errored", best_fid=float("nan"), epochs=1, error="/tmp/t/error.txt")
+    write_csv(root / "search/gan/trials.csv", gan_trials, trial_columns(GAN_SWEEP))
+    write_csv(root / "metrics/gan_search_progress_time.csv", progress_by_time(gan_trials, 1, GAN_SWEEP),
+              ["wall_time_s", "trial_fid", "best_fid"])
+    written["gan_trials"] = gan_trials
     gan = {"fid": 12.3456789, "inception_score": 7.654321987, "inception_score_std": 0.0123456789,
            "reference_fid_train_vs_test": 0.54321098, "reference_inception_score_test": 9.87654321,
            "eval_samples": 2000}
@@ -135,8 +216,22 @@ def dataset_files(root: Path, name: str) -> dict[str, Path]:
 
 
 def gan_files(root: Path, name: str) -> dict[str, Path]:
-    return {k.removeprefix("--gan-"): root / v.replace(GAN_DATASET, name) for k, v in _ROLES.items()
-            if k.startswith("--gan-")}
+    return {k.removeprefix("--gan-").replace("-", "_"): root / v.replace(GAN_DATASET, name)
+            for k, v in _ROLES.items() if k.startswith("--gan-")}
+
+
+def load(root: Path) -> tuple:
+    """The mnist and GAN inputs under root, read as the stage reads them."""
+    return (load_dataset_results("mnist", dataset_files(root, "mnist"), SPACES[CLASSIFIER_SWEEP]),
+            load_gan_results("mnist", gan_files(root, "mnist"), SPACES[GAN_SWEEP]))
+
+
+def gan_part(page: str) -> str:
+    return page.split('<h2 id="gan">', 1)[1]
+
+
+def dataset_part(page: str, name: str) -> str:
+    return page.split(f'<h2 id="{name}">', 1)[1].split("<h2", 1)[0]
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +278,8 @@ def test_provenance_and_self_contained(stage):
         assert written[d]["content_hash"] in page
     assert "<script" not in page and "<link" not in page and "http://" not in page and "https://" not in page
     srcs = re.findall(r'<img[^>]* src="([^"]*)"', page)
-    assert len(srcs) == 4 * len(DATASETS) + 2  # importance, parallel coords, best so far, confusion; GAN x2
+    # Per dataset: importance, parallel coords, best so far, confusion. GAN: the sweep's three, samples, real.
+    assert len(srcs) == 4 * len(DATASETS) + 3 + 2
     for src in srcs:  # every image is a PNG that decodes and is not blank
         assert src.startswith("data:image/png;base64,")
         img = matplotlib.image.imread(io.BytesIO(base64.b64decode(src.split(",", 1)[1])), format="png")
@@ -232,6 +328,83 @@ def test_screenshot_is_not_blank(stage, tmp_path):
     assert len(np.unique(rgb)) > 50  # plots, not a blank page
 
 
+# --------------------------------------------------------------------------- each sweep in its direction
+
+def new_best_table(part: str, col: str) -> list[tuple[str, str]]:
+    """(trial, value) cells of a section's "Trials that set a new best" table."""
+    m = re.search(rf"Trials that set a new best <code>{col}</code> \([a-z ]+\):</p><table><thead><tr><th>trial</th>"
+                  rf"(.*?)</tr></thead><tbody><tr><td>{col}</td>(.*?)</tr>", part)
+    assert m, part[:3000]
+    return list(zip(re.findall(r"<th>([^<]*)</th>", m.group(1)), re.findall(r'<td class="num">([^<]*)</td>',
+                                                                             m.group(2))))
+
+
+def test_gan_sweep_best_so_far_is_the_running_minimum_of_fid(stage):
+    _, page, written, *_ = stage
+    trials = written["gan_trials"]
+    lowest, highest = new_bests(trials, GAN_SWEEP), new_bests(trials, dataclasses.replace(GAN_SWEEP, mode="max"))
+    assert lowest != highest and len(lowest) >= 3  # the inputs tell the two directions apart
+    part = gan_part(page)
+    assert new_best_table(part, "best_fid") == [(str(n), fmt(v)) for n, v in lowest]
+    assert "best_fid</code> (lower is better)" in part and "best so far, GAN sweep" in part
+    # The classifier's sweeps, through the same code, keep the highest accuracy.
+    mnist = written["mnist"]["trials"]
+    assert new_best_table(dataset_part(page, "mnist"), "best_val_accuracy") == [
+        (str(n), fmt(v)) for n, v in new_bests(mnist, CLASSIFIER_SWEEP)]
+
+
+def test_gan_importance_ranks_the_gan_hyperparameters_for_a_low_fid(stage):
+    _, page, written, *_ = stage
+    m = re.search(r"Parameter importance for <code>best_fid</code> \(lower is better\) over the (\d+) completed and "
+                  r"pruned trials [^:]*: (.*?)\.</figcaption>", gan_part(page))
+    assert m, gan_part(page)[:3000]
+    ranked = re.findall(r"<code>([^<]*)</code> ([\d.]+)", m.group(2))
+    usable = [t for t in written["gan_trials"] if t["status"] in ("completed", "pruned")]
+    assert int(m.group(1)) == len(usable)
+    varied = {k for k in GAN_HPARAMS if len({t[k] for t in usable}) > 1}
+    assert {k for k, _ in ranked} == varied == set(GAN_HPARAMS)  # every GAN hyperparameter, none of the classifier's
+    assert ranked[0][0] == "lr_d", ranked  # what tells the lowest FIDs apart (lr_g would lead for the highest)
+
+
+def test_importance_follows_the_sweeps_direction():
+    trials = random_trials(40, seed=3, score=lr_fid, objective=GAN_SWEEP)
+    low, high = param_importances(sweep(trials, GAN_SWEEP)), param_importances(sweep(trials, GAN_SWEEP, "max"))
+    assert set(low) == set(GAN_HPARAMS) and sum(low.values()) == pytest.approx(1)
+    assert max(low, key=low.get) == "lr_d" and max(high, key=high.get) == "lr_g", (low, high)
+
+
+@pytest.mark.parametrize("key", [k for k, d in SPACES[GAN_SWEEP].items()
+                                 if isinstance(d, tuple) and d[0] == "choice" and isinstance(d[1][0], str)])
+def test_a_categorical_gan_hyperparameter_is_read_and_ranked_as_a_category(tmp_path, key):
+    """Each string-valued choice of the GAN space (a backbone, a generator's kind): read from trials.csv as names,
+    an Optuna categorical over the names the trials took, an importance and a parallel-coordinates axis; the FID
+    here depends on it alone."""
+    choices = SPACES[GAN_SWEEP][key][1]
+    trials = random_trials(24, seed=5, score=lambda t: 50.0 + 100 * choices.index(t[key]), objective=GAN_SWEEP)
+    others = {k: trials[0][k] for k in GAN_HPARAMS if k != key}
+    trials = [{**t, **others} for t in trials]  # nothing else varies
+    write_csv(tmp_path / "trials.csv", trials, trial_columns(GAN_SWEEP))
+    write_csv(tmp_path / "progress.csv", progress_by_time(trials, 5, GAN_SWEEP),
+              ["wall_time_s", "trial_fid", "best_fid"])
+    s = load_sweep({"trials": tmp_path / "trials.csv", "progress_time": tmp_path / "progress.csv"}, "gan_search",
+                   GAN_SWEEP, SPACES[GAN_SWEEP])
+    assert [t[key] for t in s.trials] == [t[key] for t in trials]
+    dist = param_distributions(s)[key]
+    assert isinstance(dist, optuna.distributions.CategoricalDistribution)
+    assert set(dist.choices) == {t[key] for t in trials}
+    assert param_importances(s) == {key: pytest.approx(1.0)}
+    assert parallel_coordinates_figure(s) is not None
+
+
+def test_report_objectives_are_the_sweeps_own(tmp_path, write_params, prepared_mnist):
+    """The metric, direction and trial model the report reads each sweep by are the ones search.py runs it with."""
+    params = load_params(write_params(tmp_path / "params.yaml"))
+    data = load_prepared(prepared_mnist(), name="mnist")
+    for objective, swept in ((CLASSIFIER_SWEEP, classifier_sweep(params, data)),
+                             (GAN_SWEEP, gan_sweep(params, data, "sha256:0"))):
+        assert (objective.hp_model, objective.metric, objective.mode) == (swept.hp_model, swept.metric, swept.mode)
+
+
 # --------------------------------------------------------------------------- errors and importance
 
 @pytest.mark.parametrize("missing, stage_name", [
@@ -239,15 +412,29 @@ def test_screenshot_is_not_blank(stage, tmp_path):
     ("metrics/mnist/search_progress_time.csv", "search@mnist"),
     ("metrics/mnist/classifier.json", "train@mnist"), ("metrics/mnist/confusion.csv", "train@mnist"),
     ("data/prepared/mnist.npz", "prepare@mnist"), ("metrics/gan_samples.png", "gan"), ("metrics/gan.json", "gan"),
-    ("metrics/gan_search.json", "gan_search"),
+    ("metrics/gan_search.json", "gan_search"), ("search/gan/trials.csv", "gan_search"),
+    ("metrics/gan_search_progress_time.csv", "gan_search"),
 ])
 def test_a_missing_input_names_the_file_and_its_stage(tmp_path, missing, stage_name):
     write_inputs(tmp_path)
     (tmp_path / missing).unlink()
     with pytest.raises(GrutuneError) as e:
-        load_dataset_results("mnist", dataset_files(tmp_path, "mnist"))
-        load_gan_results("mnist", gan_files(tmp_path, "mnist"))
+        load(tmp_path)
     assert str(tmp_path / missing) in str(e.value) and f"stage {stage_name} " in str(e.value)
+
+
+def test_a_bad_gan_trials_file_names_the_file(tmp_path):
+    write_inputs(tmp_path)
+    gan_trials = tmp_path / "search/gan/trials.csv"
+    shutil.copy(tmp_path / "search/mnist/trials.csv", gan_trials)  # the classifier's table: no best_fid, no lr_g
+    with pytest.raises(GrutuneError, match=r"missing column\(s\) \['best_fid'.*rerun stage gan_search") as e:
+        load(tmp_path)
+    assert str(gan_trials) in str(e.value)
+    write_inputs(tmp_path)
+    gan_trials.write_text(gan_trials.read_text().replace(",conv,", ",mlp,", 1))  # not a backbone
+    with pytest.raises(GrutuneError, match=r"(?s)trial '\d+' is not a valid row.*unknown name 'mlp'") as e:
+        load(tmp_path)
+    assert str(gan_trials) in str(e.value)
 
 
 @pytest.mark.parametrize("key", ["lr", "hidden_size"])
@@ -255,18 +442,19 @@ def test_importance_ranks_the_one_parameter_accuracy_depends_on_first(key):
     def score(t):  # a function of `key` alone
         return {"lr": lambda v: 0.9 + 0.05 * math.log10(v), "hidden_size": lambda v: v / 1000}[key](t[key])
 
-    imp = param_importances(random_trials(40, seed=1, score=score))
+    imp = param_importances(sweep(random_trials(40, seed=1, score=score)))
     assert set(imp) == set(HPARAMS) and sum(imp.values()) == pytest.approx(1)
     assert max(imp, key=imp.get) == key, imp
-    assert imp == param_importances(random_trials(40, seed=1, score=score))  # deterministic
+    assert imp == param_importances(sweep(random_trials(40, seed=1, score=score)))  # deterministic
 
 
-def test_importance_is_empty_when_there_is_nothing_to_rank():
-    trials = random_trials(5, seed=0)
-    assert param_importances(trials[:1]) == {}
-    same = [{**t, **{k: trials[0][k] for k in HPARAMS}} for t in trials]  # nothing varies
-    assert param_importances(same) == {}
-    tied = [{**t, "best_val_accuracy": 0.5} for t in trials]
-    assert param_importances(tied) == {}
-    broken = [{**t, "status": "failed", "best_val_accuracy": float("nan")} for t in trials]
-    assert param_importances(broken) == {}
+@pytest.mark.parametrize("objective", [CLASSIFIER_SWEEP, GAN_SWEEP])
+def test_importance_is_empty_when_there_is_nothing_to_rank(objective):
+    trials, col = random_trials(5, seed=0, objective=objective), column(objective)
+    assert param_importances(sweep(trials[:1], objective)) == {}
+    same = [{**t, **{k: trials[0][k] for k in objective.hp_model.model_fields}} for t in trials]  # nothing varies
+    assert param_importances(sweep(same, objective)) == {}
+    tied = [{**t, col: 0.5} for t in trials]
+    assert param_importances(sweep(tied, objective)) == {}
+    broken = [{**t, "status": "failed", col: float("nan")} for t in trials]
+    assert param_importances(sweep(broken, objective)) == {}

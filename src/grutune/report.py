@@ -1,4 +1,5 @@
-"""The `report` stage's page: every dataset's sweep and classifier, and the GAN, in one self-contained HTML file.
+"""The `report` stage's page: every dataset's sweep and classifier, and the GAN's sweep and final model, in one
+self-contained HTML file.
 
 Plots are PNGs drawn with matplotlib and embedded as base64 data URIs, so the page has no external assets or scripts
 and reads offline. Every metric printed is a value from a metrics file, formatted as `dvc metrics show` prints it.
@@ -26,16 +27,14 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from grutune.config import TrialConfig
+from grutune.config import GanTrialConfig, TrialConfig
 from grutune.errors import GrutuneError
 from grutune.gan import image_grid
 from grutune.metrics import confusion_matrix
 
-HPARAMS = tuple(TrialConfig.model_fields)  # the trials.csv columns that hold a trial's config
-LOG_SCALE = {"lr", "weight_decay"}                         # hyperparameters searched on a log scale
-OK_STATUSES = ("completed", "pruned")      # trials whose best_val_accuracy counts
+OK_STATUSES = ("completed", "pruned")      # trials whose best metric counts
 REAL_IMAGES = 64                           # real test images shown beside the GAN's 8x8 samples
 # Known metric keys in the order the page lists them; keys not listed here follow, sorted.
 SEARCH_KEYS = ("best_val_accuracy", "trials", "completed", "pruned", "failed", "errored", "epochs_run", "wall_time_s")
@@ -47,14 +46,49 @@ GAN_KEYS = ("fid", "reference_fid_train_vs_test", "inception_score", "inception_
 # =========================================================================== inputs
 
 @dataclass(frozen=True)
+class Objective:
+    """What a sweep optimised, as its `Sweep` in search.py says (tests/test_report.py checks that they agree)."""
+
+    hp_model: type[BaseModel]   # one trial's config: its fields are trials.csv's hyperparameter columns
+    metric: str                 # trials.csv holds best_<metric>; search_progress_time.csv trial_<metric>, best_<metric>
+    mode: str                   # "max" or "min"
+
+
+CLASSIFIER_SWEEP = Objective(TrialConfig, "val_accuracy", "max")
+GAN_SWEEP = Objective(GanTrialConfig, "fid", "min")
+
+
+@dataclass(frozen=True)
+class SweepResults:
+    """One sweep's trials and best so far, as its stage wrote them, and what it optimised."""
+
+    objective: Objective
+    trials: list[dict[str, Any]]     # trials.csv, typed, in the order Optuna proposed them
+    progress_time: list[dict[str, float]]  # search_progress_time.csv: best so far by wall time
+    log_scale: frozenset[str]        # hyperparameters the space searches on a log scale (`loguniform`)
+
+    @property
+    def hparams(self) -> tuple[str, ...]:
+        return tuple(self.objective.hp_model.model_fields)
+
+    @property
+    def column(self) -> str:
+        """The trials' metric column, e.g. best_val_accuracy or best_fid."""
+        return f"best_{self.objective.metric}"
+
+    @property
+    def goal(self) -> str:
+        return "higher is better" if self.objective.mode == "max" else "lower is better"
+
+
+@dataclass(frozen=True)
 class DatasetResults:
     """What the search and train stages wrote for one dataset, and its data version."""
 
     name: str
     search: dict[str, Any]           # metrics/<ds>/search.json
     classifier: dict[str, Any]       # metrics/<ds>/classifier.json
-    trials: list[dict[str, Any]]     # search/<ds>/trials.csv, typed, in file (= Optuna's) order
-    progress_time: list[dict[str, float]]  # metrics/<ds>/search_progress_time.csv: best so far by wall time
+    sweep: SweepResults              # search/<ds>/trials.csv and metrics/<ds>/search_progress_time.csv
     confusion: list[tuple[str, str]]  # metrics/<ds>/confusion.csv: (actual, predicted) per test image
     classes: tuple[str, ...]         # from the prepared data, in label order
     content_hash: str
@@ -66,6 +100,7 @@ class GanResults:
     dataset: str
     metrics: dict[str, Any]          # metrics/gan.json
     search: dict[str, Any]           # metrics/gan_search.json: the GAN sweep's counts and best FID
+    sweep: SweepResults              # search/gan/trials.csv and metrics/gan_search_progress_time.csv
     samples_png: bytes               # metrics/gan_samples.png, embedded as it is
     real: np.ndarray                 # (N, H, W, C) uint8 test images of gan.dataset
     content_hash: str
@@ -97,22 +132,24 @@ def _read_csv(path: Path, stage: str, columns: tuple[str, ...]) -> list[dict[str
         return list(reader)
 
 
-def read_trials(path: Path, stage: str) -> list[dict[str, Any]]:
-    """trials.csv with typed values: the config columns validated like a TrialConfig, accuracy a float (nan if none)."""
+def read_trials(path: Path, stage: str, objective: Objective) -> list[dict[str, Any]]:
+    """trials.csv with typed values: the config columns validated by the sweep's trial model (so a categorical one
+    stays a string), the metric a float (nan if none)."""
+    hparams, column = tuple(objective.hp_model.model_fields), f"best_{objective.metric}"
     rows = []
-    for row in _read_csv(path, stage, ("trial", "status", "best_val_accuracy", *HPARAMS)):
+    for row in _read_csv(path, stage, ("trial", "status", column, *hparams)):
         try:
-            hp = TrialConfig(**{k: row[k] for k in HPARAMS}).model_dump()
-            acc = float(row["best_val_accuracy"] or "nan")
-            rows.append({"trial": int(row["trial"]), "status": row["status"], **hp, "best_val_accuracy": acc})
+            hp = objective.hp_model(**{k: row[k] for k in hparams}).model_dump()
+            value = float(row[column] or "nan")
+            rows.append({"trial": int(row["trial"]), "status": row["status"], **hp, column: value})
         except (ValidationError, ValueError) as e:
             raise GrutuneError(f"{path}: trial {row['trial']!r} is not a valid row: {e}") from None
-    return rows
+    return sorted(rows, key=lambda r: r["trial"])  # Optuna's order, as the stage writes it
 
 
-def read_progress_time(path: Path, stage: str) -> list[dict[str, float]]:
-    """The search stage's best-so-far table by wall time, as floats (nan where a trial had no accuracy)."""
-    columns = ("wall_time_s", "trial_val_accuracy", "best_val_accuracy")
+def read_progress_time(path: Path, stage: str, metric: str) -> list[dict[str, float]]:
+    """A sweep stage's best-so-far table by wall time, as floats (nan where a trial had no value)."""
+    columns = ("wall_time_s", f"trial_{metric}", f"best_{metric}")
     try:
         return [{k: float(r[k] or "nan") for k in columns} for r in _read_csv(path, stage, columns)]
     except ValueError as e:
@@ -131,12 +168,22 @@ def read_prepared_meta(path: Path, stage: str, with_test_images: int = 0) -> tup
     return classes, digest, x
 
 
+def load_sweep(files: dict[str, Path], stage: str, objective: Objective, space: dict[str, Any]) -> SweepResults:
+    """A sweep's `trials` and `progress_time` files; `space` is its search space as params.yaml's config parses it
+    ({key: value or (kind, args)}), which says which hyperparameters were searched on a log scale."""
+    log_scale = frozenset(k for k, dim in space.items() if isinstance(dim, tuple) and dim[0] == "loguniform")
+    return SweepResults(objective=objective, trials=read_trials(files["trials"], stage, objective),
+                        progress_time=read_progress_time(files["progress_time"], stage, objective.metric),
+                        log_scale=log_scale)
+
+
 DATASET_FILES = ("search", "trials", "progress_time", "classifier", "confusion", "prepared")
-GAN_FILES = ("metrics", "samples", "search", "prepared")
+GAN_FILES = ("metrics", "samples", "search", "trials", "progress_time", "prepared")
 
 
-def load_dataset_results(name: str, files: dict[str, Path]) -> DatasetResults:
-    """Read one dataset's inputs: `files` maps each of DATASET_FILES to where its stage wrote it."""
+def load_dataset_results(name: str, files: dict[str, Path], space: dict[str, Any]) -> DatasetResults:
+    """Read one dataset's inputs: `files` maps each of DATASET_FILES to where its stage wrote it; `space` is the
+    classifier sweep's (`search.space`)."""
     files = {k: Path(files[k]) for k in DATASET_FILES}
     search_stage, train_stage = f"search@{name}", f"train@{name}"
     confusion = [(r["actual"], r["predicted"])
@@ -144,18 +191,19 @@ def load_dataset_results(name: str, files: dict[str, Path]) -> DatasetResults:
     classes, digest, _ = read_prepared_meta(files["prepared"], f"prepare@{name}")
     return DatasetResults(name=name, search=read_json(files["search"], search_stage),
                           classifier=read_json(files["classifier"], train_stage),
-                          trials=read_trials(files["trials"], search_stage),
-                          progress_time=read_progress_time(files["progress_time"], search_stage),
+                          sweep=load_sweep(files, search_stage, CLASSIFIER_SWEEP, space),
                           confusion=confusion, classes=classes,
                           content_hash=digest, files={k: str(v) for k, v in files.items()})
 
 
-def load_gan_results(dataset: str, files: dict[str, Path]) -> GanResults:
-    """Read the GAN's inputs: `files` maps each of GAN_FILES to where its stage wrote it."""
+def load_gan_results(dataset: str, files: dict[str, Path], space: dict[str, Any]) -> GanResults:
+    """Read the GAN's inputs: `files` maps each of GAN_FILES to where its stage wrote it; `space` is the GAN sweep's
+    (`gan_search.space`)."""
     files = {k: Path(files[k]) for k in GAN_FILES}
     _, digest, real = read_prepared_meta(files["prepared"], f"prepare@{dataset}", with_test_images=REAL_IMAGES)
     return GanResults(dataset=dataset, metrics=read_json(files["metrics"], "gan"),
                       search=read_json(files["search"], "gan_search"),
+                      sweep=load_sweep(files, "gan_search", GAN_SWEEP, space),
                       samples_png=_need(files["samples"], "gan").read_bytes(), real=real, content_hash=digest,
                       files={k: str(v) for k, v in files.items()})
 
@@ -176,14 +224,35 @@ def _ordered(metrics: dict[str, Any], known: tuple[str, ...]) -> list[str]:
     return [k for k in known if k in scalar] + sorted(set(scalar) - set(known))
 
 
-def usable_trials(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [t for t in trials if t["status"] in OK_STATUSES and math.isfinite(t["best_val_accuracy"])]
+def usable_trials(s: SweepResults) -> list[dict[str, Any]]:
+    return [t for t in s.trials if t["status"] in OK_STATUSES and math.isfinite(t[s.column])]
 
 
-def param_distributions(trials: list[dict[str, Any]]) -> dict[str, optuna.distributions.BaseDistribution]:
-    """Optuna distributions spanning the values the trials took; a hyperparameter that never varied is left out."""
-    dists = {}
-    for k in HPARAMS:
+def running_best(s: SweepResults) -> np.ndarray:
+    """The best value so far after each trial, in the sweep's direction and Optuna's order of the trials; failed
+    and errored trials bring no improvement, and before any value the best is nan."""
+    v = np.array([t[s.column] if t["status"] in OK_STATUSES else math.nan for t in s.trials], dtype=float)
+    if s.objective.mode == "max":
+        best = np.maximum.accumulate(np.where(np.isfinite(v), v, -np.inf))
+    else:
+        best = np.minimum.accumulate(np.where(np.isfinite(v), v, np.inf))
+    return np.where(np.isfinite(best), best, np.nan)
+
+
+def new_bests(s: SweepResults) -> list[tuple[int, float]]:
+    """(trial, value) for each trial that set a new best: the steps of the best-so-far curve."""
+    best, out = running_best(s), []
+    for i, t in enumerate(s.trials):
+        if math.isfinite(best[i]) and (i == 0 or best[i] != best[i - 1]):  # the first value, or a better one
+            out.append((t["trial"], float(best[i])))
+    return out
+
+
+def param_distributions(s: SweepResults) -> dict[str, optuna.distributions.BaseDistribution]:
+    """Optuna distributions spanning the values the usable trials took; a hyperparameter that never varied is left
+    out. Strings and bools (a backbone, a generator's kind) are categorical."""
+    trials, dists = usable_trials(s), {}
+    for k in s.hparams:
         seen = sorted({t[k] for t in trials})
         if len(seen) < 2:
             continue
@@ -192,30 +261,31 @@ def param_distributions(trials: list[dict[str, Any]]) -> dict[str, optuna.distri
         elif isinstance(seen[0], int):
             dists[k] = optuna.distributions.IntDistribution(seen[0], seen[-1])
         else:
-            dists[k] = optuna.distributions.FloatDistribution(seen[0], seen[-1], log=k in LOG_SCALE)
+            dists[k] = optuna.distributions.FloatDistribution(seen[0], seen[-1], log=k in s.log_scale)
     return dists
 
 
-def param_importances(trials: list[dict[str, Any]]) -> dict[str, float]:
-    """Optuna's importance of each varying hyperparameter for best_val_accuracy, summing to 1, most important first.
+def param_importances(s: SweepResults) -> dict[str, float]:
+    """Optuna's importance of each varying hyperparameter for the sweep's metric, summing to 1, most important first.
 
-    The completed and pruned trials become an in-memory study. The evaluator is PED-ANOVA, Optuna 5's default: it
-    needs no scikit-learn (fANOVA and mean-decrease-impurity do) and has no randomness, so it takes no seed and the
-    same table always gives the same answer. Empty when there is nothing to rank: fewer than 2 usable trials, no
-    varying hyperparameter, or every trial scoring the same.
+    The completed and pruned trials become an in-memory study in the sweep's direction (PED-ANOVA compares the best
+    trials with all of them, so the direction decides which trials are the best). The evaluator is PED-ANOVA,
+    Optuna 5's default: it needs no scikit-learn (fANOVA and mean-decrease-impurity do) and has no randomness, so it
+    takes no seed and the same table always gives the same answer. Empty when there is nothing to rank: fewer than 2
+    usable trials, no varying hyperparameter, or every trial scoring the same.
     """
-    ok = usable_trials(trials)
-    dists = param_distributions(ok)
+    ok = usable_trials(s)
+    dists = param_distributions(s)
     if len(ok) < 2 or not dists:
         return {}
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
     try:
-        study = optuna.create_study(direction="maximize")
+        study = optuna.create_study(direction="maximize" if s.objective.mode == "max" else "minimize")
     finally:
         optuna.logging.set_verbosity(verbosity)
     study.add_trials([optuna.trial.create_trial(params={k: t[k] for k in dists}, distributions=dists,
-                                                value=t["best_val_accuracy"]) for t in ok])
+                                                value=t[s.column]) for t in ok])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "importances will be equal" when all trials tie; handled below
         raw = optuna.importance.get_param_importances(
@@ -243,12 +313,12 @@ def image_png(images: np.ndarray, nrow: int) -> bytes:
     return buf.getvalue()
 
 
-def importance_figure(importances: dict[str, float]) -> Figure:
+def importance_figure(importances: dict[str, float], metric: str) -> Figure:
     names = list(importances)[::-1]  # most important on top
     fig = Figure(figsize=(6, 0.35 * len(names) + 1.0), layout="constrained")
     ax = fig.subplots()
     ax.barh(names, [importances[n] for n in names], color="#4c72b0")
-    ax.set_xlabel("importance for best_val_accuracy (PED-ANOVA, sums to 1)")
+    ax.set_xlabel(f"importance for {metric} (PED-ANOVA, sums to 1)")
     ax.spines[["top", "right"]].set_visible(False)
     return fig
 
@@ -273,26 +343,30 @@ def _axis(values: list, log: bool) -> tuple[Any, list[tuple[float, str]]]:
     return scale, [(scale(v), f"{v:.3g}" if isinstance(v, float) else str(v)) for v in ticks]
 
 
-def parallel_coordinates_figure(trials: list[dict[str, Any]], metric: str = "best_val_accuracy") -> Figure | None:
-    """One line per trial across the varying hyperparameters and the metric, coloured by the metric.
+def parallel_coordinates_figure(s: SweepResults) -> Figure | None:
+    """One line per trial across the varying hyperparameters and the metric, coloured by the metric (the best
+    trials brightest, and drawn last).
 
-    Categorical axes put each value at its own position; lr is on a log scale. Trials without a metric (failed,
-    errored) are grey dashed lines across the hyperparameter axes only. None when no hyperparameter varied.
+    Categorical axes put each value at its own position; the space's loguniform ones are on a log scale. Trials
+    without a metric (failed, errored) are grey dashed lines across the hyperparameter axes only. None when no
+    hyperparameter varied.
     """
-    names = [k for k in HPARAMS if len({t[k] for t in trials}) > 1]
+    trials, metric = s.trials, s.column
+    names = [k for k in s.hparams if len({t[k] for t in trials}) > 1]
     scored = [t for t in trials if math.isfinite(t[metric])]
     if not names or not scored:
         return None
     axes = [*names, metric]
-    maps = [_axis([t[k] for t in (trials if k != metric else scored)], k in LOG_SCALE) for k in axes]
+    maps = [_axis([t[k] for t in (trials if k != metric else scored)], k in s.log_scale) for k in axes]
     accs = [t[metric] for t in scored]
     norm = Normalize(min(accs), max(accs) if max(accs) > min(accs) else min(accs) + 1e-9)
-    cmap = colormaps["viridis"]
+    cmap = colormaps["viridis" if s.objective.mode == "max" else "viridis_r"]
+    sign = 1 if s.objective.mode == "max" else -1
 
     fig = Figure(figsize=(max(6.0, 1.2 * len(axes) + 1.5), 4.6), layout="constrained")
     ax = fig.subplots()
     xs = np.arange(len(axes))
-    for t in sorted(trials, key=lambda t: t[metric] if math.isfinite(t[metric]) else -math.inf):
+    for t in sorted(trials, key=lambda t: sign * t[metric] if math.isfinite(t[metric]) else -math.inf):
         if math.isfinite(t[metric]):
             ys = [scale(t[k]) for k, (scale, _) in zip(axes, maps)]
             ax.plot(xs, ys, color=cmap(norm(t[metric])), lw=1.6, alpha=0.85)
@@ -304,31 +378,30 @@ def parallel_coordinates_figure(trials: list[dict[str, Any]], metric: str = "bes
         for y, label in ticks:
             ax.text(x - 0.04, y, label, ha="right", va="center", fontsize=9,
                     bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75})
-    ax.set_xticks(xs, [k if k not in LOG_SCALE else f"{k} (log)" for k in axes], fontsize=9)
+    ax.set_xticks(xs, [k if k not in s.log_scale else f"{k} (log)" for k in axes], fontsize=9)
     ax.set_xlim(-0.6, len(axes) - 0.8)
     ax.set_ylim(-0.06, 1.06)
     ax.set_yticks([])
     ax.spines[["top", "right", "left", "bottom"]].set_visible(False)
-    fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label=metric, pad=0.01)
+    fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label=f"{metric} ({s.goal})", pad=0.01)
     if len(scored) < len(trials):
         ax.plot([], [], color="0.6", ls="--", label=f"no {metric} ({len(trials) - len(scored)} failed/errored)")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), frameon=False, fontsize=8)
     return fig
 
 
-def best_so_far_figure(trials: list[dict[str, Any]], by_time: list[dict[str, float]],
-                       metric: str = "best_val_accuracy") -> Figure | None:
-    """Each trial's metric and the best so far: against the trial number (Optuna's proposal order) and, from the
-    search stage's search_progress_time.csv, against the sweep's wall time."""
-    ordered = sorted(trials, key=lambda t: t["trial"])
+def best_so_far_figure(s: SweepResults) -> Figure | None:
+    """Each trial's metric and the best so far (in the sweep's direction): against the trial number (Optuna's
+    proposal order) and, from the sweep stage's progress-by-time file, against the sweep's wall time."""
+    ordered, metric = s.trials, s.column
     n = np.array([t["trial"] for t in ordered])
     v = np.array([t[metric] for t in ordered], dtype=float)
     if not np.isfinite(v).any():
         return None
-    best = np.maximum.accumulate(np.where(np.isfinite(v), v, -np.inf))
+    best = running_best(s)
     fig = Figure(figsize=(11, 3.6), layout="constrained")
     ax, ax_t = fig.subplots(1, 2, sharey=True)
-    shown = best > -np.inf
+    shown = np.isfinite(best)
     ax.step(n[shown], best[shown], where="post", color="#c44e52", lw=2, label="best so far")
     styles = {"completed": ("o", "#4c72b0"), "pruned": ("x", "#8c8c8c")}
     for status, (marker, color) in styles.items():
@@ -340,13 +413,14 @@ def best_so_far_figure(trials: list[dict[str, Any]], by_time: list[dict[str, flo
         ax.scatter(n[lost], np.zeros(lost.sum()), marker="v", color="black", transform=ax.get_xaxis_transform(),
                    clip_on=False, zorder=3, label=f"failed/errored ({lost.sum()})")
     ax.set_xlabel("trial")
-    ax.set_ylabel(metric)
+    ax.set_ylabel(f"{metric} ({s.goal})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_xlim(n.min() - 0.5, n.max() + 0.5)
     ax.grid(alpha=0.3)
 
+    by_time = s.progress_time
     t = np.array([r["wall_time_s"] for r in by_time])
-    tv, tb = (np.array([r[k] for r in by_time]) for k in ("trial_val_accuracy", metric))
+    tv, tb = (np.array([r[k] for r in by_time]) for k in (f"trial_{s.objective.metric}", metric))
     shown = np.isfinite(tb)
     if shown.any():
         ax_t.step(t[shown], tb[shown], where="post", color="#c44e52", lw=2)
@@ -449,32 +523,48 @@ def _per_class_table(d: DatasetResults) -> str:
             + _table(["class", *(_e(c) for c in names)], [["accuracy", *(_e(fmt(acc[c])) for c in names)]]))
 
 
-def dataset_section(d: DatasetResults) -> str:
-    ok = usable_trials(d.trials)
-    imp = param_importances(d.trials)
+def sweep_html(s: SweepResults, name: str, files: dict[str, str]) -> str:
+    """A sweep's parameter importance, parallel coordinates and best so far, each in the sweep's direction.
+    `name` labels it ("mnist", "GAN sweep"); `files` gives its trials and progress_time paths."""
+    ok, col = usable_trials(s), s.column
+    imp = param_importances(s)
     if imp:
-        imp_html = _figure(importance_figure(imp), f"parameter importance, {d.name}",
-                           f"Parameter importance over the {len(ok)} completed and pruned trials "
-                           "(Optuna's PED-ANOVA evaluator; hyperparameters that never varied are left out).", "")
+        imp_html = _figure(importance_figure(imp, col), f"parameter importance, {name}",
+                           f"Parameter importance for <code>{_e(col)}</code> ({s.goal}) over the {len(ok)} completed "
+                           "and pruned trials (Optuna's PED-ANOVA evaluator; hyperparameters that never varied are "
+                           "left out): " + ", ".join(f"<code>{_e(k)}</code> {v:.2f}" for k, v in imp.items()) + ".",
+                           "")
     else:
         why = ("fewer than 2 trials succeeded" if len(ok) < 2 else
-               "no hyperparameter varied across the successful trials" if not param_distributions(ok) else
-               "every successful trial reached the same accuracy")
-        imp_html = f'<p class="note">No parameter importance for {_e(d.name)}: {why}.</p>'
+               "no hyperparameter varied across the successful trials" if not param_distributions(s) else
+               f"every successful trial reached the same {col}")
+        imp_html = f'<p class="note">No parameter importance for {_e(name)}: {_e(why)}.</p>'
+    steps = new_bests(s)
+    steps_html = (f"<p>Trials that set a new best <code>{_e(col)}</code> ({s.goal}):</p>"
+                  + _table(["trial", *(_e(n) for n, _ in steps)], [[_e(col), *(_e(fmt(v)) for _, v in steps)]])
+                  if steps else "")
+    return "\n".join([
+        imp_html,
+        _figure(parallel_coordinates_figure(s), f"parallel coordinates, {name}",
+                f"Every trial of the sweep ({len(s.trials)}), one line each, coloured by <code>{_e(col)}</code> "
+                f"({s.goal}).",
+                f"No parallel coordinates: no hyperparameter varied, or no trial has a {col}."),
+        _figure(best_so_far_figure(s), f"best so far, {name}",
+                f"<code>{_e(col)}</code> of each trial and the best so far ({s.goal}): in the order Optuna proposed "
+                f"the trials (<code>{_e(files['trials'])}</code>), and by the sweep's wall time when each trial "
+                f"ended (<code>{_e(files['progress_time'])}</code>).",
+                f"No trial reached a {col}."),
+        steps_html,
+    ])
+
+
+def dataset_section(d: DatasetResults) -> str:
     files = "".join(f"<li>{_e(role)}: <code>{_e(path)}</code></li>" for role, path in d.files.items())
     return "\n".join([
         f'<h2 id="{_e(d.name)}">{_e(d.name)}</h2>',
         f"<ul>{files}</ul>",
         "<h3>Search</h3>",
-        imp_html,
-        _figure(parallel_coordinates_figure(d.trials), f"parallel coordinates, {d.name}",
-                f"Every trial of the sweep ({len(d.trials)}), one line each, coloured by best_val_accuracy.",
-                "No parallel coordinates: no hyperparameter varied, or no trial has an accuracy."),
-        _figure(best_so_far_figure(d.trials, d.progress_time), f"best so far, {d.name}",
-                "best_val_accuracy of each trial and the best so far: in the order Optuna proposed the trials "
-                f"(<code>{_e(d.files['trials'])}</code>), and by the sweep's wall time when each trial ended "
-                f"(<code>{_e(d.files['progress_time'])}</code>).",
-                "No trial reached a validation accuracy."),
+        sweep_html(d.sweep, d.name, d.files),
         "<h3>Classifier (test split)</h3>",
         _per_class_table(d),
         _figure(confusion_figure(d.confusion, d.classes), f"confusion matrix, {d.name}",
@@ -487,14 +577,19 @@ def gan_section(g: GanResults) -> str:
     keys = _ordered(g.metrics, GAN_KEYS)
     table = _table(["metric", "value"], [[f"<code>{_e(k)}</code>", _e(fmt(g.metrics[k]))] for k in keys])
     n = len(g.real)
+    files = "".join(f"<li>{_e(role)}: <code>{_e(path)}</code></li>" for role, path in g.files.items())
     return "\n".join([
         f'<h2 id="gan">GAN ({_e(g.dataset)})</h2>',
-        f"<p>Metrics from <code>{_e(g.files['metrics'])}</code>. FID and Inception Score use the features of the "
-        f"classifier trained on {_e(g.dataset)}; the <code>reference_*</code> rows score real images the same way.</p>",
-        table,
+        f"<ul>{files}</ul>",
+        "<h3>Search</h3>",
         f"<p>The GAN sweep (<code>{_e(g.files['search'])}</code>), which chose this GAN's architecture and learning "
         f"rates by FID:</p>",
         _table(["metric", "value"], [[f"<code>{_e(k)}</code>", _e(fmt(v))] for k, v in g.search.items()]),
+        sweep_html(g.sweep, "GAN sweep", g.files),
+        "<h3>Final GAN</h3>",
+        f"<p>Metrics from <code>{_e(g.files['metrics'])}</code>. FID and Inception Score use the features of the "
+        f"classifier trained on {_e(g.dataset)}; the <code>reference_*</code> rows score real images the same way.</p>",
+        table,
         f"<figure>{_img(g.samples_png, 'generated samples', 'pixels')}"
         f"<figcaption>Generated: <code>{_e(g.files['samples'])}</code></figcaption></figure>",
         f"<figure>{_img(image_png(g.real, 8), 'real test images', 'pixels')}"

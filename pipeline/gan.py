@@ -47,6 +47,7 @@ def main() -> None:
     final = train_and_score(hp, Recipe.of(p), clf, data, epochs=p.epochs, noise_dim=p.noise_dim,
                             subset=p.train_subset, eval_samples=p.eval_samples, eval_every=p.eval_every,
                             min_diversity=params.gan_search.min_diversity, seed=params.seed, device=device,
+                            progress=True,
                             on_epoch=epoch_logger(run, p.epochs, ("d_loss", "g_loss", "val_fid", "diversity")))
     save_checkpoint(args.model_out, final.G, discriminator=final.D.state_dict(),
                     discriminator_kwargs=dict(final.D.kwargs), epoch=final.metrics["best_epoch"], dataset=data.name,

@@ -1,7 +1,7 @@
 """Stage `train@<dataset>`: retrain the sweep's best config on train+val, then evaluate it on the test split.
 
     python pipeline/train.py mnist data/prepared/mnist.npz search/mnist/best.yaml models/mnist/classifier.pt \
-        --metrics metrics/mnist/classifier.json --confusion metrics/mnist/confusion.csv --log metrics/mnist/train_log.csv
+        --metrics metrics/mnist/classifier.json --confusion metrics/mnist/confusion.csv --log metrics/train_log/mnist.csv
 
 Writes the checkpoint (a dict loaded with weights_only=True), the test metrics, the confusion pairs (one row per
 test image, for `dvc plots`) and the per-epoch curves.
@@ -37,7 +37,7 @@ def main() -> None:
                      config={**hp.model_dump(), "epochs": epochs, "dataset": data.name, "data_hash": data.content_hash})
     print(f"training {hp.model_dump()} on {len(data.y_train) + len(data.y_val)} images of {data.name} for {epochs} "
           f"epochs on {device}")
-    final = retrain_and_test(hp, data, epochs=epochs, seed=params.seed, device=device,
+    final = retrain_and_test(hp, data, epochs=epochs, seed=params.seed, device=device, progress=True,
                              on_epoch=epoch_logger(run, epochs, ("train_loss", "train_accuracy")))
     metrics = test_metrics(final.test, data)
     save_checkpoint(args.model_out, final.model, config=hp.model_dump(), epoch=epochs, dataset=data.name,

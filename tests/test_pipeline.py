@@ -77,7 +77,7 @@ def test_every_declared_output_exists(project):
     for d in DATASETS:
         expected += [f"data/raw/{d}", f"data/prepared/{d}.npz", f"search/{d}/best.yaml", f"search/{d}/trials.csv",
                      f"metrics/{d}/search.json", f"models/{d}/classifier.pt", f"metrics/{d}/classifier.json",
-                     f"metrics/{d}/confusion.csv", f"metrics/{d}/train_log.csv"]
+                     f"metrics/{d}/confusion.csv", f"metrics/train_log/{d}.csv"]
     missing = [p for p in expected if not (proj / p).exists()]
     assert not missing
     status = run([sys.executable, "-m", "dvc", "status", "--json"], proj, env)
@@ -192,9 +192,17 @@ def test_dvc_plots_render_from_the_plot_files(project):
     times = [float(r.split(",")[0]) for r in timed[1:]]
     assert times == sorted(times) and times[0] > 0
     out = run([sys.executable, "-m", "dvc", "plots", "show", "--json"], proj, env).stdout
-    for path in ("search_progress.csv", "search_progress_time.csv", "confusion.csv", "train_log.csv",
+    for path in ("search_progress.csv", "search_progress_time.csv", "confusion.csv", "train_log/mnist.csv",
                  "gan_samples.png"):
         assert path in out
+    # What each line plot draws: the y columns DVC resolved, per plot.
+    drawn = {plot_id: {row.get("field") for p in plots if p["type"] == "vega" for row in p["content"]["data"]["values"]}
+             for plot_id, plots in json.loads(out)["data"].items()}
+    assert drawn["GAN training losses"] == {"d_loss", "g_loss"}
+    assert drawn["GAN validation FID"] == {"val_fid"}
+    for d in DATASETS:
+        assert drawn[f"metrics/train_log/{d}.csv"] == {"train_loss", "train_accuracy"}
+    assert not [k for k, fields in drawn.items() if "images_per_s" in fields]
 
 
 @pytest.mark.slow

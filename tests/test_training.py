@@ -1,5 +1,8 @@
 """The one training loop on a task a row-reading classifier must learn, on the CPU and (where there is one) a GPU."""
 
+import io
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -30,3 +33,24 @@ def test_fit_keeps_data_and_model_on_the_device_and_learns(device):
     assert all(p.device.type == device.type for p in model.parameters())
     assert [m["epoch"] for m in history] == [1, 2, 3, 4]
     assert history[-1]["val_accuracy"] > 0.9 and history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_bar_within_an_epoch_on_a_terminal_only(tty, monkeypatch):
+    """On a terminal, a bar counts the epoch's batches; in a log, nothing per batch is written."""
+    stream = Terminal() if tty else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    hp = TrialConfig(cell="gru", hidden_size=8, num_layers=1, bidirectional=False, dropout=0.0, backbone="none",
+                     lr=1e-3, weight_decay=0.0, batch_size=64)
+    model, opt = new_classifier(hp, in_shape=(28, 28, 1), num_classes=10, device=torch.device("cpu"))
+    fit(model, opt, Split.of(*bright_row_task(256, 0), "cpu"), None, epochs=2, batch_size=64, seed=0, progress=True)
+    out = stream.getvalue()
+    if tty:
+        assert "epoch 1/2" in out and "epoch 2/2" in out and "0/4 " in out and "batch" in out  # 4 batches an epoch
+    else:
+        assert out == ""

@@ -26,7 +26,7 @@ from torch.optim.swa_utils import AveragedModel
 from grutune.errors import GrutuneError
 from grutune.metrics import frechet_distance, inception_score
 from grutune.models import Discriminator, Generator, build_generator, to_float
-from grutune.training import EVAL_BATCH, NonFiniteLoss, Split
+from grutune.training import EVAL_BATCH, NonFiniteLoss, Split, batches
 
 
 class Collapsed(GrutuneError):
@@ -104,9 +104,11 @@ def _g_loss(loss: str, d_gen: torch.Tensor) -> torch.Tensor:
 
 
 def train_gan(gan: Gan, data: Split, recipe: Recipe, *, epochs: int, seed: int, start_epoch: int = 0,
-              subset: int | None = None, on_epoch: Callable[[dict], None] = lambda m: None) -> list[dict]:
+              subset: int | None = None, on_epoch: Callable[[dict], None] = lambda m: None,
+              progress: bool = False) -> list[dict]:
     """Train from `start_epoch` up to `epochs`, one D step and one G step per batch; raises NonFiniteLoss on
     divergence. `on_epoch` sees each epoch's mean losses and D's mean belief (sigmoid of its logit) in real and fake.
+    With `progress`, a progress bar within each epoch on a terminal.
     """
     G, D, device = gan.G, gan.D, data.x.device
     history = []
@@ -118,7 +120,7 @@ def train_gan(gan: Gan, data: Split, recipe: Recipe, *, epochs: int, seed: int, 
         order = torch.randperm(len(data), generator=g)[:n].to(device)
         sums = torch.zeros(5, device=device)  # d_loss, g_loss, D(real), D(fake), r1
         steps = 0
-        for i in range(0, n, recipe.batch_size):
+        for i in batches(n, recipe.batch_size, f"epoch {epoch + 1}/{epochs}" if progress else None):
             real = to_float(data.x[order[i:i + recipe.batch_size]]).requires_grad_(recipe.r1_gamma > 0)
             fake = G(torch.randn(len(real), G.noise_dim, device=device))
             d_real, d_fake = D(real), D(fake.detach())
@@ -216,7 +218,8 @@ class FinalGan:
 
 def train_and_score(hp, recipe: Recipe, clf, data, *, epochs: int, noise_dim: int, subset: int | None,
                     eval_samples: int, eval_every: int, min_diversity: float, seed: int, device: torch.device,
-                    grid: int = 8, on_epoch: Callable[[dict], None] = lambda m: None) -> FinalGan:
+                    grid: int = 8, on_epoch: Callable[[dict], None] = lambda m: None,
+                    progress: bool = False) -> FinalGan:
     """Train a GAN config from scratch on a Prepared dataset's train split, keep the epoch with the best validation
     FID, and score that one against the test split.
 
@@ -242,7 +245,8 @@ def train_and_score(hp, recipe: Recipe, clf, data, *, epochs: int, noise_dim: in
                             D=copy.deepcopy(gan.D.state_dict()))
         on_epoch(m)
 
-    history = train_gan(gan, train, recipe, epochs=epochs, seed=seed, subset=subset, on_epoch=epoch_end)
+    history = train_gan(gan, train, recipe, epochs=epochs, seed=seed, subset=subset, on_epoch=epoch_end,
+                        progress=progress)
     if not best:
         spread = ", ".join(f"epoch {e}: {d:.3f}" for e, d in scored)
         raise Collapsed(f"the GAN collapsed at every scored epoch: sample diversity {spread}, below "

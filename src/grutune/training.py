@@ -10,11 +10,12 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from grutune.errors import GrutuneError
 from grutune.io import atomic_path
@@ -77,9 +78,17 @@ def cosine(progress: float) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
+def batches(n: int, batch_size: int, progress: str | None = None) -> Iterable[int]:
+    """The start of each batch of an epoch of n images. With a `progress` label, a tqdm bar on a terminal; in a log
+    (stderr not a terminal) nothing, so a log has one line per epoch and none per batch."""
+    starts = range(0, n, batch_size)
+    return starts if progress is None else tqdm(starts, desc=progress, unit="batch", leave=False, disable=None,
+                                                dynamic_ncols=True)
+
+
 def train_epoch(model, opt, data: Split, *, batch_size: int, generator: torch.Generator,
                 subset: int | None = None, clip: float = 1.0,
-                lr_at: Callable[[float], float] | None = None) -> dict:
+                lr_at: Callable[[float], float] | None = None, progress: str | None = None) -> dict:
     """One pass over (a seeded random subset of) the training split; raises NonFiniteLoss on divergence.
 
     With `lr_at`, each step's learning rate is each group's `initial_lr` times lr_at(fraction of the epoch done).
@@ -88,7 +97,7 @@ def train_epoch(model, opt, data: Split, *, batch_size: int, generator: torch.Ge
     n = len(data) if subset is None else min(subset, len(data))
     order = torch.randperm(len(data), generator=generator)[:n].to(data.x.device)
     loss_sum, correct = torch.zeros((), device=data.x.device), torch.zeros((), device=data.x.device)
-    for i in range(0, n, batch_size):
+    for i in batches(n, batch_size, progress):
         if lr_at is not None:
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * lr_at(i / n)
@@ -111,8 +120,9 @@ def train_epoch(model, opt, data: Split, *, batch_size: int, generator: torch.Ge
 
 def fit(model, opt, train: Split, val: Split | None, *, epochs: int, batch_size: int, seed: int,
         start_epoch: int = 0, subset: int | None = None, schedule_epochs: int | None = None,
-        on_epoch: Callable[[dict], None] = lambda m: None) -> list[dict]:
-    """Train from `start_epoch` up to `epochs`, calling `on_epoch(metrics)` after each epoch.
+        on_epoch: Callable[[dict], None] = lambda m: None, progress: bool = False) -> list[dict]:
+    """Train from `start_epoch` up to `epochs`, calling `on_epoch(metrics)` after each epoch (and, with `progress`,
+    showing a progress bar within each epoch on a terminal).
 
     With `schedule_epochs`, the learning rate follows a cosine from the optimiser's rate down to 0 over that many
     epochs (a trial stopped early by ASHA has seen the same rates as every other trial up to then). The data order
@@ -125,7 +135,8 @@ def fit(model, opt, train: Split, val: Split | None, *, epochs: int, batch_size:
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         lr_at = None if schedule_epochs is None else (lambda f, e=epoch: cosine((e + f) / schedule_epochs))
-        tr = train_epoch(model, opt, train, batch_size=batch_size, generator=g, subset=subset, lr_at=lr_at)
+        tr = train_epoch(model, opt, train, batch_size=batch_size, generator=g, subset=subset, lr_at=lr_at,
+                         progress=f"epoch {epoch + 1}/{epochs}" if progress else None)
         dt = time.perf_counter() - t0
         m = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
              "lr": opt.param_groups[0]["lr"], "images_per_s": min(subset or len(train), len(train)) / dt}
@@ -158,13 +169,14 @@ class FinalRun:
 
 
 def retrain_and_test(hp, data, *, epochs: int, seed: int, device: torch.device,
-                     on_epoch: Callable[[dict], None] = lambda m: None) -> FinalRun:
-    """Train a config from scratch on train+val of a Prepared dataset, then evaluate it on the test split."""
+                     on_epoch: Callable[[dict], None] = lambda m: None, progress: bool = False) -> FinalRun:
+    """Train a config from scratch on train+val of a Prepared dataset, then evaluate it on the test split (with
+    `progress`, a progress bar within each epoch on a terminal)."""
     torch.manual_seed(seed)
     model, opt = new_classifier(hp, in_shape=data.x_train.shape[1:], num_classes=len(data.classes), device=device)
     train = Split.of(np.concatenate([data.x_train, data.x_val]), np.concatenate([data.y_train, data.y_val]), device)
     history = fit(model, opt, train, None, epochs=epochs, batch_size=hp.batch_size, seed=seed, schedule_epochs=epochs,
-                  on_epoch=on_epoch)
+                  on_epoch=on_epoch, progress=progress)
     return FinalRun(model, history, evaluate(model, Split.of(data.x_test, data.y_test, device)))
 
 

@@ -145,7 +145,7 @@ def test_wandb_runs_carry_lineage_and_metrics_and_close_cleanly(project):
     n = params["search"]["num_samples"]
     n_gan = params["gan_search"]["num_samples"]
     assert {k: len(v) for k, v in by_type.items()} == {"trial": n * len(DATASETS) + n_gan, "sweep": len(DATASETS) + 1,
-                                                       "train": len(DATASETS), "gan": 1}
+                                                       "train": len(DATASETS), "gan": 1, "gan_eval": 1}
     assert all(r["exit_code"] == 0 for r in runs), "a run was left unfinished (shown as crashed)"
     commit = run(["git", "rev-parse", "HEAD"], proj, env).stdout.strip()
     for d in DATASETS:
@@ -163,7 +163,36 @@ def test_wandb_runs_carry_lineage_and_metrics_and_close_cleanly(project):
         assert sweep["summary"]["trials"] == n and sweep["summary"]["best_trial"] == best["trial_id"]
     for r in by_type["train"]:
         assert any("confusion_matrix" in h for h in r["history"]) and 0 <= r["summary"]["test_accuracy"] <= 1
-    assert any(h.get("samples", {}).get("_type") == "image-file" for h in by_type["gan"][0]["history"])
+    (gan,), (gan_eval,) = by_type["gan"], by_type["gan_eval"]
+    assert any(h.get("samples", {}).get("_type") == "image-file" for h in gan_eval["history"])
+    assert gan_eval["summary"]["fid"] >= 0 and gan["summary"]["best_epoch"] >= 1
+    # The final GAN's runs sit in its sweep's group, with the sweep's trials.
+    gan_sweep = yaml.safe_load((proj / "search/gan/best.yaml").read_text())["sweep_id"]
+    assert gan["group"] == gan_eval["group"] == gan_sweep
+    assert len([r for r in by_type["trial"] if r["group"] == gan_sweep]) == n_gan
+
+
+@pytest.mark.slow
+def test_operational_settings_rerun_nothing_and_eval_settings_only_rescore(project):
+    """Tracking, resources, storage, concurrency and retries change how a stage runs, not what it writes: after
+    changing them every stage is up to date. gan.eval_samples only changes the GAN's scoring: gan_eval alone."""
+    proj, params, env, _ = project
+    path = proj / "params.yaml"
+    original = path.read_text()
+    changed = yaml.safe_load(original)
+    changed["tracking"].update(wandb=not changed["tracking"]["wandb"], project="elsewhere", log_models=True)
+    for sweep in ("search", "gan_search"):
+        changed[sweep].update(resources={"cpu": 2, "gpu": 1}, storage="s3://bucket/sweeps", max_concurrent_trials=7,
+                              max_failures=9)
+    try:
+        path.write_text(yaml.safe_dump(changed, sort_keys=False))
+        assert json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], proj, env).stdout) == {}
+        changed["gan"]["eval_samples"] += 1
+        path.write_text(yaml.safe_dump(changed, sort_keys=False))
+        status = json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], proj, env).stdout)
+        assert set(status) == {"gan_eval"}, status
+    finally:
+        path.write_text(original)
 
 
 @pytest.mark.slow
@@ -173,12 +202,26 @@ def test_exp_run_links_runs_to_the_experiment_and_exp_show_lists_metrics(project
     proj, params, env, _ = project
     before = set((proj / "wandb").glob("offline-run-*"))
     run([sys.executable, "-m", "dvc", "exp", "run", "-n", "smaller-eval", "-S", "gan.eval_samples=100"], proj, env)
-    (new,) = set((proj / "wandb").glob("offline-run-*")) - before  # only the gan stage ran again
+    (new,) = set((proj / "wandb").glob("offline-run-*")) - before  # only gan_eval ran again: no GAN training
     gan = read_run(next(new.glob("run-*.wandb")))
-    assert gan["job_type"] == "gan" and gan["config"]["dvc_experiment"] == "smaller-eval"
+    assert gan["job_type"] == "gan_eval" and gan["config"]["dvc_experiment"] == "smaller-eval"
     shown = json.loads(run([sys.executable, "-m", "dvc", "exp", "show", "--json"], proj, env).stdout)
     text = json.dumps(shown)
     assert "smaller-eval" in text and "test_accuracy" in text and "inception_score" in text
+
+
+def y_fields(spec) -> set[str]:
+    """The columns a DVC vega plot draws: its y encoding's field, or (several y) each row's `field`."""
+    found = set()
+    if isinstance(spec, dict):
+        if isinstance(spec.get("y"), dict) and "field" in spec["y"]:
+            found.add(spec["y"]["field"])
+        for k, v in spec.items():
+            found |= {r["field"] for r in v if "field" in r} if k == "values" else y_fields(v)
+    elif isinstance(spec, list):
+        for v in spec:
+            found |= y_fields(v)
+    return found - {"dvc_inferred_y_value"}
 
 
 @pytest.mark.slow
@@ -196,7 +239,7 @@ def test_dvc_plots_render_from_the_plot_files(project):
                  "gan_samples.png"):
         assert path in out
     # What each line plot draws: the y columns DVC resolved, per plot.
-    drawn = {plot_id: {row.get("field") for p in plots if p["type"] == "vega" for row in p["content"]["data"]["values"]}
+    drawn = {plot_id: set().union(*(y_fields(p["content"]) for p in plots if p["type"] == "vega"))
              for plot_id, plots in json.loads(out)["data"].items()}
     assert drawn["GAN training losses"] == {"d_loss", "g_loss"}
     assert drawn["GAN validation FID"] == {"val_fid"}

@@ -26,7 +26,7 @@ from torch.optim.swa_utils import AveragedModel
 from grutune.errors import GrutuneError
 from grutune.metrics import frechet_distance, inception_score
 from grutune.models import Discriminator, Generator, build_generator, to_float
-from grutune.training import EVAL_BATCH, NonFiniteLoss, Split, batches
+from grutune.training import EVAL_BATCH, NonFiniteLoss, Split, batches, load_checkpoint
 
 
 class Collapsed(GrutuneError):
@@ -205,32 +205,30 @@ def score(G, clf, real_test: Split, real_train: Split, *, n: int, seed: int) -> 
 
 
 @dataclass(frozen=True)
-class FinalGan:
-    """The final GAN after `train_and_score`: the kept generator (EMA weights where on) and its discriminator, the
-    per-epoch history, the test scores and a sample grid."""
+class TrainedGan:
+    """What `train_best` keeps: the generator of the best epoch (EMA weights where on), its discriminator, the
+    per-epoch history (with val_fid and diversity on scored epochs), and which epoch that was."""
 
     G: Generator
     D: Discriminator
     history: list[dict]
-    metrics: dict
-    grid: np.ndarray  # (rows, cols, C) in [0, 1]
+    best_epoch: int
+    val_fid: float
 
 
-def train_and_score(hp, recipe: Recipe, clf, data, *, epochs: int, noise_dim: int, subset: int | None,
-                    eval_samples: int, eval_every: int, min_diversity: float, seed: int, device: torch.device,
-                    grid: int = 8, on_epoch: Callable[[dict], None] = lambda m: None,
-                    progress: bool = False) -> FinalGan:
-    """Train a GAN config from scratch on a Prepared dataset's train split, keep the epoch with the best validation
-    FID, and score that one against the test split.
+def train_best(hp, recipe: Recipe, clf, data, *, epochs: int, noise_dim: int, subset: int | None, eval_samples: int,
+               eval_every: int, min_diversity: float, seed: int, device: torch.device,
+               on_epoch: Callable[[dict], None] = lambda m: None, progress: bool = False) -> TrainedGan:
+    """Train a GAN config from scratch on a Prepared dataset's train split and keep its epoch with the best
+    validation FID (`eval_samples` samples against as many validation images, in `clf`'s features).
 
-    Every `eval_every` epochs (and the last) the generator is scored on the validation images: an epoch whose samples
-    are less diverse than `min_diversity` is collapsed and never kept. If every scored epoch collapsed, raises
-    Collapsed (naming the config and the diversities) and nothing is returned to be written.
+    Every `eval_every` epochs (and the last) the generator is scored: an epoch whose samples are less diverse than
+    `min_diversity` is collapsed and never kept. If every scored epoch collapsed, raises Collapsed (naming the config
+    and the diversities), so that nothing is written.
     """
     torch.manual_seed(seed)
     gan = new_gan(hp, shape=data.x_train.shape[1:], noise_dim=noise_dim, device=device, ema_decay=recipe.ema_decay)
-    train, test = Split.of(data.x_train, data.y_train, device), Split.of(data.x_test, data.y_test, device)
-    val = Split.of(data.x_val, data.y_val, device)
+    train, val = Split.of(data.x_train, data.y_train, device), Split.of(data.x_val, data.y_val, device)
     val_fid = FidScorer(clf, to_float(val.x[:min(eval_samples, len(val))]), seed=seed)
     best: dict = {}
     scored: list[tuple[int, float]] = []
@@ -255,10 +253,48 @@ def train_and_score(hp, recipe: Recipe, clf, data, *, epochs: int, noise_dim: in
     G = gan.sampler
     G.load_state_dict(best["G"])
     gan.D.load_state_dict(best["D"])
-    metrics = {**score(G, clf, test, train, n=eval_samples, seed=seed), "best_epoch": best["epoch"],
-               "val_fid": best["fid"]}
+    return TrainedGan(G, gan.D, history, best["epoch"], best["fid"])
+
+
+def load_generator(path, data_hash: str, device: torch.device | str = "cpu") -> tuple[Generator, dict]:
+    """The gan stage's generator and its checkpoint, refusing one trained on other data than `data_hash`."""
+    ckpt = load_checkpoint(path, device)
+    if ckpt.get("data_hash") != data_hash:
+        raise GrutuneError(f"{path} was trained on other data ({ckpt.get('data_hash')}) than the prepared dataset "
+                           f"({data_hash}): rerun the gan stage")
+    G = build_generator(ckpt["model_kwargs"])
+    G.load_state_dict(ckpt["model"])
+    return G.to(device), ckpt
+
+
+def evaluate_gan(G, clf, data, *, eval_samples: int, seed: int, device: torch.device,
+                 grid: int = 8) -> tuple[dict, np.ndarray]:
+    """A trained generator's test scores (FID and IS against the test split, with the real-data references) and a
+    grid of samples, (rows, cols, C) in [0, 1]."""
+    test, train = Split.of(data.x_test, data.y_test, device), Split.of(data.x_train, data.y_train, device)
+    metrics = score(G, clf, test, train, n=eval_samples, seed=seed)
     samples = generate(G, grid * grid, seed=seed + 1, device=device).cpu().numpy()
-    return FinalGan(G, gan.D, history, metrics, image_grid(samples, grid))
+    return metrics, image_grid(samples, grid)
+
+
+@dataclass(frozen=True)
+class FinalGan:
+    """`train_best` then `evaluate_gan`, as the gan and gan_eval stages run them one after the other."""
+
+    G: Generator
+    D: Discriminator
+    history: list[dict]
+    metrics: dict
+    grid: np.ndarray  # (rows, cols, C) in [0, 1]
+
+
+def train_and_score(hp, recipe: Recipe, clf, data, *, eval_samples: int, seed: int, device: torch.device,
+                    grid: int = 8, **train) -> FinalGan:
+    """Train a config keeping its best epoch (`train_best`, with `train`'s other arguments), then score that one on
+    the test split with `eval_samples` samples."""
+    t = train_best(hp, recipe, clf, data, eval_samples=eval_samples, seed=seed, device=device, **train)
+    metrics, picture = evaluate_gan(t.G, clf, data, eval_samples=eval_samples, seed=seed, device=device, grid=grid)
+    return FinalGan(t.G, t.D, t.history, {**metrics, "best_epoch": t.best_epoch, "val_fid": t.val_fid}, picture)
 
 
 def diversity(fake: torch.Tensor, real: torch.Tensor) -> float:

@@ -156,16 +156,16 @@ def log_classifier_run(run, metrics: dict, test: dict, data, *, model, log_model
     run.finish()
 
 
-def log_gan_run(run, final, data, *, model, log_models: bool) -> None:
-    """Close the gan stage's W&B run: its scores, the sample grid and, if asked, the model artifact."""
+def log_gan_run(run, metrics: dict, grid, data, *, model, log_models: bool) -> None:
+    """Close the gan_eval stage's W&B run: the test scores, the sample grid and, if asked, the model artifact."""
     if run is None:
         return
     import wandb
 
-    run.summary.update(final.metrics)
-    run.log({"samples": wandb.Image(final.grid.squeeze(-1) if final.grid.shape[-1] == 1 else final.grid)})
+    run.summary.update(metrics)
+    run.log({"samples": wandb.Image(grid.squeeze(-1) if grid.shape[-1] == 1 else grid)})
     if log_models:
-        log_model(run, model, name=f"gan-{data.name}", metadata={"data_hash": data.content_hash, **final.metrics})
+        log_model(run, model, name=f"gan-{data.name}", metadata={"data_hash": data.content_hash, **metrics})
     run.finish()
 
 

@@ -156,8 +156,11 @@ def started_trials(text: str) -> set[str]:
 
 @pytest.mark.slow
 def test_sigkill_then_rerun_resumes_the_sweep(tmp_path, prepared, tiny):
-    tiny(tmp_path / "params.yaml", search={"max_epochs": 3, "grace_period": 3},
-                 space={"hidden_size": {"choice": [16, 24, 32]}})
+    path = tiny(tmp_path / "params.yaml", search={"max_epochs": 3, "grace_period": 3},
+                space={"hidden_size": {"choice": [16, 24, 32]}})
+    raw = yaml.safe_load(path.read_text())
+    raw["tracking"]["wandb"] = True  # offline here: one W&B run per trial, whatever the kill did
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
     proc = run_stage(tmp_path, prepared)
     out, deadline = "", time.time() + 300
     for line in proc.stdout:  # kill the driver once two trials have finished
@@ -189,9 +192,24 @@ def test_sigkill_then_rerun_resumes_the_sweep(tmp_path, prepared, tiny):
         (first_done, [(r["trial_id"], r["status"], r["epochs"], r["error"] and Path(r["error"]).read_text()[:1500])
                       for r in rows], [(t.user_attrs, t.state, t.intermediate_values) for t in study_trials(tmp_path / ".grutune/sweeps")])
     trials = study_trials(tmp_path / ".grutune/sweeps")
-    assert len(trials) == 6 and all(t.state.is_finished() for t in trials)
+    assert len(trials) == 6 and all(t.state.is_finished() for t in trials), \
+        [(t.number, t.state.name, t.user_attrs, sorted(t.intermediate_values)) for t in trials]
     configs = [tuple(sorted(t.params.items())) for t in trials]
     assert len(set(configs)) == len(configs), "a restored sampler must not draw the same config again"
+    # W&B: a trial resumed after the kill reopened its own run (a stable id), so each trial has exactly one run id;
+    # the summary of val_accuracy is its best value.
+    from grutune.tracking import trial_run_id
+    from wandb_records import read_run
+
+    runs = [read_run(f) for f in tmp_path.glob("wandb/offline-run-*/run-*.wandb")]
+    runs = [r for r in runs if r.get("job_type") == "trial"]
+    ids: dict[str, set] = {}
+    for r in runs:
+        ids.setdefault(r["name"], set()).add(r["id"])
+    assert ids and all(v == {trial_run_id(r["group"], name)} for name, v in ids.items() for r in runs
+                       if r["name"] == name)
+    assert len(ids) >= len(rows) - 2  # (what a killed W&B process had not written yet is lost: offline mode)
+    assert all(r["summaries"].get("val_accuracy") == ["max"] for r in runs)
 
 
 @pytest.mark.slow

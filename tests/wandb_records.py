@@ -54,12 +54,13 @@ def _items(items) -> dict:
 
 
 def read_run(path: Path) -> dict:
-    """{name, group, job_type, config, history: [dict per step], summary, exit_code (None if never closed)}."""
-    run = {"history": [], "summary": {}, "exit_code": None, "config": {}}
+    """{id, name, group, job_type, config, history: [dict per step], summary, exit_code (None if never closed),
+    summaries: {metric: the summaries define_metric asked for, e.g. ["max"]}}."""
+    run = {"history": [], "summary": {}, "exit_code": None, "config": {}, "summaries": {}}
     for r in records(path):
         kind = r.WhichOneof("record_type")
         if kind == "run":
-            run.update(name=r.run.display_name, group=r.run.run_group, job_type=r.run.job_type)
+            run.update(id=r.run.run_id, name=r.run.display_name, group=r.run.run_group, job_type=r.run.job_type)
             run["config"].update({k: v.get("value", v) if isinstance(v, dict) else v
                                   for k, v in _items(r.run.config.update).items()})
         elif kind == "config":
@@ -69,6 +70,8 @@ def read_run(path: Path) -> dict:
             run["history"].append(_items(r.history.item))
         elif kind == "summary":
             run["summary"].update(_items(r.summary.update))
+        elif kind == "metric" and r.metric.name:
+            run["summaries"][r.metric.name] = [f.name for f, on in r.metric.summary.ListFields() if on]
         elif kind == "exit":
             run["exit_code"] = r.exit.exit_code
     return run

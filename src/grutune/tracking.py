@@ -8,6 +8,7 @@ from __future__ import annotations
 import netrc
 import os
 import queue
+import re
 import subprocess
 import threading
 from pathlib import Path
@@ -49,8 +50,9 @@ def run_context() -> dict[str, Any]:
 
 
 def init_wandb(enabled: bool, *, project: str, group: str, job_type: str, name: str, config: dict,
-               directory: str | os.PathLike, silent: bool = False):
-    """Start one W&B run (several may be open at once), or return None when tracking is off."""
+               directory: str | os.PathLike, silent: bool = False, run_id: str | None = None):
+    """Start one W&B run (several may be open at once), or return None when tracking is off. With `run_id`, a run
+    of that id is resumed if it exists (W&B's resume="allow"), so a restarted process continues the same run."""
     if not enabled:
         return None
     import wandb
@@ -58,7 +60,14 @@ def init_wandb(enabled: bool, *, project: str, group: str, job_type: str, name: 
     Path(directory).mkdir(parents=True, exist_ok=True)
     return wandb.init(project=project, group=group, job_type=job_type, name=name,
                       config={**config, **run_context()}, mode=wandb_mode(), dir=str(directory),
-                      reinit="create_new", settings=wandb.Settings(silent=silent, console="off"))
+                      reinit="create_new", settings=wandb.Settings(silent=silent, console="off"),
+                      **({"id": run_id, "resume": "allow"} if run_id else {}))
+
+
+def trial_run_id(group: str, trial_id: str) -> str:
+    """A trial's W&B run id: stable across restarts of the sweep, unique across sweeps (W&B ids allow letters,
+    digits, '-' and '_')."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{group}-{trial_id}")
 
 
 class WandbTrialLogger(tune.Callback):
@@ -70,9 +79,9 @@ class WandbTrialLogger(tune.Callback):
     """
 
     def __init__(self, *, project: str, group: str, directory: str | os.PathLike, extra_config: dict,
-                 metrics: tuple[str, ...] = TRIAL_METRICS):
+                 metrics: tuple[str, ...] = TRIAL_METRICS, best: tuple[str, str] = ("val_accuracy", "max")):
         self.project, self.group, self.directory, self.extra = project, group, directory, extra_config
-        self.metrics = metrics
+        self.metrics, self.best = metrics, best
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
 
@@ -93,9 +102,12 @@ class WandbTrialLogger(tune.Callback):
             try:
                 if kind == "log":
                     if trial_id not in runs:
-                        runs[trial_id] = init_wandb(
+                        run = runs[trial_id] = init_wandb(
                             True, project=self.project, group=self.group, job_type="trial", name=trial_id,
-                            config={**payload["config"], **self.extra}, directory=self.directory, silent=True)
+                            config={**payload["config"], **self.extra}, directory=self.directory, silent=True,
+                            run_id=trial_run_id(self.group, trial_id))
+                        # The summary holds the trial's best value, not its last (W&B's sweep panels read it).
+                        run.define_metric(self.best[0], summary=self.best[1])
                     runs[trial_id].log(payload["metrics"], step=payload["step"])
                 elif kind == "finish" and trial_id in runs:
                     runs.pop(trial_id).finish(exit_code=payload)
@@ -122,13 +134,13 @@ class WandbTrialLogger(tune.Callback):
 
 
 def trial_loggers(tracking, *, group: str, directory: Path, extra_config: dict,
-                  metrics: tuple[str, ...] = TRIAL_METRICS) -> list:
+                  metrics: tuple[str, ...] = TRIAL_METRICS, best: tuple[str, str] = ("val_accuracy", "max")) -> list:
     """The sweep's Tune callbacks for W&B: one `WandbTrialLogger`, or none when tracking.wandb is off."""
     if not tracking.wandb:
         return []
     print(f"W&B ({wandb_mode()}): one run per trial in group {group}")
     return [WandbTrialLogger(project=tracking.project, group=group, directory=Path(directory).resolve(),
-                             extra_config=extra_config, metrics=metrics)]
+                             extra_config=extra_config, metrics=metrics, best=best)]
 
 
 def epoch_logger(run, epochs: int, shown: tuple[str, ...]):

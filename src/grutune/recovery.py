@@ -9,7 +9,10 @@ The protocol:
    the kill ("orphan") is handed out again instead of asking Optuna for one more, and TPE is reseeded past what the
    journal holds so it does not draw again the configs it drew after the snapshot.
 3. A trial that finished after the snapshot is restarted by Tune. It first asks the journal (`finished_result`) and,
-   when the journal holds its final result, re-reports it instead of training again.
+   when the journal holds its final result, re-reports it instead of training again. A trial created *and* finished
+   after the snapshot is unknown to the restored Tune, which creates a new trial in its place: that new trial is
+   handed the finished one (its config, and the alias `ALIAS + new id` -> old id in the study's user attributes), and
+   replays its result the same way. So the study never gets a trial more than `num_samples`.
 4. Results tables read epochs and values from the journal too (`journal_progress`), since Tune's result files of
    such a trial are rewritten by the replay.
 5. With cloud storage the journal is kept locally and copied up after every finished trial (`JournalSync`).
@@ -35,8 +38,10 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.utils.util import unflatten_dict
 
 TUNE_ID = "tune_trial_id"  # the Optuna user attribute holding a trial's Tune trial id
+ALIAS = "tune_alias:"      # study user attribute ALIAS + <new Tune id> -> the Tune id of the finished trial it replays
 
 
 def load_study(journal: Path | str, study_name: str | None, sampler=None) -> optuna.Study:
@@ -68,6 +73,7 @@ class JournalOptunaSearch(OptunaSearch):
         self._seed_base, self._startup_trials = seed, startup_trials
         self._max_epochs = max_epochs
         self._orphans: list = []
+        self._finished_orphans: list = []  # finished in the journal, created after Tune's snapshot
         self._steps: dict[int, set[int]] = {}  # Optuna trial number -> steps already reported
 
     def restore(self, checkpoint_path: str) -> None:
@@ -78,18 +84,26 @@ class JournalOptunaSearch(OptunaSearch):
         self._sampler = tpe_sampler(self._seed_base + n, self._startup_trials)
         study = optuna.load_study(study_name=self._study_name, storage=self._storage, sampler=self._sampler)
         known = set(self._ot_trials)
-        self._ot_study, self._ot_trials, self._orphans = study, {}, []
+        self._ot_study, self._ot_trials, self._orphans, self._finished_orphans = study, {}, [], []
+        aliased = {v for k, v in study.user_attrs.items() if k.startswith(ALIAS)}
         for t in study.get_trials(deepcopy=False):
             tid = t.user_attrs.get(TUNE_ID)
             self._steps[t.number] = set(t.intermediate_values)
             if t.state.is_finished():
                 self._completed_trials.add(tid)
+                if tid not in known and tid not in aliased:
+                    self._finished_orphans.append(t)
             elif tid in known:
                 self._ot_trials[tid] = optuna.trial.Trial(study, t._trial_id)
             else:
                 self._orphans.append(optuna.trial.Trial(study, t._trial_id))
 
     def suggest(self, trial_id: str):
+        if trial_id not in self._ot_trials and not self._orphans and self._finished_orphans:
+            done = self._finished_orphans.pop(0)  # Tune re-creates a trial it forgot: give it the finished one
+            self._ot_study.set_user_attr(ALIAS + trial_id, done.user_attrs[TUNE_ID])
+            self._completed_trials.add(trial_id)
+            return unflatten_dict(done.params)
         if trial_id not in self._ot_trials and self._orphans:
             self._ot_trials[trial_id] = self._orphans.pop(0)
         config = super().suggest(trial_id)
@@ -134,7 +148,9 @@ def finished_result(journal: str | None, study: str | None, trial_id: str, metri
     snapshot missed (readable where the journal is: the driver's node, or every node with shared storage)."""
     if not journal or not Path(journal).exists():
         return None
-    for t in load_study(journal, study).get_trials(deepcopy=False):
+    loaded = load_study(journal, study)
+    trial_id = loaded.user_attrs.get(ALIAS + trial_id, trial_id)
+    for t in loaded.get_trials(deepcopy=False):
         if t.user_attrs.get(TUNE_ID) == trial_id and t.state.is_finished():
             failed = t.state == optuna.trial.TrialState.FAIL
             epochs = max([t.user_attrs.get("epochs", 0), *t.intermediate_values])
@@ -149,7 +165,9 @@ def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[
     if not journal.exists():
         return {}
     out = {}
-    for t in load_study(journal, study_name).get_trials(deepcopy=False):
+    study = load_study(journal, study_name)
+    new_id = {old: k[len(ALIAS):] for k, old in study.user_attrs.items() if k.startswith(ALIAS)}
+    for t in study.get_trials(deepcopy=False):
         if TUNE_ID in t.user_attrs:
             values = [*t.intermediate_values.values(), *([t.value] if t.value is not None else [])]
             epochs = max([t.user_attrs.get("epochs", 0), *t.intermediate_values])
@@ -157,7 +175,7 @@ def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[
             for v in values:
                 best = v if better(v, best) else best
             ok = t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-            out[t.user_attrs[TUNE_ID]] = (epochs, best, t.number, ok)
+            out[new_id.get(t.user_attrs[TUNE_ID], t.user_attrs[TUNE_ID])] = (epochs, best, t.number, ok)
     return out
 
 

@@ -366,3 +366,35 @@ def test_the_default_resources_run_one_trial_per_core(tmp_path, prepared_mnist, 
     out, _ = run_stage(tmp_path, prepared_mnist(n_train=12000, n_test=100, val_fraction=0.1)).communicate(timeout=600)
     assert "best of 4 trials" in out, out[-3000:]
     assert peak_concurrency(trial_results(tmp_path / ".grutune/sweeps")) >= min(os.cpu_count(), 4)
+
+
+def test_a_trial_created_and_finished_after_the_snapshot_is_handed_on_not_run_again(tmp_path):
+    """Tune's snapshot predates a trial that then ran to the end. On restore, Tune re-creates a trial in its place:
+    that trial gets the finished one's config and replays its result, and the study keeps one trial, not two."""
+    from grutune.recovery import JournalOptunaSearch, finished_result, journal_progress
+
+    def searcher():
+        s = JournalOptunaSearch(journal=tmp_path / "s.journal", study_name="s", seed=0, metric="val_accuracy",
+                                mode="max", max_epochs=2, startup_trials=2)
+        s.set_search_properties(None, None, {"lr": tune.loguniform(1e-4, 1e-2), "cell": tune.choice(["gru", "rnn"])})
+        return s
+
+    first = searcher()
+    first.save(str(tmp_path / "snapshot.pkl"))  # Tune's last snapshot: before the trial below existed
+    config = first.suggest("old")
+    first.on_trial_result("old", {"epoch": 1, "val_accuracy": 0.4})
+    first.on_trial_complete("old", {"epoch": 2, "val_accuracy": 0.6})
+
+    restored = searcher()
+    restored.restore(str(tmp_path / "snapshot.pkl"))
+    assert restored.suggest("new") == config
+    assert "new" in restored._completed_trials  # Tune's results for it are not told to Optuna a second time
+    fresh = restored.suggest("third")  # the next trial is a new one
+    assert fresh is not None and fresh != config
+    study = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(tmp_path / "s.journal")))
+                              ).get_trials(deepcopy=False)
+    assert len(study) == 2 and study[0].state == optuna.trial.TrialState.COMPLETE
+    assert finished_result(str(tmp_path / "s.journal"), "s", "new", "val_accuracy") == {"epoch": 2,
+                                                                                        "val_accuracy": 0.6}
+    progress = journal_progress(tmp_path / "s.journal", "s", lambda a, b: math.isnan(b) or a > b)
+    assert progress["new"] == (2, 0.6, 0, True) and "old" not in progress

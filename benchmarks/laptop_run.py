@@ -33,7 +33,7 @@ def laptop_command(dataset: str) -> list[str]:
     section = ROOT.joinpath("README.md").read_text().split("## A laptop-sized run", 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
     cmd = block.replace("\\\n", " ").strip()
-    cmd = cmd.replace("datasets=[mnist]", f"datasets=[{dataset}]").replace("gan.dataset=mnist", f"gan.dataset={dataset}")
+    cmd = cmd.replace("dataset=mnist", f"dataset={dataset}")
     return shlex.split(cmd)
 
 

@@ -49,6 +49,11 @@ def project(tmp_path_factory, write_params):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, proj / name)
     params = yaml.safe_load(write_params(proj / "params.yaml", TINY, datasets=DATASETS, wandb=True).read_text())
+    # Hydra composition on, as in this repo: `dvc exp run` composes conf/ (here: the tiny params as the base config,
+    # with the repo's preset groups) into params.yaml.
+    shutil.copytree(ROOT / "conf", proj / "conf")
+    defaults = yaml.safe_load((ROOT / "conf/config.yaml").read_text())["defaults"]
+    (proj / "conf/config.yaml").write_text(yaml.safe_dump({"defaults": defaults, **params}, sort_keys=False))
     make_mnist_like(mirror, n_train=1500, n_test=300, seed=0)
     make_cifar10_binary(mirror, n_train_per_batch=200, n_test=300, seed=0)
     (tmp / "checksums.yaml").write_text(checksums_yaml("mnist", mirror) + checksums_yaml("cifar10", mirror))
@@ -60,6 +65,7 @@ def project(tmp_path_factory, write_params):
     run(["git", "init", "-q"], proj, env)
     run([sys.executable, "-m", "dvc", "init", "-q"], proj, env)
     run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], proj, env)
+    run([sys.executable, "-m", "dvc", "config", "hydra.enabled", "true"], proj, env)
     run(["git", "add", "-A"], proj, env)
     run(["git", "commit", "-qm", "init"], proj, env)
     with serve_directory(mirror) as url:
@@ -205,6 +211,8 @@ def test_exp_run_links_runs_to_the_experiment_and_exp_show_lists_metrics(project
     (new,) = set((proj / "wandb").glob("offline-run-*")) - before  # only gan_eval ran again: no GAN training
     gan = read_run(next(new.glob("run-*.wandb")))
     assert gan["job_type"] == "gan_eval" and gan["config"]["dvc_experiment"] == "smaller-eval"
+    composed = yaml.safe_load((proj / "params.yaml").read_text())  # DVC composed conf/ with the override
+    assert composed["gan"]["eval_samples"] == 100 and composed["search"] == params["search"]
     shown = json.loads(run([sys.executable, "-m", "dvc", "exp", "show", "--json"], proj, env).stdout)
     text = json.dumps(shown)
     assert "smaller-eval" in text and "test_accuracy" in text and "inception_score" in text

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import save, table  # noqa: E402
+from _common import RESULTS, save, table  # noqa: E402
 
 from grutune.config import GanTrialConfig, TrialConfig  # noqa: E402
 from grutune.data import load_prepared  # noqa: E402
@@ -99,7 +99,7 @@ def main() -> None:
     data = load_prepared(DATA / "fashion_mnist.npz", verify=False)
     clf, clf_acc = classifier(data, args.seed)
     print(f"scoring classifier: test accuracy {clf_acc:.3f}")
-    budget, out = BUDGETS[args.budget], DATA / f"gan_quality_{args.budget}"
+    budget, out = BUDGETS[args.budget], RESULTS / f"gan_quality_{args.budget}_samples"
     out.mkdir(parents=True, exist_ok=True)
     kinds = [k for k in args.only.split(",") if k] or list(GENERATOR_NAMES)
     rows = []
@@ -119,7 +119,7 @@ def main() -> None:
     path = save(f"gan_quality_{args.budget}", {
         "command": " ".join(["python", "benchmarks/gan_quality.py", *sys.argv[1:]]), "budget": budget,
         "classifier_test_accuracy": clf_acc, "config": CONFIG, "recipe": dataclasses.asdict(RECIPE),
-        "samples": str(out), "runs": rows, "table": table(rows, columns)})
+        "samples": str(out.relative_to(RESULTS.parent.parent)), "runs": rows, "table": table(rows, columns)})
     print(f"-> {path}")
 
 

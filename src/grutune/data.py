@@ -54,6 +54,7 @@ class DatasetSpec:
     files: dict[str, FileHashes]  # official file name -> hashes
     classes: tuple[str, ...]
     image_shape: tuple[int, int, int]  # (H, W, C)
+    flip: bool  # a mirrored image is still an image of its class (augmentation may flip it left-right)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -78,6 +79,7 @@ DATASETS: dict[str, DatasetSpec] = {
         },
         classes=tuple(str(d) for d in range(10)),
         image_shape=(28, 28, 1),
+        flip=False,  # a mirrored 2, 3, 4, 5, 7 or 9 is no digit
     ),
     # Content sha256s computed from Debian's dataset-fashion-mnist (recompressed, same content) and matching
     # values published by other projects for the uncompressed upstream files.
@@ -101,6 +103,7 @@ DATASETS: dict[str, DatasetSpec] = {
         classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
         image_shape=(28, 28, 1),
+        flip=True,
     ),
     # The binary version only (the python version is pickled). No published sha256 of the decompressed tar was
     # found, so only the archive md5 from the dataset's home page is accepted.
@@ -110,6 +113,7 @@ DATASETS: dict[str, DatasetSpec] = {
         files={"cifar-10-binary.tar.gz": FileHashes("md5:c32a1d4ab5d03f1284b67883e8d87530", None)},
         classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
         image_shape=(32, 32, 3),
+        flip=True,
     ),
 }
 

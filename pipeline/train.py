@@ -34,10 +34,11 @@ def main() -> None:
     device, epochs = pick_device(), params.train.epochs
     run = init_wandb(params.tracking.wandb, project=params.tracking.project, group=best.get("sweep_id", data.name),
                      job_type="train", name=f"train-{data.name}", directory=args.wandb_dir,
-                     config={**hp.model_dump(), "epochs": epochs, "dataset": data.name, "data_hash": data.content_hash})
+                     config={**hp.model_dump(), "epochs": epochs, "augment": params.train.augment, "dataset": data.name, "data_hash": data.content_hash})
     print(f"training {hp.model_dump()} on {len(data.y_train) + len(data.y_val)} images of {data.name} for {epochs} "
-          f"epochs on {device}")
-    final = retrain_and_test(hp, data, epochs=epochs, seed=params.seed, device=device, progress=True,
+          f"epochs on {device}{' with augmentation' if params.train.augment else ''}")
+    final = retrain_and_test(hp, data, epochs=epochs, seed=params.seed, device=device, augment=params.train.augment,
+                             progress=True,
                              on_epoch=epoch_logger(run, epochs, ("train_loss", "train_accuracy")))
     metrics = test_metrics(final.test, data)
     save_checkpoint(args.model_out, final.model, config=hp.model_dump(), epoch=epochs, dataset=data.name,

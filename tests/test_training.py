@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from grutune.config import TrialConfig
-from grutune.training import Split, fit, new_classifier
+from grutune.data import DATASETS
+from grutune.training import Augment, Split, fit, new_classifier, train_epoch
 
 
 def bright_row_task(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,3 +55,62 @@ def test_progress_bar_within_an_epoch_on_a_terminal_only(tty, monkeypatch):
         assert "epoch 1/2" in out and "epoch 2/2" in out and "0/4 " in out and "batch" in out  # 4 batches an epoch
     else:
         assert out == ""
+
+
+def shifted(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """img (H, W, C) moved by (dy, dx) pixels, zeros where nothing moved in."""
+    out = torch.zeros_like(img)
+    h, w = img.shape[:2]
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = img[max(-dy, 0):h - max(dy, 0),
+                                                                     max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_augment_shifts_each_image_by_at_most_pad_and_flips_only_where_allowed(flip):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(1, 256, (200, 12, 10, 2), generator=g).to(torch.uint8)
+    out = Augment(pad=2, flip=flip)(x, torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    seen_shifts, flipped = set(), 0
+    for img, aug in zip(x, out):
+        match = [(dy, dx, f) for dy in range(-2, 3) for dx in range(-2, 3) for f in (False, True)
+                 if torch.equal(aug, shifted(img.flip(1) if f else img, dy, dx))]
+        assert match, "an augmented image is not a shift (and mirror) of its original"
+        dy, dx, f = match[0]
+        seen_shifts.add((dy, dx))
+        flipped += f
+    assert len(seen_shifts) == 25  # every shift in [-2, 2]^2 happens
+    if flip:
+        assert 70 < flipped < 130
+    else:
+        assert flipped == 0
+    again = Augment(pad=2, flip=flip)(x, torch.Generator().manual_seed(1))
+    assert torch.equal(out, again)  # seeded: a resumed epoch sees the same batches
+
+
+def test_augment_follows_the_dataset_flip_policy_and_reaches_the_model():
+    assert not DATASETS["mnist"].flip and DATASETS["fashion_mnist"].flip and DATASETS["cifar10"].flip
+    assert Augment.for_images((32, 32, 3), True) == Augment(pad=4, flip=True)
+    assert Augment.for_images((28, 28, 1), False) == Augment(pad=3, flip=False)
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            seen.append(x.clone())
+            return torch.zeros(len(x), 2) + self.w
+
+    x, y = torch.randint(0, 256, (64, 8, 8, 1)).to(torch.uint8), torch.zeros(64, dtype=torch.int64)
+    model = Recorder()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for augment in (None, Augment(pad=1, flip=True)):
+        seen.clear()
+        train_epoch(model, opt, Split(x, y), batch_size=64, generator=torch.Generator().manual_seed(0),
+                    augment=augment)
+        order = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(seen[0], x[order].float() / 255) == (augment is None)

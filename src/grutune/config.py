@@ -216,6 +216,7 @@ class GanSearchParams(SweepParams):
 
 class TrainParams(_Section):
     epochs: PositiveInt
+    augment: bool
 
 
 class GanParams(_Section):

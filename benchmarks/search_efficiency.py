@@ -2,6 +2,7 @@
 
     GRUTUNE_DATA_MIRROR=/usr/share/datasets/fashion-mnist python benchmarks/search_efficiency.py
     # 5 seeds, about 25 minutes on 2 cores; Debian's dataset-fashion-mnist package holds the data
+    # the same compute cut into finer epochs, so ASHA has more rungs: --max-epochs 12 --subset 1333 --budget 180
 
 Every method gets the same budget of trial-epochs over the same model space, trains with grutune's own loop on the
 same per-epoch subset, and is scored on the same validation split:
@@ -9,7 +10,8 @@ same per-epoch subset, and is scored on the same validation split:
 - random: Tune's default search (random sampling) with no early stopping, through the same trainable;
 - optuna: Optuna alone in one process, TPE with Optuna's Hyperband pruner, calling grutune's `fit`.
 For each, the best validation accuracy after the budget (median and range over seeds), and the trial-epochs it
-needed to reach random search's final best on the same seed. Writes benchmarks/results/search_efficiency.json.
+needed to reach random search's final best on the same seed.
+Writes benchmarks/results/search_efficiency_<max epochs>x<subset>.json.
 """
 
 from __future__ import annotations
@@ -77,9 +79,18 @@ def events_of(state: Path) -> list[tuple[float, float]]:
     return sorted(out, key=lambda e: e[0])
 
 
+def asha_epochs_per_trial(grace: int, rf: int, max_t: int) -> float:
+    """The mean epochs a trial runs under synchronous successive halving: every trial reaches the first rung, a
+    1/rf share goes on to the next, and so on up to max_t. (Async ASHA promotes a little more early on.)"""
+    rungs = [grace * rf ** k for k in range(64) if grace * rf ** k < max_t] + [max_t]
+    return rungs[0] + sum((b - a) / rf ** (k + 1) for k, (a, b) in enumerate(zip(rungs, rungs[1:])))
+
+
 def run_grutune(data, seed: int, args) -> list[float]:
+    # Enough trials to spend the budget (10% over the synchronous estimate), not so many that most are cut off
+    trials = math.ceil(1.1 * args.budget / asha_epochs_per_trial(1, 3, args.max_epochs))
     with tempfile.TemporaryDirectory() as state:
-        run_search(params_for(seed, args, math.ceil(args.budget / 1.5)), data, state_dir=Path(state))
+        run_search(params_for(seed, args, trials), data, state_dir=Path(state))
         return [v for _, v in events_of(Path(state))]
 
 
@@ -186,7 +197,7 @@ def main() -> None:
     print(f"\nBest validation accuracy after {args.budget} trial-epochs, {args.seeds} seeds (Fashion-MNIST, "
           f"{args.subset} images per trial-epoch, up to {args.max_epochs} epochs per trial)")
     print(table(rows, list(rows[0])))
-    path = save("search_efficiency", {"settings": vars(args) | {"data_dir": str(args.data_dir)}, "space": SPACE,
+    path = save(f"search_efficiency_{args.max_epochs}x{args.subset}", {"settings": vars(args) | {"data_dir": str(args.data_dir)}, "space": SPACE,
                                       "summary": rows, "runs": runs})
     print(f"\nwrote {path}")
 

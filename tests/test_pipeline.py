@@ -9,11 +9,15 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 import yaml
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
 from fakedata import checksums_yaml, make_cifar10_binary, make_mnist_like, serve_directory
 
@@ -260,3 +264,77 @@ def test_dvc_plots_render_from_the_plot_files(project):
 def test_a_normal_run_prints_no_tracebacks(project):
     *_, repro = project
     assert "Traceback" not in repro.stdout + repro.stderr
+
+
+def find(tree, key, value=None):
+    """The first value under `key` (with `value`: the first dict whose `key` is `value`) in nested JSON."""
+    if isinstance(tree, dict):
+        if key in tree and (value is None or tree[key] == value):
+            return tree if value is not None else tree[key]
+        tree = list(tree.values())
+    if isinstance(tree, list):
+        for v in tree:
+            if (hit := find(v, key, value)) is not None:
+                return hit
+    return None
+
+
+def study_of(journal: Path) -> optuna.Study:
+    return optuna.load_study(study_name=None, storage=JournalStorage(JournalFileBackend(str(journal))))
+
+
+def finished(journal: Path) -> int:
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return sum(t.state in done for t in study_of(journal).trials)
+
+
+def queue_until_done(proj, env, name: str, timeout: float = 900) -> str:
+    """Start the queue's worker, wait until experiment `name` has ended, and return its status (Success, Failed)."""
+    run([sys.executable, "-m", "dvc", "queue", "start"], proj, env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = [r.split() for r in run([sys.executable, "-m", "dvc", "queue", "status"], proj, env).stdout.splitlines()]
+        status = next((r[-1] for r in rows if name in r), None)
+        if status in ("Success", "Failed"):
+            return status
+        time.sleep(2)
+    raise AssertionError(f"queued experiment {name} did not end in {timeout} s")
+
+
+@pytest.mark.slow
+def test_a_queued_sweep_keeps_its_state_and_wandb_runs_in_the_workspace_and_resumes_after_a_kill(project):
+    """dvc exp run --queue runs stages in a temporary copy that DVC deletes. The sweep's state and offline W&B runs
+    go to the workspace: a queued sweep extends the workspace's sweep, and a killed one resumes when queued again,
+    with no trial run twice and one W&B run per trial."""
+    from wandb_records import read_run
+
+    proj, params, env, _ = project
+    (proj / ".gitignore").write_text("/wandb/\n/.grutune/\n")
+    run(["git", "add", "-A"], proj, env)
+    run(["git", "commit", "-qm", "pipeline run"], proj, env)  # queued experiments start from a commit
+    (journal,) = (proj / ".grutune/sweeps").glob("mnist-*.optuna.journal")  # the workspace's sweep, from `project`
+    sweep_id = journal.name.split(".")[0]
+    n0, total = finished(journal), params["search"]["num_samples"] + 7
+    assert n0 == params["search"]["num_samples"]
+    queue = [sys.executable, "-m", "dvc", "exp", "run", "--queue", "search@mnist", "-S", f"search.num_samples={total}"]
+    run([*queue, "-n", "queued-sweep"], proj, env)
+    run([sys.executable, "-m", "dvc", "queue", "start"], proj, env)
+    deadline = time.monotonic() + 600
+    while finished(journal) < n0 + 2:  # the queued sweep writes into the workspace's journal
+        assert time.monotonic() < deadline, "the queued sweep never reached the workspace's journal"
+        time.sleep(0.5)
+    run([sys.executable, "-m", "dvc", "queue", "kill", "queued-sweep"], proj, env)
+    assert queue_until_done(proj, env, "queued-sweep") == "Failed"
+    at_kill = finished(journal)
+    assert n0 + 2 <= at_kill < total, "the kill did not land mid-sweep"
+
+    run([*queue, "-n", "queued-resume"], proj, env)
+    assert queue_until_done(proj, env, "queued-resume") == "Success"
+    trials = study_of(journal).trials
+    assert len(trials) == total and finished(journal) == total  # resumed: none lost, none run twice
+    shown = json.loads(run([sys.executable, "-m", "dvc", "exp", "show", "--json"], proj, env).stdout)
+    assert find(find(shown, "name", "queued-resume"), "metrics/mnist/search.json")["data"]["trials"] == total
+    runs = [read_run(f) for f in (proj / "wandb").glob("offline-run-*/run-*.wandb")]
+    trial_ids = {r["id"] for r in runs if r["job_type"] == "trial" and r["group"] == sweep_id}
+    assert len(trial_ids) == total  # one W&B run per trial, in the workspace's wandb/, kept after the temp copy
+    assert not list((proj / ".dvc/tmp/exps").glob("*/.grutune")) and not list((proj / ".dvc/tmp/exps").glob("*/wandb"))

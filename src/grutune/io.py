@@ -81,19 +81,38 @@ SWEEP_OUTPUTS = {"best": "the best config (YAML)", "trials": "one row per trial 
                  "progress_time": "best so far by wall time, for DVC plots (CSV)"}
 
 
+DVC_TEMP_WORKSPACES = (".dvc", "tmp", "exps")  # dvc exp run --temp/--queue: <repo>/.dvc/tmp/exps/<tmp dir>/
+
+
+def workspace_root(cwd: str | os.PathLike | None = None) -> Path:
+    """The workspace the user runs DVC in: the current directory, or, for an experiment DVC runs in a temporary
+    copy (`dvc exp run --temp` and `--queue` run stages in `<repo>/.dvc/tmp/exps/<tmp>/`, deleted afterwards), the
+    workspace it was copied from. State that must outlive a stage run (sweeps, offline W&B runs) goes there."""
+    here = Path.cwd() if cwd is None else Path(cwd)
+    parts = here.absolute().parts
+    n = len(DVC_TEMP_WORKSPACES)
+    for i in range(len(parts) - n - 1, 0, -1):  # the innermost match: the temp copy's own parent repo
+        if parts[i:i + n] == DVC_TEMP_WORKSPACES:
+            return Path(*parts[:i])
+    return here
+
+
 def add_output_options(ap, outputs: dict[str, str]) -> None:
     """A stage script's options: one required `--NAME PATH` per output (its path is written in the stage's cmd in
     dvc.yaml, and nowhere else), and where W&B writes its runs."""
     for name, what in outputs.items():
         ap.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True, metavar="PATH", help=what)
-    ap.add_argument("--wandb-dir", type=Path, default=Path("."), help="W&B writes its runs under DIR/wandb")
+    ap.add_argument("--wandb-dir", type=Path, default=workspace_root(),
+                    help="W&B writes its runs under DIR/wandb (default: the DVC workspace, also for a queued or "
+                         "--temp experiment: %(default)s)")
 
 
 def add_sweep_arguments(ap) -> None:
     """A sweep stage's options: where each output goes, and where the sweep's state lives."""
     add_output_options(ap, SWEEP_OUTPUTS)
-    ap.add_argument("--state-dir", type=Path, default=Path(".grutune/sweeps"),
-                    help="where Tune keeps the sweep's state unless its `storage` param is set (default: %(default)s)")
+    ap.add_argument("--state-dir", type=Path, default=workspace_root() / ".grutune/sweeps",
+                    help="where Tune keeps the sweep's state unless its `storage` param is set (default: the DVC "
+                         "workspace's, also for a queued or --temp experiment: %(default)s)")
 
 
 TRAIN_LOG_COLUMNS = ["epoch", "train_loss", "train_accuracy", "lr", "images_per_s"]

@@ -23,6 +23,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from grutune.config import SweepParams
 from grutune.errors import GrutuneError
+from grutune.io import workspace_root
 from grutune.recovery import JournalOptunaSearch, JournalSync, finished_count, journal_progress, retarget
 from grutune.sweep_results import SearchResult, summarise, trial_rows
 from grutune.trials import TrialSettings
@@ -165,8 +166,8 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
     """
     sid, s = sweep.sweep_id, sweep.budget
     storage = s.storage or str(Path(state_dir).resolve())
-    if not _is_uri(storage):
-        storage = str(Path(storage).resolve())
+    if not _is_uri(storage):  # a relative path is the DVC workspace's, also in a queued experiment's temp copy
+        storage = str((workspace_root() / storage).resolve())
     exp_path = f"{storage.rstrip('/')}/{sid}"
     # The Optuna journal sits beside Tune's experiment directory when that is a (shared) path. With a cloud URI it
     # is kept locally and copied up after every finished trial (JournalSync).

@@ -31,7 +31,7 @@ def main() -> None:
     args = vars(ap.parse_args())
     params = load_params()
     datasets = [load_dataset_results(ds, {r: Path(args[r].format(dataset=ds)) for r in DATASET_FILES},
-                                     params.search.space) for ds in params.datasets]
+                                     params.search.space, tuple(params.search.objectives)) for ds in params.datasets]
     gan = load_gan_results(params.gan.dataset, {r: Path(args[f"gan_{r}"]) for r in GAN_FILES},
                            params.gan_search.space)
     ctx = run_context()

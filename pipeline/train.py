@@ -3,8 +3,9 @@
     python pipeline/train.py mnist data/prepared/mnist.npz search/mnist/best.yaml models/mnist/classifier.pt \
         --metrics metrics/mnist/classifier.json --confusion metrics/mnist/confusion.csv --log metrics/train_log/mnist.csv
 
-Writes the checkpoint (a dict loaded with weights_only=True), the test metrics, the confusion pairs (one row per
-test image, for `dvc plots`) and the per-epoch curves.
+Writes the checkpoint (a dict loaded with weights_only=True), the test metrics (with the model's parameter count,
+its latency measured here, and which point of the sweep's Pareto front it is and why), the confusion pairs (one row
+per test image, for `dvc plots`) and the per-epoch curves.
 """
 
 import argparse
@@ -15,7 +16,7 @@ from grutune.data import DATASETS, load_prepared
 from grutune.errors import cli
 from grutune.io import add_output_options, write_classifier_outputs
 from grutune.tracking import epoch_logger, init_wandb, log_classifier_run
-from grutune.training import pick_device, retrain_and_test, save_checkpoint, test_metrics
+from grutune.training import hardware, inference_cost, pick_device, retrain_and_test, save_checkpoint, test_metrics
 
 
 @cli
@@ -40,13 +41,17 @@ def main() -> None:
     final = retrain_and_test(hp, data, epochs=epochs, seed=params.seed, device=device, augment=params.train.augment,
                              progress=True,
                              on_epoch=epoch_logger(run, epochs, ("train_loss", "train_accuracy")))
-    metrics = test_metrics(final.test, data)
+    cost = inference_cost(final.model, data.image_shape, device)  # the deployed model's size and speed, here
+    metrics = {**test_metrics(final.test, data), **cost, "latency_hardware": hardware(device),
+               "picked": {"trial_id": best["trial_id"], "rule": best.get("pick", "most_accurate"),
+                          "reason": best.get("reason", "the sweep's best trial (search.objectives: val_accuracy)")}}
     save_checkpoint(args.model_out, final.model, config=hp.model_dump(), epoch=epochs, dataset=data.name,
                     data_hash=data.content_hash, classes=list(data.classes))
     write_classifier_outputs(metrics, final, data, metrics_path=args.metrics, confusion=args.confusion, log=args.log)
     log_classifier_run(run, metrics, final.test, data, model=args.model_out, log_models=params.tracking.log_models)
-    print(f"test_accuracy {metrics['test_accuracy']:.4f}  test_loss {metrics['test_loss']:.4f}  -> {args.model_out}, "
-          f"{args.metrics}")
+    print(f"test_accuracy {metrics['test_accuracy']:.4f}  test_loss {metrics['test_loss']:.4f}  params {cost['params']:,}  "
+          f"latency {cost['latency_ms']:.3f} ms/image at batch 1, {cost['latency_batch_ms']:.3f} at batch 256 "
+          f"({metrics['latency_hardware']})  -> {args.model_out}, {args.metrics}")
 
 
 if __name__ == "__main__":

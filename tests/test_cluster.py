@@ -199,7 +199,8 @@ def test_a_sweep_grows_an_autoscaling_cluster_to_its_largest(tmp_path, write_par
         # (on a `ray up` head, ~/ray_bootstrap_config.yaml needs no variable).
         stage = subprocess.run(
             [sys.executable, str(ROOT / "pipeline/search.py"), "mnist", str(prepared), "--best", "out/best.yaml",
-             "--trials", "out/trials.csv", "--metrics", "m.json", "--progress", "p.csv", "--progress-time", "pt.csv"],
+             "--trials", "out/trials.csv", "--metrics", "m.json", "--progress", "p.csv", "--progress-time", "pt.csv",
+             "--pareto", "out/pareto.csv"],
             cwd=tmp_path, env={**env, "RAY_ADDRESS": address, "GRUTUNE_AUTOSCALING_CONFIG": str(path)},
             capture_output=True, text=True, timeout=900)
     finally:

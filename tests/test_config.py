@@ -151,7 +151,7 @@ def test_missing_and_malformed_files(tmp_path):
     ["pipeline/fetch.py", "mnist", "data/raw/mnist"],
     ["pipeline/search.py", "mnist", "data/prepared/mnist.npz", "--best", "search/mnist/best.yaml", "--trials",
      "search/mnist/trials.csv", "--metrics", "metrics/mnist/search.json", "--progress", "p.csv", "--progress-time",
-     "pt.csv"],
+     "pt.csv", "--pareto", "pareto.csv"],
     ["pipeline/gan.py", "data/prepared/mnist.npz", "models/mnist/classifier.pt", "search/gan/best.yaml",
      "models/gan.pt", "--log", "metrics/gan_log.csv"],
     ["pipeline/gan_eval.py", "data/prepared/mnist.npz", "models/mnist/classifier.pt", "models/gan.pt",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from grutune.metrics import confusion_matrix, frechet_distance, inception_score, per_class_accuracy
+from grutune.metrics import confusion_matrix, dominates, frechet_distance, inception_score, pareto_front, per_class_accuracy
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -89,3 +89,28 @@ def test_confusion_matrix_and_per_class_accuracy():
     np.testing.assert_allclose(per_class_accuracy(y_true, y_pred, 4), [0.5, 1.0, 2 / 3, np.nan])
     with pytest.raises(ValueError, match="outside"):
         confusion_matrix([0, 4], [0, 1], num_classes=4)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pareto_front_is_non_dominated_and_complete(seed):
+    """Made-up (accuracy up, params down, latency down) results: no front point is dominated by any point, and
+    every point off the front is dominated by a front point."""
+    rng = np.random.default_rng(seed)
+    pts = np.column_stack([rng.uniform(0.7, 0.95, 60), rng.integers(1, 40, 60) * 1e4, rng.uniform(0.1, 3, 60)])
+    pts[5] = pts[9]  # an exact tie: both stay, neither dominates the other
+    senses = (1, -1, -1)
+    front = pareto_front(pts, senses)
+    assert front == sorted(front) and len(front) >= 2
+    for i in front:
+        assert not any(dominates(pts[j], pts[i], senses) for j in range(len(pts)))
+    for i in set(range(len(pts))) - set(front):
+        assert any(dominates(pts[j], pts[i], senses) for j in front)
+
+
+def test_pareto_front_by_hand():
+    senses = (1, -1)  # accuracy up, params down
+    pts = [(0.90, 100), (0.92, 300), (0.89, 50), (0.91, 400), (0.92, 300), (0.85, 60)]
+    # (0.91, 400) is beaten by (0.92, 300); (0.85, 60) by (0.89, 50); the two (0.92, 300) tie
+    assert pareto_front(pts, senses) == [0, 1, 2, 4]
+    assert pareto_front([(0.5,)], (1,)) == [0]
+    assert not dominates((0.9, 100), (0.9, 100), senses) and dominates((0.9, 99), (0.9, 100), senses)

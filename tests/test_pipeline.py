@@ -26,6 +26,7 @@ DATASETS = ["mnist", "cifar10"]
 TINY = {  # params.yaml overrides: the full pipeline in a few minutes on 2 CPU cores
     "search": {"num_samples": 3, "max_epochs": 2, "grace_period": 1, "train_subset": 1024,
                "resources": {"cpu": 1, "gpu": 0},
+               "objectives": ["val_accuracy", "params"], "pick": "smallest", "pick_within": 0.2,
                "space": {"hidden_size": {"choice": [32, 48]}, "num_layers": 1, "batch_size": 64,
                          "lr": {"loguniform": [2e-3, 5e-3]}}},
     "train": {"epochs": 2},
@@ -68,6 +69,7 @@ def project(tmp_path_factory, write_params):
                GIT_COMMITTER_EMAIL="t@t")
     run(["git", "init", "-q"], proj, env)
     run([sys.executable, "-m", "dvc", "init", "-q"], proj, env)
+    shutil.copytree(ROOT / ".dvc/plots", proj / ".dvc/plots")  # the repo's plot templates (the Pareto front's)
     run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], proj, env)
     run([sys.executable, "-m", "dvc", "config", "hydra.enabled", "true"], proj, env)
     run(["git", "add", "-A"], proj, env)
@@ -128,6 +130,34 @@ def test_best_config_and_trials_table(project):
         assert len(rows) == 1 + params["search"]["num_samples"]
         assert rows[0].startswith("trial,trial_id,status,cell,")
         assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(params["search"]["num_samples"]))
+
+
+@pytest.mark.slow
+def test_train_retrains_the_point_the_pick_rule_takes_from_the_pareto_front(project):
+    """TINY searches val_accuracy and params, and picks the smallest model within 0.2 of the most accurate."""
+    from grutune.metrics import dominates
+
+    proj, params, env, _ = project
+    for d in DATASETS:
+        best = yaml.safe_load((proj / f"search/{d}/best.yaml").read_text())
+        with open(proj / f"search/{d}/pareto.csv") as f:
+            front = list(csv.DictReader(f))
+        with open(proj / f"search/{d}/trials.csv") as f:
+            done = [r for r in csv.DictReader(f) if r["status"] == "completed"]
+        point = lambda r: (float(r["best_val_accuracy"]), float(r["params"]))  # noqa: E731
+        on_front = {r["trial_id"] for r in front}
+        for r in done:  # the front is exactly the completed trials that no completed trial dominates
+            assert (r["trial_id"] in on_front) == (not any(dominates(point(q), point(r), (1, -1)) for q in done))
+        (picked,) = [r for r in front if r["picked"] == "True"]
+        top = max(point(r)[0] for r in front)
+        assert point(picked)[1] == min(point(r)[1] for r in front if point(r)[0] >= top - 0.2)
+        assert picked["trial_id"] == best["trial_id"] and best["pick"] == "smallest"
+        clf = json.loads((proj / f"metrics/{d}/classifier.json").read_text())
+        assert clf["picked"]["trial_id"] == best["trial_id"] and clf["picked"]["rule"] == "smallest"
+        assert clf["params"] == int(point(picked)[1])  # the picked architecture, retrained
+        assert clf["latency_ms"] > 0 and clf["latency_batch_ms"] > 0 and clf["latency_hardware"]
+        ckpt = torch.load(proj / f"models/{d}/classifier.pt", weights_only=True)
+        assert ckpt["config"] == best["config"]
 
 
 @pytest.mark.slow
@@ -257,6 +287,7 @@ def test_dvc_plots_render_from_the_plot_files(project):
     assert drawn["GAN validation FID"] == {"val_fid"}
     for d in DATASETS:
         assert drawn[f"metrics/train_log/{d}.csv"] == {"train_loss", "train_accuracy"}
+        assert drawn[f"search/{d}/pareto.csv"] == {"best_val_accuracy"}  # against params, by the repo's template
     assert not [k for k, fields in drawn.items() if "images_per_s" in fields]
 
 

@@ -25,6 +25,7 @@ from grutune.config import load_params, parse_space
 from grutune.data import load_prepared
 from grutune.errors import GrutuneError
 from grutune.gan import image_grid
+from grutune.metrics import pareto_front
 from grutune.report import (
     CLASSIFIER_SWEEP,
     GAN_SWEEP,
@@ -72,10 +73,13 @@ def column(objective: Objective) -> str:
     return f"best_{objective.metric}"
 
 
+COSTS = ["params", "latency_ms", "latency_batch_ms"]  # the classifier's trials measure these
+
+
 def trial_columns(objective: Objective) -> list[str]:
     """trials.csv's header, as sweep_results.trial_rows makes it."""
-    return ["trial", "trial_id", "status", *objective.hp_model.model_fields, column(objective), "epochs",
-            "resumed_from_epoch", "error"]
+    return ["trial", "trial_id", "status", *objective.hp_model.model_fields, column(objective),
+            *(COSTS if objective is CLASSIFIER_SWEEP else []), "epochs", "resumed_from_epoch", "error"]
 
 
 def random_trials(n: int, seed: int, score=None, objective: Objective = CLASSIFIER_SWEEP) -> list[dict]:
@@ -86,6 +90,9 @@ def random_trials(n: int, seed: int, score=None, objective: Objective = CLASSIFI
         t = {"trial": i, "trial_id": f"{i:05d}_{i:05d}", "status": "completed", **sample(SPACES[objective], rng),
              "epochs": 4, "resumed_from_epoch": 0, "error": ""}
         t[column(objective)] = score(t) if score else float(rng.uniform(0.5, 0.99))
+        if objective is CLASSIFIER_SWEEP:
+            t.update(params=int(rng.integers(10_000, 2_000_000)), latency_ms=float(rng.uniform(0.1, 5)),
+                     latency_batch_ms=float(rng.uniform(0.01, 0.5)))
         rows.append(t)
     return rows
 
@@ -166,12 +173,21 @@ def write_inputs(root: Path) -> dict:
         trials[5].update(status="failed", best_val_accuracy=float("nan"), epochs=1)
         trials[8].update(status="errored", best_val_accuracy=float("nan"), epochs=2, error="/tmp/t/error.txt")
         write_csv(root / f"search/{name}/trials.csv", trials, trial_columns(CLASSIFIER_SWEEP))
+        done = [t for t in trials if t["status"] == "completed"]
+        front = [done[i] for i in pareto_front([(t["best_val_accuracy"], t["params"]) for t in done], (1, -1))]
+        picked = max(front, key=lambda t: t["best_val_accuracy"])
+        pareto = [{**t, "picked": t is picked} for t in front]
+        write_csv(root / f"search/{name}/pareto.csv", pareto, [*trial_columns(CLASSIFIER_SWEEP), "picked"])
         write_csv(root / f"metrics/{name}/search_progress_time.csv", progress_by_time(trials, seed=k),
                   ["wall_time_s", "trial_val_accuracy", "best_val_accuracy"])
         search = {"best_val_accuracy": 0.987654321 - k / 10, "trials": 12, "completed": 9, "pruned": 1, "failed": 1,
                   "errored": 1, "epochs_run": 42 + k, "wall_time_s": 123.4 + k}
         classifier = {"test_accuracy": 0.9712345678 - k / 10, "test_loss": 0.0912345678 + k,
-                      "per_class_accuracy": {c: 0.9 + i / 1000 + 1e-7 for i, c in enumerate(classes)}}
+                      "per_class_accuracy": {c: 0.9 + i / 1000 + 1e-7 for i, c in enumerate(classes)},
+                      "params": picked["params"], "latency_ms": 0.4321987 + k, "latency_batch_ms": 0.0123456 + k,
+                      "latency_hardware": "Some CPU, 2 torch thread(s)",
+                      "picked": {"trial_id": picked["trial_id"], "rule": "most_accurate",
+                                 "reason": "most_accurate: the highest val_accuracy on the front"}}
         write_json(root / f"metrics/{name}/search.json", search)
         write_json(root / f"metrics/{name}/classifier.json", classifier)
         actual = rng.integers(0, 10, 200)
@@ -179,7 +195,8 @@ def write_inputs(root: Path) -> dict:
         write_csv(root / f"metrics/{name}/confusion.csv",
                   [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(actual, pred)],
                   ["actual", "predicted"])
-        written[name] = {"search": search, "classifier": classifier, "content_hash": digest, "trials": trials}
+        written[name] = {"search": search, "classifier": classifier, "content_hash": digest, "trials": trials,
+                         "pareto": pareto}
     gan_trials = random_trials(30, seed=1, score=lr_fid, objective=GAN_SWEEP)
     gan_trials[4].update(status="pruned", epochs=2)
     gan_trials[6].update(status="failed", best_fid=float("nan"), epochs=1)  # collapsed
@@ -269,6 +286,19 @@ def test_numbers_match_dvc_metrics_show(stage):
                if re.fullmatch(r"-?\d[\d.e+-]*", tok.strip())]
     assert len(numbers) == 2 * (8 + 2 + 10) + 6 + 8, out
     assert not [n for n in numbers if n not in cells], out
+
+
+def test_the_pareto_front_is_drawn_with_the_picked_model_named(stage):
+    root, page, written, _, env = stage
+    for name in DATASETS:
+        part = dataset_part(page, name)
+        (picked,) = [t for t in written[name]["pareto"] if t["picked"]]
+        assert f'alt="Pareto front, {name}"' in part
+        assert f"Picked: trial {picked['trial']}" in part and "most_accurate" in part
+        (d, _) = load(root) if name == "mnist" else (None, None)
+        if d is not None:
+            assert [p["trial_id"] for p in d.pareto] == [t["trial_id"] for t in written[name]["pareto"]]
+            assert [p["picked"] for p in d.pareto].count(True) == 1
 
 
 def test_provenance_and_self_contained(stage):

@@ -140,7 +140,7 @@ def test_nan_and_raising_trials_leave_the_sweep_complete_and_counted(tmp_path, p
 def run_stage(cwd: Path, prepared: Path, **popen):
     cmd = [sys.executable, str(ROOT / "pipeline/search.py"), "mnist", str(prepared), "--best", "out/best.yaml",
            "--trials", "out/trials.csv", "--metrics", "metrics.json", "--progress", "progress.csv",
-           "--progress-time", "progress_time.csv"]
+           "--progress-time", "progress_time.csv", "--pareto", "out/pareto.csv"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             **popen)
@@ -317,6 +317,52 @@ def test_optuna_records_each_kind_of_trial_as_tune_ran_it(tmp_path, prepared, lo
                      for r in result.trials}
 
 
+def test_a_multi_objective_sweep_stores_every_objective_and_picks_from_its_front(tmp_path, prepared, local_ray, tiny):
+    """objectives [val_accuracy, params]: Optuna holds both values of each completed trial (the params of the model
+    the trial really built), ASHA's stopped trials are PRUNED with their epochs' accuracy kept, the front is the
+    non-dominated completed trials, and best.yaml is the point the pick rule names."""
+    from grutune.config import TrialConfig
+    from grutune.metrics import dominates
+    from grutune.training import new_classifier
+
+    p = load_params(tiny(tmp_path / "params.yaml",
+                         search={"num_samples": 8, "max_epochs": 2, "grace_period": 1, "reduction_factor": 2,
+                                 "objectives": ["val_accuracy", "params"], "pick": "smallest", "pick_within": 0.1},
+                         space={"hidden_size": {"choice": [8, 16, 32, 64]}}))
+    data = load_prepared(prepared)
+    result = run_search(p, data, state_dir=tmp_path / "state")
+    (journal,) = (tmp_path / "state").glob("*.optuna.journal")
+    study = optuna.load_study(study_name=None, storage=JournalStorage(JournalFileBackend(str(journal))))
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    by_number = {t.number: t for t in study.trials}
+    state = optuna.trial.TrialState
+    assert {r["status"] for r in result.trials} == {"completed", "pruned"}
+    for row in result.trials:
+        t = by_number[row["trial"]]
+        hp = TrialConfig(**{k: row[k] for k in TrialConfig.model_fields})
+        model, _ = new_classifier(hp, in_shape=data.image_shape, num_classes=10, device=torch.device("cpu"))
+        assert row["params"] == sum(q.numel() for q in model.parameters()) and row["latency_ms"] > 0
+        steps = {int(k.removeprefix("value@epoch")): v for k, v in t.user_attrs.items() if k.startswith("value@")}
+        assert sorted(steps) == list(range(1, row["epochs"] + 1)) and max(steps.values()) == row["best_val_accuracy"]
+        if row["status"] == "completed":
+            assert t.state == state.COMPLETE and t.values == [steps[2], row["params"]]
+        else:
+            assert t.state == state.PRUNED and t.values is None
+    completed = [r for r in result.trials if r["status"] == "completed"]
+    point = lambda r: (r["best_val_accuracy"], r["params"])  # noqa: E731
+    front_ids = {r["trial_id"] for r in result.front}
+    for r in completed:  # the front is exactly the completed trials no other completed trial dominates
+        beaten = any(dominates(point(q), point(r), (1, -1)) for q in completed)
+        assert (r["trial_id"] in front_ids) == (not beaten), r
+    (picked,) = [r for r in result.front if r["picked"]]
+    top = max(r["best_val_accuracy"] for r in result.front)
+    near = [r for r in result.front if r["best_val_accuracy"] >= top - 0.1]
+    assert picked["params"] == min(r["params"] for r in near)
+    assert result.best["trial_id"] == picked["trial_id"] and result.best["params"] == picked["params"]
+    assert result.best["pick"] == "smallest" and "params" in result.best["reason"]
+    assert result.summary["pareto_points"] == len(result.front)
+
+
 def dashboard_states(journal: Path) -> dict[int, str]:
     """{trial number: state} as optuna-dashboard's web API serves them for the journal's study."""
     import shutil
@@ -399,4 +445,4 @@ def test_a_trial_created_and_finished_after_the_snapshot_is_handed_on_not_run_ag
     assert finished_result(str(tmp_path / "s.journal"), "s", "new", "val_accuracy") == {"epoch": 2,
                                                                                         "val_accuracy": 0.6}
     progress = journal_progress(tmp_path / "s.journal", "s", lambda a, b: math.isnan(b) or a > b)
-    assert progress["new"] == (2, 0.6, 0, True) and "old" not in progress
+    assert progress["new"] == (2, 0.6, 0, True, {}) and "old" not in progress

@@ -199,10 +199,38 @@ class SweepParams(_Section):
         return self
 
 
+# The classifier sweep's objectives: validation accuracy (maximised, what ASHA prunes on), then any of the model's
+# costs (minimised), measured in each trial on the trial's hardware.
+OBJECTIVES = {"val_accuracy": "max", "params": "min", "latency_ms": "min", "latency_batch_ms": "min"}
+COSTS = {"smallest": "params", "fastest": "latency_ms", "fastest_batch": "latency_batch_ms"}
+PICKS = ("most_accurate", *COSTS)
+
+
 class SearchParams(SweepParams):
-    """The classifier sweep (`search`)."""
+    """The classifier sweep (`search`): also its objectives, and which point of their Pareto front to retrain."""
 
     TRIAL_MODEL: ClassVar[type[BaseModel]] = TrialConfig
+
+    objectives: list[Literal[tuple(OBJECTIVES)]]  # type: ignore[valid-type]
+    pick: Literal[PICKS]  # type: ignore[valid-type]
+    pick_within: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[str]) -> list[str]:
+        if not v or v[0] != "val_accuracy":
+            raise ValueError("the first objective must be val_accuracy (ASHA prunes on it); add costs after it, "
+                             f"from: {', '.join(list(OBJECTIVES)[1:])}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"an objective is listed twice: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _pick(self) -> "SearchParams":
+        if self.pick in COSTS and COSTS[self.pick] not in self.objectives:
+            raise ValueError(f"pick: {self.pick} needs {COSTS[self.pick]} in search.objectives "
+                             f"(now {self.objectives}); or pick: most_accurate")
+        return self
 
 
 class GanSearchParams(SweepParams):

@@ -107,9 +107,9 @@ def add_output_options(ap, outputs: dict[str, str]) -> None:
                          "--temp experiment: %(default)s)")
 
 
-def add_sweep_arguments(ap) -> None:
+def add_sweep_arguments(ap, more_outputs: dict[str, str] | None = None) -> None:
     """A sweep stage's options: where each output goes, and where the sweep's state lives."""
-    add_output_options(ap, SWEEP_OUTPUTS)
+    add_output_options(ap, {**SWEEP_OUTPUTS, **(more_outputs or {})})
     ap.add_argument("--state-dir", type=Path, default=workspace_root() / ".grutune/sweeps",
                     help="where Tune keeps the sweep's state unless its `storage` param is set (default: the DVC "
                          "workspace's, also for a queued or --temp experiment: %(default)s)")

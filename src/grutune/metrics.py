@@ -74,3 +74,19 @@ def per_class_accuracy(y_true, y_pred, num_classes: int) -> np.ndarray:
     out = np.full(num_classes, np.nan)
     np.divide(np.diag(cm), support, out=out, where=support > 0)
     return out
+
+
+# --------------------------------------------------------------------------- Pareto front
+
+def dominates(a, b, senses) -> bool:
+    """Whether point a dominates b: at least as good in every objective and better in one. `senses` holds +1 for an
+    objective to maximise and -1 for one to minimise."""
+    at_least = all(s * x >= s * y for x, y, s in zip(a, b, senses))
+    return at_least and any(s * x > s * y for x, y, s in zip(a, b, senses))
+
+
+def pareto_front(points, senses) -> list[int]:
+    """Indices of the non-dominated points (ties: equal points are all kept), in their given order. O(n^2), for
+    the few hundred trials of a sweep."""
+    pts = [tuple(float(v) for v in p) for p in points]
+    return [i for i, p in enumerate(pts) if not any(dominates(q, p, senses) for j, q in enumerate(pts) if j != i)]

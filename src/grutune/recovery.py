@@ -42,6 +42,21 @@ from ray.tune.utils.util import unflatten_dict
 
 TUNE_ID = "tune_trial_id"  # the Optuna user attribute holding a trial's Tune trial id
 ALIAS = "tune_alias:"      # study user attribute ALIAS + <new Tune id> -> the Tune id of the finished trial it replays
+STEP = "value@epoch"       # multi-objective studies: trial user attribute STEP + <epoch> -> that epoch's metric
+COST = "cost:"             # trial user attribute COST + <name> -> a cost the trial reported (params, latency_ms, ...)
+
+
+def intermediate(t: optuna.trial.FrozenTrial) -> dict[int, float]:
+    """A trial's metric by epoch: Optuna's intermediate values, or, in a multi-objective study (where Optuna has
+    none), the STEP user attributes."""
+    if t.intermediate_values:
+        return dict(t.intermediate_values)
+    return {int(k[len(STEP):]): float(v) for k, v in t.user_attrs.items() if k.startswith(STEP)}
+
+
+def costs(t: optuna.trial.FrozenTrial) -> dict[str, float]:
+    """The costs a trial reported (empty for sweeps that report none)."""
+    return {k[len(COST):]: v for k, v in t.user_attrs.items() if k.startswith(COST)}
 
 
 def load_study(journal: Path | str, study_name: str | None, sampler=None) -> optuna.Study:
@@ -64,17 +79,28 @@ class JournalOptunaSearch(OptunaSearch):
     ASHA stopped before `max_epochs` is PRUNED (Optuna then takes its last intermediate value as its value); a
     diverged, collapsed or errored trial is FAIL; a trial that ran all `max_epochs` is COMPLETE with its final
     epoch's value, which is what the objective is at the full budget (trials.csv also gives its best epoch).
+
+    With `costs` (minimised objectives after the metric, e.g. params, latency_ms) the study is multi-objective: a
+    COMPLETE trial holds every objective, and multi-objective TPE proposes from them. Optuna keeps no intermediate
+    values in such a study, so each epoch's metric is a STEP user attribute instead; PRUNED and FAIL stay as above.
     """
 
     def __init__(self, *, journal: Path, study_name: str, seed: int, metric: str, mode: str, max_epochs: int,
-                 startup_trials: int):
-        super().__init__(metric=metric, mode=mode, study_name=study_name, sampler=tpe_sampler(seed, startup_trials),
+                 startup_trials: int, costs: tuple[str, ...] = ()):
+        metrics, modes = (metric, mode) if not costs else ([metric, *costs], [mode, *["min"] * len(costs)])
+        super().__init__(metric=metrics, mode=modes, study_name=study_name,
+                         sampler=tpe_sampler(seed, startup_trials),
                          storage=JournalStorage(JournalFileBackend(str(journal))))
+        self._primary, self._costs = metric, tuple(costs)
         self._seed_base, self._startup_trials = seed, startup_trials
         self._max_epochs = max_epochs
         self._orphans: list = []
         self._finished_orphans: list = []  # finished in the journal, created after Tune's snapshot
         self._steps: dict[int, set[int]] = {}  # Optuna trial number -> steps already reported
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        # Tune hands over its own metric (ASHA's: val_accuracy alone); the study keeps the objectives given here.
+        return super().set_search_properties(None, None, config, **spec)
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
@@ -88,7 +114,7 @@ class JournalOptunaSearch(OptunaSearch):
         aliased = {v for k, v in study.user_attrs.items() if k.startswith(ALIAS)}
         for t in study.get_trials(deepcopy=False):
             tid = t.user_attrs.get(TUNE_ID)
-            self._steps[t.number] = set(t.intermediate_values)
+            self._steps[t.number] = set(intermediate(t))
             if t.state.is_finished():
                 self._completed_trials.add(tid)
                 if tid not in known and tid not in aliased:
@@ -112,11 +138,19 @@ class JournalOptunaSearch(OptunaSearch):
         return config
 
     def _report(self, trial_id: str, result: dict) -> None:
-        """The epoch's metric as an intermediate value at step = epoch (once per step: a resumed trial may re-report)."""
+        """The epoch's metric as an intermediate value at step = epoch (once per step: a resumed trial may re-report),
+        and, with its first epoch, the costs the trial measured."""
         ot_trial = self._ot_trials[trial_id]
         step, steps = int(result["epoch"]), self._steps.setdefault(ot_trial.number, set())
         if step not in steps:
-            ot_trial.report(float(result[self._metric]), step)
+            if not steps:
+                for key in ("params", "latency_ms", "latency_batch_ms"):
+                    if key in result:
+                        ot_trial.set_user_attr(COST + key, float(result[key]))
+            if self._costs:
+                ot_trial.set_user_attr(f"{STEP}{step}", float(result[self._primary]))
+            else:
+                ot_trial.report(float(result[self._primary]), step)
             steps.add(step)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -132,14 +166,17 @@ class JournalOptunaSearch(OptunaSearch):
         result = result or {}
         if "epoch" in result:  # the final result reaches the searcher here, not in on_trial_result
             ot_trial.set_user_attr("epochs", int(result["epoch"]))
-        if error or result.get("diverged") or self._metric not in result:
+        objectives = (self._primary, *self._costs)
+        if error or result.get("diverged") or any(k not in result for k in objectives):
             self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
         else:
             self._report(trial_id, result)
             if int(result["epoch"]) < self._max_epochs:  # stopped early by ASHA
                 self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
             else:
-                self._ot_study.tell(ot_trial, float(result[self._metric]), state=optuna.trial.TrialState.COMPLETE)
+                values = [float(result[k]) for k in objectives]
+                self._ot_study.tell(ot_trial, values if self._costs else values[0],
+                                    state=optuna.trial.TrialState.COMPLETE)
         self._completed_trials.add(trial_id)
 
 
@@ -153,15 +190,16 @@ def finished_result(journal: str | None, study: str | None, trial_id: str, metri
     for t in loaded.get_trials(deepcopy=False):
         if t.user_attrs.get(TUNE_ID) == trial_id and t.state.is_finished():
             failed = t.state == optuna.trial.TrialState.FAIL
-            epochs = max([t.user_attrs.get("epochs", 0), *t.intermediate_values])
-            value = t.value if t.value is not None else (list(t.intermediate_values.values()) or [0.0])[-1]
-            return {"epoch": epochs, metric: float(value), **({"diverged": 1} if failed else {})}
+            steps = intermediate(t)
+            epochs = max([t.user_attrs.get("epochs", 0), *steps])
+            value = t.values[0] if t.values else (list(steps.values()) or [0.0])[-1]
+            return {"epoch": epochs, metric: float(value), **costs(t), **({"diverged": 1} if failed else {})}
     return None
 
 
-def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[int, float, int, bool]]:
-    """{tune trial id: (epochs, best value, Optuna trial number, succeeded)} from the journal, which a hard kill
-    cannot leave behind Tune's own result files. `better(a, b)` says whether value a beats b."""
+def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[int, float, int, bool, dict]]:
+    """{tune trial id: (epochs, best value, Optuna trial number, succeeded, costs)} from the journal, which a hard
+    kill cannot leave behind Tune's own result files. `better(a, b)` says whether value a beats b."""
     if not journal.exists():
         return {}
     out = {}
@@ -169,13 +207,14 @@ def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[
     new_id = {old: k[len(ALIAS):] for k, old in study.user_attrs.items() if k.startswith(ALIAS)}
     for t in study.get_trials(deepcopy=False):
         if TUNE_ID in t.user_attrs:
-            values = [*t.intermediate_values.values(), *([t.value] if t.value is not None else [])]
-            epochs = max([t.user_attrs.get("epochs", 0), *t.intermediate_values])
+            steps = intermediate(t)
+            values = [*steps.values(), *(t.values[:1] if t.values else [])]
+            epochs = max([t.user_attrs.get("epochs", 0), *steps])
             best = math.nan
             for v in values:
                 best = v if better(v, best) else best
             ok = t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-            out[new_id.get(t.user_attrs[TUNE_ID], t.user_attrs[TUNE_ID])] = (epochs, best, t.number, ok)
+            out[new_id.get(t.user_attrs[TUNE_ID], t.user_attrs[TUNE_ID])] = (epochs, best, t.number, ok, costs(t))
     return out
 
 

@@ -35,6 +35,7 @@ from grutune.gan import image_grid
 from grutune.metrics import confusion_matrix
 
 OK_STATUSES = ("completed", "pruned")      # trials whose best metric counts
+COST_KEYS = ("params", "latency_ms", "latency_batch_ms")  # what each classifier trial measures of its model
 REAL_IMAGES = 64                           # real test images shown beside the GAN's 8x8 samples
 # Known metric keys in the order the page lists them; keys not listed here follow, sorted.
 SEARCH_KEYS = ("best_val_accuracy", "trials", "completed", "pruned", "failed", "errored", "epochs_run", "wall_time_s")
@@ -93,6 +94,8 @@ class DatasetResults:
     classes: tuple[str, ...]         # from the prepared data, in label order
     content_hash: str
     files: dict[str, str]            # role -> path, shown next to the numbers they hold
+    pareto: list[dict[str, Any]] = ()  # search/<ds>/pareto.csv: the front of search.objectives, the pick marked
+    objectives: tuple[str, ...] = ("val_accuracy",)
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,8 @@ def read_trials(path: Path, stage: str, objective: Objective) -> list[dict[str, 
         try:
             hp = objective.hp_model(**{k: row[k] for k in hparams}).model_dump()
             value = float(row[column] or "nan")
-            rows.append({"trial": int(row["trial"]), "status": row["status"], **hp, column: value})
+            costs = {k: float(row[k] or "nan") for k in COST_KEYS if k in row}  # the classifier's trials measure them
+            rows.append({"trial": int(row["trial"]), "status": row["status"], **hp, column: value, **costs})
         except (ValidationError, ValueError) as e:
             raise GrutuneError(f"{path}: trial {row['trial']!r} is not a valid row: {e}") from None
     return sorted(rows, key=lambda r: r["trial"])  # Optuna's order, as the stage writes it
@@ -177,13 +181,27 @@ def load_sweep(files: dict[str, Path], stage: str, objective: Objective, space: 
                         log_scale=log_scale)
 
 
-DATASET_FILES = ("search", "trials", "progress_time", "classifier", "confusion", "prepared")
+def read_pareto(path: Path, stage: str) -> list[dict[str, Any]]:
+    """A classifier sweep's pareto.csv: each front point's metric and costs as floats, and whether it was picked."""
+    rows = []
+    for r in _read_csv(path, stage, ("trial", "trial_id", "best_val_accuracy", "picked")):
+        try:
+            rows.append({"trial": int(r["trial"]), "trial_id": r["trial_id"],
+                         "best_val_accuracy": float(r["best_val_accuracy"]),
+                         **{k: float(r[k]) for k in COST_KEYS if r.get(k)}, "picked": r["picked"] == "True"})
+        except ValueError as e:
+            raise GrutuneError(f"{path}: not a number ({e}); rerun stage {stage}") from None
+    return rows
+
+
+DATASET_FILES = ("search", "trials", "progress_time", "pareto", "classifier", "confusion", "prepared")
 GAN_FILES = ("metrics", "samples", "search", "trials", "progress_time", "prepared")
 
 
-def load_dataset_results(name: str, files: dict[str, Path], space: dict[str, Any]) -> DatasetResults:
-    """Read one dataset's inputs: `files` maps each of DATASET_FILES to where its stage wrote it; `space` is the
-    classifier sweep's (`search.space`)."""
+def load_dataset_results(name: str, files: dict[str, Path], space: dict[str, Any],
+                         objectives: tuple[str, ...] = ("val_accuracy",)) -> DatasetResults:
+    """Read one dataset's inputs: `files` maps each of DATASET_FILES to where its stage wrote it; `space` and
+    `objectives` are the classifier sweep's (`search.space`, `search.objectives`)."""
     files = {k: Path(files[k]) for k in DATASET_FILES}
     search_stage, train_stage = f"search@{name}", f"train@{name}"
     confusion = [(r["actual"], r["predicted"])
@@ -193,7 +211,8 @@ def load_dataset_results(name: str, files: dict[str, Path], space: dict[str, Any
                           classifier=read_json(files["classifier"], train_stage),
                           sweep=load_sweep(files, search_stage, CLASSIFIER_SWEEP, space),
                           confusion=confusion, classes=classes,
-                          content_hash=digest, files={k: str(v) for k, v in files.items()})
+                          content_hash=digest, files={k: str(v) for k, v in files.items()},
+                          pareto=read_pareto(files["pareto"], search_stage), objectives=tuple(objectives))
 
 
 def load_gan_results(dataset: str, files: dict[str, Path], space: dict[str, Any]) -> GanResults:
@@ -434,6 +453,36 @@ def best_so_far_figure(s: SweepResults) -> Figure | None:
     return fig
 
 
+def pareto_figure(d: DatasetResults) -> Figure | None:
+    """Validation accuracy against the sweep's first cost (params when it has none): every completed trial, the
+    Pareto front joined as a staircase, and the picked point (the model `train` retrained) marked."""
+    x_key = d.objectives[1] if len(d.objectives) > 1 else "params"
+    y_key = "best_val_accuracy"
+    done = [t for t in d.sweep.trials if t["status"] == "completed" and math.isfinite(t.get(x_key, math.nan))
+            and math.isfinite(t[y_key])]
+    front = sorted((p for p in d.pareto if x_key in p), key=lambda p: p[x_key])
+    if not front:
+        return None
+    fig = Figure(figsize=(7, 3.8), layout="constrained")
+    ax = fig.subplots()
+    ax.scatter([t[x_key] for t in done], [t[y_key] for t in done], color="#bbbbbb", s=18,
+               label=f"completed trials ({len(done)})")
+    ax.step([p[x_key] for p in front], [p[y_key] for p in front], where="post", color="#4c72b0", lw=1.5)
+    ax.scatter([p[x_key] for p in front], [p[y_key] for p in front], color="#4c72b0", s=30, zorder=3,
+               label=f"Pareto front ({len(front)})")
+    for p in front:
+        if p["picked"]:
+            ax.scatter([p[x_key]], [p[y_key]], marker="*", s=260, color="#dd8452", edgecolor="black", zorder=4,
+                       label=f"picked: trial {p['trial']}")
+    ax.set_xscale("log")
+    ax.set_xlabel({"params": "parameters", "latency_ms": "latency per image at batch 1 (ms)",
+                   "latency_batch_ms": "time per image at batch 256 (ms)"}.get(x_key, x_key) + " (lower is better)")
+    ax.set_ylabel("validation accuracy (higher is better)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
 def confusion_figure(pairs: list[tuple[str, str]], classes: tuple[str, ...]) -> Figure:
     """Counts of (actual, predicted) test images as a heatmap; rows are the actual class."""
     names = list(classes) + sorted({c for p in pairs for c in p} - set(classes))  # classes, then any strays
@@ -558,6 +607,15 @@ def sweep_html(s: SweepResults, name: str, files: dict[str, str]) -> str:
     ])
 
 
+def pareto_caption(d: DatasetResults) -> str:
+    picked = next((p for p in d.pareto if p["picked"]), None)
+    why = (d.classifier.get("picked") or {}).get("reason", "")
+    what = (f"The Pareto front of {', '.join(d.objectives)}" if len(d.objectives) > 1 else
+            "Validation accuracy against size (the sweep optimised accuracy alone: its front is its best trial)")
+    return (f"{_e(what)} (<code>{_e(d.files['pareto'])}</code>). Picked: trial {picked['trial'] if picked else '-'}"
+            f"{', ' + _e(why) if why else ''}; <code>train</code> retrained it.")
+
+
 def dataset_section(d: DatasetResults) -> str:
     files = "".join(f"<li>{_e(role)}: <code>{_e(path)}</code></li>" for role, path in d.files.items())
     return "\n".join([
@@ -565,6 +623,7 @@ def dataset_section(d: DatasetResults) -> str:
         f"<ul>{files}</ul>",
         "<h3>Search</h3>",
         sweep_html(d.sweep, d.name, d.files),
+        _figure(pareto_figure(d), f"Pareto front, {d.name}", pareto_caption(d), "No trial ran all its epochs."),
         "<h3>Classifier (test split)</h3>",
         _per_class_table(d),
         _figure(confusion_figure(d.confusion, d.classes), f"confusion matrix, {d.name}",

@@ -16,6 +16,7 @@ from grutune.sweep_results import SearchResult
 from grutune.trials import ClassifierTrialSettings, GanTrialSettings, run_gan_trial, run_trial
 
 METRIC, MODE = "val_accuracy", "max"
+COST_COLUMNS = ("params", "latency_ms", "latency_batch_ms")  # every classifier trial measures these
 
 
 def _shape(data: Prepared) -> tuple[int, int, int]:
@@ -25,7 +26,8 @@ def _shape(data: Prepared) -> tuple[int, int, int]:
 def classifier_sweep(params: Params, data: Prepared, trainable=run_trial) -> Sweep:
     """The classifier sweep on one dataset."""
     return Sweep(name=data.name, budget=params.search, hp_model=TrialConfig, metric=METRIC, mode=MODE,
-                 trainable=trainable, seed=params.seed, data_hash=data.content_hash)
+                 trainable=trainable, seed=params.seed, data_hash=data.content_hash,
+                 costs=tuple(params.search.objectives[1:]), columns=COST_COLUMNS)
 
 
 def sweep_id(params: Params, dataset: str, content_hash: str) -> str:

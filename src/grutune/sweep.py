@@ -44,6 +44,8 @@ def identity(name: str, budget: SweepParams, seed: int, content_hash: str, extra
     key = {"dataset": name, "data": content_hash, "seed": seed, "space": budget.space,
            "budget": [budget.max_epochs, budget.grace_period, budget.reduction_factor, budget.train_subset,
                       budget.startup_trials]}
+    if len(objectives := getattr(budget, "objectives", [])) > 1:  # single-objective sweeps keep their old ids
+        key["objectives"] = objectives
     if extra:
         key["extra"] = extra
     return f"{name}-" + hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:10]
@@ -62,6 +64,8 @@ class Sweep:
     seed: int
     data_hash: str
     extra_identity: Any = None
+    costs: tuple[str, ...] = ()  # objectives minimised besides `metric` (a multi-objective sweep); Pareto front
+    columns: tuple[str, ...] = ()  # what trials report besides the metric, kept in trials.csv (e.g. the costs)
 
     @property
     def sweep_id(self) -> str:
@@ -205,7 +209,7 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
                 max_concurrent_trials=s.max_concurrent_trials or trial_slots(resources, s.num_samples, remote),
                 search_alg=JournalOptunaSearch(journal=journal, study_name=sid, seed=sweep.seed,
                                                metric=sweep.metric, mode=sweep.mode, max_epochs=s.max_epochs,
-                                               startup_trials=s.startup_trials),
+                                               startup_trials=s.startup_trials, costs=sweep.costs),
                 scheduler=ASHAScheduler(time_attr="epoch", max_t=s.max_epochs, grace_period=s.grace_period,
                                         reduction_factor=s.reduction_factor)),
             run_config=tune.RunConfig(

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from grutune.config import COSTS
 from grutune.errors import GrutuneError
+from grutune.metrics import pareto_front
 
 STATUSES = ("completed", "pruned", "failed", "errored")
 
@@ -16,12 +18,13 @@ STATUSES = ("completed", "pruned", "failed", "errored")
 @dataclass(frozen=True)
 class SearchResult:
     sweep_id: str
-    best: dict[str, Any]          # trial_id, the metric, epochs, config
+    best: dict[str, Any]          # the picked trial: trial_id, the metric, epochs, config (and costs, pick, reason)
     trials: list[dict[str, Any]]  # one row per trial
     summary: dict[str, Any]       # counts and timing, for DVC metrics
     progress: list[dict[str, Any]]  # best-so-far metric after each trial, in the order they were proposed
     progress_time: list[dict[str, Any]]  # the same, in the order trials ended, against wall time
     metric: str                   # what the sweep optimised
+    front: list[dict[str, Any]] = ()  # the Pareto front's trials (rows of `trials`), the picked one marked
 
 
 def trial_rows(results, sweep, journal: dict[str, tuple[int, float, int, bool]]) -> list[dict[str, Any]]:
@@ -34,7 +37,7 @@ def trial_rows(results, sweep, journal: dict[str, tuple[int, float, int, bool]])
         df = r.metrics_dataframe
         has = df is not None and metric in df and len(df) > 0
         tid = (r.metrics or {}).get("trial_id") or _trial_id_from_dir(r.path)
-        j_epochs, j_best, number, j_complete = journal.get(tid, (0, math.nan, -1, False))
+        j_epochs, j_best, number, j_complete, j_costs = journal.get(tid, (0, math.nan, -1, False, {}))
         epochs = max(int(df["epoch"].max()) if has else 0, j_epochs)
         diverged = has and "diverged" in df and bool(df["diverged"].fillna(0).max())
         # A trial the journal records as complete finished before a crash; if Tune then failed to restore it from a
@@ -50,8 +53,10 @@ def trial_rows(results, sweep, journal: dict[str, tuple[int, float, int, bool]])
         error_file = Path(r.path) / "error.txt"
         ended = float(df["timestamp"].max()) if has and "timestamp" in df else math.nan
         time_s = float(df["time_total_s"].max()) if has and "time_total_s" in df else 0.0
+        extra = {k: float(df[k].dropna().iloc[-1]) if has and k in df and df[k].notna().any()
+                 else j_costs.get(k, math.nan) for k in sweep.columns}
         rows.append({"trial": number, "trial_id": tid, "status": status, **hp, f"best_{metric}": best,
-                     "epochs": epochs,
+                     **extra, "epochs": epochs,
                      "resumed_from_epoch": int(df["resumed_from_epoch"].max()) if has and "resumed_from_epoch" in df
                      else 0,
                      "error": str(error_file) if errored and error_file.exists() else "",
@@ -75,19 +80,57 @@ def summarise(sweep, rows: list[dict[str, Any]], where: str) -> SearchResult:
     top = ok[0]
     for r in ok[1:]:
         top = r if sweep.better(r[key], top[key]) else top
-    best = {"sweep_id": sid, "data_hash": sweep.data_hash, "trial_id": top["trial_id"], sweep.metric: top[key],
-            "epochs": top["epochs"],
-            "config": sweep.hp_model(**{k: top[k] for k in sweep.hp_model.model_fields}).model_dump()}
+    front, picked, reason = [top], top, "the best trial"
+    if sweep.costs:
+        front, picked, reason = pick(pareto_rows(rows, sweep), sweep, sweep.budget.pick, sweep.budget.pick_within)
+    best = {"sweep_id": sid, "data_hash": sweep.data_hash, "trial_id": picked["trial_id"],
+            sweep.metric: picked[key], "epochs": picked["epochs"],
+            **({c: picked[c] for c in sweep.columns} if sweep.costs else {}),
+            **({"pick": sweep.budget.pick, "reason": reason} if sweep.costs else {}),
+            "config": sweep.hp_model(**{k: picked[k] for k in sweep.hp_model.model_fields}).model_dump()}
     counts = {st: sum(r["status"] == st for r in rows) for st in STATUSES}
     by_time = sorted((r for r in rows if not math.isnan(r["_ended"])), key=lambda r: r["_ended"])
     t0 = min((r["_ended"] - r["_time_s"] for r in by_time), default=0.0)
     # The sweep's wall time: from its first trial's start to its last trial's end, across resumes.
     wall = by_time[-1]["_ended"] - t0 if by_time else 0.0
     summary = {key: top[key], "trials": len(rows), **counts,
-               "epochs_run": sum(r["epochs"] for r in rows), "wall_time_s": round(wall, 1)}
-    return SearchResult(sid, best, [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], summary,
+               "epochs_run": sum(r["epochs"] for r in rows), "wall_time_s": round(wall, 1),
+               **({"pareto_points": len(front), f"picked_{sweep.metric}": picked[key]} if sweep.costs else {})}
+    public = lambda r: {k: v for k, v in r.items() if not k.startswith("_")}  # noqa: E731
+    return SearchResult(sid, best, [public(r) for r in rows], summary,
                         best_so_far(rows, sweep, "trial", lambda r: r["trial"]),
-                        best_so_far(by_time, sweep, "wall_time_s", lambda r: round(r["_ended"] - t0, 1)), sweep.metric)
+                        best_so_far(by_time, sweep, "wall_time_s", lambda r: round(r["_ended"] - t0, 1)), sweep.metric,
+                        [{**public(r), "picked": r is picked} for r in front])
+
+
+def pareto_rows(rows: list[dict[str, Any]], sweep) -> list[dict[str, Any]]:
+    """The trials on the Pareto front of the sweep's objectives (its metric, then its costs, minimised), in trial
+    order. Only completed trials count: a trial ASHA stopped has a truncated metric, and Optuna holds no
+    objective values for it."""
+    key = f"best_{sweep.metric}"
+    done = [r for r in rows if r["status"] == "completed"
+            and not any(math.isnan(r[k]) for k in (key, *sweep.costs))]
+    if not done:
+        raise GrutuneError(f"no trial of sweep {sweep.sweep_id} ran all {sweep.budget.max_epochs} epochs, so it has "
+                           f"no Pareto front: raise search.num_samples, or lower search.max_epochs")
+    senses = (1 if sweep.mode == "max" else -1, *(-1,) * len(sweep.costs))
+    return [done[i] for i in pareto_front([[r[k] for k in (key, *sweep.costs)] for r in done], senses)]
+
+
+def pick(front: list[dict[str, Any]], sweep, rule: str, within: float) -> tuple[list[dict], dict, str]:
+    """The front, the point `rule` picks from it, and why: `most_accurate`, or the point with the least of a cost
+    (smallest: params, fastest: latency_ms, fastest_batch: latency_batch_ms) among those at most `within` below the
+    most accurate point's metric."""
+    key = f"best_{sweep.metric}"
+    top = max(front, key=lambda r: (r[key], -r["trial"]))
+    if rule == "most_accurate":
+        return front, top, f"most_accurate: the highest {sweep.metric} on the front ({top[key]:.4f})"
+    cost = COSTS[rule]
+    near = [r for r in front if r[key] >= top[key] - within]
+    chosen = min(near, key=lambda r: (r[cost], -r[key]))
+    return front, chosen, (f"{rule}: the least {cost} ({chosen[cost]:.6g}, against {top[cost]:.6g}) among the "
+                           f"{len(near)} front points within {within} {sweep.metric} of the most accurate "
+                           f"({top[key]:.4f}); it has {chosen[key]:.4f}")
 
 
 def best_so_far(rows: list[dict], sweep, x: str, value_of_x: Callable[[dict], Any]) -> list[dict]:

@@ -187,6 +187,51 @@ def fit(model, opt, train: Split, val: Split | None, *, epochs: int, batch_size:
     return history
 
 
+# --------------------------------------------------------------------------- size and speed
+
+LATENCY_BATCH = 256  # the "large batch" of the throughput latency
+
+
+@torch.no_grad()
+def inference_cost(model: torch.nn.Module, in_shape, device: torch.device, *, repeats: int = 20) -> dict:
+    """What the model costs to deploy, measured here on `device` with the current torch threads: its parameter
+    count, and the median time per image at batch 1 (latency) and at batch 256 (throughput), in milliseconds."""
+    was_training = model.training
+    model.eval()
+    times = {}
+    for batch, reps in ((1, repeats), (LATENCY_BATCH, max(2, repeats // 10))):
+        x = torch.rand(batch, *in_shape, device=device)
+        model(x)  # warm-up: allocations, kernel selection
+        runs = []
+        for _ in range(reps):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            model(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            runs.append((time.perf_counter() - t0) * 1000 / batch)
+        times[batch] = float(np.median(runs))
+    model.train(was_training)
+    return {"params": sum(p.numel() for p in model.parameters()), "latency_ms": times[1],
+            "latency_batch_ms": times[LATENCY_BATCH]}
+
+
+def hardware(device: torch.device) -> str:
+    """The device a latency was measured on, in words: the GPU's name, or the CPU model and torch threads."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {torch.get_num_threads()} torch thread(s)"
+
+
 # --------------------------------------------------------------------------- construction
 
 def new_classifier(hp, *, in_shape, num_classes: int, device: torch.device

@@ -22,7 +22,7 @@ from grutune.config import GanTrialConfig, TrialConfig
 from grutune.gan import Collapsed, FidScorer, Recipe, new_gan, train_gan
 from grutune.models import build_classifier, to_float
 from grutune.recovery import finished_result
-from grutune.training import NonFiniteLoss, Split, fit, new_classifier, pick_device
+from grutune.training import NonFiniteLoss, Split, fit, inference_cost, new_classifier, pick_device
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -113,8 +113,17 @@ def run_trial(config: dict, *, data: dict, settings: ClassifierTrialSettings) ->
         model, opt = new_classifier(hp, in_shape=settings.in_shape, num_classes=settings.num_classes, device=device)
         train = Split.of(data["x_train"], data["y_train"], device)
         val = Split.of(data["x_val"], data["y_val"], device)
+        cost: dict = {}
+
+        def score(m: dict) -> dict:
+            # The model's size and speed on this trial's hardware, for multi-objective sweeps and trials.csv;
+            # measured once per trial process (weights do not change them).
+            if not cost:
+                cost.update(inference_cost(model, settings.in_shape, device))
+            return cost
+
         return TrialJob(
-            parts={"model": model, "optimizer": opt}, kwargs={"model": model.kwargs},
+            parts={"model": model, "optimizer": opt}, kwargs={"model": model.kwargs}, score=score,
             fit=lambda start, on_epoch: fit(model, opt, train, val, epochs=settings.max_epochs,
                                             batch_size=hp.batch_size, seed=settings.seed, start_epoch=start,
                                             subset=settings.train_subset, schedule_epochs=settings.max_epochs,

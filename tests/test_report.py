@@ -284,7 +284,7 @@ def test_numbers_match_dvc_metrics_show(stage):
                          capture_output=True, text=True, check=True).stdout
     numbers = [tok.strip() for line in out.splitlines()[2:] for tok in line.split("|")[2:]
                if re.fullmatch(r"-?\d[\d.e+-]*", tok.strip())]
-    assert len(numbers) == 2 * (8 + 2 + 10) + 6 + 8, out
+    assert len(numbers) == 2 * (8 + 2 + 3 + 10) + 6 + 8, out  # classifier.json: test, cost and per-class numbers
     assert not [n for n in numbers if n not in cells], out
 
 
@@ -308,8 +308,8 @@ def test_provenance_and_self_contained(stage):
         assert written[d]["content_hash"] in page
     assert "<script" not in page and "<link" not in page and "http://" not in page and "https://" not in page
     srcs = re.findall(r'<img[^>]* src="([^"]*)"', page)
-    # Per dataset: importance, parallel coords, best so far, confusion. GAN: the sweep's three, samples, real.
-    assert len(srcs) == 4 * len(DATASETS) + 3 + 2
+    # Per dataset: importance, parallel coords, best so far, Pareto front, confusion. GAN: the sweep's three, samples, real.
+    assert len(srcs) == 5 * len(DATASETS) + 3 + 2
     for src in srcs:  # every image is a PNG that decodes and is not blank
         assert src.startswith("data:image/png;base64,")
         img = matplotlib.image.imread(io.BytesIO(base64.b64decode(src.split(",", 1)[1])), format="png")

@@ -39,7 +39,7 @@ COST_KEYS = ("params", "latency_ms", "latency_batch_ms")  # what each classifier
 REAL_IMAGES = 64                           # real test images shown beside the GAN's 8x8 samples
 # Known metric keys in the order the page lists them; keys not listed here follow, sorted.
 SEARCH_KEYS = ("best_val_accuracy", "trials", "completed", "pruned", "failed", "errored", "epochs_run", "wall_time_s")
-CLASSIFIER_KEYS = ("test_accuracy", "test_loss")
+CLASSIFIER_KEYS = ("test_accuracy", "test_loss", "params", "latency_ms", "latency_batch_ms", "latency_hardware")
 GAN_KEYS = ("fid", "reference_fid_train_vs_test", "inception_score", "inception_score_std",
             "reference_inception_score_test", "eval_samples")
 

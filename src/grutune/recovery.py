@@ -109,7 +109,9 @@ class JournalOptunaSearch(OptunaSearch):
         n = len(optuna.load_study(study_name=self._study_name, storage=self._storage).trials)
         self._sampler = tpe_sampler(self._seed_base + n, self._startup_trials)
         study = optuna.load_study(study_name=self._study_name, storage=self._storage, sampler=self._sampler)
-        known = set(self._ot_trials)
+        # Trials Tune's snapshot knows: running ones, and finished ones (a searcher restored before keeps only the
+        # running ones in `_ot_trials`; the finished ones are in `_completed_trials`).
+        known = set(self._ot_trials) | set(self._completed_trials)
         self._ot_study, self._ot_trials, self._orphans, self._finished_orphans = study, {}, [], []
         aliased = {v for k, v in study.user_attrs.items() if k.startswith(ALIAS)}
         for t in study.get_trials(deepcopy=False):

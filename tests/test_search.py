@@ -446,3 +446,31 @@ def test_a_trial_created_and_finished_after_the_snapshot_is_handed_on_not_run_ag
                                                                                         "val_accuracy": 0.6}
     progress = journal_progress(tmp_path / "s.journal", "s", lambda a, b: math.isnan(b) or a > b)
     assert progress["new"] == (2, 0.6, 0, True, {}) and "old" not in progress
+
+
+def test_a_sweep_restored_twice_keeps_the_trials_finished_before_the_first_restore(tmp_path):
+    """A restored searcher keeps finished trials in `_completed_trials` only. Restored again (a sweep interrupted
+    twice, or extended after a resume), those trials are still Tune's own: new Tune trials get new configs."""
+    from grutune.recovery import ALIAS, JournalOptunaSearch
+
+    def searcher():
+        s = JournalOptunaSearch(journal=tmp_path / "s.journal", study_name="s", seed=0, metric="val_accuracy",
+                                mode="max", max_epochs=1, startup_trials=2)
+        s.set_search_properties(None, None, {"lr": tune.loguniform(1e-4, 1e-2)})
+        return s
+
+    first = searcher()
+    done = first.suggest("a")
+    first.on_trial_complete("a", {"epoch": 1, "val_accuracy": 0.5})
+    first.save(str(tmp_path / "one.pkl"))
+    second = searcher()
+    second.restore(str(tmp_path / "one.pkl"))
+    second.suggest("b")
+    second.on_trial_complete("b", {"epoch": 1, "val_accuracy": 0.6})
+    second.save(str(tmp_path / "two.pkl"))
+    third = searcher()
+    third.restore(str(tmp_path / "two.pkl"))
+    fresh = third.suggest("c")
+    assert fresh != done and "c" not in third._completed_trials
+    study = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(tmp_path / "s.journal"))))
+    assert len(study.trials) == 3 and not [k for k in study.user_attrs if k.startswith(ALIAS)]

@@ -202,9 +202,13 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
             param_space=tune_param_space(s.space),
             tune_config=tune.TuneConfig(
                 metric=sweep.metric, mode=sweep.mode, num_samples=s.num_samples,
-                # A trial process serves one trial after another: starting a process per trial cost about 1.5 s
-                # a trial (benchmarks/tune_overhead.py). Each trial seeds torch and sets its threads itself.
-                reuse_actors=True,
+                # On this machine a trial process serves one trial after another: starting a process per trial
+                # cost about 1.5 s a trial (benchmarks/tune_overhead.py). Each trial seeds torch and sets its
+                # threads itself. Not on a cluster, where nodes can be lost: Ray Tune 2.60 fails a trial outright,
+                # whatever max_failures says, when the node of the process it was handed dies while the process is
+                # being reset for it (TuneController._process_trial_failure retries only RUNNING trials, and a
+                # trial being reset is PENDING). Found by tests/test_cluster.py on a loaded CI machine.
+                reuse_actors=not remote,
                 # Tune keeps as many trials pending as this allows: enough to fill every slot the cluster has.
                 max_concurrent_trials=s.max_concurrent_trials or trial_slots(resources, s.num_samples, remote),
                 search_alg=JournalOptunaSearch(journal=journal, study_name=sid, seed=sweep.seed,
@@ -226,5 +230,7 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
         # Tune stops gracefully on Ctrl-C and returns what it has; a partial sweep must not become the stage's output.
         raise SweepInterrupted(f"sweep {sid} stopped with {finished} of {s.num_samples} trials finished; its state "
                                f"is kept in {exp_path}: run `dvc repro` again to resume it")
-    rows = trial_rows(results, sweep, journal_progress(journal, sid, sweep.better))
+    # A trial that never reported has no config in its Result; the experiment's trials all have theirs.
+    configs = tune.ExperimentAnalysis(exp_path).get_all_configs()
+    rows = trial_rows(results, sweep, journal_progress(journal, sid, sweep.better), configs)
     return summarise(sweep, rows, exp_path)

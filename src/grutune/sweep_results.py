@@ -27,10 +27,12 @@ class SearchResult:
     front: list[dict[str, Any]] = ()  # the Pareto front's trials (rows of `trials`), the picked one marked
 
 
-def trial_rows(results, sweep, journal: dict[str, tuple[int, float, int, bool]]) -> list[dict[str, Any]]:
+def trial_rows(results, sweep, journal: dict[str, tuple[int, float, int, bool]],
+               configs: dict[str, dict] | None = None) -> list[dict[str, Any]]:
     """One row per trial: completed (ran max_epochs), pruned (stopped by ASHA), failed (diverged), errored (raised).
 
-    `results` is Tune's ResultGrid; `journal` is `recovery.journal_progress` of the sweep's study.
+    `results` is Tune's ResultGrid; `journal` is `recovery.journal_progress` of the sweep's study; `configs` is
+    {Tune trial id: config} for every trial, where a trial that never reported has no config in `results`.
     """
     rows, metric = [], sweep.metric
     for r in results:
@@ -49,7 +51,8 @@ def trial_rows(results, sweep, journal: dict[str, tuple[int, float, int, bool]])
         if not diverged:
             for v in [*(df[metric].tolist() if has else []), j_best]:
                 best = float(v) if sweep.better(float(v), best) else best
-        hp = {k: r.config.get(k) for k in sweep.hp_model.model_fields}
+        config = r.config or (configs or {}).get(tid) or {}
+        hp = {k: config.get(k) for k in sweep.hp_model.model_fields}
         error_file = Path(r.path) / "error.txt"
         ended = float(df["timestamp"].max()) if has and "timestamp" in df else math.nan
         time_s = float(df["time_total_s"].max()) if has and "time_total_s" in df else 0.0

@@ -3,6 +3,8 @@
     GRUTUNE_DATA_MIRROR=/usr/share/datasets/fashion-mnist python benchmarks/search_efficiency.py
     # 5 seeds, about 25 minutes on 2 cores; Debian's dataset-fashion-mnist package holds the data
     # the same compute cut into finer epochs, so ASHA has more rungs: --max-epochs 12 --subset 1333 --budget 180
+    # grutune with 1, 2 (one per core) and 8 trials in flight:
+    #   --methods random,grutune_1,grutune,grutune_8 --name in_flight
 
 Every method gets the same budget of trial-epochs over the same model space, trains with grutune's own loop on the
 same per-epoch subset, and is scored on the same validation split:
@@ -11,7 +13,7 @@ same per-epoch subset, and is scored on the same validation split:
 - optuna: Optuna alone in one process, TPE with Optuna's Hyperband pruner, calling grutune's `fit`.
 For each, the best validation accuracy after the budget (median and range over seeds), and the trial-epochs it
 needed to reach random search's final best on the same seed.
-Writes benchmarks/results/search_efficiency_<max epochs>x<subset>.json.
+Writes benchmarks/results/search_efficiency_<max epochs>x<subset>[_<name>].json, after every seed.
 """
 
 from __future__ import annotations
@@ -60,13 +62,17 @@ def dataset(data_dir: Path, val_images: int):
     return dataclasses.replace(d, x_val=d.x_val[:val_images], y_val=d.y_val[:val_images])
 
 
-def params_for(seed: int, args, num_samples: int) -> Params:
+def params_for(seed: int, args, num_samples: int, in_flight: int | None = None) -> Params:
+    """The benchmark's params. `in_flight`: trials at once (None: one per core, the default); more than the cores
+    gives each trial a share of a CPU (one thread), which changes the wall time, not what a trial-epoch learns."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw.update(datasets=["fashion_mnist"], seed=seed)
     raw["gan"]["dataset"], raw["tracking"]["wandb"] = "fashion_mnist", False
+    cores = os.cpu_count() or 1
+    cpu = 1 if in_flight is None or in_flight <= cores else cores / in_flight
     raw["search"].update(num_samples=num_samples, max_epochs=args.max_epochs, grace_period=1, reduction_factor=3,
-                         startup_trials=args.startup_trials, train_subset=args.subset, max_concurrent_trials=0,
-                         resources={"cpu": 1, "gpu": 0}, space=SPACE)
+                         startup_trials=args.startup_trials, train_subset=args.subset,
+                         max_concurrent_trials=in_flight or 0, resources={"cpu": cpu, "gpu": 0}, space=SPACE)
     return Params.model_validate(raw)
 
 
@@ -86,11 +92,11 @@ def asha_epochs_per_trial(grace: int, rf: int, max_t: int) -> float:
     return rungs[0] + sum((b - a) / rf ** (k + 1) for k, (a, b) in enumerate(zip(rungs, rungs[1:])))
 
 
-def run_grutune(data, seed: int, args) -> list[float]:
+def run_grutune(data, seed: int, args, in_flight: int | None = None) -> list[float]:
     # Enough trials to spend the budget (10% over the synchronous estimate), not so many that most are cut off
     trials = math.ceil(1.1 * args.budget / asha_epochs_per_trial(1, 3, args.max_epochs))
     with tempfile.TemporaryDirectory() as state:
-        run_search(params_for(seed, args, trials), data, state_dir=Path(state))
+        run_search(params_for(seed, args, trials, in_flight), data, state_dir=Path(state))
         return [v for _, v in events_of(Path(state))]
 
 
@@ -162,6 +168,33 @@ def best_curve(values: list[float]) -> list[float]:
     return out
 
 
+METHODS = {
+    "random": run_random,
+    "grutune": run_grutune,  # one trial per core: 2 in flight on 2 cores
+    "grutune_1": lambda data, seed, args: run_grutune(data, seed, args, in_flight=1),  # TPE sees every trial
+    "grutune_8": lambda data, seed, args: run_grutune(data, seed, args, in_flight=8),  # a small cluster's worth
+    "optuna": run_optuna,
+}
+
+
+def summary(runs: dict[str, list[dict]], budget: int) -> list[dict]:
+    """Per method: final best (median, range), and the trial-epochs to reach random search's final best on the same
+    seed (where random search ran)."""
+    rows = []
+    for name, seeds in runs.items():
+        finals = [r["curve"][-1] for r in seeds]
+        row = {"method": name, "seeds": len(seeds), "best_val_median": statistics.median(finals),
+               "best_val_min": min(finals), "best_val_max": max(finals)}
+        if runs.get("random"):
+            reach = [next((i + 1 for i, v in enumerate(r["curve"]) if v >= base["curve"][-1]), math.inf)
+                     for r, base in zip(seeds, runs["random"])]
+            row |= {"epochs_to_random_best_median": statistics.median(reach),
+                    "speedup_vs_random": budget / statistics.median(reach),
+                    "seeds_reaching_random_best": sum(not math.isinf(x) for x in reach)}
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
@@ -171,34 +204,34 @@ def main() -> None:
     ap.add_argument("--val-images", type=int, default=3000)
     ap.add_argument("--startup-trials", type=int, default=8, help="TPE's random start, for both TPE methods")
     ap.add_argument("--data-dir", type=Path, default=ROOT / "benchmarks/.data")
+    ap.add_argument("--methods", default="random,grutune,optuna",
+                    help=f"comma-separated, of {', '.join(METHODS)} (default: %(default)s); grutune_1 and grutune_8 "
+                         "run grutune with 1 and 8 trials in flight")
+    ap.add_argument("--name", default="", help="suffix of the results file")
     args = ap.parse_args()
+    methods = args.methods.split(",")
+    if unknown := [m for m in methods if m not in METHODS]:
+        ap.error(f"--methods: unknown {unknown}; allowed: {', '.join(METHODS)}")
     os.environ.setdefault("GRUTUNE_DATA_MIRROR", "/usr/share/datasets/fashion-mnist")
     data = dataset(args.data_dir, args.val_images)
     ray.init(include_dashboard=False, log_to_driver=False)
-    runs: dict[str, list[dict]] = {"grutune": [], "random": [], "optuna": []}
+    runs: dict[str, list[dict]] = {m: [] for m in methods}
+    name = f"search_efficiency_{args.max_epochs}x{args.subset}{'_' + args.name if args.name else ''}"
     for seed in range(args.seeds):
-        for name, method in (("random", run_random), ("grutune", run_grutune), ("optuna", run_optuna)):
+        for method in methods:
             t0 = time.perf_counter()
-            values = method(data, seed, args)[:args.budget]
-            runs[name].append({"seed": seed, "curve": best_curve(values), "trial_epochs": len(values),
-                               "wall_s": round(time.perf_counter() - t0, 1)})
-            print(f"seed {seed} {name}: best {max(values):.4f} in {len(values)} trial-epochs "
+            values = METHODS[method](data, seed, args)[:args.budget]
+            runs[method].append({"seed": seed, "curve": best_curve(values), "trial_epochs": len(values),
+                                 "wall_s": round(time.perf_counter() - t0, 1)})
+            print(f"seed {seed} {method}: best {max(values):.4f} in {len(values)} trial-epochs "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    rows = []
-    for name, seeds in runs.items():
-        finals = [r["curve"][-1] for r in seeds]
-        reach = []
-        for r, base in zip(seeds, runs["random"]):
-            target = base["curve"][-1]
-            reach.append(next((i + 1 for i, v in enumerate(r["curve"]) if v >= target), math.inf))
-        rows.append({"method": name, "best_val_median": statistics.median(finals), "best_val_min": min(finals),
-                     "best_val_max": max(finals), "epochs_to_random_best_median": statistics.median(reach),
-                     "speedup_vs_random": args.budget / statistics.median(reach)})
+        # Saved after every seed: a long run stopped early keeps what it measured.
+        path = save(name, {"settings": vars(args) | {"data_dir": str(args.data_dir)}, "space": SPACE,
+                           "summary": summary(runs, args.budget), "runs": runs})
+    rows = summary(runs, args.budget)
     print(f"\nBest validation accuracy after {args.budget} trial-epochs, {args.seeds} seeds (Fashion-MNIST, "
           f"{args.subset} images per trial-epoch, up to {args.max_epochs} epochs per trial)")
     print(table(rows, list(rows[0])))
-    path = save(f"search_efficiency_{args.max_epochs}x{args.subset}", {"settings": vars(args) | {"data_dir": str(args.data_dir)}, "space": SPACE,
-                                      "summary": rows, "runs": runs})
     print(f"\nwrote {path}")
 
 

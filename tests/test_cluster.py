@@ -18,7 +18,7 @@ from ray.cluster_utils import Cluster
 from grutune.config import load_params
 from grutune.data import load_prepared
 from grutune.search import run_search
-from grutune.sweep import autoscaler_slots
+from grutune.sweep import autoscaler_slots, trial_resources, trial_slots
 from tune_results import peak_concurrency, trial_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,3 +210,48 @@ def test_a_sweep_grows_an_autoscaling_cluster_to_its_largest(tmp_path, write_par
     assert stage.returncode == 0, stage.stdout[-3000:] + stage.stderr[-3000:]
     assert "best of 16 trials (16 completed" in stage.stdout
     assert seen == {"cpus": 16.0, "used": 16.0}  # 4 workers of 4 CPUs, every CPU held by a trial
+
+
+def test_slots_count_a_memory_reservation_where_a_node_declares_its_memory():
+    gib = 2**30
+    config = {"head_node_type": "head", "available_node_types": {
+        "head": {"resources": {"CPU": 0}},
+        "declared": {"resources": {"CPU": 8, "memory": 4 * gib}, "max_workers": 2},  # 8 CPUs, room for 2 trials
+        "undeclared": {"resources": {"CPU": 4}, "max_workers": 1}}}  # its memory comes from its instance type
+    assert autoscaler_slots(config, {"cpu": 1, "gpu": 0, "memory": 1.5 * gib}) == 2 * 2 + 4
+    assert autoscaler_slots(config, {"cpu": 1, "gpu": 0}) == 2 * 8 + 4
+
+
+@pytest.mark.slow
+def test_a_memory_reservation_keeps_a_node_from_taking_more_trials_than_its_memory(tmp_path, write_params,
+                                                                                   prepared_mnist):
+    """`search.resources.memory` becomes Ray's memory resource: a 4-CPU node with 1 GiB of it holds two trials of
+    400 MiB, not four, and the sweep's concurrency is sized to those two slots."""
+    params = load_params(write_params(tmp_path / "params.yaml", {"search": {
+        "num_samples": 4, "max_epochs": 2, "grace_period": 2, "train_subset": None, "max_failures": 0,
+        "max_concurrent_trials": 0, "resources": {"cpu": 1, "gpu": 0, "memory": "400MiB"},
+        "space": {"hidden_size": 16, "num_layers": 1, "backbone": "none", "batch_size": 64, "bidirectional": False}}}))
+    prepared = prepared_mnist(n_train=3000, n_test=100, val_fraction=0.1)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    cluster.add_node(num_cpus=4, memory=2**30)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    used, stop = [], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            used.append(4 - ray.available_resources().get("CPU", 4))
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        assert trial_slots(trial_resources(params.search.resources, remote=True), 4, remote=True) == 2
+        result = run_search(params, load_prepared(prepared), state_dir=tmp_path / "state", remote=True)
+    finally:
+        stop.set()
+        watcher.join(timeout=5)
+        ray.shutdown()
+        cluster.shutdown()
+    assert len(result.trials) == 4 and all(r["status"] == "completed" for r in result.trials)
+    assert max(used) == 2  # two trials at once on 4 free CPUs: the memory, not the CPUs, bound them

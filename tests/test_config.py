@@ -101,6 +101,7 @@ def test_wrong_type(tmp_path, mutate, key, got):
     (lambda r: r["search"]["space"].pop("lr"), "missing hyperparameter(s) ['lr']"),
     (lambda r: r["search"].update(grace_period=50), "grace_period (50) must not exceed max_epochs"),
     (lambda r: r["search"]["resources"].update(gpu=1.5), "search.resources.gpu"),
+    (lambda r: r["search"]["resources"].update(memory="lots"), "search.resources.memory: could not parse value"),
     (lambda r: r["prepare"].update(val_fraction=1.0), "prepare.val_fraction: Input should be less than 1"),
     (lambda r: r["gan_search"]["space"].update(lr_g={"loguniform": [-1e-3, 1e-2]}), "lr_g.loguniform"),
     (lambda r: r["gan_search"]["space"].update(backbone="vit"), "allowed: none, conv, resnet"),

@@ -14,6 +14,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    ByteSize,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -160,6 +161,9 @@ class PrepareParams(_Section):
 class Resources(_Section):
     cpu: PositiveFloat
     gpu: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    # Ray's `memory` resource per trial, in bytes or with a unit ("600MB", "1GiB"); 0 reserves none. Ray then places
+    # no more trials on a node than its memory resource holds. It is a reservation, not a limit on the process.
+    memory: ByteSize = ByteSize(0)
 
     @field_validator("gpu")
     @classmethod

@@ -102,20 +102,30 @@ def trial_resources(resources, remote: bool) -> dict[str, float]:
 
     On a Ray started here, they are capped to what this machine has. On a cluster they are taken as asked (the
     autoscaler adds the nodes they need), except that GPUs are dropped where the cluster has none and its
-    autoscaler (if any) can add none: a fixed CPU cluster, such as a few `ray start` nodes.
+    autoscaler (if any) can add none: a fixed CPU cluster, such as a few `ray start` nodes. Ray's `memory` resource
+    is asked for only where `resources.memory` is set.
     """
     want = {"cpu": resources.cpu, "gpu": resources.gpu}
+    if resources.memory:
+        want["memory"] = float(resources.memory)
     have = ray.cluster_resources()
     config = autoscaling_config() if remote else None
     gpus = have.get("GPU", 0) or any(t.get("resources", {}).get("GPU", 0)
                                      for t in (config or {}).get("available_node_types", {}).values())
     got = {"cpu": want["cpu"] if remote else min(want["cpu"], have.get("CPU", 1)),
            "gpu": want["gpu"] if gpus else 0.0}
+    if "memory" in want:
+        got["memory"] = want["memory"] if remote else min(want["memory"], have.get("memory", 0))
     if got != want:
         where = "this cluster's" if remote else "this machine's"
-        print(f"resources per trial {want} exceed {where} {{'cpu': {have.get('CPU', 0):g}, "
-              f"'gpu': {have.get('GPU', 0):g}}}: each trial gets {got}")
+        had = {k: have.get(k.upper() if k != "memory" else k, 0) for k in want}
+        print(f"resources per trial {_show(want)} exceed {where} {_show(had)}: each trial gets {_show(got)}")
     return got
+
+
+def _show(resources: dict[str, float]) -> str:
+    return "{" + ", ".join(f"'{k}': " + (f"{v / 2**20:.0f}MiB" if k == "memory" else f"{v:g}")
+                           for k, v in resources.items()) + "}"
 
 
 AUTOSCALING_CONFIG_ENV = "GRUTUNE_AUTOSCALING_CONFIG"  # the autoscaler's cluster config, where it is not the default
@@ -123,8 +133,11 @@ AUTOSCALING_CONFIG = "~/ray_bootstrap_config.yaml"      # where `ray up` puts it
 
 
 def _fits(node: dict[str, float], resources: dict[str, float]) -> int:
-    """How many trials of `resources` one node of these resources holds."""
+    """How many trials of `resources` one node of these resources holds. A node type that declares no `memory` (an
+    autoscaler's, whose memory comes from its instance type) is not limited by it."""
     n = int(node.get("CPU", 0) // resources["cpu"]) if resources["cpu"] else 10**6
+    if resources.get("memory") and "memory" in node:
+        n = min(n, int(node["memory"] // resources["memory"]))
     return min(n, int(node.get("GPU", 0) // resources["gpu"])) if resources["gpu"] else n
 
 
@@ -151,7 +164,8 @@ def autoscaling_config() -> dict | None:
 def trial_slots(resources: dict[str, float], num_samples: int, remote: bool) -> int:
     """How many trials of these resources the Ray cluster holds at once (on an autoscaling cluster, `remote`: once
     it has grown to its largest), at most `num_samples` and at least 1."""
-    slots = _fits(ray.cluster_resources(), resources)
+    # Node by node: a trial's bundle lives on one node, so CPUs (or memory) left over on two nodes do not add up.
+    slots = sum(_fits(node["Resources"], resources) for node in ray.nodes() if node["Alive"])
     if remote and (config := autoscaling_config()) is not None:
         slots = max(slots, autoscaler_slots(config, resources))
     return max(1, min(slots, num_samples))

@@ -26,7 +26,7 @@ from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from pydantic import BaseModel, ValidationError
 
 from grutune.config import GanTrialConfig, TrialConfig
@@ -475,6 +475,11 @@ def pareto_figure(d: DatasetResults) -> Figure | None:
             ax.scatter([p[x_key]], [p[y_key]], marker="*", s=260, color="#dd8452", edgecolor="black", zorder=4,
                        label=f"picked: trial {p['trial']}")
     ax.set_xscale("log")
+    # Labels at 1, 2 and 5 of each decade only; matplotlib would also label minor ticks within one decade, and those
+    # crowd into each other. Parameter counts read as 300k, 1.5M.
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(EngFormatter(sep="") if x_key == "params" else FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel({"params": "parameters", "latency_ms": "latency per image at batch 1 (ms)",
                    "latency_batch_ms": "time per image at batch 256 (ms)"}.get(x_key, x_key) + " (lower is better)")
     ax.set_ylabel("validation accuracy (higher is better)")

@@ -18,18 +18,23 @@ The protocol:
 5. With cloud storage the journal is kept locally and copied up after every finished trial (`JournalSync`).
 6. Adding trials: the number of trials is not part of a sweep's identity. A restored experiment is told the new
    number (`retarget`), so it creates only the missing trials, and TPE sees the whole study.
+7. Resuming elsewhere: a restored experiment is also told today's concurrency (`retarget`, `resume_settings`), so a
+   sweep resumed on a bigger cluster fills it, and a changed `max_concurrent_trials` takes effect.
 
 Private attributes this depends on (tested with ray 2.60 and optuna 5.0, the versions pyproject.toml pins):
 - ray.tune.search.optuna.OptunaSearch: `_ot_study`, `_ot_trials` ({tune id: optuna Trial}), `_completed_trials`
   (a set of tune ids), `_study_name`, `_storage`, `_sampler`; its `suggest` asks `_ot_study` for a new trial unless
   `_ot_trials` already holds one for the id.
 - optuna.trial.FrozenTrial `_trial_id`, to rebuild a live `optuna.trial.Trial` for a running trial.
-- Tune's search generator state file, `search_gen_state-*.json` (keys `counter`, `total_samples`, `finished`).
+- Tune's search generator state file, `search_gen_state-*.json` (keys `counter`, `total_samples`, `finished`, and
+  `name:ConcurrencyLimiter` -> {`max_concurrent`}).
+- ray.tune.Tuner `_local_tuner` and its `_tune_config` (a dataclass), which `Tuner.fit` reads on a restored Tuner.
 tests/test_search.py's SIGKILL-and-resume test exercises every one of them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -42,6 +47,7 @@ from ray.tune.utils.util import unflatten_dict
 
 TUNE_ID = "tune_trial_id"  # the Optuna user attribute holding a trial's Tune trial id
 ALIAS = "tune_alias:"      # study user attribute ALIAS + <new Tune id> -> the Tune id of the finished trial it replays
+LIMITER = "name:ConcurrencyLimiter"  # the concurrency limiter's entry in Tune's search generator state
 STEP = "value@epoch"       # multi-objective studies: trial user attribute STEP + <epoch> -> that epoch's metric
 COST = "cost:"             # trial user attribute COST + <name> -> a cost the trial reported (params, latency_ms, ...)
 
@@ -225,13 +231,16 @@ def finished_count(journal: Path, study_name: str) -> int:
     return sum(t.state.is_finished() for t in load_study(journal, study_name).get_trials(deepcopy=False))
 
 
-def retarget(exp_path: str, num_samples: int) -> int:
-    """Make a Tune experiment that is about to be restored create `num_samples` trials in all; return how many it
-    was set to create before. This is how a finished sweep is extended (or a smaller target is accepted).
+def retarget(exp_path: str, num_samples: int, max_concurrent: int) -> tuple[int, int | None]:
+    """Make a Tune experiment that is about to be restored create `num_samples` trials in all, `max_concurrent` at
+    a time; return how many trials, and how many at a time, it was set to before (None: no limit was saved). This
+    is how a finished sweep is extended (or a smaller target is accepted), and how a sweep resumed on another
+    cluster fills that cluster's slots, not those of the one it started on.
 
-    Tune restores the number from its search generator's state, whatever the restored Tuner is given: the newest
+    Tune restores both from its search generator's state, whatever the restored Tuner is given: the newest
     `search_gen_state-*.json` in the experiment directory, a cloudpickle of {"counter", "total_samples",
-    "finished", ...}. That file is rewritten here (in place, where the experiment is: a path or a cloud URI).
+    "finished", "name:ConcurrencyLimiter": {"max_concurrent", ...}, ...}. That file is rewritten here (in place,
+    where the experiment is: a path or a cloud URI). `resume_settings` does the same for the saved TuneConfig.
     """
     import pyarrow.fs
     import ray.cloudpickle as cloudpickle
@@ -240,17 +249,31 @@ def retarget(exp_path: str, num_samples: int) -> int:
     files = fs.get_file_info(pyarrow.fs.FileSelector(root))
     newest = max((f.path for f in files if Path(f.path).name.startswith("search_gen_state-")), default=None)
     if newest is None:
-        return num_samples
+        return num_samples, None
     with fs.open_input_stream(newest) as f:
         state = cloudpickle.loads(f.read())
     before = state["total_samples"]
-    if before != num_samples:
+    limiter = state.get(LIMITER)
+    was = limiter["max_concurrent"] if limiter else None
+    if before != num_samples or (limiter and was != max_concurrent):
         state.update(total_samples=num_samples, finished=state["counter"] >= num_samples)
+        if limiter:
+            limiter["max_concurrent"] = max_concurrent
         tmp = f"{Path(newest).parent}/.retarget-{Path(newest).name}"
         with fs.open_output_stream(tmp) as f:
             f.write(cloudpickle.dumps(state))
         fs.move(tmp, newest)
-    return before
+    return before, was
+
+
+def resume_settings(tuner: tune.Tuner, max_concurrent: int, reuse_actors: bool) -> None:
+    """Give a restored Tuner today's concurrency and actor reuse. Tune rebuilds its concurrency limit (and the
+    number of trials it keeps pending) from the TuneConfig it pickled when the sweep started (`tuner.pkl`), so a
+    sweep started on a laptop and resumed on a cluster would otherwise keep the laptop's 2 slots."""
+    local = tuner._local_tuner  # None only under Ray Client (ray://), which grutune does not use
+    if local is not None:
+        local._tune_config = dataclasses.replace(local._tune_config, max_concurrent_trials=max_concurrent,
+                                                 reuse_actors=reuse_actors)
 
 
 class JournalSync(tune.Callback):

@@ -24,7 +24,8 @@ from ray.tune.schedulers import ASHAScheduler
 from grutune.config import SweepParams
 from grutune.errors import GrutuneError
 from grutune.io import workspace_root
-from grutune.recovery import JournalOptunaSearch, JournalSync, finished_count, journal_progress, retarget
+from grutune.recovery import (JournalOptunaSearch, JournalSync, finished_count, journal_progress, resume_settings,
+                              retarget)
 from grutune.sweep_results import SearchResult, summarise, trial_rows
 from grutune.trials import TrialSettings
 
@@ -199,15 +200,26 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
 
     # Tune warns about trials that had not reported yet when a sweep stopped; they are resumed all the same.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    # Tune keeps as many trials pending as this allows: enough to fill every slot the cluster has.
+    concurrency = s.max_concurrent_trials or trial_slots(resources, s.num_samples, remote)
+    # On this machine a trial process serves one trial after another: starting a process per trial cost about 1.5 s
+    # a trial (benchmarks/tune_overhead.py). Each trial seeds torch and sets its threads itself. Not on a cluster,
+    # where nodes can be lost: Ray Tune 2.60 fails a trial outright, whatever max_failures says, when the node of
+    # the process it was handed dies while the process is being reset for it (TuneController._process_trial_failure
+    # retries only RUNNING trials, and a trial being reset is PENDING). Found by tests/test_cluster.py under load.
+    reuse_actors = not remote
     if tune.Tuner.can_restore(exp_path):
         if sync:
             sync.download()
-        before = retarget(exp_path, s.num_samples)
+        before, was = retarget(exp_path, s.num_samples, concurrency)
         more = f", from {before} to {s.num_samples} trials" if before != s.num_samples else ""
+        if was is not None and was != concurrency:
+            more += f", {concurrency} at a time (was {was})"
         print(f"resuming sweep {sid}{more} from {exp_path}: finished trials are kept, unfinished ones continue from "
               f"their last checkpoint")
         # Callbacks and the searcher come back from the sweep's saved state (ours: JournalOptunaSearch).
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+        resume_settings(tuner, concurrency, reuse_actors)
     else:
         journal.unlink(missing_ok=True)  # Tune never recorded this sweep: start its study afresh too
         local_journal_dir.mkdir(parents=True, exist_ok=True)
@@ -216,15 +228,7 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
             param_space=tune_param_space(s.space),
             tune_config=tune.TuneConfig(
                 metric=sweep.metric, mode=sweep.mode, num_samples=s.num_samples,
-                # On this machine a trial process serves one trial after another: starting a process per trial
-                # cost about 1.5 s a trial (benchmarks/tune_overhead.py). Each trial seeds torch and sets its
-                # threads itself. Not on a cluster, where nodes can be lost: Ray Tune 2.60 fails a trial outright,
-                # whatever max_failures says, when the node of the process it was handed dies while the process is
-                # being reset for it (TuneController._process_trial_failure retries only RUNNING trials, and a
-                # trial being reset is PENDING). Found by tests/test_cluster.py on a loaded CI machine.
-                reuse_actors=not remote,
-                # Tune keeps as many trials pending as this allows: enough to fill every slot the cluster has.
-                max_concurrent_trials=s.max_concurrent_trials or trial_slots(resources, s.num_samples, remote),
+                reuse_actors=reuse_actors, max_concurrent_trials=concurrency,
                 search_alg=JournalOptunaSearch(journal=journal, study_name=sid, seed=sweep.seed,
                                                metric=sweep.metric, mode=sweep.mode, max_epochs=s.max_epochs,
                                                startup_trials=s.startup_trials, costs=sweep.costs),

@@ -19,7 +19,7 @@ from grutune.config import load_params
 from grutune.data import load_prepared
 from grutune.search import run_search
 from grutune.sweep import autoscaler_slots, trial_resources, trial_slots
-from tune_results import peak_concurrency, trial_results
+from tune_results import cpus_in_use, peak_concurrency, trial_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -236,21 +236,11 @@ def test_a_memory_reservation_keeps_a_node_from_taking_more_trials_than_its_memo
     cluster.add_node(num_cpus=4, memory=2**30)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
-    used, stop = [], threading.Event()
-
-    def watch():
-        while not stop.is_set():
-            used.append(4 - ray.available_resources().get("CPU", 0))  # Ray leaves out a resource with none left
-            time.sleep(0.1)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
     try:
         assert trial_slots(trial_resources(params.search.resources, remote=True), 4, remote=True) == 2
-        result = run_search(params, load_prepared(prepared), state_dir=tmp_path / "state", remote=True)
+        with cpus_in_use(4) as used:
+            result = run_search(params, load_prepared(prepared), state_dir=tmp_path / "state", remote=True)
     finally:
-        stop.set()
-        watcher.join(timeout=5)
         ray.shutdown()
         cluster.shutdown()
     assert len(result.trials) == 4 and all(r["status"] == "completed" for r in result.trials)

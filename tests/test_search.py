@@ -29,7 +29,7 @@ from grutune.data import load_prepared
 from grutune.search import run_search, sweep_id
 from grutune.sweep import tune_param_space
 from grutune.trials import run_trial
-from tune_results import peak_concurrency, trial_results
+from tune_results import cpus_in_use, peak_concurrency, trial_results
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SEARCH = {"num_samples": 6, "max_epochs": 2, "grace_period": 2, "train_subset": 512, "max_concurrent_trials": 2,
@@ -432,29 +432,15 @@ def test_a_resumed_sweep_takes_the_concurrency_of_today_not_of_its_start(tmp_pat
     """Started one trial at a time, then extended with `max_concurrent_trials: 0` (fill the 2 CPUs): the new trials
     run two at a time. Tune alone would restore the limit of 1 it saved when the sweep started (a laptop's, say).
     Epochs of a few seconds, so that two trials at once show in the CPUs Ray has handed out."""
-    import threading
-
     data, state = load_prepared(prepared_mnist(n_train=12000, n_test=100, val_fraction=0.1)), tmp_path / "state"
     budget = {"train_subset": None, "max_concurrent_trials": 1}
     space = {"hidden_size": {"choice": [96, 128]}, "bidirectional": True}
     run_search(load_params(tiny(tmp_path / "a.yaml", search={"num_samples": 2, **budget}, space=space)), data,
                state_dir=state)
-    used, stop = [], threading.Event()
-
-    def watch():
-        while not stop.is_set():
-            used.append(2 - ray.available_resources().get("CPU", 0))  # Ray leaves out a resource with none left
-            time.sleep(0.02)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
+    with cpus_in_use(2) as used:
         more = run_search(load_params(tiny(tmp_path / "b.yaml", search={"num_samples": 4, **budget,
                                                                        "max_concurrent_trials": 0}, space=space)),
                           data, state_dir=state)
-    finally:
-        stop.set()
-        watcher.join(timeout=5)
     assert more.summary["trials"] == 4 and max(used) == 2
     assert "from 2 to 4 trials, 2 at a time (was 1)" in capsys.readouterr().out
 

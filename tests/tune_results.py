@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
+
+import ray
 
 
 def trial_results(state: Path, pattern: str = "mnist-*/run_trial_*/result.json") -> dict[str, list[dict]]:
@@ -38,3 +43,22 @@ def peak_concurrency(results: dict[str, list[dict]]) -> int:
         running += step
         peak = max(peak, running)
     return peak
+
+
+@contextmanager
+def cpus_in_use(total: float, every_s: float = 0.02):
+    """While the block runs, sample how many of the cluster's `total` CPUs Ray has handed out; yields the samples."""
+    used, stop = [], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            used.append(total - ray.available_resources().get("CPU", 0))  # Ray leaves out a resource with none left
+            time.sleep(every_s)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield used
+    finally:
+        stop.set()
+        watcher.join(timeout=5)

@@ -144,10 +144,12 @@ def test_a_sweep_fills_a_fixed_cluster_and_loses_nothing_with_a_node(tmp_path, w
     assert lost, "no trial was running on the worker when it was to be removed"
     assert max(used) == 8 and peak_concurrency(results) >= 4  # every slot held a trial; many trained at once
     assert len(result.trials) == 12 and all(r["status"] == "completed" and r["epochs"] == 4 for r in result.trials)
-    # No trial started over: every trial reported each epoch once, and a trial that moved resumed past epoch 1.
+    # No trial started over: a trial that moved resumed from its last checkpoint Tune had registered, so it repeats
+    # at most the one epoch it was reporting when its node went (Tune registers an epoch's checkpoint a moment after
+    # the report; see remove_a_worker_mid_sweep), and a trial that moved resumed past epoch 1.
     for rows in results.values():
         epochs = [r["epoch"] for r in rows]
-        assert epochs == sorted(set(epochs)) and epochs[-1] == 4
+        assert epochs == sorted(epochs) and sorted(set(epochs)) == [1, 2, 3, 4] and len(epochs) <= 5, epochs
     assert any(rows[-1]["resumed_from_epoch"] >= 1 for rows in results.values())
 
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def node_results(state: Path) -> dict[str, list[dict]]:
     """{trial directory: its reported results so far}, read from Tune's per-trial result.json."""
     out = {}
-    for f in state.glob("mnist-*/run_trial_*/result.json"):
+    for f in state.glob("mnist-*/tune-*/run_trial_*/result.json"):
         try:
             out[f.parent.name] = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
         except json.JSONDecodeError:  # a line being written

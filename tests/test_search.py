@@ -60,7 +60,7 @@ def local_ray():
 
 
 def study_trials(journal_dir: Path):
-    (journal,) = journal_dir.glob("*.optuna.journal")
+    (journal,) = journal_dir.glob("*/optuna.journal")
     study = optuna.load_study(study_name=None, storage=JournalStorage(JournalFileBackend(str(journal))))
     return study.get_trials(deepcopy=False)
 
@@ -201,7 +201,7 @@ def test_sigkill_then_rerun_resumes_the_sweep(tmp_path, prepared, tiny):
     # Finished trials are not trained again: no epoch of theirs is reported twice.
     # (A trial launched just before the kill, which Tune's last snapshot missed, leaves a directory with no
     # result.json: Tune relaunches its Optuna trial under a new id. It trained nothing, so it has nothing to check.)
-    for trial_dir in (tmp_path / ".grutune/sweeps").glob("mnist-*/run_trial_*/result.json"):
+    for trial_dir in (tmp_path / ".grutune/sweeps").glob("mnist-*/tune-*/run_trial_*/result.json"):
         trial_dir = trial_dir.parent
         results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
         epochs = [r["epoch"] for r in results]
@@ -240,7 +240,7 @@ def test_sigkill_then_rerun_resumes_the_sweep(tmp_path, prepared, tiny):
 def test_a_changed_space_starts_a_new_sweep_and_a_finished_one_does_nothing(tmp_path, prepared, tiny):
     tiny(tmp_path / "params.yaml", search={"num_samples": 2})
     first, _ = run_stage(tmp_path, prepared).communicate(timeout=600)
-    (sweep,) = (tmp_path / ".grutune/sweeps").glob("mnist-*[!l]")
+    (sweep,) = (tmp_path / ".grutune/sweeps").glob("mnist-*")
     trials_csv = (tmp_path / "out/trials.csv").read_text()
 
     again, _ = run_stage(tmp_path, prepared).communicate(timeout=600)
@@ -277,7 +277,7 @@ def test_gan_trials_that_collapse_are_stopped_and_counted_not_picked(tmp_path, p
         run_gan_search(p, data, ckpt, "sha256:test", state_dir=tmp_path / "state")
     trials = study_trials(tmp_path / "state")
     assert len(trials) == 2 and all(t.state == optuna.trial.TrialState.FAIL for t in trials)
-    result_files = list((tmp_path / "state").glob("gan-mnist-*/run_gan_trial_*/result.json"))
+    result_files = list((tmp_path / "state").glob("gan-mnist-*/tune-*/run_gan_trial_*/result.json"))
     assert len(result_files) == 2
     for result_file in result_files:
         (last,) = [json.loads(line) for line in result_file.read_text().splitlines()]
@@ -304,7 +304,7 @@ def test_the_gan_sweep_searches_over_generator_kinds(tmp_path, prepared, local_r
     kinds = [r["generator"] for r in result.trials]
     assert len(kinds) == 6 and len(set(kinds)) >= 2 and set(kinds) <= set(GENERATOR_NAMES)
     assert result.best["config"]["generator"] in kinds
-    for ckpt in (tmp_path / "state").glob("gan-mnist-*/run_gan_trial_*/checkpoint_*/checkpoint.pt"):
+    for ckpt in (tmp_path / "state").glob("gan-mnist-*/tune-*/run_gan_trial_*/checkpoint_*/checkpoint.pt"):
         state = torch.load(ckpt, weights_only=True)
         assert state["generator_kwargs"]["kind"] == state["config"]["generator"]
         assert "generator_ema" in state  # params.yaml's recipe samples from an EMA of G
@@ -333,7 +333,7 @@ def test_optuna_records_each_kind_of_trial_as_tune_ran_it(tmp_path, prepared, lo
             assert t.value == t.intermediate_values[row["epochs"]]  # the final epoch's (pruned: Optuna's choice)
         assert (row["epochs"] < 3) == (row["status"] == "pruned") or row["status"] in ("failed", "errored")
     # optuna-dashboard, opened on the sweep's journal as the README says, shows the same statuses.
-    (journal,) = (tmp_path / "state").glob("*.optuna.journal")
+    (journal,) = (tmp_path / "state").glob("*/optuna.journal")
     shown = dashboard_states(journal)
     assert shown == {r["trial"]: {"completed": "Complete", "pruned": "Pruned"}.get(r["status"], "Fail")
                      for r in result.trials}
@@ -353,7 +353,7 @@ def test_a_multi_objective_sweep_stores_every_objective_and_picks_from_its_front
                          space={"hidden_size": {"choice": [8, 16, 32, 64]}}))
     data = load_prepared(prepared)
     result = run_search(p, data, state_dir=tmp_path / "state")
-    (journal,) = (tmp_path / "state").glob("*.optuna.journal")
+    (journal,) = (tmp_path / "state").glob("*/optuna.journal")
     study = optuna.load_study(study_name=None, storage=JournalStorage(JournalFileBackend(str(journal))))
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
     by_number = {t.number: t for t in study.trials}
@@ -457,32 +457,42 @@ def test_the_default_resources_run_one_trial_per_core(tmp_path, prepared_mnist, 
     assert peak_concurrency(trial_results(tmp_path / ".grutune/sweeps")) >= min(os.cpu_count(), 4)
 
 
+def searcher_at(tmp_path, *, target=10, max_concurrent=4, segment="tune-1", max_epochs=2):
+    """grutune's searcher over the journal s.journal, bound as the sweep driver binds it (outside Tune)."""
+    from grutune.recovery import GrutuneSearcher, SweepRun, bind
+
+    bind("s", SweepRun(journal=tmp_path / "s.journal", target=target, max_concurrent=max_concurrent,
+                       segment=segment))
+    return GrutuneSearcher(study_name="s", space={"lr": ("loguniform", [1e-4, 1e-2]), "cell": ("choice", ["gru", "rnn"])},
+                           seed=0, metric="val_accuracy", mode="max", max_epochs=max_epochs, startup_trials=2)
+
+
+def journal_trials(tmp_path):
+    return optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(tmp_path / "s.journal")))
+                             ).get_trials(deepcopy=False)
+
+
 def test_a_trial_created_and_finished_after_the_snapshot_is_handed_on_not_run_again(tmp_path):
     """Tune's snapshot predates a trial that then ran to the end. On restore, Tune re-creates a trial in its place:
     that trial gets the finished one's config and replays its result, and the study keeps one trial, not two."""
-    from grutune.recovery import JournalOptunaSearch, finished_result, journal_progress
+    from grutune.recovery import finished_result, journal_progress
 
-    def searcher():
-        s = JournalOptunaSearch(journal=tmp_path / "s.journal", study_name="s", seed=0, metric="val_accuracy",
-                                mode="max", max_epochs=2, startup_trials=2)
-        s.set_search_properties(None, None, {"lr": tune.loguniform(1e-4, 1e-2), "cell": tune.choice(["gru", "rnn"])})
-        return s
-
-    first = searcher()
-    first.save(str(tmp_path / "snapshot.pkl"))  # Tune's last snapshot: before the trial below existed
+    first = searcher_at(tmp_path)
+    first.save(str(tmp_path / "snapshot.json"))  # Tune's last snapshot: before the trial below existed
     config = first.suggest("old")
     first.on_trial_result("old", {"epoch": 1, "val_accuracy": 0.4})
     first.on_trial_complete("old", {"epoch": 2, "val_accuracy": 0.6})
 
-    restored = searcher()
-    restored.restore(str(tmp_path / "snapshot.pkl"))
+    restored = searcher_at(tmp_path)
+    restored.restore(str(tmp_path / "snapshot.json"))
     assert restored.suggest("new") == config
-    assert "new" in restored._completed_trials  # Tune's results for it are not told to Optuna a second time
+    restored.on_trial_result("new", {"epoch": 1, "val_accuracy": 0.1})  # the replay is not told to Optuna again
+    restored.on_trial_complete("new", {"epoch": 2, "val_accuracy": 0.1})
     fresh = restored.suggest("third")  # the next trial is a new one
     assert fresh is not None and fresh != config
-    study = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(tmp_path / "s.journal")))
-                              ).get_trials(deepcopy=False)
-    assert len(study) == 2 and study[0].state == optuna.trial.TrialState.COMPLETE
+    study = journal_trials(tmp_path)
+    assert len(study) == 2 and study[0].state == optuna.trial.TrialState.COMPLETE and study[0].value == 0.6
+    assert study[0].intermediate_values == {1: 0.4, 2: 0.6}
     assert finished_result(str(tmp_path / "s.journal"), "s", "new", "val_accuracy") == {"epoch": 2,
                                                                                         "val_accuracy": 0.6}
     progress = journal_progress(tmp_path / "s.journal", "s", lambda a, b: math.isnan(b) or a > b)
@@ -490,28 +500,61 @@ def test_a_trial_created_and_finished_after_the_snapshot_is_handed_on_not_run_ag
 
 
 def test_a_sweep_restored_twice_keeps_the_trials_finished_before_the_first_restore(tmp_path):
-    """A restored searcher keeps finished trials in `_completed_trials` only. Restored again (a sweep interrupted
-    twice, or extended after a resume), those trials are still Tune's own: new Tune trials get new configs."""
-    from grutune.recovery import ALIAS, JournalOptunaSearch
+    """Restored again (a sweep interrupted twice, or extended after a resume), trials finished before the first
+    restore are still Tune's own: new Tune trials get new configs, and nothing is aliased."""
+    from grutune.recovery import ALIAS
 
-    def searcher():
-        s = JournalOptunaSearch(journal=tmp_path / "s.journal", study_name="s", seed=0, metric="val_accuracy",
-                                mode="max", max_epochs=1, startup_trials=2)
-        s.set_search_properties(None, None, {"lr": tune.loguniform(1e-4, 1e-2)})
-        return s
-
-    first = searcher()
+    first = searcher_at(tmp_path)
     done = first.suggest("a")
     first.on_trial_complete("a", {"epoch": 1, "val_accuracy": 0.5})
-    first.save(str(tmp_path / "one.pkl"))
-    second = searcher()
-    second.restore(str(tmp_path / "one.pkl"))
+    first.save(str(tmp_path / "one.json"))
+    second = searcher_at(tmp_path)
+    second.restore(str(tmp_path / "one.json"))
     second.suggest("b")
     second.on_trial_complete("b", {"epoch": 1, "val_accuracy": 0.6})
-    second.save(str(tmp_path / "two.pkl"))
-    third = searcher()
-    third.restore(str(tmp_path / "two.pkl"))
+    second.save(str(tmp_path / "two.json"))
+    third = searcher_at(tmp_path)
+    third.restore(str(tmp_path / "two.json"))
     fresh = third.suggest("c")
-    assert fresh != done and "c" not in third._completed_trials
+    assert fresh != done
+    third.on_trial_complete("c", {"epoch": 2, "val_accuracy": 0.7})
     study = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(tmp_path / "s.journal"))))
     assert len(study.trials) == 3 and not [k for k in study.user_attrs if k.startswith(ALIAS)]
+    assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED", "COMPLETE"] and study.trials[2].value == 0.7
+
+
+def test_the_searcher_stops_at_the_bound_target_and_concurrency_and_its_state_names_no_path(tmp_path):
+    """It hands out at most max_concurrent trials at once and FINISHED once the study holds `target` trials; its
+    saved state and its pickle (what Tune keeps) name no path; a trial asked for before a kill is handed out again."""
+    import pickle
+
+    from ray.tune.search import Searcher
+
+    s = searcher_at(tmp_path, target=3, max_concurrent=2)
+    a, b = s.suggest("a"), s.suggest("b")
+    assert a and b and s.suggest("c") is None  # two at once
+    s.save(str(tmp_path / "state.json"))
+    s.on_trial_complete("a", {"epoch": 2, "val_accuracy": 0.5})
+    c = s.suggest("c")
+    assert c is not None and s.suggest("d") is None
+    s.on_trial_complete("b", {"epoch": 2, "val_accuracy": 0.6})
+    assert s.suggest("d") == Searcher.FINISHED  # 3 trials in the study
+    state = (tmp_path / "state.json").read_text()
+    assert json.loads(state)["format"] == "grutune-searcher" and str(tmp_path) not in state
+    assert str(tmp_path).encode() not in pickle.dumps(s)
+    # Killed after "c" was asked for but before Tune recorded it: restored from the snapshot of before, the
+    # searcher hands c's Optuna trial to the next Tune trial rather than asking for a fourth.
+    restored = searcher_at(tmp_path, target=3, max_concurrent=2)
+    restored.restore(str(tmp_path / "state.json"))
+    assert restored.suggest("e") == c
+    assert len(journal_trials(tmp_path)) == 3
+
+
+def test_a_newer_state_file_is_refused_by_name(tmp_path):
+    from grutune.errors import GrutuneError
+
+    s = searcher_at(tmp_path)
+    (tmp_path / "state.json").write_text(json.dumps({"format": "grutune-searcher", "version": 99, "live": {},
+                                                      "done": []}))
+    with pytest.raises(GrutuneError, match=r"state.json: searcher state version 99"):
+        s.restore(str(tmp_path / "state.json"))

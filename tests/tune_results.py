@@ -11,7 +11,7 @@ from pathlib import Path
 import ray
 
 
-def trial_results(state: Path, pattern: str = "mnist-*/run_trial_*/result.json") -> dict[str, list[dict]]:
+def trial_results(state: Path, pattern: str = "mnist-*/tune-*/run_trial_*/result.json") -> dict[str, list[dict]]:
     """{trial directory name: its result.json lines} (a line still being written is left out)."""
     out = {}
     for f in state.glob(pattern):

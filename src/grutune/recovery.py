@@ -1,55 +1,68 @@
-"""The crash-recovery protocol: the Optuna journal is the sweep's source of truth, not Tune's snapshot.
+"""The crash-recovery protocol: a sweep's Optuna journal is its source of truth, and grutune's own Tune `Searcher`
+keeps it, on Optuna's public ask-and-tell API and Tune's public `Searcher` API alone.
+
+A sweep is a folder, `<storage>/<sweep id>/`, holding:
+- `optuna.journal`: the Optuna study (journal storage), appended to on every ask, report and tell; a hard kill
+  cannot leave it behind. Each trial carries its Tune trial id (user attribute `TUNE_ID`) and the Tune experiment
+  that ran it (`SEGMENT`). With cloud storage it is kept locally and copied up after every finished trial
+  (`JournalSync`).
+- `tune-1/`, `tune-2/`, ...: Tune experiments ("segments"). A sweep runs in its newest segment; a finished sweep
+  that is asked for more trials goes on in a new segment, with the same study (Tune cannot add trials to an
+  experiment it has finished without rewriting its private state, so grutune does not ask it to).
+- `sweep.json`: what the last run was asked for (trials, trials at once), for the resume message only.
+Nothing saved names an absolute path: a project moved or copied elsewhere finds its sweep under its own storage.
 
 The protocol:
-1. The study lives in an Optuna journal file (`<sweep id>.optuna.journal`), appended to on every ask, report and tell;
-   a hard kill cannot leave it behind. Each Optuna trial carries its Tune trial id as the user attribute `TUNE_ID`.
-2. Tune restores its searcher from a pickle of its last experiment snapshot, which can be older than the journal
-   (and a searcher passed anew on restore is silently dropped). So `JournalOptunaSearch.restore` reloads the study
-   from the journal and re-attaches Tune's trial ids: finished trials stay finished, a trial asked for just before
-   the kill ("orphan") is handed out again instead of asking Optuna for one more, and TPE is reseeded past what the
-   journal holds so it does not draw again the configs it drew after the snapshot.
-3. A trial that finished after the snapshot is restarted by Tune. It first asks the journal (`finished_result`) and,
-   when the journal holds its final result, re-reports it instead of training again. A trial created *and* finished
-   after the snapshot is unknown to the restored Tune, which creates a new trial in its place: that new trial is
-   handed the finished one (its config, and the alias `ALIAS + new id` -> old id in the study's user attributes), and
-   replays its result the same way. So the study never gets a trial more than `num_samples`.
+1. Where the sweep is and how it runs today (the journal's path, the number of trials, the trials at once) are not
+   state: the driver binds them for this process (`bind`) before Tune runs, and the searcher, new or restored by
+   Tune, reads them from there. A sweep copied to another path therefore writes to its own journal, and a sweep
+   resumed on a bigger cluster fills it.
+2. `GrutuneSearcher.save` writes a small JSON file of its own (`FORMAT`, `VERSION`: which Tune trials it handed
+   out and which finished), which Tune keeps with its experiment snapshot. On restore the journal is read again,
+   since Tune's snapshot can be older than it: finished trials stay finished; a trial asked for just before a kill
+   ("orphan") is handed out again instead of asking Optuna for one more; TPE is seeded past what the journal holds.
+3. A trial that finished after the snapshot is restarted by Tune. It first asks the journal (`finished_result`)
+   and, when the journal holds its final result, re-reports it instead of training again. A trial created *and*
+   finished after the snapshot is unknown to the restored Tune, which creates a new trial in its place: that new
+   trial is handed the finished one (its config, and the alias `ALIAS + new id` -> old id in the study's user
+   attributes), and replays its result the same way. So the study never gets a trial more than asked for.
 4. Results tables read epochs and values from the journal too (`journal_progress`), since Tune's result files of
    such a trial are rewritten by the replay.
-5. With cloud storage the journal is kept locally and copied up after every finished trial (`JournalSync`).
-6. Adding trials: the number of trials is not part of a sweep's identity. A restored experiment is told the new
-   number (`retarget`), so it creates only the missing trials, and TPE sees the whole study.
-7. Resuming elsewhere: a restored experiment is also told today's concurrency (`retarget`, `resume_settings`), so a
-   sweep resumed on a bigger cluster fills it, and a changed `max_concurrent_trials` takes effect.
+5. A journal whose last record was cut (a kill or a full disk during a write) is repaired to its last whole record
+   before anything opens it, and the original is kept beside it (`repair_journal`).
 
-Private attributes this depends on (tested with ray 2.60 and optuna 5.0, the versions pyproject.toml pins):
-- ray.tune.search.optuna.OptunaSearch: `_ot_study`, `_ot_trials` ({tune id: optuna Trial}), `_completed_trials`
-  (a set of tune ids), `_study_name`, `_storage`, `_sampler`; its `suggest` asks `_ot_study` for a new trial unless
-  `_ot_trials` already holds one for the id.
-- optuna.trial.FrozenTrial `_trial_id`, to rebuild a live `optuna.trial.Trial` for a running trial.
-- Tune's search generator state file, `search_gen_state-*.json` (keys `counter`, `total_samples`, `finished`, and
-  `name:ConcurrencyLimiter` -> {`max_concurrent`}).
-- ray.tune.Tuner `_local_tuner` and its `_tune_config` (a dataclass), which `Tuner.fit` reads on a restored Tuner.
-tests/test_search.py's SIGKILL-and-resume test exercises every one of them.
+Public APIs used: `ray.tune.search.Searcher` (suggest, on_trial_result, on_trial_complete, save, restore,
+set_search_properties, FINISHED); `optuna.Study.ask`/`tell` (by trial number), `optuna.create_study`, and the
+public methods of `optuna.storages.BaseStorage` for writing to a trial by its number (intermediate values, user
+attributes). tests/test_private_api.py fails when `src/` reaches into a private attribute.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from ray import tune
-from ray.tune.search.optuna import OptunaSearch
-from ray.tune.utils.util import unflatten_dict
+from ray.tune.search import Searcher
 
+from grutune.errors import GrutuneError
+
+FORMAT, VERSION = "grutune-searcher", 1  # the searcher's state file
 TUNE_ID = "tune_trial_id"  # the Optuna user attribute holding a trial's Tune trial id
+SEGMENT = "tune_experiment"  # the Optuna user attribute naming the Tune experiment (segment) that ran the trial
 ALIAS = "tune_alias:"      # study user attribute ALIAS + <new Tune id> -> the Tune id of the finished trial it replays
-LIMITER = "name:ConcurrencyLimiter"  # the concurrency limiter's entry in Tune's search generator state
 STEP = "value@epoch"       # multi-objective studies: trial user attribute STEP + <epoch> -> that epoch's metric
 COST = "cost:"             # trial user attribute COST + <name> -> a cost the trial reported (params, latency_ms, ...)
+JOURNAL = "optuna.journal"  # the study, in the sweep's folder
 
 
 def intermediate(t: optuna.trial.FrozenTrial) -> dict[int, float]:
@@ -77,10 +90,73 @@ def tpe_sampler(seed: int, startup_trials: int) -> optuna.samplers.TPESampler:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials, constant_liar=True)
 
 
-class JournalOptunaSearch(OptunaSearch):
-    """OptunaSearch whose study lives in an Optuna journal file, and which restores from it (see the module doc).
+def distributions(space: dict[str, Any]) -> dict[str, optuna.distributions.BaseDistribution]:
+    """Optuna distributions for the searched dimensions of a validated params.yaml space ({key: (kind, args)} or a
+    fixed value, which is left out)."""
+    kinds = {"choice": lambda a: optuna.distributions.CategoricalDistribution(list(a)),
+             "uniform": lambda a: optuna.distributions.FloatDistribution(a[0], a[1]),
+             "loguniform": lambda a: optuna.distributions.FloatDistribution(a[0], a[1], log=True),
+             "int": lambda a: optuna.distributions.IntDistribution(a[0], a[1])}
+    return {k: kinds[d[0]](d[1]) for k, d in space.items() if isinstance(d, tuple)}
 
-    It also tells Optuna what Tune did, as Optuna's own pruners would leave the study: every epoch's metric is an
+
+# --------------------------------------------------------------------------- the journal on disk
+
+def repair_journal(path: Path) -> Path | None:
+    """Cut a journal back to its last whole record when its end was cut mid-record, keeping the original beside
+    it; return the backup's path (None: nothing to repair). Optuna would otherwise append the next record to the
+    half line, losing it and breaking every later replay. A damaged record before the last is not guessed at."""
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    lines = data.split(b"\n")  # the part after the last newline is b"" for a whole file
+    for i, line in enumerate(lines[:-1]):
+        try:
+            json.loads(line)
+        except ValueError:
+            if i < len(lines) - 2:
+                raise GrutuneError(f"{path}: record {i + 1} of {len(lines) - 1} is damaged, so the sweep's history "
+                                   f"cannot be read; restore the file from a backup, or delete the sweep's folder "
+                                   f"{path.parent} to start the sweep again") from None
+            lines = lines[:i] + [b""]  # a cut last record that happens to end in a newline
+            break
+    else:
+        if not lines[-1]:
+            return None
+    backup = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    shutil.copy2(path, backup)
+    tmp = path.with_name(f".{path.name}.repair")
+    tmp.write_bytes(b"\n".join(lines))
+    os.replace(tmp, path)
+    return backup
+
+
+# --------------------------------------------------------------------------- binding a sweep to this process
+
+@dataclass(frozen=True)
+class SweepRun:
+    """Where a sweep's study is and how it runs in this process: not state, so a sweep moved, copied, extended or
+    resumed on another cluster runs with today's values."""
+
+    journal: Path        # the study's journal file
+    target: int          # trials the study should end with (num_samples)
+    max_concurrent: int  # trials at once
+    segment: str         # the Tune experiment now running the sweep
+    journal_uri: str | None = None  # with cloud storage, where the journal is copied up to
+
+
+_RUNS: dict[str, SweepRun] = {}
+
+
+def bind(study_name: str, run: SweepRun) -> None:
+    """Tell this process's searcher of `study_name` where its journal is and how it runs (see the module doc)."""
+    _RUNS[study_name] = run
+
+
+class GrutuneSearcher(Searcher):
+    """Optuna TPE over a journal-backed study, as a Tune `Searcher` written on Optuna's ask-and-tell API.
+
+    It tells Optuna what Tune did, as Optuna's own pruners would leave the study: every epoch's metric is an
     intermediate value at step = epoch (the last epoch too, which Tune hands only to `on_trial_complete`); a trial
     ASHA stopped before `max_epochs` is PRUNED (Optuna then takes its last intermediate value as its value); a
     diverged, collapsed or errored trial is FAIL; a trial that ran all `max_epochs` is COMPLETE with its final
@@ -89,104 +165,171 @@ class JournalOptunaSearch(OptunaSearch):
     With `costs` (minimised objectives after the metric, e.g. params, latency_ms) the study is multi-objective: a
     COMPLETE trial holds every objective, and multi-objective TPE proposes from them. Optuna keeps no intermediate
     values in such a study, so each epoch's metric is a STEP user attribute instead; PRUNED and FAIL stay as above.
+
+    It creates trials until the study holds `SweepRun.target`, at most `SweepRun.max_concurrent` at once, then
+    says FINISHED. Pickled (Tune keeps it with the experiment), it holds no path and no study: those come from
+    `bind` when it is first used.
     """
 
-    def __init__(self, *, journal: Path, study_name: str, seed: int, metric: str, mode: str, max_epochs: int,
-                 startup_trials: int, costs: tuple[str, ...] = ()):
-        metrics, modes = (metric, mode) if not costs else ([metric, *costs], [mode, *["min"] * len(costs)])
-        super().__init__(metric=metrics, mode=modes, study_name=study_name,
-                         sampler=tpe_sampler(seed, startup_trials),
-                         storage=JournalStorage(JournalFileBackend(str(journal))))
-        self._primary, self._costs = metric, tuple(costs)
-        self._seed_base, self._startup_trials = seed, startup_trials
-        self._max_epochs = max_epochs
-        self._orphans: list = []
-        self._finished_orphans: list = []  # finished in the journal, created after Tune's snapshot
+    def __init__(self, *, study_name: str, space: dict[str, Any], seed: int, metric: str, mode: str,
+                 max_epochs: int, startup_trials: int, costs: tuple[str, ...] = ()):
+        super().__init__(metric=metric, mode=mode)
+        self.study_name, self.space, self.seed = study_name, dict(space), seed
+        self.primary, self.mode_, self.costs, self.max_epochs = metric, mode, tuple(costs), max_epochs
+        self.startup_trials = startup_trials
+        self.live: dict[str, int] = {}  # Tune id -> Optuna trial number: handed out, not finished
+        self.done: set[str] = set()     # Tune ids whose result the study holds (or replays)
+        self._reset()
+
+    _TRANSIENT = ("_study", "_run", "_storage", "_study_id", "_orphans", "_finished_orphans", "_steps")
+
+    def _reset(self) -> None:
+        self._study: optuna.Study | None = None
+        self._run: SweepRun | None = None
+        self._orphans: list[int] = []  # asked for before a kill, never handed to Tune: handed out next
+        self._finished_orphans: list[optuna.trial.FrozenTrial] = []  # finished after Tune's snapshot
         self._steps: dict[int, set[int]] = {}  # Optuna trial number -> steps already reported
 
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        # Tune hands over its own metric (ASHA's: val_accuracy alone); the study keeps the objectives given here.
-        return super().set_search_properties(None, None, config, **spec)
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
 
-    def restore(self, checkpoint_path: str) -> None:
-        super().restore(checkpoint_path)
-        # The pickled sampler's random state is from the snapshot: reseed it past everything the journal holds,
-        # or it would draw again the configs it drew between the snapshot and the crash.
-        n = len(optuna.load_study(study_name=self._study_name, storage=self._storage).trials)
-        self._sampler = tpe_sampler(self._seed_base + n, self._startup_trials)
-        study = optuna.load_study(study_name=self._study_name, storage=self._storage, sampler=self._sampler)
-        # Trials Tune's snapshot knows: running ones, and finished ones (a searcher restored before keeps only the
-        # running ones in `_ot_trials`; the finished ones are in `_completed_trials`).
-        known = set(self._ot_trials) | set(self._completed_trials)
-        self._ot_study, self._ot_trials, self._orphans, self._finished_orphans = study, {}, [], []
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    # ----------------------------------------------------------------------- the study
+
+    def _open(self) -> optuna.Study:
+        if self._study is not None:
+            return self._study
+        run = _RUNS.get(self.study_name)
+        if run is None:
+            raise GrutuneError(f"sweep {self.study_name} is not bound to a journal in this process: run it through "
+                               f"grutune's search stage (grutune.sweep.run_sweep)")
+        storage = JournalStorage(JournalFileBackend(str(run.journal)))
+        directions = ["maximize" if self.mode_ == "max" else "minimize", *["minimize"] * len(self.costs)]
+        # Seeded past what the journal holds, so a restored sampler does not draw again what it drew before.
+        n = len(storage.get_all_trials(storage.get_study_id_from_name(self.study_name), deepcopy=False)) \
+            if self.study_name in {s.study_name for s in storage.get_all_studies()} else 0
+        study = optuna.create_study(storage=storage, study_name=self.study_name, load_if_exists=True,
+                                    sampler=tpe_sampler(self.seed + n, self.startup_trials), directions=directions)
+        self._study, self._run, self._storage = study, run, storage
+        self._study_id = storage.get_study_id_from_name(self.study_name)
         aliased = {v for k, v in study.user_attrs.items() if k.startswith(ALIAS)}
         for t in study.get_trials(deepcopy=False):
             tid = t.user_attrs.get(TUNE_ID)
             self._steps[t.number] = set(intermediate(t))
             if t.state.is_finished():
-                self._completed_trials.add(tid)
-                if tid not in known and tid not in aliased:
+                if tid in self.live:  # finished after Tune's snapshot: Tune re-runs it, and it replays its result
+                    del self.live[tid]
+                    self.done.add(tid)
+                elif (tid not in self.done and tid not in aliased and tid is not None
+                      and t.user_attrs.get(SEGMENT) == run.segment):
                     self._finished_orphans.append(t)
-            elif tid in known:
-                self._ot_trials[tid] = optuna.trial.Trial(study, t._trial_id)
-            else:
-                self._orphans.append(optuna.trial.Trial(study, t._trial_id))
+            elif tid not in self.live:
+                self._orphans.append(t.number)
+        return study
+
+    def _trial_id(self, number: int) -> int:
+        return self._storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+
+    # ----------------------------------------------------------------------- Tune's Searcher API
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        # Tune hands over its own metric (ASHA's: val_accuracy alone); the study keeps the objectives given here.
+        return True
 
     def suggest(self, trial_id: str):
-        if trial_id not in self._ot_trials and not self._orphans and self._finished_orphans:
-            done = self._finished_orphans.pop(0)  # Tune re-creates a trial it forgot: give it the finished one
-            self._ot_study.set_user_attr(ALIAS + trial_id, done.user_attrs[TUNE_ID])
-            self._completed_trials.add(trial_id)
-            return unflatten_dict(done.params)
-        if trial_id not in self._ot_trials and self._orphans:
-            self._ot_trials[trial_id] = self._orphans.pop(0)
-        config = super().suggest(trial_id)
-        if config is not None:
-            self._ot_trials[trial_id].set_user_attr(TUNE_ID, trial_id)
-        return config
+        study = self._open()
+        run = self._run
+        if self._finished_orphans and not self._orphans:
+            finished = self._finished_orphans.pop(0)  # Tune re-creates a trial it forgot: give it the finished one
+            study.set_user_attr(ALIAS + trial_id, finished.user_attrs[TUNE_ID])
+            self.done.add(trial_id)
+            return dict(finished.params)
+        if len(self.live) >= run.max_concurrent:
+            return None
+        if self._orphans:
+            number = self._orphans.pop(0)
+        elif len(study.get_trials(deepcopy=False)) >= run.target:
+            return Searcher.FINISHED
+        else:
+            number = study.ask(distributions(self.space)).number
+        tid = self._trial_id(number)
+        self._storage.set_trial_user_attr(tid, TUNE_ID, trial_id)
+        self._storage.set_trial_user_attr(tid, SEGMENT, run.segment)
+        self.live[trial_id] = number
+        return dict(self._storage.get_trial(tid).params)
 
     def _report(self, trial_id: str, result: dict) -> None:
         """The epoch's metric as an intermediate value at step = epoch (once per step: a resumed trial may re-report),
         and, with its first epoch, the costs the trial measured."""
-        ot_trial = self._ot_trials[trial_id]
-        step, steps = int(result["epoch"]), self._steps.setdefault(ot_trial.number, set())
+        number = self.live[trial_id]
+        tid = self._trial_id(number)
+        step, steps = int(result["epoch"]), self._steps.setdefault(number, set())
         if step not in steps:
             if not steps:
                 for key in ("params", "latency_ms", "latency_batch_ms"):
                     if key in result:
-                        ot_trial.set_user_attr(COST + key, float(result[key]))
-            if self._costs:
-                ot_trial.set_user_attr(f"{STEP}{step}", float(result[self._primary]))
+                        self._storage.set_trial_user_attr(tid, COST + key, float(result[key]))
+            if self.costs:
+                self._storage.set_trial_user_attr(tid, f"{STEP}{step}", float(result[self.primary]))
             else:
-                ot_trial.report(float(result[self._primary]), step)
+                self._storage.set_trial_intermediate_value(tid, step, float(result[self.primary]))
             steps.add(step)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._completed_trials:
+        self._open()
+        if trial_id in self.done or trial_id not in self.live:
             return  # a trial replayed after a crash re-reports what the journal already holds
         if not result.get("diverged"):
             self._report(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials:
+        study = self._open()
+        if trial_id in self.done or trial_id not in self.live:
             return  # finished before a crash, then replayed by Tune from a stale snapshot
-        ot_trial = self._ot_trials[trial_id]
+        number = self.live[trial_id]
         result = result or {}
         if "epoch" in result:  # the final result reaches the searcher here, not in on_trial_result
-            ot_trial.set_user_attr("epochs", int(result["epoch"]))
-        objectives = (self._primary, *self._costs)
+            self._storage.set_trial_user_attr(self._trial_id(number), "epochs", int(result["epoch"]))
+        objectives = (self.primary, *self.costs)
         if error or result.get("diverged") or any(k not in result for k in objectives):
-            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            study.tell(number, state=optuna.trial.TrialState.FAIL)
         else:
             self._report(trial_id, result)
-            if int(result["epoch"]) < self._max_epochs:  # stopped early by ASHA
-                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+            if int(result["epoch"]) < self.max_epochs:  # stopped early by ASHA
+                study.tell(number, state=optuna.trial.TrialState.PRUNED)
             else:
                 values = [float(result[k]) for k in objectives]
-                self._ot_study.tell(ot_trial, values if self._costs else values[0],
-                                    state=optuna.trial.TrialState.COMPLETE)
-        self._completed_trials.add(trial_id)
+                study.tell(number, values if self.costs else values[0], state=optuna.trial.TrialState.COMPLETE)
+        del self.live[trial_id]
+        self.done.add(trial_id)
 
+    def save(self, checkpoint_path: str) -> None:
+        """The searcher's state, as JSON: which Tune trials it handed out (and their Optuna numbers) and which
+        finished. Everything else is in the journal."""
+        state = {"format": FORMAT, "version": VERSION, "study": self.study_name, "live": self.live,
+                 "done": sorted(self.done)}
+        Path(checkpoint_path).write_text(json.dumps(state, indent=1) + "\n")
+
+    def restore(self, checkpoint_path: str) -> None:
+        try:
+            state = json.loads(Path(checkpoint_path).read_text())
+        except (OSError, ValueError) as e:
+            raise GrutuneError(f"{checkpoint_path}: not a grutune searcher state ({e})") from None
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise GrutuneError(f"{checkpoint_path}: not a grutune searcher state (format {state.get('format')!r})"
+                               if isinstance(state, dict) else f"{checkpoint_path}: not a grutune searcher state")
+        if state.get("version") != VERSION:
+            raise GrutuneError(f"{checkpoint_path}: searcher state version {state.get('version')}, but this grutune "
+                               f"reads version {VERSION}: resume the sweep with the grutune that started it")
+        self.live = {str(k): int(v) for k, v in state["live"].items()}
+        self.done = set(state["done"])
+        self._reset()
+
+
+# --------------------------------------------------------------------------- reading the journal
 
 def finished_result(journal: str | None, study: str | None, trial_id: str, metric: str) -> dict | None:
     """The final result the journal holds for Tune trial `trial_id`, if it finished before a crash that Tune's last
@@ -226,66 +369,37 @@ def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[
     return out
 
 
+def study_counts(journal: Path, study_name: str) -> tuple[int, int]:
+    """(trials in the study, trials finished in any state); (0, 0) before the study exists."""
+    if not journal.exists():
+        return 0, 0
+    try:
+        trials = load_study(journal, study_name).get_trials(deepcopy=False)
+    except KeyError:  # the journal holds no such study yet
+        return 0, 0
+    return len(trials), sum(t.state.is_finished() for t in trials)
+
+
 def finished_count(journal: Path, study_name: str) -> int:
     """How many of the study's trials have finished (in any state)."""
-    return sum(t.state.is_finished() for t in load_study(journal, study_name).get_trials(deepcopy=False))
-
-
-def retarget(exp_path: str, num_samples: int, max_concurrent: int) -> tuple[int, int | None]:
-    """Make a Tune experiment that is about to be restored create `num_samples` trials in all, `max_concurrent` at
-    a time; return how many trials, and how many at a time, it was set to before (None: no limit was saved). This
-    is how a finished sweep is extended (or a smaller target is accepted), and how a sweep resumed on another
-    cluster fills that cluster's slots, not those of the one it started on.
-
-    Tune restores both from its search generator's state, whatever the restored Tuner is given: the newest
-    `search_gen_state-*.json` in the experiment directory, a cloudpickle of {"counter", "total_samples",
-    "finished", "name:ConcurrencyLimiter": {"max_concurrent", ...}, ...}. That file is rewritten here (in place,
-    where the experiment is: a path or a cloud URI). `resume_settings` does the same for the saved TuneConfig.
-    """
-    import pyarrow.fs
-    import ray.cloudpickle as cloudpickle
-
-    fs, root = pyarrow.fs.FileSystem.from_uri(exp_path)
-    files = fs.get_file_info(pyarrow.fs.FileSelector(root))
-    newest = max((f.path for f in files if Path(f.path).name.startswith("search_gen_state-")), default=None)
-    if newest is None:
-        return num_samples, None
-    with fs.open_input_stream(newest) as f:
-        state = cloudpickle.loads(f.read())
-    before = state["total_samples"]
-    limiter = state.get(LIMITER)
-    was = limiter["max_concurrent"] if limiter else None
-    if before != num_samples or (limiter and was != max_concurrent):
-        state.update(total_samples=num_samples, finished=state["counter"] >= num_samples)
-        if limiter:
-            limiter["max_concurrent"] = max_concurrent
-        tmp = f"{Path(newest).parent}/.retarget-{Path(newest).name}"
-        with fs.open_output_stream(tmp) as f:
-            f.write(cloudpickle.dumps(state))
-        fs.move(tmp, newest)
-    return before, was
-
-
-def resume_settings(tuner: tune.Tuner, max_concurrent: int, reuse_actors: bool) -> None:
-    """Give a restored Tuner today's concurrency and actor reuse. Tune rebuilds its concurrency limit (and the
-    number of trials it keeps pending) from the TuneConfig it pickled when the sweep started (`tuner.pkl`), so a
-    sweep started on a laptop and resumed on a cluster would otherwise keep the laptop's 2 slots."""
-    local = tuner._local_tuner  # None only under Ray Client (ray://), which grutune does not use
-    if local is not None:
-        local._tune_config = dataclasses.replace(local._tune_config, max_concurrent_trials=max_concurrent,
-                                                 reuse_actors=reuse_actors)
+    return study_counts(journal, study_name)[1]
 
 
 class JournalSync(tune.Callback):
-    """Keeps a copy of the local Optuna journal at a cloud URI, so the search history outlives the head node."""
+    """Keeps a copy of the local Optuna journal at a cloud URI, so the search history outlives the head node.
+    Pickled with the experiment, it holds only the study's name: both places come from `bind`."""
 
-    def __init__(self, local: Path, uri: str):
-        self.local, self.uri = local, uri
+    def __init__(self, study_name: str):
+        self.study_name = study_name
+
+    @property
+    def local(self) -> Path:
+        return _RUNS[self.study_name].journal
 
     def _fs(self):
         import pyarrow.fs
 
-        return pyarrow.fs.FileSystem.from_uri(self.uri)
+        return pyarrow.fs.FileSystem.from_uri(_RUNS[self.study_name].journal_uri)
 
     def download(self) -> None:
         import pyarrow.fs

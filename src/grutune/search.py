@@ -25,7 +25,7 @@ def _shape(data: Prepared) -> tuple[int, int, int]:
 
 def classifier_sweep(params: Params, data: Prepared, trainable=run_trial) -> Sweep:
     """The classifier sweep on one dataset."""
-    return Sweep(name=data.name, budget=params.search, hp_model=TrialConfig, metric=METRIC, mode=MODE,
+    return Sweep(name=data.name, key="search", budget=params.search, hp_model=TrialConfig, metric=METRIC, mode=MODE,
                  trainable=trainable, seed=params.seed, data_hash=data.content_hash,
                  costs=tuple(params.search.objectives[1:]), columns=COST_COLUMNS)
 
@@ -51,7 +51,7 @@ def run_search(params: Params, data: Prepared, *, state_dir: Path, callbacks: li
 def gan_sweep(params: Params, data: Prepared, classifier_hash: str) -> Sweep:
     """The GAN sweep on gan.dataset. Its FID depends on the classifier too, so that is part of its identity."""
     g, s = params.gan, params.gan_search
-    return Sweep(name=f"gan-{data.name}", budget=s, hp_model=GanTrialConfig, metric="fid", mode="min",
+    return Sweep(name=f"gan-{data.name}", key="gan_search", budget=s, hp_model=GanTrialConfig, metric="fid", mode="min",
                  trainable=run_gan_trial, seed=params.seed, data_hash=data.content_hash,
                  extra_identity={"classifier": classifier_hash, "noise_dim": g.noise_dim, **asdict(Recipe.of(g)),
                                  "eval_samples": s.eval_samples, "min_diversity": s.min_diversity})

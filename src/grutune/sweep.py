@@ -6,6 +6,7 @@ two sweeps are defined in search.py. Runs, resumes or re-reads a sweep by its id
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,8 +25,9 @@ from ray.tune.schedulers import ASHAScheduler
 from grutune.config import SweepParams
 from grutune.errors import GrutuneError
 from grutune.io import workspace_root
-from grutune.recovery import (JournalOptunaSearch, JournalSync, finished_count, journal_progress, resume_settings,
-                              retarget)
+from grutune.io import write_json
+from grutune.recovery import (JOURNAL, GrutuneSearcher, JournalSync, SweepRun, bind, journal_progress,
+                              repair_journal, study_counts)
 from grutune.sweep_results import SearchResult, summarise, trial_rows
 from grutune.trials import TrialSettings
 
@@ -57,6 +59,7 @@ class Sweep:
     """What a sweep is: the classifier's and the GAN's differ only in these."""
 
     name: str                   # dataset name, or e.g. "gan-mnist"
+    key: str                    # its section of params.yaml: "search" or "gan_search"
     budget: SweepParams
     hp_model: type[BaseModel]   # one trial's hyperparameters
     metric: str
@@ -176,30 +179,89 @@ def _is_uri(path: str) -> bool:
     return "://" in path
 
 
+def check_storage(storage: str, key: str) -> None:
+    """Refuse a local sweep storage that cannot be a directory (a file, or a path under one), naming the key."""
+    if _is_uri(storage):
+        return
+    path = Path(storage)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise GrutuneError(f"{key}: {storage} cannot hold sweeps: {p} is a file, not a directory; set "
+                                   f"{key} to a directory (or null for .grutune/sweeps)")
+            if not os.access(p, os.W_OK):
+                raise GrutuneError(f"{key}: {storage} cannot hold sweeps: {p} is not writable")
+            return
+
+
+SEGMENT_PREFIX = "tune-"  # a sweep's Tune experiments: tune-1, tune-2, ... (see recovery.py)
+
+
+def segments(sweep_uri: str) -> list[str]:
+    """The names of a sweep's Tune experiments, oldest first."""
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(sweep_uri)
+    if fs.get_file_info(root).type == pyarrow.fs.FileType.NotFound:
+        return []
+    names = [Path(f.path).name for f in fs.get_file_info(pyarrow.fs.FileSelector(root))
+             if f.type == pyarrow.fs.FileType.Directory]
+    found = [n for n in names if n.startswith(SEGMENT_PREFIX) and n[len(SEGMENT_PREFIX):].isdigit()]
+    return sorted(found, key=lambda n: int(n[len(SEGMENT_PREFIX):]))
+
+
+@contextlib.contextmanager
+def pending_trials(n: int):
+    """Tune keeps up to `n` trials pending (TUNE_MAX_PENDING_TRIALS_PG, Tune's documented setting), so an
+    autoscaler sees the demand of every free slot at once. A value the user set is kept."""
+    key = "TUNE_MAX_PENDING_TRIALS_PG"
+    old = os.environ.get(key)
+    if old is None:
+        os.environ[key] = str(n)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir: Path,
               callbacks: list | None = None, remote: bool = False) -> SearchResult:
-    """Run, resume or re-read a sweep: Tune + Optuna TPE (journal storage) + ASHA on `sweep.metric`.
+    """Run, resume, extend or re-read a sweep: Tune + grutune's Optuna TPE searcher (journal storage) + ASHA on
+    `sweep.metric`.
 
-    The sweep's state lives under `budget.storage` (default: `state_dir`), named by its identity: a changed space,
-    budget or data version is a new sweep, an interrupted one resumes, and a finished one is only read back.
+    The sweep's folder is `<budget.storage>/<sweep id>` (default storage: `state_dir`), named by its identity: a
+    changed space, budget or data version is a new sweep, an interrupted one resumes, a finished one asked for
+    more trials goes on in a new Tune experiment of the same study, and a finished one is only read back.
     """
     sid, s = sweep.sweep_id, sweep.budget
+    key = f"{sweep.key}.storage"
     storage = s.storage or str(Path(state_dir).resolve())
     if not _is_uri(storage):  # a relative path is the DVC workspace's, also in a queued experiment's temp copy
         storage = str((workspace_root() / storage).resolve())
-    exp_path = f"{storage.rstrip('/')}/{sid}"
-    # The Optuna journal sits beside Tune's experiment directory when that is a (shared) path. With a cloud URI it
-    # is kept locally and copied up after every finished trial (JournalSync).
-    local_journal_dir = Path(storage) if not _is_uri(storage) else Path(state_dir).resolve()
-    journal = local_journal_dir / f"{sid}.optuna.journal"
-    sync = JournalSync(journal, f"{storage.rstrip('/')}/{journal.name}") if _is_uri(storage) else None
+    check_storage(storage, key)
+    sweep_uri = f"{storage.rstrip('/')}/{sid}"
+    # The Optuna journal is in the sweep's folder when that is a (shared) path. With a cloud URI it is kept locally
+    # and copied up after every finished trial (JournalSync).
+    local_dir = Path(sweep_uri) if not _is_uri(storage) else Path(state_dir).resolve() / sid
+    journal = local_dir / JOURNAL
+    journal_uri = f"{sweep_uri}/{JOURNAL}" if _is_uri(storage) else None
+    try:
+        local_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GrutuneError(f"{key}: cannot create the sweep's folder {local_dir}: {e.strerror}") from None
     resources = trial_resources(s.resources, remote)
     settings = replace(settings, threads=max(1, int(resources["cpu"])), journal=str(journal), study=sid)
     trainable = tune.with_resources(tune.with_parameters(sweep.trainable, data=arrays, settings=settings), resources)
+    sync = JournalSync(sid) if journal_uri else None
     callbacks = [*(callbacks or []), *([sync] if sync else [])]
-
-    # Tune warns about trials that had not reported yet when a sweep stopped; they are resumed all the same.
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     # Tune keeps as many trials pending as this allows: enough to fill every slot the cluster has.
     concurrency = s.max_concurrent_trials or trial_slots(resources, s.num_samples, remote)
     # On this machine a trial process serves one trial after another: starting a process per trial cost about 1.5 s
@@ -208,47 +270,77 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
     # the process it was handed dies while the process is being reset for it (TuneController._process_trial_failure
     # retries only RUNNING trials, and a trial being reset is PENDING). Found by tests/test_cluster.py under load.
     reuse_actors = not remote
-    if tune.Tuner.can_restore(exp_path):
-        if sync:
-            sync.download()
-        before, was = retarget(exp_path, s.num_samples, concurrency)
-        more = f", from {before} to {s.num_samples} trials" if before != s.num_samples else ""
-        if was is not None and was != concurrency:
-            more += f", {concurrency} at a time (was {was})"
-        print(f"resuming sweep {sid}{more} from {exp_path}: finished trials are kept, unfinished ones continue from "
-              f"their last checkpoint")
-        # Callbacks and the searcher come back from the sweep's saved state (ours: JournalOptunaSearch).
-        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False)
-        resume_settings(tuner, concurrency, reuse_actors)
-    else:
-        journal.unlink(missing_ok=True)  # Tune never recorded this sweep: start its study afresh too
-        local_journal_dir.mkdir(parents=True, exist_ok=True)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=tune_param_space(s.space),
-            tune_config=tune.TuneConfig(
-                metric=sweep.metric, mode=sweep.mode, num_samples=s.num_samples,
-                reuse_actors=reuse_actors, max_concurrent_trials=concurrency,
-                search_alg=JournalOptunaSearch(journal=journal, study_name=sid, seed=sweep.seed,
-                                               metric=sweep.metric, mode=sweep.mode, max_epochs=s.max_epochs,
-                                               startup_trials=s.startup_trials, costs=sweep.costs),
-                scheduler=ASHAScheduler(time_attr="epoch", max_t=s.max_epochs, grace_period=s.grace_period,
-                                        reduction_factor=s.reduction_factor)),
-            run_config=tune.RunConfig(
-                name=sid, storage_path=storage, callbacks=callbacks,
-                failure_config=tune.FailureConfig(max_failures=s.max_failures),
-                # Not one: after a hard kill the last experiment snapshot may point at an earlier checkpoint.
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=3)),
-        )
+    # Tune warns about trials that had not reported yet when a sweep stopped; they are resumed all the same.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     # A bounded number of checkpoints per trial forces an experiment snapshot per report; that is intended.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    results = tuner.fit()
-    finished = finished_count(journal, sid)
-    if finished < s.num_samples or results.num_terminated + results.num_errors < len(results):
-        # Tune stops gracefully on Ctrl-C and returns what it has; a partial sweep must not become the stage's output.
-        raise SweepInterrupted(f"sweep {sid} stopped with {finished} of {s.num_samples} trials finished; its state "
-                               f"is kept in {exp_path}: run `dvc repro` again to resume it")
-    # A trial that never reported has no config in its Result; the experiment's trials all have theirs.
-    configs = tune.ExperimentAnalysis(exp_path).get_all_configs()
-    rows = trial_rows(results, sweep, journal_progress(journal, sid, sweep.better), configs)
-    return summarise(sweep, rows, exp_path)
+
+    bind(sid, SweepRun(journal=journal, target=s.num_samples, max_concurrent=concurrency, segment="",
+                       journal_uri=journal_uri))
+    if sync:
+        sync.download()
+    if (backup := repair_journal(journal)) is not None:
+        print(f"repaired {journal}: its last record was cut (a kill or a full disk while it was written); the "
+              f"original is kept as {backup.name}")
+    last = _read_json(local_dir / "sweep.json")
+    names = segments(sweep_uri)
+    if names:
+        trials, _ = study_counts(journal, sid)
+        more = f", from {trials} to {s.num_samples} trials" if trials != s.num_samples else ""
+        if last.get("max_concurrent") not in (None, concurrency):
+            more += f", {concurrency} at a time (was {last['max_concurrent']})"
+        print(f"resuming sweep {sid}{more} from {sweep_uri}: finished trials are kept, unfinished ones continue "
+              f"from their last checkpoint")
+    write_json(local_dir / "sweep.json", {"format": "grutune-sweep", "version": 1, "sweep_id": sid,
+                                          "num_samples": s.num_samples, "max_concurrent": concurrency})
+    names = names or [f"{SEGMENT_PREFIX}1"]
+    all_results = []
+    while True:
+        name = names[-1]
+        path = f"{sweep_uri}/{name}"
+        bind(sid, SweepRun(journal=journal, target=s.num_samples, max_concurrent=concurrency, segment=name,
+                           journal_uri=journal_uri))
+        for earlier in names[:-1][len(all_results):]:  # finished experiments: read back, not run
+            all_results.append(tune.Tuner.restore(f"{sweep_uri}/{earlier}", trainable=trainable).get_results())
+        if tune.Tuner.can_restore(path):
+            # The searcher and callbacks come back from Tune's snapshot; `bind` gave them today's places and limits.
+            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space={k: v for k, v in s.space.items() if not isinstance(v, tuple)},  # fixed values
+                tune_config=tune.TuneConfig(
+                    metric=sweep.metric, mode=sweep.mode, reuse_actors=reuse_actors,
+                    num_samples=-1,  # the searcher says when the study is complete (the target is bound, not saved)
+                    search_alg=GrutuneSearcher(study_name=sid, space=s.space, seed=sweep.seed, metric=sweep.metric,
+                                               mode=sweep.mode, max_epochs=s.max_epochs,
+                                               startup_trials=s.startup_trials, costs=sweep.costs),
+                    scheduler=ASHAScheduler(time_attr="epoch", max_t=s.max_epochs, grace_period=s.grace_period,
+                                            reduction_factor=s.reduction_factor)),
+                run_config=tune.RunConfig(
+                    name=name, storage_path=sweep_uri, callbacks=callbacks,
+                    failure_config=tune.FailureConfig(max_failures=s.max_failures),
+                    # Not one: after a hard kill the last experiment snapshot may point at an earlier checkpoint.
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=3)),
+            )
+        with pending_trials(concurrency):
+            results = tuner.fit()
+        all_results.append(results)
+        trials, finished = study_counts(journal, sid)
+        if results.num_terminated + results.num_errors < len(results):
+            # Tune stops gracefully on Ctrl-C and returns what it has; a partial sweep must not become the output.
+            raise SweepInterrupted(f"sweep {sid} stopped with {finished} of {s.num_samples} trials finished; its "
+                                   f"state is kept in {sweep_uri}: run `dvc repro` again to resume it")
+        if finished >= s.num_samples:
+            break
+        if not len(results):  # a new experiment that ran nothing would be followed by another forever
+            raise GrutuneError(f"sweep {sid}: its study holds {trials} trials, {finished} finished, and Tune ran none "
+                               f"of the {s.num_samples} asked for; see {journal}")
+        # This experiment is complete (Tune cannot be given more trials for it): the study goes on in a new one.
+        names.append(f"{SEGMENT_PREFIX}{len(names) + 1}")
+    configs: dict = {}
+    for name in names:  # a trial that never reported has no config in its Result; the experiment's trials have
+        configs.update(tune.ExperimentAnalysis(f"{sweep_uri}/{name}").get_all_configs())
+    rows = trial_rows([r for results in all_results for r in results], sweep,
+                      journal_progress(journal, sid, sweep.better), configs)
+    return summarise(sweep, rows, sweep_uri)

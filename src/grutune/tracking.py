@@ -16,6 +16,8 @@ from typing import Any
 
 from ray import tune
 
+from grutune.io import workspace_root
+
 
 TRIAL_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s")
 GAN_TRIAL_METRICS = ("fid", "diversity", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s")
@@ -85,8 +87,10 @@ class WandbTrialLogger(tune.Callback):
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
 
-    def __getstate__(self) -> dict:  # Tune pickles its callbacks with the experiment state
-        return {**self.__dict__, "_queue": None, "_thread": None}
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks with the experiment: no thread, and no absolute path, so that a project copied
+        # or moved elsewhere logs a resumed sweep into its own workspace (the stage's default --wandb-dir).
+        return {**self.__dict__, "_queue": None, "_thread": None, "directory": None}
 
     def _submit(self, *op) -> None:
         if self._thread is None:
@@ -104,7 +108,8 @@ class WandbTrialLogger(tune.Callback):
                     if trial_id not in runs:
                         run = runs[trial_id] = init_wandb(
                             True, project=self.project, group=self.group, job_type="trial", name=trial_id,
-                            config={**payload["config"], **self.extra}, directory=self.directory, silent=True,
+                            config={**payload["config"], **self.extra},
+                            directory=self.directory or workspace_root(), silent=True,
                             run_id=trial_run_id(self.group, trial_id))
                         # The summary holds the trial's best value, not its last (W&B's sweep panels read it).
                         run.define_metric(self.best[0], summary=self.best[1])

@@ -558,3 +558,121 @@ def test_a_newer_state_file_is_refused_by_name(tmp_path):
                                                       "done": []}))
     with pytest.raises(GrutuneError, match=r"state.json: searcher state version 99"):
         s.restore(str(tmp_path / "state.json"))
+
+
+# --------------------------------------------------------------------------- a sweep's folder is its own
+
+def finish_all(searcher, epochs=2) -> int:
+    """Drive a bound searcher as Tune would, one trial at a time, until it says FINISHED; return trials run."""
+    from ray.tune.search import Searcher
+
+    n = 0
+    while (config := searcher.suggest(f"t{n}")) != Searcher.FINISHED:
+        assert config is not None
+        searcher.on_trial_result(f"t{n}", {"epoch": 1, "val_accuracy": 0.1 * n})
+        searcher.on_trial_complete(f"t{n}", {"epoch": epochs, "val_accuracy": 0.1 * n})
+        n += 1
+    return n
+
+
+def test_a_journal_cut_anywhere_in_its_last_record_is_repaired_and_resumes_to_num_samples(tmp_path):
+    """Every byte offset of the last record: the journal is cut back to its last whole record (the original kept
+    beside it), Optuna reads it, and a searcher on it ends with exactly num_samples finished trials."""
+    from grutune.recovery import repair_journal
+
+    from ray.tune.search import Searcher
+
+    (tmp_path / "whole").mkdir()
+    whole = searcher_at(tmp_path / "whole", target=3)
+    assert finish_all(whole) == 3
+    whole.save(str(tmp_path / "finished.json"))  # Tune's snapshot when the sweep ended
+    data = (tmp_path / "whole/s.journal").read_bytes()
+    start = data.rstrip(b"\n").rfind(b"\n") + 1  # the last record: the last trial's tell (COMPLETE)
+    assert data.endswith(b"\n") and len(data) - start > 20
+    for cut in range(start + 1, len(data)):
+        d = tmp_path / f"cut{cut}"
+        d.mkdir()
+        (d / "s.journal").write_bytes(data[:cut])
+        backup = repair_journal(d / "s.journal")
+        assert backup is not None and backup.read_bytes() == data[:cut], cut
+        assert (d / "s.journal").read_bytes() == data[:start], cut
+        trials = journal_trials(d)
+        assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "RUNNING"], cut
+        # Tune's snapshot says the cut trial finished: restored, the searcher tells Optuna again what the journal
+        # holds of it, and asks for nothing more.
+        restored = searcher_at(d, target=3)
+        restored.restore(str(tmp_path / "finished.json"))
+        assert restored.suggest("t3") == Searcher.FINISHED
+        assert [(t.state.name, t.value) for t in journal_trials(d)] == [
+            (t.state.name, t.value) for t in journal_trials(tmp_path / "whole")], cut
+        # A trial Tune never recorded as finished (a new experiment on the study) is handed out again, and no more.
+        (d / "s.journal").write_bytes(data[:start])
+        assert finish_all(searcher_at(d, target=3, segment="tune-2")) == 1
+        assert [t.state.name for t in journal_trials(d)] == ["COMPLETE"] * 3, cut
+    assert repair_journal(tmp_path / "whole/s.journal") is None  # a whole journal is left alone
+
+
+def test_a_journal_damaged_before_its_last_record_stops_with_one_line(tmp_path):
+    from grutune.errors import GrutuneError
+    from grutune.recovery import repair_journal
+
+    (tmp_path / "whole").mkdir()
+    finish_all(searcher_at(tmp_path / "whole", target=2))
+    lines = (tmp_path / "whole/s.journal").read_bytes().split(b"\n")
+    lines[1] = lines[1][:5]
+    (tmp_path / "s.journal").write_bytes(b"\n".join(lines))
+    with pytest.raises(GrutuneError, match=r"s.journal: record 2 of \d+ is damaged.*restore the file from a backup"):
+        repair_journal(tmp_path / "s.journal")
+
+
+def test_storage_under_a_file_is_refused_naming_the_key(tmp_path, tiny, monkeypatch):
+    from grutune.errors import ConfigError
+
+    (tmp_path / "README.md").write_text("a file")
+    monkeypatch.chdir(tmp_path)
+    for storage in ("README.md/sweeps", "README.md"):
+        with pytest.raises(ConfigError, match=rf"search.storage: .*{storage} cannot hold sweeps: .*README.md is a "
+                                              r"file, not a directory"):
+            load_params(tiny(tmp_path / "params.yaml", search={"storage": storage}))
+    assert load_params(tiny(tmp_path / "params.yaml", search={"storage": "sweeps/here"})).search.storage
+
+
+def test_a_cut_journal_resumes_a_real_sweep(tmp_path, prepared, local_ray, tiny, capsys):
+    """Raising num_samples after the journal's last record was cut (what a kill or a full disk leaves): the journal
+    is repaired, the sweep goes on to the new number, and the study holds exactly that many finished trials."""
+    data, state = load_prepared(prepared), tmp_path / "state"
+    run_search(load_params(tiny(tmp_path / "a.yaml", search={"num_samples": 2})), data, state_dir=state)
+    (journal,) = state.glob("*/optuna.journal")
+    text = journal.read_bytes()
+    journal.write_bytes(text[:len(text) - 7])  # mid-way through the last record
+    more = run_search(load_params(tiny(tmp_path / "b.yaml", search={"num_samples": 4})), data, state_dir=state)
+    assert "its last record was cut" in capsys.readouterr().out
+    assert more.summary["trials"] == 4 and len(list(journal.parent.glob("optuna.journal.damaged-*"))) == 1
+    trials = study_trials(state)
+    assert len(trials) == 4 and all(t.state.is_finished() for t in trials)
+
+
+@pytest.mark.slow
+def test_a_copied_project_extends_its_own_sweep_and_never_the_originals(tmp_path, prepared, tiny):
+    """After a finished sweep the project is copied to another path and num_samples raised there: the copy's study
+    gets the new trials, the original's is untouched (its saved state names no path of the original)."""
+    import shutil
+
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    tiny(original / "params.yaml", search={"num_samples": 3})
+    out, _ = run_stage(original, prepared).communicate(timeout=600)
+    assert "best of 3 trials" in out, out[-3000:]
+    shutil.copytree(original, copy)
+    (journal,) = (original / ".grutune/sweeps").glob("*/optuna.journal")
+    before = journal.read_bytes()
+    assert str(original).encode() not in b"".join(
+        p.read_bytes() for p in (original / ".grutune/sweeps").rglob("*") if p.is_file() and p.suffix != ".pt")
+    tiny(copy / "params.yaml", search={"num_samples": 5})
+    out, _ = run_stage(copy, prepared).communicate(timeout=600)
+    assert "best of 5 trials" in out and "from 3 to 5 trials" in out, out[-3000:]
+    assert journal.read_bytes() == before and len(study_trials(original / ".grutune/sweeps")) == 3
+    trials = study_trials(copy / ".grutune/sweeps")
+    assert len(trials) == 5 and all(t.state.is_finished() for t in trials)
+    rows = list(csv.DictReader((copy / "out/trials.csv").open()))
+    assert len(rows) == 5 and not list((original / "out").glob("*.tmp"))

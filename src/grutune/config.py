@@ -196,6 +196,24 @@ class SweepParams(_Section):
     def _space(cls, v: Any) -> dict[str, Any]:
         return parse_space(v, cls.TRIAL_MODEL)
 
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, v: str | None) -> str | None:
+        """A local storage must be able to be a directory: refused here, before any work, if it is a file or lies
+        under one (a relative path is the DVC workspace's)."""
+        if v is None or "://" in v:
+            return v
+        from grutune.io import workspace_root
+
+        path = workspace_root() / v
+        for p in (path, *path.parents):
+            if p.exists():
+                if not p.is_dir():
+                    raise ValueError(f"{v} cannot hold sweeps: {p} is a file, not a directory (give a directory, a "
+                                     f"cloud URI such as s3://bucket/dir, or null for .grutune/sweeps)")
+                break
+        return v
+
     @model_validator(mode="after")
     def _grace(self) -> "SweepParams":
         if self.grace_period > self.max_epochs:

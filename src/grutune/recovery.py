@@ -123,6 +123,7 @@ def repair_journal(path: Path) -> Path | None:
     else:
         if not lines[-1]:
             return None
+        lines = lines[:-1] + [b""]  # a cut last record: no newline ends it
     backup = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
     shutil.copy2(path, backup)
     tmp = path.with_name(f".{path.name}.repair")
@@ -226,9 +227,23 @@ class GrutuneSearcher(Searcher):
                 elif (tid not in self.done and tid not in aliased and tid is not None
                       and t.user_attrs.get(SEGMENT) == run.segment):
                     self._finished_orphans.append(t)
+            elif tid in self.done:  # Tune finished it, but the journal lost the tell (a cut journal): tell it again
+                self._retell(study, t)
             elif tid not in self.live:
                 self._orphans.append(t.number)
         return study
+
+    def _retell(self, study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+        """Finish a trial from what the journal holds of it: its epochs' values and costs."""
+        steps = intermediate(t)
+        epochs = max([t.user_attrs.get("epochs", 0), *steps])
+        values = [steps[max(steps)], *(costs(t).get(c) for c in self.costs)] if steps else [None]
+        if None in values:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        elif epochs < self.max_epochs:
+            study.tell(t.number, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(t.number, values if self.costs else values[0], state=optuna.trial.TrialState.COMPLETE)
 
     def _trial_id(self, number: int) -> int:
         return self._storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
@@ -327,6 +342,7 @@ class GrutuneSearcher(Searcher):
         self.live = {str(k): int(v) for k, v in state["live"].items()}
         self.done = set(state["done"])
         self._reset()
+        self._open()  # reconcile with the journal now, also for an experiment that has nothing left to run
 
 
 # --------------------------------------------------------------------------- reading the journal

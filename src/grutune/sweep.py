@@ -84,6 +84,11 @@ class SweepInterrupted(GrutuneError):
     """The sweep stopped before all its trials finished; its state is kept for a resume."""
 
 
+def _quiet_auth_notice(record: logging.LogRecord) -> bool:
+    """Drop Ray's notice that token authentication is on by default (it stays on; the notice is all that goes)."""
+    return not (record.levelno < logging.ERROR and "authentication" in record.name)
+
+
 def init_ray() -> bool:
     """Join a running Ray cluster (RAY_ADDRESS, or one started with `ray start` on this node), else start one.
 
@@ -92,7 +97,8 @@ def init_ray() -> bool:
     stays in Ray's logs: Tune reports each trial's progress and errors (with the traceback saved in the trial's
     directory), and Ray's worker-shutdown noise stays out of the run's output.
     """
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    for handler in logging.getLogger("ray").handlers:  # Ray's own handler, which its modules' records reach
+        handler.addFilter(_quiet_auth_notice)
     if ray.is_initialized():
         return True
     # Ray's own lookup: RAY_ADDRESS, else a cluster started with `ray start` on this machine, else a new local one.
@@ -267,7 +273,7 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
     # On this machine a trial process serves one trial after another: starting a process per trial cost about 1.5 s
     # a trial (benchmarks/tune_overhead.py). Each trial seeds torch and sets its threads itself. Not on a cluster,
     # where nodes can be lost: Ray Tune 2.60 fails a trial outright, whatever max_failures says, when the node of
-    # the process it was handed dies while the process is being reset for it (TuneController._process_trial_failure
+    # the process it was handed dies while the process is being reset for it (its controller's trial-failure handler
     # retries only RUNNING trials, and a trial being reset is PENDING). Found by tests/test_cluster.py under load.
     reuse_actors = not remote
     # Tune warns about trials that had not reported yet when a sweep stopped; they are resumed all the same.

@@ -457,12 +457,12 @@ def test_the_default_resources_run_one_trial_per_core(tmp_path, prepared_mnist, 
     assert peak_concurrency(trial_results(tmp_path / ".grutune/sweeps")) >= min(os.cpu_count(), 4)
 
 
-def searcher_at(tmp_path, *, target=10, max_concurrent=4, segment="tune-1", max_epochs=2):
+def searcher_at(tmp_path, *, target=10, max_concurrent=4, segment="tune-1", max_epochs=2, known=()):
     """grutune's searcher over the journal s.journal, bound as the sweep driver binds it (outside Tune)."""
     from grutune.recovery import GrutuneSearcher, SweepRun, bind
 
     bind("s", SweepRun(journal=tmp_path / "s.journal", target=target, max_concurrent=max_concurrent,
-                       segment=segment))
+                       segment=segment, known=frozenset(known)))
     return GrutuneSearcher(study_name="s", space={"lr": ("loguniform", [1e-4, 1e-2]), "cell": ("choice", ["gru", "rnn"])},
                            seed=0, metric="val_accuracy", mode="max", max_epochs=max_epochs, startup_trials=2)
 
@@ -607,7 +607,7 @@ def test_a_journal_cut_anywhere_in_its_last_record_is_repaired_and_resumes_to_nu
             (t.state.name, t.value) for t in journal_trials(tmp_path / "whole")], cut
         # A trial Tune never recorded as finished (a new experiment on the study) is handed out again, and no more.
         (d / "s.journal").write_bytes(data[:start])
-        assert finish_all(searcher_at(d, target=3, segment="tune-2")) == 1
+        assert finish_all(searcher_at(d, target=3, segment="tune-2", known={"t0", "t1", "t2"})) == 1
         assert [t.state.name for t in journal_trials(d)] == ["COMPLETE"] * 3, cut
     assert repair_journal(tmp_path / "whole/s.journal") is None  # a whole journal is left alone
 
@@ -666,8 +666,8 @@ def test_a_copied_project_extends_its_own_sweep_and_never_the_originals(tmp_path
     shutil.copytree(original, copy)
     (journal,) = (original / ".grutune/sweeps").glob("*/optuna.journal")
     before = journal.read_bytes()
-    assert str(original).encode() not in b"".join(
-        p.read_bytes() for p in (original / ".grutune/sweeps").rglob("*") if p.is_file() and p.suffix != ".pt")
+    ours = [*journal.parent.glob("*.json*"), journal, *journal.parent.glob("tune-*/searcher-state-*")]
+    assert len(ours) >= 3 and not [p for p in ours if str(original).encode() in p.read_bytes()]
     tiny(copy / "params.yaml", search={"num_samples": 5})
     out, _ = run_stage(copy, prepared).communicate(timeout=600)
     assert "best of 5 trials" in out and "from 3 to 5 trials" in out, out[-3000:]
@@ -676,3 +676,31 @@ def test_a_copied_project_extends_its_own_sweep_and_never_the_originals(tmp_path
     assert len(trials) == 5 and all(t.state.is_finished() for t in trials)
     rows = list(csv.DictReader((copy / "out/trials.csv").open()))
     assert len(rows) == 5 and not list((original / "out").glob("*.tmp"))
+
+
+def test_an_experiment_restored_elsewhere_creates_no_trials(tmp_path):
+    """Tune gives trials it creates after a restore the experiment's original path, so an experiment restored
+    after its sweep moved says FINISHED at once: its restored trials run on, and the sweep's next experiment, at
+    the new place, creates the rest."""
+    from ray.tune.search import Searcher
+
+    from grutune.recovery import GrutuneSearcher, SweepRun, bind, location
+
+    def searcher(where):
+        bind("s", SweepRun(journal=tmp_path / "s.journal", target=4, max_concurrent=4, segment="tune-1",
+                           origin=location(where)))
+        return GrutuneSearcher(study_name="s", space={"lr": ("loguniform", [1e-4, 1e-2])}, seed=0,
+                               metric="val_accuracy", mode="max", max_epochs=1, startup_trials=2,
+                               origin=location("/old/project/.grutune/sweeps/s"))
+
+    first = searcher("/old/project/.grutune/sweeps/s")
+    first.suggest("a")
+    first.save(str(tmp_path / "state.json"))
+    same = searcher("/old/project/.grutune/sweeps/s")
+    same.restore(str(tmp_path / "state.json"))
+    assert isinstance(same.suggest("b"), dict)
+    moved = searcher("/new/project/.grutune/sweeps/s")
+    moved.restore(str(tmp_path / "state.json"))
+    assert moved.suggest("c") == Searcher.FINISHED
+    moved.on_trial_complete("a", {"epoch": 1, "val_accuracy": 0.5})  # its restored trial still reaches Optuna
+    assert journal_trials(tmp_path)[0].state == optuna.trial.TrialState.COMPLETE

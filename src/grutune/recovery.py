@@ -144,9 +144,20 @@ class SweepRun:
     max_concurrent: int  # trials at once
     segment: str         # the Tune experiment now running the sweep
     journal_uri: str | None = None  # with cloud storage, where the journal is copied up to
+    origin: str = ""     # a fingerprint (not the path) of where the sweep's folder is now: see `location`
+    known: frozenset = frozenset()  # Tune ids of the trials of the sweep's earlier Tune experiments
 
 
 _RUNS: dict[str, SweepRun] = {}
+
+
+def location(sweep_uri: str) -> str:
+    """A fingerprint of where a sweep's folder is, to notice a sweep that was moved or copied without keeping the
+    path. Tune keeps the experiment's original path with its snapshot and gives trials it creates after a restore
+    that path (Ray 2.60), so a restored experiment that has moved creates no trials: a new one does."""
+    import hashlib
+
+    return hashlib.sha256(sweep_uri.encode()).hexdigest()[:16]
 
 
 def bind(study_name: str, run: SweepRun) -> None:
@@ -173,8 +184,9 @@ class GrutuneSearcher(Searcher):
     """
 
     def __init__(self, *, study_name: str, space: dict[str, Any], seed: int, metric: str, mode: str,
-                 max_epochs: int, startup_trials: int, costs: tuple[str, ...] = ()):
+                 max_epochs: int, startup_trials: int, costs: tuple[str, ...] = (), origin: str = ""):
         super().__init__(metric=metric, mode=mode)
+        self.origin = origin  # `location` of the sweep where this experiment started
         self.study_name, self.space, self.seed = study_name, dict(space), seed
         self.primary, self.mode_, self.costs, self.max_epochs = metric, mode, tuple(costs), max_epochs
         self.startup_trials = startup_trials
@@ -182,9 +194,10 @@ class GrutuneSearcher(Searcher):
         self.done: set[str] = set()     # Tune ids whose result the study holds (or replays)
         self._reset()
 
-    _TRANSIENT = ("_study", "_run", "_storage", "_study_id", "_orphans", "_finished_orphans", "_steps")
+    _TRANSIENT = ("_study", "_run", "_storage", "_study_id", "_orphans", "_finished_orphans", "_steps", "_moved")
 
     def _reset(self) -> None:
+        self._moved = False  # restored where the experiment did not start: it creates no trials
         self._study: optuna.Study | None = None
         self._run: SweepRun | None = None
         self._orphans: list[int] = []  # asked for before a kill, never handed to Tune: handed out next
@@ -224,8 +237,7 @@ class GrutuneSearcher(Searcher):
                 if tid in self.live:  # finished after Tune's snapshot: Tune re-runs it, and it replays its result
                     del self.live[tid]
                     self.done.add(tid)
-                elif (tid not in self.done and tid not in aliased and tid is not None
-                      and t.user_attrs.get(SEGMENT) == run.segment):
+                elif tid is not None and tid not in self.done and tid not in aliased and tid not in run.known:
                     self._finished_orphans.append(t)
             elif tid in self.done:  # Tune finished it, but the journal lost the tell (a cut journal): tell it again
                 self._retell(study, t)
@@ -257,6 +269,8 @@ class GrutuneSearcher(Searcher):
     def suggest(self, trial_id: str):
         study = self._open()
         run = self._run
+        if self._moved:
+            return Searcher.FINISHED  # its restored trials run on; the sweep's next experiment creates the rest
         if self._finished_orphans and not self._orphans:
             finished = self._finished_orphans.pop(0)  # Tune re-creates a trial it forgot: give it the finished one
             study.set_user_attr(ALIAS + trial_id, finished.user_attrs[TUNE_ID])
@@ -342,7 +356,8 @@ class GrutuneSearcher(Searcher):
         self.live = {str(k): int(v) for k, v in state["live"].items()}
         self.done = set(state["done"])
         self._reset()
-        self._open()  # reconcile with the journal now, also for an experiment that has nothing left to run
+        self._open()
+        self._moved = self.origin != self._run.origin  # reconcile with the journal now, also for an experiment that has nothing left to run
 
 
 # --------------------------------------------------------------------------- reading the journal

@@ -26,9 +26,9 @@ from grutune.config import SweepParams
 from grutune.errors import GrutuneError
 from grutune.io import workspace_root
 from grutune.io import write_json
-from grutune.recovery import (JOURNAL, GrutuneSearcher, JournalSync, SweepRun, bind, journal_progress,
+from grutune.recovery import (JOURNAL, GrutuneSearcher, JournalSync, SweepRun, bind, journal_progress, location,
                               repair_journal, study_counts)
-from grutune.sweep_results import SearchResult, summarise, trial_rows
+from grutune.sweep_results import SearchResult, summarise, trial_id, trial_rows
 from grutune.trials import TrialSettings
 
 
@@ -304,10 +304,11 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
     while True:
         name = names[-1]
         path = f"{sweep_uri}/{name}"
-        bind(sid, SweepRun(journal=journal, target=s.num_samples, max_concurrent=concurrency, segment=name,
-                           journal_uri=journal_uri))
         for earlier in names[:-1][len(all_results):]:  # finished experiments: read back, not run
             all_results.append(tune.Tuner.restore(f"{sweep_uri}/{earlier}", trainable=trainable).get_results())
+        known = frozenset(trial_id(r) for results in all_results for r in results)
+        bind(sid, SweepRun(journal=journal, target=s.num_samples, max_concurrent=concurrency, segment=name,
+                           journal_uri=journal_uri, origin=location(sweep_uri), known=known))
         if tune.Tuner.can_restore(path):
             # The searcher and callbacks come back from Tune's snapshot; `bind` gave them today's places and limits.
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
@@ -320,7 +321,8 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
                     num_samples=-1,  # the searcher says when the study is complete (the target is bound, not saved)
                     search_alg=GrutuneSearcher(study_name=sid, space=s.space, seed=sweep.seed, metric=sweep.metric,
                                                mode=sweep.mode, max_epochs=s.max_epochs,
-                                               startup_trials=s.startup_trials, costs=sweep.costs),
+                                               startup_trials=s.startup_trials, costs=sweep.costs,
+                                               origin=location(sweep_uri)),
                     scheduler=ASHAScheduler(time_attr="epoch", max_t=s.max_epochs, grace_period=s.grace_period,
                                             reduction_factor=s.reduction_factor)),
                 run_config=tune.RunConfig(
@@ -337,9 +339,9 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
             # Tune stops gracefully on Ctrl-C and returns what it has; a partial sweep must not become the output.
             raise SweepInterrupted(f"sweep {sid} stopped with {finished} of {s.num_samples} trials finished; its "
                                    f"state is kept in {sweep_uri}: run `dvc repro` again to resume it")
-        if finished >= s.num_samples:
+        if finished >= s.num_samples and trials >= s.num_samples:
             break
-        if not len(results):  # a new experiment that ran nothing would be followed by another forever
+        if not len(results):  # an experiment that ran nothing would be followed by another forever
             raise GrutuneError(f"sweep {sid}: its study holds {trials} trials, {finished} finished, and Tune ran none "
                                f"of the {s.num_samples} asked for; see {journal}")
         # This experiment is complete (Tune cannot be given more trials for it): the study goes on in a new one.

@@ -38,7 +38,7 @@ def trial_rows(results, sweep, journal: dict[str, tuple[int, float, int, bool]],
     for r in results:
         df = r.metrics_dataframe
         has = df is not None and metric in df and len(df) > 0
-        tid = (r.metrics or {}).get("trial_id") or _trial_id_from_dir(r.path)
+        tid = trial_id(r)
         j_epochs, j_best, number, j_complete, j_costs = journal.get(tid, (0, math.nan, -1, False, {}))
         epochs = max(int(df["epoch"].max()) if has else 0, j_epochs)
         diverged = has and "diverged" in df and bool(df["diverged"].fillna(0).max())
@@ -65,6 +65,11 @@ def trial_rows(results, sweep, journal: dict[str, tuple[int, float, int, bool]],
                      "error": str(error_file) if errored and error_file.exists() else "",
                      "_ended": ended, "_time_s": round(time_s, 1)})
     return sorted(rows, key=lambda r: (r["trial"], r["trial_id"]))  # in the order Optuna proposed them
+
+
+def trial_id(result) -> str:
+    """A Tune Result's trial id."""
+    return (result.metrics or {}).get("trial_id") or _trial_id_from_dir(result.path)
 
 
 def _trial_id_from_dir(path: str) -> str:

@@ -117,7 +117,7 @@ def main() -> None:
             watcher.join(timeout=10)
         wall = time.perf_counter() - t0
         results = trial_results(Path(state), PATTERN)
-        (journal,) = Path(state).glob("*.optuna.journal")
+        (journal,) = Path(state).glob("*/optuna.journal")
         finished = sum(t.state.is_finished() for t in load_study(journal, None).get_trials(deepcopy=False))
         finished_ok = sum(t.state == optuna.trial.TrialState.COMPLETE
                           for t in load_study(journal, None).get_trials(deepcopy=False))

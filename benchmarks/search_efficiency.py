@@ -79,7 +79,7 @@ def params_for(seed: int, args, num_samples: int, in_flight: int | None = None) 
 def events_of(state: Path) -> list[tuple[float, float]]:
     """Every trial-epoch of a Tune run as (finish time, val accuracy), in the order they happened."""
     out = []
-    for f in state.glob("*/*/result.json"):
+    for f in state.glob("*/tune-*/*/result.json"):
         out += [(r["timestamp"], r["val_accuracy"])  # Tune's timestamps are whole seconds: ties keep file order
                 for r in map(json.loads, f.read_text().splitlines()) if "val_accuracy" in r and not r.get("diverged")]
     return sorted(out, key=lambda e: e[0])

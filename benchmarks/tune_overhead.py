@@ -78,7 +78,7 @@ def main() -> None:
         result = run_search(params, data, state_dir=Path(state), remote=remote, trainable_fn=trial)
         wall = time.perf_counter() - t0
         times = [json.loads(f.read_text().splitlines()[-1])["time_total_s"]
-                 for f in Path(state).glob("mnist-*/*/result.json")]
+                 for f in Path(state).glob("mnist-*/tune-*/*/result.json")]
     ideal = sum(times) / slots
     nominal = args.trials * args.epochs * args.epoch_s / slots
     row = {"trials": args.trials, "slots": slots, "epochs": args.epochs, "epoch_s": args.epoch_s,

@@ -351,8 +351,8 @@ def test_a_queued_sweep_keeps_its_state_and_wandb_runs_in_the_workspace_and_resu
     (proj / ".gitignore").write_text("/wandb/\n/.grutune/\n")
     run(["git", "add", "-A"], proj, env)
     run(["git", "commit", "-qm", "pipeline run"], proj, env)  # queued experiments start from a commit
-    (journal,) = (proj / ".grutune/sweeps").glob("mnist-*.optuna.journal")  # the workspace's sweep, from `project`
-    sweep_id = journal.name.split(".")[0]
+    (journal,) = (proj / ".grutune/sweeps").glob("mnist-*/optuna.journal")  # the workspace's sweep, from `project`
+    sweep_id = journal.parent.name
     n0, total = finished(journal), params["search"]["num_samples"] + 12
     assert n0 == params["search"]["num_samples"]
     queue = [sys.executable, "-m", "dvc", "exp", "run", "--queue", "search@mnist", "-S", f"search.num_samples={total}"]

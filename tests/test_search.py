@@ -584,7 +584,10 @@ def test_a_journal_cut_anywhere_in_its_last_record_is_repaired_and_resumes_to_nu
 
     (tmp_path / "whole").mkdir()
     whole = searcher_at(tmp_path / "whole", target=3)
-    assert finish_all(whole) == 3
+    for n in range(3):  # three trials, as Tune drives them; the journal's last record is the third one's end
+        whole.suggest(f"t{n}")
+        whole.on_trial_result(f"t{n}", {"epoch": 1, "val_accuracy": 0.1 * n})
+        whole.on_trial_complete(f"t{n}", {"epoch": 2, "val_accuracy": 0.1 * n})
     whole.save(str(tmp_path / "finished.json"))  # Tune's snapshot when the sweep ended
     data = (tmp_path / "whole/s.journal").read_bytes()
     start = data.rstrip(b"\n").rfind(b"\n") + 1  # the last record: the last trial's tell (COMPLETE)
@@ -704,3 +707,21 @@ def test_an_experiment_restored_elsewhere_creates_no_trials(tmp_path):
     assert moved.suggest("c") == Searcher.FINISHED
     moved.on_trial_complete("a", {"epoch": 1, "val_accuracy": 0.5})  # its restored trial still reaches Optuna
     assert journal_trials(tmp_path)[0].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_a_tune_experiment_cut_off_while_written_is_set_aside_and_the_study_kept(tmp_path, prepared, local_ray, tiny,
+                                                                               capsys):
+    """A kill while Tune writes an experiment's first state leaves a file Tune cannot read back. The experiment is
+    moved aside and started again; the finished trials the study holds are handed on, not run again."""
+    data, state = load_prepared(prepared), tmp_path / "state"
+    first = run_search(load_params(tiny(tmp_path / "a.yaml", search={"num_samples": 3})), data, state_dir=state)
+    (tuner_pkl,) = state.glob("*/tune-1/tuner.pkl")
+    tuner_pkl.write_bytes(b"")
+    before = trial_results(state, "*/tune-1/run_trial_*/result.json")
+    again = run_search(load_params(tiny(tmp_path / "a.yaml", search={"num_samples": 3})), data, state_dir=state)
+    assert "cannot be restored (EOFError" in capsys.readouterr().out
+    assert len(list(state.glob("*/tune-1.unreadable-*"))) == 1
+    assert again.summary["trials"] == 3 and len(study_trials(state)) == 3
+    assert sorted(r["best_val_accuracy"] for r in again.trials) == sorted(r["best_val_accuracy"] for r in first.trials)
+    replayed = trial_results(state, "*/tune-1/run_trial_*/result.json")
+    assert before and all("train_loss" not in r for rows in replayed.values() for r in rows)  # replays, no training

@@ -63,6 +63,7 @@ ALIAS = "tune_alias:"      # study user attribute ALIAS + <new Tune id> -> the T
 STEP = "value@epoch"       # multi-objective studies: trial user attribute STEP + <epoch> -> that epoch's metric
 COST = "cost:"             # trial user attribute COST + <name> -> a cost the trial reported (params, latency_ms, ...)
 JOURNAL = "optuna.journal"  # the study, in the sweep's folder
+DONE = "created_all:"      # study user attribute DONE + <Tune experiment>: that experiment created all its trials
 
 
 def intermediate(t: optuna.trial.FrozenTrial) -> dict[int, float]:
@@ -270,7 +271,7 @@ class GrutuneSearcher(Searcher):
         study = self._open()
         run = self._run
         if self._moved:
-            return Searcher.FINISHED  # its restored trials run on; the sweep's next experiment creates the rest
+            return self._finish()  # its restored trials run on; the sweep's next experiment creates the rest
         if self._finished_orphans and not self._orphans:
             finished = self._finished_orphans.pop(0)  # Tune re-creates a trial it forgot: give it the finished one
             study.set_user_attr(ALIAS + trial_id, finished.user_attrs[TUNE_ID])
@@ -281,7 +282,7 @@ class GrutuneSearcher(Searcher):
         if self._orphans:
             number = self._orphans.pop(0)
         elif len(study.get_trials(deepcopy=False)) >= run.target:
-            return Searcher.FINISHED
+            return self._finish()
         else:
             number = study.ask(distributions(self.space)).number
         tid = self._trial_id(number)
@@ -289,6 +290,12 @@ class GrutuneSearcher(Searcher):
         self._storage.set_trial_user_attr(tid, SEGMENT, run.segment)
         self.live[trial_id] = number
         return dict(self._storage.get_trial(tid).params)
+
+    def _finish(self):
+        """FINISHED, also written in the study (`DONE` + the experiment's name), so the driver tells an experiment
+        that ended because it had created its trials from one that was interrupted."""
+        self._study.set_user_attr(DONE + self._run.segment, True)
+        return Searcher.FINISHED
 
     def _report(self, trial_id: str, result: dict) -> None:
         """The epoch's metric as an intermediate value at step = epoch (once per step: a resumed trial may re-report),
@@ -409,6 +416,11 @@ def study_counts(journal: Path, study_name: str) -> tuple[int, int]:
     except KeyError:  # the journal holds no such study yet
         return 0, 0
     return len(trials), sum(t.state.is_finished() for t in trials)
+
+
+def segment_done(journal: Path, study_name: str, segment: str) -> bool:
+    """Whether the searcher of Tune experiment `segment` said it had created all its trials."""
+    return journal.exists() and bool(load_study(journal, study_name).user_attrs.get(DONE + segment))
 
 
 def finished_count(journal: Path, study_name: str) -> int:

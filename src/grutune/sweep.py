@@ -12,6 +12,8 @@ import json
 import logging
 import math
 import os
+import pickle
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -27,7 +29,7 @@ from grutune.errors import GrutuneError
 from grutune.io import workspace_root
 from grutune.io import write_json
 from grutune.recovery import (JOURNAL, GrutuneSearcher, JournalSync, SweepRun, bind, journal_progress, location,
-                              repair_journal, study_counts)
+                              repair_journal, segment_done, study_counts)
 from grutune.sweep_results import SearchResult, summarise, trial_id, trial_rows
 from grutune.trials import TrialSettings
 
@@ -231,6 +233,13 @@ def pending_trials(n: int):
             os.environ.pop(key, None)
 
 
+def _move(src: str, dst: str) -> None:
+    import pyarrow.fs
+
+    fs, src_path = pyarrow.fs.FileSystem.from_uri(src)
+    fs.move(src_path, pyarrow.fs.FileSystem.from_uri(dst)[1])
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -309,16 +318,23 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
         known = frozenset(trial_id(r) for results in all_results for r in results)
         bind(sid, SweepRun(journal=journal, target=s.num_samples, max_concurrent=concurrency, segment=name,
                            journal_uri=journal_uri, origin=location(sweep_uri), known=known))
+        tuner = None
         if tune.Tuner.can_restore(path):
             # The searcher and callbacks come back from Tune's snapshot; `bind` gave them today's places and limits.
-            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
-        else:
+            try:
+                tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+            except (EOFError, pickle.UnpicklingError) as e:  # killed while Tune wrote its first state
+                aside = f"{name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+                print(f"Tune experiment {path} cannot be restored ({type(e).__name__}: its state was cut off while "
+                      f"it was written); moved aside as {aside}, and started again: the study keeps its trials")
+                _move(f"{sweep_uri}/{name}", f"{sweep_uri}/{aside}")
+        if tuner is None:
             tuner = tune.Tuner(
                 trainable,
                 param_space={k: v for k, v in s.space.items() if not isinstance(v, tuple)},  # fixed values
                 tune_config=tune.TuneConfig(
                     metric=sweep.metric, mode=sweep.mode, reuse_actors=reuse_actors,
-                    num_samples=-1,  # the searcher says when the study is complete (the target is bound, not saved)
+                    num_samples=-1,  # the searcher says when the study is complete (bound, not saved)
                     search_alg=GrutuneSearcher(study_name=sid, space=s.space, seed=sweep.seed, metric=sweep.metric,
                                                mode=sweep.mode, max_epochs=s.max_epochs,
                                                startup_trials=s.startup_trials, costs=sweep.costs,
@@ -335,7 +351,7 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
             results = tuner.fit()
         all_results.append(results)
         trials, finished = study_counts(journal, sid)
-        if results.num_terminated + results.num_errors < len(results):
+        if results.num_terminated + results.num_errors < len(results) or not segment_done(journal, sid, name):
             # Tune stops gracefully on Ctrl-C and returns what it has; a partial sweep must not become the output.
             raise SweepInterrupted(f"sweep {sid} stopped with {finished} of {s.num_samples} trials finished; its "
                                    f"state is kept in {sweep_uri}: run `dvc repro` again to resume it")

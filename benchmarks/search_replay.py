@@ -1,0 +1,406 @@
+"""Replay benchmark: grutune's real searcher and Ray Tune's real ASHA on a surrogate of the learning-curve table.
+
+    python benchmarks/search_replay.py                       # 100 seeds per arm at 60 and 200 trial-epochs
+    python benchmarks/search_replay.py --seeds 20 --budgets 60 --arms random,grutune   # a quick look
+
+The surrogate: extremely randomised trees (scikit-learn) fitted on benchmarks/results/learning_curves.jsonl.gz
+(400 configs of the default space, real Fashion-MNIST, 9 epochs of 2,000 images) predict a config's validation
+accuracy at every epoch, under today's cosine schedule and under warmup-stable-decay (WSD: a constant rate, and a
+cooled-down copy scored at each rung), and its time per epoch. Each trial draws the noise the table measured: a
+training-seed offset and the noise of a 3,000-image validation score at every reading. Its cross-validated rank
+correlation with held-out configs is reported.
+
+A sweep is an event loop over simulated time with N trials in flight: the searcher under test proposes (grutune's
+`GrutuneSearcher`, the very class the search stage runs, on an Optuna journal), Tune's `ASHAScheduler` decides at
+every reported epoch (through its public scheduler interface), and the sweep stops when it has spent its budget of
+trial-epochs (WSD's cool-down copies are charged too). What a user gets is scored, not the noisy maximum: each arm
+picks the trial with the best reported accuracy, as the search stage does, and is credited with that config's
+noise-free final accuracy under the cosine schedule the final training uses.
+
+Arms: `random` (random search, every trial to the end), `random_asha`, `tpe` (TPE, no early stopping),
+`grutune_v0` (the searcher and ASHA as they were), `optuna_hb` (Optuna's TPE with its Hyperband pruner, driven by
+Optuna's own ask/report/should_prune), and `grutune` (today's defaults). Writes
+benchmarks/results/search_replay.json: per arm and budget the median and interquartile range of the user's
+accuracy, paired wins and a Wilcoxon signed-rank p-value against random search, random + ASHA and Optuna's TPE +
+Hyperband, best-so-far at 25/50/100% of the budget, and the trial-epochs each arm needs to reach random search's
+final median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import gzip
+import heapq
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import optuna
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, save  # noqa: E402
+
+from grutune.recovery import GrutuneSearcher, SweepRun, bind  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = RESULTS / "learning_curves.jsonl.gz"
+CELLS, BACKBONES = ("gru", "lstm", "rnn"), ("none", "conv", "resnet")
+
+
+# --------------------------------------------------------------------------- the surrogate
+
+def features(c: dict) -> list[float]:
+    return [*(float(c["cell"] == k) for k in CELLS), math.log2(c["hidden_size"]), c["num_layers"],
+            float(c["bidirectional"]), c["dropout"], *(float(c["backbone"] == k) for k in BACKBONES),
+            math.log10(c["lr"]), math.log10(c["weight_decay"]), math.log2(c["batch_size"])]
+
+
+@dataclass
+class Surrogate:
+    models: dict          # schedule -> fitted regressor of the 9 epochs' accuracy
+    time_model: object    # log seconds per epoch
+    seed_sd: float        # training-seed noise of a final accuracy
+    eval_sd: float        # noise of one validation score (3,000 images)
+    epochs: int
+    quality: dict = field(default_factory=dict)
+
+    cache: dict = field(default_factory=dict)
+
+    def curve(self, schedule: str, c: dict) -> np.ndarray:
+        key = (schedule, json.dumps(c, sort_keys=True))
+        if key not in self.cache:
+            self.cache[key] = self.models[schedule].predict([features(c)])[0]
+        return self.cache[key]
+
+    def epoch_s(self, c: dict) -> float:
+        key = ("time", json.dumps(c, sort_keys=True))
+        if key not in self.cache:
+            self.cache[key] = float(math.exp(self.time_model.predict([features(c)])[0]))
+        return self.cache[key]
+
+
+def load_table() -> list[dict]:
+    with gzip.open(TABLE, "rt") as f:
+        return [json.loads(line) for line in f]
+
+
+def curve_of(run: list[dict], epochs: int) -> list[float]:
+    vals = [(e["acc_a"] + e["acc_b"]) / 2 for e in run]
+    return vals + [vals[-1] if vals else 0.1] * (epochs - len(vals))
+
+
+def fit_surrogate(seed: int = 0) -> Surrogate:
+    from scipy.stats import spearmanr
+    from sklearn.ensemble import ExtraTreesRegressor
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    rows = load_table()
+    base = [r for r in rows if r["seed"] == 0]
+    E = base[0]["epochs"]
+    X = np.array([features(r["config"]) for r in base])
+    models, quality = {}, {}
+    for schedule in ("cosine", "wsd"):
+        Y = np.array([curve_of(r["runs"][schedule], E) for r in base])
+        model = ExtraTreesRegressor(n_estimators=300, min_samples_leaf=2, random_state=seed, n_jobs=1)
+        pred = cross_val_predict(model, X, Y, cv=KFold(5, shuffle=True, random_state=seed))
+        quality[schedule] = {"cv_spearman_final": round(float(spearmanr(pred[:, -1], Y[:, -1]).statistic), 3),
+                             "cv_mae_final": round(float(np.mean(np.abs(pred[:, -1] - Y[:, -1]))), 4)}
+        models[schedule] = model.fit(X, Y)
+    T = np.array([math.log(max(1e-3, r["runs"]["cosine"][-1]["wall_s"] / len(r["runs"]["cosine"]))) for r in base])
+    time_model = ExtraTreesRegressor(n_estimators=100, min_samples_leaf=2, random_state=seed, n_jobs=1).fit(X, T)
+    finals: dict[int, list] = {}
+    for r in rows:
+        finals.setdefault(r["index"], []).append(curve_of(r["runs"]["cosine"], E)[-1])
+    seed_sd = float(np.mean([np.std(v, ddof=1) for v in finals.values() if len(v) > 1]))
+    half = [r["runs"]["cosine"][-1]["acc_a"] - r["runs"]["cosine"][-1]["acc_b"] for r in base]
+    eval_sd = float(np.std(half, ddof=1) / math.sqrt(2))
+    return Surrogate(models, time_model, seed_sd, eval_sd, E, quality)
+
+
+# --------------------------------------------------------------------------- the arms
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    sampler: str = "tpe"        # tpe | random
+    asha: bool = True
+    schedule: str = "cosine"    # what a trial's readings are: cosine over max_epochs, or WSD cool-downs at rungs
+    grace: int = 1
+    rf: float = 3
+    startup: int | float = 8    # TPE's random start-up trials; a float is a share of the expected trials
+    optuna_pruner: bool = False  # Optuna's own TPE + Hyperband, not the Tune searcher + ASHA
+
+
+ARMS = {
+    "random": Arm("random", sampler="random", asha=False),
+    "random_asha": Arm("random_asha", sampler="random"),
+    "tpe": Arm("tpe", asha=False),
+    "grutune_v0": Arm("grutune_v0"),
+    "optuna_hb": Arm("optuna_hb", optuna_pruner=True),
+    "grutune_wsd": Arm("grutune_wsd", schedule="wsd"),
+    "grutune": Arm("grutune", schedule="wsd", startup=0.3),
+}
+SPACE = None
+
+
+def space() -> dict:
+    """The default search space as the searcher takes it (params.yaml's validated form)."""
+    global SPACE
+    if SPACE is None:
+        raw = yaml.safe_load((ROOT / "conf/config.yaml").read_text())["search"]["space"]
+        SPACE = {k: ((next(iter(v)), next(iter(v.values()))) if isinstance(v, dict) else v) for k, v in raw.items()}
+    return SPACE
+
+
+def rungs(arm: Arm, E: int) -> list[int]:
+    out, r = [], arm.grace
+    while r < E:
+        out.append(int(r))
+        r = math.ceil(r * arm.rf)
+    return out + [E]
+
+
+def expected_epochs(arm: Arm, E: int) -> float:
+    if not arm.asha:
+        return E
+    rs = rungs(arm, E)
+    return rs[0] + sum((b - a) / arm.rf ** (k + 1) for k, (a, b) in enumerate(zip(rs, rs[1:])))
+
+
+def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int, tmp: Path) -> dict:
+    """One simulated sweep; returns the user's accuracy and best-so-far by trial-epochs spent."""
+    E = sur.epochs
+    rng = np.random.default_rng([seed, 7])
+    n_expected = budget / expected_epochs(arm, E)
+    startup = arm.startup if isinstance(arm.startup, int) else max(4, round(arm.startup * n_expected))
+    if arm.sampler == "random":
+        startup = 10**9
+    cfg_space = space()
+    fixed = {k: v for k, v in cfg_space.items() if not isinstance(v, tuple)}
+    rung_set = set(rungs(arm, E))
+    noise: dict[str, tuple] = {}
+
+    def reading(c: dict, epoch: int) -> float:
+        """A trial's reported accuracy: the same config draws the same noise in every arm of a seed (paired)."""
+        key = json.dumps(c, sort_keys=True)
+        if key not in noise:
+            import hashlib
+
+            r = np.random.default_rng([seed, int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)])
+            noise[key] = (r.normal(0, sur.seed_sd), r.normal(0, sur.eval_sd, size=E))
+        offset, evals = noise[key]
+        mean = sur.curve(arm.schedule, c)[epoch - 1]
+        return float(np.clip(mean + offset + evals[epoch - 1], 0.0, 1.0))
+
+    def cost(epoch: int) -> float:  # trial-epochs an epoch costs, with WSD's cool-down copy at a rung
+        return 1.0 + (0.2 * epoch if arm.schedule == "wsd" and epoch in rung_set else 0.0)
+
+    if arm.optuna_pruner:
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=startup, constant_liar=True),
+            pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=E, reduction_factor=3))
+        searcher = asha = None
+    else:
+        journal = tmp / f"{arm.name}-{seed}.journal"
+        journal.unlink(missing_ok=True)
+        bind(f"replay-{arm.name}-{seed}", SweepRun(journal=journal, target=10**6, max_concurrent=in_flight,
+                                                    segment="tune-1"))
+        searcher = GrutuneSearcher(study_name=f"replay-{arm.name}-{seed}", space=cfg_space, seed=seed,
+                                   metric="val_accuracy", mode="max", max_epochs=E, startup_trials=startup)
+        from ray.tune.schedulers import ASHAScheduler
+
+        np.random.seed(seed)  # ASHA draws its bracket from numpy's global generator
+        asha = ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max", max_t=E,
+                             grace_period=arm.grace, reduction_factor=arm.rf) if arm.asha else None
+
+    spent, now, n = 0.0, 0.0, 0
+    events: list = []  # (time, n, trial)
+    best_obs, picked, curve = -1.0, None, []
+
+    def start() -> bool:
+        nonlocal n
+        tid = f"t{n}"
+        if arm.optuna_pruner:
+            ot = study.ask({k: optuna_dist(v) for k, v in cfg_space.items() if isinstance(v, tuple)})
+            config = {**fixed, **ot.params}
+            handle = ot
+        else:
+            sug = searcher.suggest(tid)
+            if not isinstance(sug, dict):
+                return False
+            config, handle = {**fixed, **sug}, None
+            if asha:
+                asha.on_trial_add(None, SimpleNamespace(trial_id=tid))
+        trial = {"id": tid, "config": config, "epoch": 0, "handle": handle, "dt": sur.epoch_s(config)}
+        heapq.heappush(events, (now + trial["dt"] * cost(1), n, trial))
+        n += 1
+        return True
+
+    for _ in range(in_flight):
+        start()
+    while events and spent < budget:
+        now, _, t = heapq.heappop(events)
+        t["epoch"] += 1
+        e = t["epoch"]
+        spent += cost(e)
+        v = reading(t["config"], e)
+        if v > best_obs:
+            best_obs, picked = v, t["config"]
+        curve.append((spent, truth(sur, picked)))
+        result = {"epoch": e, "val_accuracy": v}
+        stop = e >= E
+        if arm.optuna_pruner:
+            t["handle"].report(v, e)
+            if not stop and t["handle"].should_prune():
+                study.tell(t["handle"], state=optuna.trial.TrialState.PRUNED)
+                stop = "told"
+            elif stop:
+                study.tell(t["handle"], v)
+        else:
+            searcher.on_trial_result(t["id"], result)
+            if asha and not stop:
+                stop = asha.on_trial_result(None, SimpleNamespace(trial_id=t["id"]), result) == "STOP"
+            if stop:
+                if asha:
+                    asha.on_trial_complete(None, SimpleNamespace(trial_id=t["id"]), result)
+                searcher.on_trial_complete(t["id"], result)
+        if stop:
+            if spent < budget:
+                start()
+        else:
+            heapq.heappush(events, (now + t["dt"] * cost(e + 1), n, t))
+    return {"user": truth(sur, picked), "trials": n, "curve": curve}
+
+
+def truth(sur: Surrogate, c: dict | None) -> float:
+    """What the user gets from a picked config: its noise-free final accuracy under the final training's cosine."""
+    return float(sur.curve("cosine", c)[-1]) if c else 0.0
+
+
+def optuna_dist(v):
+    kind, a = v
+    return {"choice": lambda: optuna.distributions.CategoricalDistribution(list(a)),
+            "uniform": lambda: optuna.distributions.FloatDistribution(a[0], a[1]),
+            "loguniform": lambda: optuna.distributions.FloatDistribution(a[0], a[1], log=True),
+            "int": lambda: optuna.distributions.IntDistribution(a[0], a[1])}[kind]()
+
+
+# --------------------------------------------------------------------------- many seeds
+
+_SUR: Surrogate | None = None
+
+
+def _init():
+    global _SUR
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    _SUR = fit_surrogate()
+
+
+def _one(arm_name: str, seed: int, budget: float, in_flight: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = run_sweep(ARMS[arm_name], _SUR, seed, budget, in_flight, Path(tmp))
+    at = {}
+    for frac in (0.25, 0.5, 1.0):
+        vals = [v for s, v in out["curve"] if s <= frac * budget]
+        at[str(frac)] = vals[-1] if vals else 0.0
+    return {"arm": arm_name, "seed": seed, "budget": budget, "in_flight": in_flight, "user": out["user"],
+            "trials": out["trials"], "at": at, "curve": [(round(s, 2), round(v, 4)) for s, v in out["curve"]]}
+
+
+def summarise(runs: list[dict], arms: list[str], budgets: list[float], flights: list[int]) -> dict:
+    from scipy.stats import wilcoxon
+
+    out = {}
+    for b in budgets:
+        for f in flights:
+            key = f"{b:g}x{f}"
+            by = {a: {r["seed"]: r for r in runs if r["arm"] == a and r["budget"] == b and r["in_flight"] == f}
+                  for a in arms}
+            ref_med = statistics.median(r["user"] for r in by["random"].values()) if by.get("random") else None
+            block = {}
+            for a in arms:
+                if not by[a]:
+                    continue
+                vals = [r["user"] for r in by[a].values()]
+                q = np.percentile(vals, [25, 50, 75])
+                row = {"seeds": len(vals), "median": round(float(q[1]), 4), "iqr": [round(float(q[0]), 4),
+                                                                                  round(float(q[2]), 4)],
+                       "mean": round(float(np.mean(vals)), 4), "trials_median": statistics.median(
+                           r["trials"] for r in by[a].values()),
+                       "at_25_50_100": [round(statistics.median(r["at"][k] for r in by[a].values()), 4)
+                                        for k in ("0.25", "0.5", "1.0")]}
+                if ref_med is not None:  # trial-epochs to reach random search's final median (median over seeds)
+                    reach = [next((s for s, v in r["curve"] if v >= ref_med), math.inf) for r in by[a].values()]
+                    row["epochs_to_random_median"] = statistics.median(reach)
+                for other in ("random", "random_asha", "optuna_hb"):
+                    if other == a or not by.get(other):
+                        continue
+                    seeds = sorted(set(by[a]) & set(by[other]))
+                    d = [by[a][s]["user"] - by[other][s]["user"] for s in seeds]
+                    if len(seeds) < 5 or not any(d):
+                        continue
+                    row[f"vs_{other}"] = {"mean_diff": round(float(np.mean(d)), 4),
+                                          "wins": sum(x > 0 for x in d), "ties": sum(x == 0 for x in d),
+                                          "of": len(d), "wilcoxon_p": float(wilcoxon(d).pvalue)}
+                block[a] = row
+            out[key] = block
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--seeds", type=int, default=100)
+    ap.add_argument("--budgets", default="60,200", help="trial-epochs per sweep")
+    ap.add_argument("--in-flight", default="2", help="trials at once, e.g. 1,8,32,52")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--name", default="search_replay")
+    args = ap.parse_args()
+    arms = args.arms.split(",")
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        sys.exit(f"error: unknown arm(s) {', '.join(unknown)}; valid: {', '.join(ARMS)}")
+    budgets = [float(b) for b in args.budgets.split(",")]
+    flights = [int(f) for f in args.in_flight.split(",")]
+    path = RESULTS / f"{args.name}.json"
+    runs = json.loads(path.read_text())["runs"] if path.exists() else []
+    done = {(r["arm"], r["seed"], r["budget"], r["in_flight"]) for r in runs}
+    todo = [(a, s, b, f) for b in budgets for f in flights for s in range(args.seeds) for a in arms
+            if (a, s, b, f) not in done]
+    _init()
+    print(f"surrogate: {_SUR.quality}, seed sd {_SUR.seed_sd:.4f}, eval sd {_SUR.eval_sd:.4f}; "
+          f"{len(todo)} sweeps to run", flush=True)
+    t0 = time.time()
+    with cf.ProcessPoolExecutor(args.workers, initializer=_init) as pool:
+        futures = [pool.submit(_one, *u) for u in todo]
+        for k, fut in enumerate(cf.as_completed(futures), 1):
+            runs.append(fut.result())
+            if k % 50 == 0 or k == len(todo):
+                summary = summarise(runs, arms, budgets, flights)
+                save(args.name, {"command": " ".join(sys.argv), "surrogate": {**_SUR.quality, "seed_sd": _SUR.seed_sd,
+                                                                              "eval_sd": _SUR.eval_sd},
+                                 "arms": {a: vars(ARMS[a]) for a in arms}, "summary": summary, "runs": runs})
+                print(f"[{k}/{len(todo)}] {time.time() - t0:.0f} s", flush=True)
+    for key, block in summarise(runs, arms, budgets, flights).items():
+        print(f"\n{key} (budget x in flight)")
+        for a, row in block.items():
+            print(f"  {a:12s} median {row['median']:.4f} iqr {row['iqr']} "
+                  + " ".join(f"{k}: {v['wins']}/{v['of']} p={v['wilcoxon_p']:.2g} d={v['mean_diff']:+.4f}"
+                             for k, v in row.items() if k.startswith("vs_")))
+
+
+if __name__ == "__main__":
+    main()

@@ -139,6 +139,7 @@ class Arm:
     rf: float = 3
     startup: int | float = 8    # TPE's random start-up trials; a float is a share of the expected trials
     optuna_pruner: bool = False  # Optuna's own TPE + Hyperband, not the Tune searcher + ASHA
+    multivariate: bool = False  # Optuna's multivariate TPE
 
 
 ARMS = {
@@ -148,7 +149,12 @@ ARMS = {
     "grutune_v0": Arm("grutune_v0"),
     "optuna_hb": Arm("optuna_hb", optuna_pruner=True),
     "grutune_wsd": Arm("grutune_wsd", schedule="wsd"),
-    "grutune": Arm("grutune", schedule="wsd", startup=0.3),
+    "grutune_mv": Arm("grutune_mv", multivariate=True),
+    "grutune_s30": Arm("grutune_s30", startup=0.3),
+    "grutune_mv_s30": Arm("grutune_mv_s30", multivariate=True, startup=0.3),
+    "grutune_rf2": Arm("grutune_rf2", rf=2),
+    "grutune_g3": Arm("grutune_g3", grace=3),
+    "tpe_mv": Arm("tpe_mv", asha=False, multivariate=True),
 }
 SPACE = None
 
@@ -207,7 +213,7 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
 
     if arm.optuna_pruner:
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=startup, constant_liar=True),
+            seed=seed, n_startup_trials=startup, constant_liar=True, multivariate=arm.multivariate),
             pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=E, reduction_factor=3))
         searcher = asha = None
     else:
@@ -216,7 +222,8 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
         bind(f"replay-{arm.name}-{seed}", SweepRun(journal=journal, target=10**6, max_concurrent=in_flight,
                                                     segment="tune-1"))
         searcher = GrutuneSearcher(study_name=f"replay-{arm.name}-{seed}", space=cfg_space, seed=seed,
-                                   metric="val_accuracy", mode="max", max_epochs=E, startup_trials=startup)
+                                   metric="val_accuracy", mode="max", max_epochs=E, startup_trials=startup,
+                                   multivariate=arm.multivariate)
         from ray.tune.schedulers import ASHAScheduler
 
         np.random.seed(seed)  # ASHA draws its bracket from numpy's global generator

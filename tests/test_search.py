@@ -127,12 +127,15 @@ def test_nan_and_raising_trials_leave_the_sweep_complete_and_counted(tmp_path, p
     assert (s["errored"], s["failed"]) == (len(by_hidden[17]), len(by_hidden[19]))
     assert s["completed"] + s["pruned"] + s["failed"] + s["errored"] == s["trials"] == 8
     assert result.best["config"]["hidden_size"] == 16
-    # Optuna records both kinds of fault as failed trials, and holds exactly num_samples trials.
+    # Optuna holds exactly num_samples trials: a raising trial is FAIL; a diverged one is PRUNED at the worst value
+    # (accuracy 0) at the epoch it diverged, marked `diverged`, so that TPE learns from it.
     trials = study_trials(tmp_path / "state")
     assert len(trials) == 8
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
-    assert sorted(t.params["hidden_size"] for t in failed) == sorted([17] * len(by_hidden[17])
-                                                                      + [19] * len(by_hidden[19]))
+    assert sorted(t.params["hidden_size"] for t in failed) == [17] * len(by_hidden[17])
+    diverged = [t for t in trials if t.user_attrs.get("diverged")]
+    assert sorted(t.params["hidden_size"] for t in diverged) == [19] * len(by_hidden[19])
+    assert all(t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values == {1: 0.0} for t in diverged)
 
 
 def test_a_trial_that_never_reported_keeps_its_config_and_counts_as_errored(tmp_path, tiny):
@@ -276,7 +279,9 @@ def test_gan_trials_that_collapse_are_stopped_and_counted_not_picked(tmp_path, p
     with pytest.raises(GrutuneError, match="no trial of sweep gan-mnist-.* succeeded"):
         run_gan_search(p, data, ckpt, "sha256:test", state_dir=tmp_path / "state")
     trials = study_trials(tmp_path / "state")
-    assert len(trials) == 2 and all(t.state == optuna.trial.TrialState.FAIL for t in trials)
+    # Collapsed: PRUNED at the worst FID at the epoch it collapsed, so TPE learns the region is bad (FAIL would hide it)
+    assert len(trials) == 2 and all(t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["diverged"]
+                                    and t.intermediate_values == {1: 1e12} for t in trials)
     result_files = list((tmp_path / "state").glob("gan-mnist-*/tune-*/run_gan_trial_*/result.json"))
     assert len(result_files) == 2
     for result_file in result_files:
@@ -313,15 +318,16 @@ def test_the_gan_sweep_searches_over_generator_kinds(tmp_path, prepared, local_r
 # --------------------------------------------------------------------------- what Optuna sees, extending, packing
 
 def test_optuna_records_each_kind_of_trial_as_tune_ran_it(tmp_path, prepared, local_ray, tiny):
-    """completed -> COMPLETE with its final epoch's value; pruned by ASHA -> PRUNED; failed (NaN) and errored
-    (raised) -> FAIL. Every epoch of a trial that did not fail is an intermediate value, the last one included."""
+    """completed -> COMPLETE with its final epoch's value; pruned by ASHA -> PRUNED; failed (NaN) -> PRUNED at the
+    worst value, marked diverged; errored (raised) -> FAIL. Every epoch of a trial that did not fail is an
+    intermediate value, the last one included."""
     p = load_params(tiny(tmp_path / "params.yaml", search={"num_samples": 10, "max_epochs": 3, "grace_period": 1,
                                                            "reduction_factor": 2, "max_failures": 0},
                          space={"hidden_size": {"choice": [16, 17, 19, 24]}, "lr": {"loguniform": [1e-4, 3e-2]}}))
     result = run_search(p, load_prepared(prepared), state_dir=tmp_path / "state", trainable_fn=flaky_trial)
     by_number = {t.number: t for t in study_trials(tmp_path / "state")}
     state = optuna.trial.TrialState
-    expected = {"completed": state.COMPLETE, "pruned": state.PRUNED, "failed": state.FAIL, "errored": state.FAIL}
+    expected = {"completed": state.COMPLETE, "pruned": state.PRUNED, "failed": state.PRUNED, "errored": state.FAIL}
     assert {r["status"] for r in result.trials} == set(expected), [r["status"] for r in result.trials]
     assert len(by_number) == len(result.trials) == 10
     for row in result.trials:
@@ -331,11 +337,13 @@ def test_optuna_records_each_kind_of_trial_as_tune_ran_it(tmp_path, prepared, lo
             assert sorted(t.intermediate_values) == list(range(1, row["epochs"] + 1)), row
             assert math.isclose(max(t.intermediate_values.values()), row["best_val_accuracy"])
             assert t.value == t.intermediate_values[row["epochs"]]  # the final epoch's (pruned: Optuna's choice)
+        if row["status"] == "failed":
+            assert t.user_attrs["diverged"] and t.value == 0.0 and t.intermediate_values[max(t.intermediate_values)] == 0
         assert (row["epochs"] < 3) == (row["status"] == "pruned") or row["status"] in ("failed", "errored")
     # optuna-dashboard, opened on the sweep's journal as the README says, shows the same statuses.
     (journal,) = (tmp_path / "state").glob("*/optuna.journal")
     shown = dashboard_states(journal)
-    assert shown == {r["trial"]: {"completed": "Complete", "pruned": "Pruned"}.get(r["status"], "Fail")
+    assert shown == {r["trial"]: {"completed": "Complete", "pruned": "Pruned", "failed": "Pruned"}.get(r["status"], "Fail")
                      for r in result.trials}
 
 
@@ -457,12 +465,13 @@ def test_the_default_resources_run_one_trial_per_core(tmp_path, prepared_mnist, 
     assert peak_concurrency(trial_results(tmp_path / ".grutune/sweeps")) >= min(os.cpu_count(), 4)
 
 
-def searcher_at(tmp_path, *, target=10, max_concurrent=4, segment="tune-1", max_epochs=2, known=()):
+def searcher_at(tmp_path, *, target=10, max_concurrent=4, segment="tune-1", max_epochs=2, known=(),
+                max_trial_epochs=None):
     """grutune's searcher over the journal s.journal, bound as the sweep driver binds it (outside Tune)."""
     from grutune.recovery import GrutuneSearcher, SweepRun, bind
 
     bind("s", SweepRun(journal=tmp_path / "s.journal", target=target, max_concurrent=max_concurrent,
-                       segment=segment, known=frozenset(known)))
+                       segment=segment, known=frozenset(known), max_trial_epochs=max_trial_epochs))
     return GrutuneSearcher(study_name="s", space={"lr": ("loguniform", [1e-4, 1e-2]), "cell": ("choice", ["gru", "rnn"])},
                            seed=0, metric="val_accuracy", mode="max", max_epochs=max_epochs, startup_trials=2)
 
@@ -725,3 +734,10 @@ def test_a_tune_experiment_cut_off_while_written_is_set_aside_and_the_study_kept
     assert sorted(r["best_val_accuracy"] for r in again.trials) == sorted(r["best_val_accuracy"] for r in first.trials)
     replayed = trial_results(state, "*/tune-1/run_trial_*/result.json")
     assert before and all("train_loss" not in r for rows in replayed.values() for r in rows)  # replays, no training
+
+
+def test_a_budget_of_trial_epochs_ends_the_sweep_before_num_samples(tmp_path):
+    """max_trial_epochs: the searcher creates no trial once the study's trials have run that many epochs (each
+    trial below runs 2), whatever num_samples says."""
+    assert finish_all(searcher_at(tmp_path, target=100, max_trial_epochs=7)) == 4  # 2+2+2 < 7, then 8 >= 7
+    assert len(journal_trials(tmp_path)) == 4

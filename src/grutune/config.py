@@ -184,6 +184,8 @@ class SweepParams(_Section):
     grace_period: PositiveInt
     reduction_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)]
     startup_trials: PositiveInt
+    multivariate: bool
+    max_trial_epochs: PositiveInt | None
     max_concurrent_trials: Annotated[int, Field(ge=0)]
     train_subset: PositiveInt | None
     max_failures: Annotated[int, Field(ge=0)]

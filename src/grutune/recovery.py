@@ -64,6 +64,7 @@ STEP = "value@epoch"       # multi-objective studies: trial user attribute STEP 
 COST = "cost:"             # trial user attribute COST + <name> -> a cost the trial reported (params, latency_ms, ...)
 JOURNAL = "optuna.journal"  # the study, in the sweep's folder
 DONE = "created_all:"      # study user attribute DONE + <Tune experiment>: that experiment created all its trials
+DIVERGED = "diverged"      # trial user attribute: it diverged (NaN loss) or collapsed; PRUNED at the worst value
 
 
 def intermediate(t: optuna.trial.FrozenTrial) -> dict[int, float]:
@@ -84,11 +85,17 @@ def load_study(journal: Path | str, study_name: str | None, sampler=None) -> opt
                              sampler=sampler)
 
 
-def tpe_sampler(seed: int, startup_trials: int) -> optuna.samplers.TPESampler:
+def tpe_sampler(seed: int, startup_trials: int, multivariate: bool = False) -> optuna.samplers.TPESampler:
     """TPE, random for its first `startup_trials`, with the constant liar: a running trial counts as a poor result,
-    so trials suggested while others run do not pile onto one region (Optuna's default since 4.x; stated here
-    because the sweep relies on it)."""
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials, constant_liar=True)
+    so trials suggested while others run do not pile onto one region. `multivariate`: one joint density over all
+    hyperparameters rather than one per hyperparameter (Optuna's multivariate TPE), single- and multi-objective
+    alike. Stated in full because the sweep relies on each."""
+    import warnings
+
+    with warnings.catch_warnings():  # Optuna marks both options experimental; the benchmarks measure them
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials, constant_liar=True,
+                                          multivariate=multivariate)
 
 
 def distributions(space: dict[str, Any]) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -145,6 +152,7 @@ class SweepRun:
     max_concurrent: int  # trials at once
     segment: str         # the Tune experiment now running the sweep
     journal_uri: str | None = None  # with cloud storage, where the journal is copied up to
+    max_trial_epochs: int | None = None  # stop creating trials once the study's trials have run this many epochs
     origin: str = ""     # a fingerprint (not the path) of where the sweep's folder is now: see `location`
     known: frozenset = frozenset()  # Tune ids of the trials of the sweep's earlier Tune experiments
 
@@ -185,8 +193,10 @@ class GrutuneSearcher(Searcher):
     """
 
     def __init__(self, *, study_name: str, space: dict[str, Any], seed: int, metric: str, mode: str,
-                 max_epochs: int, startup_trials: int, costs: tuple[str, ...] = (), origin: str = ""):
+                 max_epochs: int, startup_trials: int, costs: tuple[str, ...] = (), origin: str = "",
+                 multivariate: bool = False):
         super().__init__(metric=metric, mode=mode)
+        self.multivariate = multivariate
         self.origin = origin  # `location` of the sweep where this experiment started
         self.study_name, self.space, self.seed = study_name, dict(space), seed
         self.primary, self.mode_, self.costs, self.max_epochs = metric, mode, tuple(costs), max_epochs
@@ -227,7 +237,8 @@ class GrutuneSearcher(Searcher):
         n = len(storage.get_all_trials(storage.get_study_id_from_name(self.study_name), deepcopy=False)) \
             if self.study_name in {s.study_name for s in storage.get_all_studies()} else 0
         study = optuna.create_study(storage=storage, study_name=self.study_name, load_if_exists=True,
-                                    sampler=tpe_sampler(self.seed + n, self.startup_trials), directions=directions)
+                                    sampler=tpe_sampler(self.seed + n, self.startup_trials, self.multivariate),
+                                    directions=directions)
         self._study, self._run, self._storage = study, run, storage
         self._study_id = storage.get_study_id_from_name(self.study_name)
         aliased = {v for k, v in study.user_attrs.items() if k.startswith(ALIAS)}
@@ -281,7 +292,8 @@ class GrutuneSearcher(Searcher):
             return None
         if self._orphans:
             number = self._orphans.pop(0)
-        elif len(study.get_trials(deepcopy=False)) >= run.target:
+        elif len(trials := study.get_trials(deepcopy=False)) >= run.target or (
+                run.max_trial_epochs and spent_epochs(trials) >= run.max_trial_epochs):
             return self._finish()
         else:
             number = study.ask(distributions(self.space)).number
@@ -330,7 +342,13 @@ class GrutuneSearcher(Searcher):
         if "epoch" in result:  # the final result reaches the searcher here, not in on_trial_result
             self._storage.set_trial_user_attr(self._trial_id(number), "epochs", int(result["epoch"]))
         objectives = (self.primary, *self.costs)
-        if error or result.get("diverged") or any(k not in result for k in objectives):
+        if result.get("diverged") and not error and self.primary in result:
+            # A diverged (or collapsed) trial reached TPE as the worst value at the epoch it diverged, so TPE
+            # learns where the learning rate is too high; FAIL would hide it from TPE.
+            self._storage.set_trial_user_attr(self._trial_id(number), DIVERGED, True)
+            self._report(trial_id, {**result, self.primary: float(result[self.primary])})
+            study.tell(number, state=optuna.trial.TrialState.PRUNED)
+        elif error or result.get("diverged") or any(k not in result for k in objectives):
             study.tell(number, state=optuna.trial.TrialState.FAIL)
         else:
             self._report(trial_id, result)
@@ -378,7 +396,7 @@ def finished_result(journal: str | None, study: str | None, trial_id: str, metri
     trial_id = loaded.user_attrs.get(ALIAS + trial_id, trial_id)
     for t in loaded.get_trials(deepcopy=False):
         if t.user_attrs.get(TUNE_ID) == trial_id and t.state.is_finished():
-            failed = t.state == optuna.trial.TrialState.FAIL
+            failed = t.state == optuna.trial.TrialState.FAIL or bool(t.user_attrs.get(DIVERGED))
             steps = intermediate(t)
             epochs = max([t.user_attrs.get("epochs", 0), *steps])
             value = t.values[0] if t.values else (list(steps.values()) or [0.0])[-1]
@@ -402,9 +420,15 @@ def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[
             best = math.nan
             for v in values:
                 best = v if better(v, best) else best
-            ok = t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+            ok = (t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+                  and not t.user_attrs.get(DIVERGED))
             out[new_id.get(t.user_attrs[TUNE_ID], t.user_attrs[TUNE_ID])] = (epochs, best, t.number, ok, costs(t))
     return out
+
+
+def spent_epochs(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """Trial-epochs the study's trials have run (each trial's last reported epoch)."""
+    return sum(max([t.user_attrs.get("epochs", 0), *intermediate(t)]) for t in trials)
 
 
 def study_counts(journal: Path, study_name: str) -> tuple[int, int]:

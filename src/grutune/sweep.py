@@ -29,7 +29,7 @@ from grutune.errors import GrutuneError
 from grutune.io import workspace_root
 from grutune.io import write_json
 from grutune.recovery import (JOURNAL, GrutuneSearcher, JournalSync, SweepRun, bind, journal_progress, location,
-                              repair_journal, segment_done, study_counts)
+                              load_study, repair_journal, segment_done, spent_epochs, study_counts)
 from grutune.sweep_results import SearchResult, summarise, trial_id, trial_rows
 from grutune.trials import TrialSettings
 
@@ -317,7 +317,8 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
             all_results.append(tune.Tuner.restore(f"{sweep_uri}/{earlier}", trainable=trainable).get_results())
         known = frozenset(trial_id(r) for results in all_results for r in results)
         bind(sid, SweepRun(journal=journal, target=s.num_samples, max_concurrent=concurrency, segment=name,
-                           journal_uri=journal_uri, origin=location(sweep_uri), known=known))
+                           journal_uri=journal_uri, origin=location(sweep_uri), known=known,
+                           max_trial_epochs=s.max_trial_epochs))
         tuner = None
         if tune.Tuner.can_restore(path):
             # The searcher and callbacks come back from Tune's snapshot; `bind` gave them today's places and limits.
@@ -338,7 +339,7 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
                     search_alg=GrutuneSearcher(study_name=sid, space=s.space, seed=sweep.seed, metric=sweep.metric,
                                                mode=sweep.mode, max_epochs=s.max_epochs,
                                                startup_trials=s.startup_trials, costs=sweep.costs,
-                                               origin=location(sweep_uri)),
+                                               origin=location(sweep_uri), multivariate=s.multivariate),
                     scheduler=ASHAScheduler(time_attr="epoch", max_t=s.max_epochs, grace_period=s.grace_period,
                                             reduction_factor=s.reduction_factor)),
                 run_config=tune.RunConfig(
@@ -351,11 +352,13 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
             results = tuner.fit()
         all_results.append(results)
         trials, finished = study_counts(journal, sid)
+        spent = spent_epochs(load_study(journal, sid).get_trials(deepcopy=False)) if s.max_trial_epochs else 0
         if results.num_terminated + results.num_errors < len(results) or not segment_done(journal, sid, name):
             # Tune stops gracefully on Ctrl-C and returns what it has; a partial sweep must not become the output.
             raise SweepInterrupted(f"sweep {sid} stopped with {finished} of {s.num_samples} trials finished; its "
                                    f"state is kept in {sweep_uri}: run `dvc repro` again to resume it")
-        if finished >= s.num_samples and trials >= s.num_samples:
+        if (finished >= s.num_samples and trials >= s.num_samples) or (
+                s.max_trial_epochs and finished == trials and spent >= s.max_trial_epochs):
             break
         if not len(results):  # an experiment that ran nothing would be followed by another forever
             raise GrutuneError(f"sweep {sid}: its study holds {trials} trials, {finished} finished, and Tune ran none "

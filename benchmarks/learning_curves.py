@@ -296,6 +296,13 @@ def report(args) -> dict:
     own = {f: [round(spearman([value(r["runs"][f], e, "a") for r in rows],
                               [value(r["runs"][f], E, "b") for r in rows]), 4) for e in range(1, E + 1)]
            for f in fidelities}
+    # among the better half of configs (by their own final, on half b), where ASHA's choices matter
+    top = {}
+    for f in fidelities:
+        ends = np.array([value(r["runs"][f], E, "b") for r in rows])
+        keep = [r for r, end in zip(rows, ends) if end >= np.median(ends)]
+        top[f] = [round(spearman([value(r["runs"][f], e, "a") for r in keep],
+                                 [value(r["runs"][f], E, "b") for r in keep]), 4) for e in range(1, E + 1)]
     by_config: dict[int, list] = {}
     for r in read_table():
         by_config.setdefault(r["index"], []).append(value(r["runs"]["cosine"], E, "a"))
@@ -303,7 +310,11 @@ def report(args) -> dict:
     seed_sd = float(np.mean([np.std(v, ddof=1) for v in reps])) if reps else math.nan
     half_diff = [value(r["runs"]["cosine"], E, "a") - value(r["runs"]["cosine"], E, "b") for r in rows]
     out = {"units": len(read_table()), "configs": len(rows), "epochs": E, "subset": rows[0]["subset"],
-           "spearman_vs_cosine_final": rho, "spearman_vs_own_final": own,
+           "spearman_vs_cosine_final": rho, "spearman_vs_own_final": own, "spearman_top_half_vs_own_final": top,
+           "final": {f: {"median": float(np.median([value(r["runs"][f], E, "b") for r in rows])),
+                         "top10_mean": float(np.mean(sorted(value(r["runs"][f], E, "b") for r in rows)[-10:]))}
+                     for f in fidelities},
+           "table_machine": rows[0].get("machine"),
            "final_cosine": {"median": float(np.median(final)), "p90": float(np.percentile(final, 90)),
                             "max": float(np.max(final))},
            "noise": {"seed_sd_final": seed_sd, "configs_repeated": len(reps),

@@ -1,6 +1,7 @@
 """Replay benchmark: grutune's real searcher and Ray Tune's real ASHA on a surrogate of the learning-curve table.
 
-    python benchmarks/search_replay.py                       # 100 seeds per arm at 60 and 200 trial-epochs
+    python benchmarks/search_replay.py     # 100 seeds of the main arms at 60 and 200 trial-epochs, ~15 min on 2 cores
+    python benchmarks/search_replay.py --arms grutune --budgets 200 --in-flight 1,8,32,52 --name search_replay_in_flight
     python benchmarks/search_replay.py --seeds 20 --budgets 60 --arms random,grutune   # a quick look
 
 The surrogate: extremely randomised trees (scikit-learn) fitted on benchmarks/results/learning_curves.jsonl.gz
@@ -18,8 +19,10 @@ picks the trial with the best reported accuracy, as the search stage does, and i
 noise-free final accuracy under the cosine schedule the final training uses.
 
 Arms: `random` (random search, every trial to the end), `random_asha`, `tpe` (TPE, no early stopping),
-`grutune_v0` (the searcher and ASHA as they were), `optuna_hb` (Optuna's TPE with its Hyperband pruner, driven by
-Optuna's own ask/report/should_prune), and `grutune` (today's defaults). Writes
+`grutune_v0` (the searcher and ASHA as they were: 8 random start-up trials), `optuna_hb` (Optuna's TPE with its
+Hyperband pruner, driven by Optuna's own ask/report/should_prune), `grutune` (today's defaults: 30% of the trials
+random start-up), and the variants tried on the way (`--arms` lists them all): WSD readings, multivariate TPE,
+other start-up shares, ASHA's reduction factor 2 or grace period 2 or 3. Writes
 benchmarks/results/search_replay.json: per arm and budget the median and interquartile range of the user's
 accuracy, paired wins and a Wilcoxon signed-rank p-value against random search, random + ASHA and Optuna's TPE +
 Hyperband, best-so-far at 25/50/100% of the budget, and the trial-epochs each arm needs to reach random search's
@@ -148,6 +151,7 @@ ARMS = {
     "tpe": Arm("tpe", asha=False),
     "grutune_v0": Arm("grutune_v0"),
     "optuna_hb": Arm("optuna_hb", optuna_pruner=True),
+    "grutune": Arm("grutune", startup=0.3),  # today's defaults (conf/config.yaml): 30% random start-up
     "grutune_wsd": Arm("grutune_wsd", schedule="wsd"),
     "grutune_mv": Arm("grutune_mv", multivariate=True),
     "grutune_s30": Arm("grutune_s30", startup=0.3),
@@ -155,6 +159,10 @@ ARMS = {
     "grutune_rf2": Arm("grutune_rf2", rf=2),
     "grutune_g3": Arm("grutune_g3", grace=3),
     "tpe_mv": Arm("tpe_mv", asha=False, multivariate=True),
+    "grutune_s20": Arm("grutune_s20", startup=0.2),
+    "grutune_s45": Arm("grutune_s45", startup=0.45),
+    "grutune_s30_rf2": Arm("grutune_s30_rf2", startup=0.3, rf=2),
+    "grutune_s30_g2": Arm("grutune_s30_g2", startup=0.3, grace=2),
 }
 SPACE = None
 
@@ -212,7 +220,7 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
         return 1.0 + (0.2 * epoch if arm.schedule == "wsd" and epoch in rung_set else 0.0)
 
     if arm.optuna_pruner:
-        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(
+        study = optuna.create_study(study_name=f"replay-{seed}", direction="maximize", sampler=optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=startup, constant_liar=True, multivariate=arm.multivariate),
             pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=E, reduction_factor=3))
         searcher = asha = None
@@ -369,7 +377,8 @@ def summarise(runs: list[dict], arms: list[str], budgets: list[float], flights: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--arms", default="random,random_asha,tpe,grutune_v0,optuna_hb,grutune",
+                    help=f"comma-separated, of {', '.join(ARMS)} (default: %(default)s)")
     ap.add_argument("--seeds", type=int, default=100)
     ap.add_argument("--budgets", default="60,200", help="trial-epochs per sweep")
     ap.add_argument("--in-flight", default="2", help="trials at once, e.g. 1,8,32,52")

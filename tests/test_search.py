@@ -32,7 +32,7 @@ from grutune.trials import run_trial
 from tune_results import cpus_in_use, peak_concurrency, trial_results
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_SEARCH = {"num_samples": 6, "max_epochs": 2, "grace_period": 2, "train_subset": 512, "max_concurrent_trials": 2,
+TINY_SEARCH = {"num_samples": 6, "startup_trials": 10, "max_epochs": 2, "grace_period": 2, "train_subset": 512, "max_concurrent_trials": 2,
                "max_failures": 1, "resources": {"cpu": 1, "gpu": 0}}
 TINY_SPACE = {"hidden_size": {"choice": [16, 24]}, "num_layers": 1, "backbone": "none", "batch_size": 64,
               "bidirectional": False}

@@ -183,7 +183,7 @@ class SweepParams(_Section):
     max_epochs: PositiveInt
     grace_period: PositiveInt
     reduction_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)]
-    startup_trials: PositiveInt
+    startup_trials: PositiveInt | Annotated[float, Field(gt=0, lt=1)]  # a count, or a share of num_samples
     multivariate: bool
     max_trial_epochs: PositiveInt | None
     max_concurrent_trials: Annotated[int, Field(ge=0)]
@@ -215,6 +215,13 @@ class SweepParams(_Section):
                                      f"cloud URI such as s3://bucket/dir, or null for .grutune/sweeps)")
                 break
         return v
+
+    @property
+    def startup_count(self) -> int:
+        """TPE's random start-up trials: `startup_trials`, or that share of `num_samples` (at least 1)."""
+        if isinstance(self.startup_trials, int):
+            return self.startup_trials
+        return max(1, math.ceil(self.startup_trials * self.num_samples))
 
     @model_validator(mode="after")
     def _grace(self) -> "SweepParams":

@@ -338,7 +338,7 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
                     num_samples=-1,  # the searcher says when the study is complete (bound, not saved)
                     search_alg=GrutuneSearcher(study_name=sid, space=s.space, seed=sweep.seed, metric=sweep.metric,
                                                mode=sweep.mode, max_epochs=s.max_epochs,
-                                               startup_trials=s.startup_trials, costs=sweep.costs,
+                                               startup_trials=s.startup_count, costs=sweep.costs,
                                                origin=location(sweep_uri), multivariate=s.multivariate),
                     scheduler=ASHAScheduler(time_attr="epoch", max_t=s.max_epochs, grace_period=s.grace_period,
                                             reduction_factor=s.reduction_factor)),

@@ -1,6 +1,6 @@
 """SIGKILL the search stage at random moments, N times in a row, then let it finish: nothing finished is run again.
 
-    python benchmarks/kill_resume.py            # 10 kills of a 24-trial sweep on generated MNIST-like data, ~15 min
+    python benchmarks/kill_resume.py            # 10 kills of a 60-trial sweep on generated MNIST-like data, ~10 min
 
 Each round starts the real stage (`pipeline/search.py`) in one project folder and kills its whole process group
 (driver and trial processes: what a lost head node or `kill -9` does) after a random time, drawn so that kills land
@@ -72,10 +72,13 @@ def trained_epochs(sweeps: Path) -> dict[str, list[tuple[float, int]]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=10)
-    ap.add_argument("--trials", type=int, default=24)
+    ap.add_argument("--trials", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-wait", type=float, default=30.0, help="longest time before a kill, seconds")
     args = ap.parse_args()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -87,7 +90,7 @@ def main() -> None:
         params = yaml.safe_load((ROOT / "params.yaml").read_text())
         params.update(datasets=["mnist"])
         params["gan"]["dataset"], params["tracking"]["wandb"] = "mnist", False
-        params["search"].update(num_samples=args.trials, max_epochs=4, grace_period=1, reduction_factor=2,
+        params["search"].update(num_samples=args.trials, max_epochs=6, grace_period=1, reduction_factor=2,
                                 startup_trials=4, train_subset=4000, max_concurrent_trials=2, max_failures=1,
                                 resources={"cpu": 1, "gpu": 0},
                                 space={**params["search"]["space"], "hidden_size": {"choice": [64, 96, 128]},

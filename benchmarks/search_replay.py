@@ -332,7 +332,16 @@ def _one(arm_name: str, seed: int, budget: float, in_flight: int) -> dict:
         vals = [v for s, v in out["curve"] if s <= frac * budget]
         at[str(frac)] = vals[-1] if vals else 0.0
     return {"arm": arm_name, "seed": seed, "budget": budget, "in_flight": in_flight, "user": out["user"],
-            "trials": out["trials"], "at": at, "curve": [(round(s, 2), round(v, 4)) for s, v in out["curve"]]}
+            "trials": out["trials"], "at": at, "curve": changes(out["curve"])}
+
+
+def changes(curve: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Best-so-far (trial-epochs spent, user's accuracy) where it changes: what the summary reads, kept small."""
+    out = []
+    for s, v in curve:
+        if not out or round(v, 4) != out[-1][1]:
+            out.append((round(s, 2), round(v, 4)))
+    return out
 
 
 def summarise(runs: list[dict], arms: list[str], budgets: list[float], flights: list[int]) -> dict:

@@ -180,12 +180,17 @@ class GrutuneSearcher(Searcher):
     It tells Optuna what Tune did, as Optuna's own pruners would leave the study: every epoch's metric is an
     intermediate value at step = epoch (the last epoch too, which Tune hands only to `on_trial_complete`); a trial
     ASHA stopped before `max_epochs` is PRUNED (Optuna then takes its last intermediate value as its value); a
-    diverged, collapsed or errored trial is FAIL; a trial that ran all `max_epochs` is COMPLETE with its final
-    epoch's value, which is what the objective is at the full budget (trials.csv also gives its best epoch).
+    diverged or collapsed trial is PRUNED at the worst value (the `worst` it reports) at the epoch it diverged,
+    marked `DIVERGED`, so that TPE learns the region is bad; an errored trial is FAIL; a trial that ran all
+    `max_epochs` is COMPLETE with its final epoch's value, which is what the objective is at the full budget
+    (trials.csv also gives its best epoch).
 
     With `costs` (minimised objectives after the metric, e.g. params, latency_ms) the study is multi-objective: a
     COMPLETE trial holds every objective, and multi-objective TPE proposes from them. Optuna keeps no intermediate
     values in such a study, so each epoch's metric is a STEP user attribute instead; PRUNED and FAIL stay as above.
+
+    With `SweepRun.max_trial_epochs`, it also stops creating trials once the study's trials have run that many
+    epochs.
 
     It creates trials until the study holds `SweepRun.target`, at most `SweepRun.max_concurrent` at once, then
     says FINISHED. Pickled (Tune keeps it with the experiment), it holds no path and no study: those come from

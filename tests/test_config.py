@@ -109,6 +109,10 @@ def test_wrong_type(tmp_path, mutate, key, got):
     (lambda r: r["gan_search"].update(min_diversity=-0.5), "gan_search.min_diversity"),
     (lambda r: r.update(datasets=[]), "datasets"),
     (lambda r: r.update(datasets=["mnist", "mnist"]), "must not repeat"),
+    (lambda r: r["search"].update(startup_trials=1.5),
+     "search.startup_trials: must be a number of trials (1, 2, ...) or a share of num_samples between 0 and 1 (got 1.5)"),
+    (lambda r: r["search"].update(startup_trials=0), "search.startup_trials: must be a number of trials"),
+    (lambda r: r["search"].update(max_trial_epochs=0), "search.max_trial_epochs: Input should be greater than 0"),
 ])
 def test_impossible_value(tmp_path, mutate, needle):
     assert needle in error_for(tmp_path, mutate)
@@ -185,3 +189,9 @@ def test_a_bad_best_config_names_each_missing_key(tmp_path):
     path.write_text("not: [a, mapping\n")
     with pytest.raises(ConfigError, match="not a valid best-config file"):
         read_best(path)
+
+
+@pytest.mark.parametrize("value, count", [(0.3, 15), (0.01, 1), (4, 4), (4.0, 4)])
+def test_startup_trials_is_a_count_or_a_share_of_num_samples(tmp_path, value, count):
+    p = load_params(write(tmp_path, lambda r: r["search"].update(num_samples=48, startup_trials=value)))
+    assert p.search.startup_count == count

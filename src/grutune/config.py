@@ -198,6 +198,16 @@ class SweepParams(_Section):
     def _space(cls, v: Any) -> dict[str, Any]:
         return parse_space(v, cls.TRIAL_MODEL)
 
+    @field_validator("startup_trials", mode="before")
+    @classmethod
+    def _startup(cls, v: Any) -> Any:
+        ok = (isinstance(v, int) and not isinstance(v, bool) and v >= 1) or (
+            isinstance(v, float) and (0 < v < 1 or (v >= 1 and v.is_integer())))
+        if not ok:
+            raise ValueError(f"must be a number of trials (1, 2, ...) or a share of num_samples between 0 and 1 "
+                             f"(got {v!r})")
+        return int(v) if isinstance(v, float) and v >= 1 else v
+
     @field_validator("storage")
     @classmethod
     def _storage(cls, v: str | None) -> str | None:

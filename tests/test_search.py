@@ -741,3 +741,15 @@ def test_a_budget_of_trial_epochs_ends_the_sweep_before_num_samples(tmp_path):
     trial below runs 2), whatever num_samples says."""
     assert finish_all(searcher_at(tmp_path, target=100, max_trial_epochs=7)) == 4  # 2+2+2 < 7, then 8 >= 7
     assert len(journal_trials(tmp_path)) == 4
+
+
+def test_a_sweep_saved_by_the_earlier_layout_is_refused_with_what_to_do(tmp_path, prepared, tiny):
+    from grutune.errors import GrutuneError
+
+    params = load_params(tiny(tmp_path / "params.yaml"))
+    data = load_prepared(prepared)
+    sid = sweep_id(params, data.name, data.content_hash)
+    (tmp_path / "state" / sid).mkdir(parents=True)
+    (tmp_path / "state" / f"{sid}.optuna.journal").write_text("")
+    with pytest.raises(GrutuneError, match=rf"sweep {sid} .* was saved by an earlier grutune.*move .* away"):
+        run_search(params, data, state_dir=tmp_path / "state")

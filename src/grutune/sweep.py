@@ -263,6 +263,11 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
         storage = str((workspace_root() / storage).resolve())
     check_storage(storage, key)
     sweep_uri = f"{storage.rstrip('/')}/{sid}"
+    if not _is_uri(storage) and (Path(f"{sweep_uri}.optuna.journal").exists()
+                                 or any(Path(sweep_uri).glob("experiment_state-*.json"))):
+        raise GrutuneError(f"sweep {sid} in {storage} was saved by an earlier grutune, whose state rested on Ray's and "
+                           f"Optuna's private internals; this version cannot resume it. Finish it with the earlier "
+                           f"grutune, or move {sweep_uri} and {sweep_uri}.optuna.journal away to start it again")
     # The Optuna journal is in the sweep's folder when that is a (shared) path. With a cloud URI it is kept locally
     # and copied up after every finished trial (JournalSync).
     local_dir = Path(sweep_uri) if not _is_uri(storage) else Path(state_dir).resolve() / sid

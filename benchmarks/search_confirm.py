@@ -124,7 +124,7 @@ def main() -> None:
     path = RESULTS / f"{args.name}.json"
     seeds = json.loads(path.read_text())["seeds"] if path.exists() else []
     done = {s["seed"] for s in seeds}
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)  # this machine's own, never a cluster's
     for seed in range(args.seeds):
         if seed in done:
             continue

@@ -42,11 +42,7 @@ from grutune.search import run_search  # noqa: E402
 from grutune.training import Split, evaluate, fit, new_classifier  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SPACE = {  # the classifier space, with the backbones and sizes a 2-core CPU can afford many trials of
-    "cell": {"choice": ["gru", "lstm"]}, "hidden_size": {"choice": [32, 64, 128]}, "num_layers": {"int": [1, 2]},
-    "bidirectional": {"choice": [False, True]}, "dropout": {"uniform": [0.0, 0.5]},
-    "backbone": {"choice": ["none", "conv"]}, "lr": {"loguniform": [1e-4, 3e-2]},
-    "weight_decay": {"loguniform": [1e-5, 1e-1]}, "batch_size": {"choice": [64, 128, 256]}}
+from search_efficiency import SPACE  # noqa: E402  (the CPU-sized space of the earlier benchmark)
 
 
 def dataset(data_dir: Path, val_images: int):

@@ -53,7 +53,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, save  # noqa: E402
 
-from grutune.recovery import GrutuneSearcher, SweepRun, bind  # noqa: E402
+from grutune.recovery import GrutuneSearcher, SweepRun, bind, distributions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = RESULTS / "learning_curves.jsonl.gz"
@@ -246,7 +246,7 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
         nonlocal n
         tid = f"t{n}"
         if arm.optuna_pruner:
-            ot = study.ask({k: optuna_dist(v) for k, v in cfg_space.items() if isinstance(v, tuple)})
+            ot = study.ask(distributions(cfg_space))
             config = {**fixed, **ot.params}
             handle = ot
         else:
@@ -300,14 +300,6 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
 def truth(sur: Surrogate, c: dict | None) -> float:
     """What the user gets from a picked config: its noise-free final accuracy under the final training's cosine."""
     return float(sur.curve("cosine", c)[-1]) if c else 0.0
-
-
-def optuna_dist(v):
-    kind, a = v
-    return {"choice": lambda: optuna.distributions.CategoricalDistribution(list(a)),
-            "uniform": lambda: optuna.distributions.FloatDistribution(a[0], a[1]),
-            "loguniform": lambda: optuna.distributions.FloatDistribution(a[0], a[1], log=True),
-            "int": lambda: optuna.distributions.IntDistribution(a[0], a[1])}[kind]()
 
 
 # --------------------------------------------------------------------------- many seeds

@@ -215,15 +215,11 @@ class SweepParams(_Section):
         under one (a relative path is the DVC workspace's)."""
         if v is None or "://" in v:
             return v
-        from grutune.io import workspace_root
+        from grutune.io import not_a_directory, workspace_root
 
-        path = workspace_root() / v
-        for p in (path, *path.parents):
-            if p.exists():
-                if not p.is_dir():
-                    raise ValueError(f"{v} cannot hold sweeps: {p} is a file, not a directory (give a directory, a "
-                                     f"cloud URI such as s3://bucket/dir, or null for .grutune/sweeps)")
-                break
+        if (file := not_a_directory(workspace_root() / v)) is not None:
+            raise ValueError(f"{v} cannot hold sweeps: {file} is a file, not a directory (give a directory, a "
+                             f"cloud URI such as s3://bucket/dir, or null for .grutune/sweeps)")
         return v
 
     @property

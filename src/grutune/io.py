@@ -97,6 +97,14 @@ def workspace_root(cwd: str | os.PathLike | None = None) -> Path:
     return here
 
 
+def not_a_directory(path: str | os.PathLike) -> Path | None:
+    """The nearest existing part of `path` when it is a file (so `path` can never be a directory), else None."""
+    for p in (Path(path), *Path(path).parents):
+        if p.exists():
+            return None if p.is_dir() else p
+    return None
+
+
 def add_output_options(ap, outputs: dict[str, str]) -> None:
     """A stage script's options: one required `--NAME PATH` per output (its path is written in the stage's cmd in
     dvc.yaml, and nowhere else), and where W&B writes its runs."""

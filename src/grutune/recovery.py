@@ -447,14 +447,9 @@ def study_counts(journal: Path, study_name: str) -> tuple[int, int]:
     return len(trials), sum(t.state.is_finished() for t in trials)
 
 
-def segment_done(journal: Path, study_name: str, segment: str) -> bool:
+def created_all(study: optuna.Study, segment: str) -> bool:
     """Whether the searcher of Tune experiment `segment` said it had created all its trials."""
-    return journal.exists() and bool(load_study(journal, study_name).user_attrs.get(DONE + segment))
-
-
-def finished_count(journal: Path, study_name: str) -> int:
-    """How many of the study's trials have finished (in any state)."""
-    return study_counts(journal, study_name)[1]
+    return bool(study.user_attrs.get(DONE + segment))
 
 
 class JournalSync(tune.Callback):

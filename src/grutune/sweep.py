@@ -26,10 +26,9 @@ from ray.tune.schedulers import ASHAScheduler
 
 from grutune.config import SweepParams
 from grutune.errors import GrutuneError
-from grutune.io import workspace_root
-from grutune.io import write_json
+from grutune.io import not_a_directory, workspace_root, write_json
 from grutune.recovery import (JOURNAL, GrutuneSearcher, JournalSync, SweepRun, bind, journal_progress, location,
-                              load_study, repair_journal, segment_done, spent_epochs, study_counts)
+                              created_all, load_study, repair_journal, spent_epochs, study_counts)
 from grutune.sweep_results import SearchResult, summarise, trial_id, trial_rows
 from grutune.trials import TrialSettings
 
@@ -187,21 +186,6 @@ def _is_uri(path: str) -> bool:
     return "://" in path
 
 
-def check_storage(storage: str, key: str) -> None:
-    """Refuse a local sweep storage that cannot be a directory (a file, or a path under one), naming the key."""
-    if _is_uri(storage):
-        return
-    path = Path(storage)
-    for p in (path, *path.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise GrutuneError(f"{key}: {storage} cannot hold sweeps: {p} is a file, not a directory; set "
-                                   f"{key} to a directory (or null for .grutune/sweeps)")
-            if not os.access(p, os.W_OK):
-                raise GrutuneError(f"{key}: {storage} cannot hold sweeps: {p} is not writable")
-            return
-
-
 SEGMENT_PREFIX = "tune-"  # a sweep's Tune experiments: tune-1, tune-2, ... (see recovery.py)
 
 
@@ -261,7 +245,8 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
     storage = s.storage or str(Path(state_dir).resolve())
     if not _is_uri(storage):  # a relative path is the DVC workspace's, also in a queued experiment's temp copy
         storage = str((workspace_root() / storage).resolve())
-    check_storage(storage, key)
+    if not _is_uri(storage) and (file := not_a_directory(storage)) is not None:  # state_dir; params are checked
+        raise GrutuneError(f"{key}: {storage} cannot hold sweeps: {file} is a file, not a directory")
     sweep_uri = f"{storage.rstrip('/')}/{sid}"
     if not _is_uri(storage) and (Path(f"{sweep_uri}.optuna.journal").exists()
                                  or any(Path(sweep_uri).glob("experiment_state-*.json"))):
@@ -356,9 +341,10 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
         with pending_trials(concurrency):
             results = tuner.fit()
         all_results.append(results)
-        trials, finished = study_counts(journal, sid)
-        spent = spent_epochs(load_study(journal, sid).get_trials(deepcopy=False)) if s.max_trial_epochs else 0
-        if results.num_terminated + results.num_errors < len(results) or not segment_done(journal, sid, name):
+        study = load_study(journal, sid)
+        done = study.get_trials(deepcopy=False)
+        trials, finished, spent = len(done), sum(t.state.is_finished() for t in done), spent_epochs(done)
+        if results.num_terminated + results.num_errors < len(results) or not created_all(study, name):
             # Tune stops gracefully on Ctrl-C and returns what it has; a partial sweep must not become the output.
             raise SweepInterrupted(f"sweep {sid} stopped with {finished} of {s.num_samples} trials finished; its "
                                    f"state is kept in {sweep_uri}: run `dvc repro` again to resume it")

@@ -241,9 +241,14 @@ class GrutuneSearcher(Searcher):
         # Seeded past what the journal holds, so a restored sampler does not draw again what it drew before.
         n = len(storage.get_all_trials(storage.get_study_id_from_name(self.study_name), deepcopy=False)) \
             if self.study_name in {s.study_name for s in storage.get_all_studies()} else 0
-        study = optuna.create_study(storage=storage, study_name=self.study_name, load_if_exists=True,
-                                    sampler=tpe_sampler(self.seed + n, self.startup_trials, self.multivariate),
-                                    directions=directions)
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in Journal" line per run
+        try:
+            study = optuna.create_study(storage=storage, study_name=self.study_name, load_if_exists=True,
+                                        sampler=tpe_sampler(self.seed + n, self.startup_trials, self.multivariate),
+                                        directions=directions)
+        finally:
+            optuna.logging.set_verbosity(verbosity)
         self._study, self._run, self._storage = study, run, storage
         self._study_id = storage.get_study_id_from_name(self.study_name)
         aliased = {v for k, v in study.user_attrs.items() if k.startswith(ALIAS)}

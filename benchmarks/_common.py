@@ -50,5 +50,7 @@ def save(name: str, payload: dict) -> Path:
     """benchmarks/results/<name>.json with the machine's facts; returns its path."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2, default=str) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")  # atomically: a kill mid-write leaves the previous file whole
+    tmp.write_text(json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
     return path

@@ -13,7 +13,10 @@ the same. Each arm picks its trial as the search stage does (the best validation
 the first 3,000 validation images); the picked config is then trained again from scratch at the full per-trial
 budget and scored on the other 3,000 validation images, which no trial saw: that is the arm's result.
 Writes benchmarks/results/search_confirm.json after every seed: per seed both results, then the medians, the
-interquartile ranges, the mean paired difference with a bootstrap 95% interval, wins and a Wilcoxon p-value.
+interquartile ranges, the mean paired difference with a bootstrap 95% interval, wins and a Wilcoxon p-value, and,
+from each sweep's own epochs in the order Tune received them, the selection metric's best-so-far at 25%, 50% and
+100% of the budget and the trial-epochs each arm needed to reach random search's final best of the same seed. Each
+seed records the commit it ran at and the load average before it.
 """
 
 from __future__ import annotations
@@ -84,7 +87,27 @@ def rescore(config: dict, data, held_out: Split, seed: int, args) -> float:
     return evaluate(model, held_out)["accuracy"]
 
 
-def summary(seeds: list[dict]) -> dict:
+def progress(state: Path) -> list[list[float]]:
+    """Best-so-far of the selection metric by trial-epochs spent, in the order Tune received the epochs (its
+    result.json rows), kept where it changes."""
+    events = []
+    for f in state.glob("*/tune-*/*/result.json"):
+        for line in f.read_text().splitlines():
+            row = json.loads(line)
+            events.append((row["timestamp"], row.get("time_total_s", 0.0), row["val_accuracy"]))
+    out, best = [], -1.0
+    for spent, (_, _, v) in enumerate(sorted(events), 1):
+        if v > best:
+            best = v
+            out.append([spent, round(v, 4)])
+    return out
+
+
+def best_at(curve: list[list[float]], epochs: float) -> float:
+    return max([v for s, v in curve if s <= epochs], default=0.0)
+
+
+def summary(seeds: list[dict], budget: int) -> dict:
     from scipy.stats import wilcoxon
 
     if not seeds:
@@ -98,6 +121,14 @@ def summary(seeds: list[dict]) -> dict:
     for name, v in (("grutune", g), ("random", r)):
         q = np.percentile(v, [25, 50, 75])
         out[name] = {"median": float(q[1]), "iqr": [float(q[0]), float(q[2])]}
+        curves = [s[name]["progress"] for s in seeds if "progress" in s[name]]
+        if curves:  # the selection metric (the first validation images), as the sweep saw it
+            out[name]["selection_best_at_25_50_100"] = [float(np.median([best_at(c, f * budget) for c in curves]))
+                                                        for f in (0.25, 0.5, 1.0)]
+            # trial-epochs to reach random search's final selection best of the same seed (median over seeds)
+            reach = [next((e for e, v in s[name]["progress"] if v >= best_at(s["random"]["progress"], math.inf)),
+                          math.inf) for s in seeds if "progress" in s[name] and "progress" in s["random"]]
+            out[name]["epochs_to_random_final_best"] = float(np.median(reach))
     out["paired"] = {"mean_diff": float(d.mean()), "ci95": [float(np.percentile(boot, 2.5)),
                                                              float(np.percentile(boot, 97.5))],
                      "wins": int((d > 0).sum()), "ties": int((d == 0).sum()), "of": len(d),
@@ -124,22 +155,23 @@ def main() -> None:
     for seed in range(args.seeds):
         if seed in done:
             continue
-        row = {"seed": seed}
+        row = {"seed": seed, "commit": machine()["git_commit"], "load_before": os.getloadavg()}
         for arm in ("random", "grutune"):
             t0 = time.perf_counter()
             with tempfile.TemporaryDirectory() as state:
                 result = run_search(params_for(arm, seed, args), data, state_dir=Path(state))
+                curve = progress(Path(state))
             best = result.best
             row[arm] = {"config": best["config"], "val_selection": best["val_accuracy"],
                         "trials": result.summary["trials"], "trial_epochs": result.summary["epochs_run"],
                         "held_out": rescore(best["config"], data, held_out, seed, args),
-                        "wall_s": round(time.perf_counter() - t0, 1)}
+                        "wall_s": round(time.perf_counter() - t0, 1), "progress": curve}
             print(f"seed {seed} {arm}: {row[arm]['trials']} trials, {row[arm]['trial_epochs']} trial-epochs, "
                   f"picked {best['val_accuracy']:.4f}, held out {row[arm]['held_out']:.4f}", flush=True)
         seeds.append(row)
         save(args.name, {"settings": {k: str(v) for k, v in vars(args).items()}, "space": SPACE,
-                         "load": os.getloadavg(), "summary": summary(seeds), "seeds": seeds})
-    print(json.dumps(summary(seeds), indent=1))
+                         "load": os.getloadavg(), "summary": summary(seeds, args.budget), "seeds": seeds})
+    print(json.dumps(summary(seeds, args.budget), indent=1))
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, save  # noqa: E402
 
-from grutune.recovery import GrutuneSearcher, SweepRun, bind, distributions  # noqa: E402
+from grutune.config import expected_trial_epochs  # noqa: E402
+from grutune.recovery import GrutuneSearcher, SweepRun, bind, budget_allows_trial, distributions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = RESULTS / "learning_curves.jsonl.gz"
@@ -143,6 +144,7 @@ class Arm:
     startup: int | float = 8    # TPE's random start-up trials; a float is a share of the expected trials
     optuna_pruner: bool = False  # Optuna's own TPE + Hyperband, not the Tune searcher + ASHA
     multivariate: bool = False  # Optuna's multivariate TPE
+    liar: bool = True           # Optuna's constant liar (running trials count as poor results)
 
 
 ARMS = {
@@ -163,6 +165,9 @@ ARMS = {
     "grutune_s45": Arm("grutune_s45", startup=0.45),
     "grutune_s30_rf2": Arm("grutune_s30_rf2", startup=0.3, rf=2),
     "grutune_s30_g2": Arm("grutune_s30_g2", startup=0.3, grace=2),
+    "grutune_no_liar": Arm("grutune_no_liar", startup=0.3, liar=False),
+    "grutune_s15": Arm("grutune_s15", startup=0.15),
+    "grutune_s10": Arm("grutune_s10", startup=0.1),
 }
 SPACE = None
 
@@ -184,19 +189,12 @@ def rungs(arm: Arm, E: int) -> list[int]:
     return out + [E]
 
 
-def expected_epochs(arm: Arm, E: int) -> float:
-    if not arm.asha:
-        return E
-    rs = rungs(arm, E)
-    return rs[0] + sum((b - a) / arm.rf ** (k + 1) for k, (a, b) in enumerate(zip(rs, rs[1:])))
-
-
 def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int, tmp: Path) -> dict:
     """One simulated sweep; returns the user's accuracy and best-so-far by trial-epochs spent."""
     E = sur.epochs
     rng = np.random.default_rng([seed, 7])
-    n_expected = budget / expected_epochs(arm, E)
-    startup = arm.startup if isinstance(arm.startup, int) else max(4, round(arm.startup * n_expected))
+    n_expected = budget / (expected_trial_epochs(arm.grace, arm.rf, E) if arm.asha else E)
+    startup = arm.startup if isinstance(arm.startup, int) else max(1, math.ceil(arm.startup * n_expected))  # as config
     if arm.sampler == "random":
         startup = 10**9
     cfg_space = space()
@@ -221,17 +219,18 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
 
     if arm.optuna_pruner:
         study = optuna.create_study(study_name=f"replay-{seed}", direction="maximize", sampler=optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=startup, constant_liar=True, multivariate=arm.multivariate),
+            seed=seed, n_startup_trials=startup, constant_liar=False, multivariate=arm.multivariate),  # Optuna's default
             pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=E, reduction_factor=3))
         searcher = asha = None
     else:
         journal = tmp / f"{arm.name}-{seed}.journal"
         journal.unlink(missing_ok=True)
         bind(f"replay-{arm.name}-{seed}", SweepRun(journal=journal, target=10**6, max_concurrent=in_flight,
-                                                    segment="tune-1"))
+                                                    segment="tune-1", max_trial_epochs=int(budget),
+                                                    min_trial_epochs=arm.grace if arm.asha else E))
         searcher = GrutuneSearcher(study_name=f"replay-{arm.name}-{seed}", space=cfg_space, seed=seed,
                                    metric="val_accuracy", mode="max", max_epochs=E, startup_trials=startup,
-                                   multivariate=arm.multivariate)
+                                   multivariate=arm.multivariate, constant_liar=arm.liar)
         from ray.tune.schedulers import ASHAScheduler
 
         np.random.seed(seed)  # ASHA draws its bracket from numpy's global generator
@@ -245,7 +244,9 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
     def start() -> bool:
         nonlocal n
         tid = f"t{n}"
-        if arm.optuna_pruner:
+        if arm.optuna_pruner:  # the searcher's budget rule, for Optuna's own loop too
+            if not budget_allows_trial(study.get_trials(deepcopy=False), int(budget), E, arm.grace):
+                return False
             ot = study.ask(distributions(cfg_space))
             config = {**fixed, **ot.params}
             handle = ot
@@ -261,8 +262,9 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
         n += 1
         return True
 
-    for _ in range(in_flight):
-        start()
+    running = 0
+    while running < in_flight and start():
+        running += 1
     while events and spent < budget:
         now, _, t = heapq.heappop(events)
         t["epoch"] += 1
@@ -290,8 +292,9 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
                     asha.on_trial_complete(None, SimpleNamespace(trial_id=t["id"]), result)
                 searcher.on_trial_complete(t["id"], result)
         if stop:
-            if spent < budget:
-                start()
+            running -= 1
+            while running < in_flight and spent < budget and start():  # Tune fills every free slot it can
+                running += 1
         else:
             heapq.heappush(events, (now + t["dt"] * cost(e + 1), n, t))
     return {"user": truth(sur, picked), "trials": n, "curve": curve}

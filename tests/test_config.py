@@ -195,3 +195,20 @@ def test_a_bad_best_config_names_each_missing_key(tmp_path):
 def test_startup_trials_is_a_count_or_a_share_of_num_samples(tmp_path, value, count):
     p = load_params(write(tmp_path, lambda r: r["search"].update(num_samples=48, startup_trials=value)))
     assert p.search.startup_count == count
+
+
+def test_a_startup_share_is_of_the_trials_a_budget_of_trial_epochs_pays_for(tmp_path):
+    """With max_trial_epochs, the sweep runs fewer trials than num_samples: ASHA's trials (grace 1, factor 3, 9
+    epochs) run 1 + 2/3 + 6/9 epochs on average, so 200 trial-epochs pay for about 86 trials, and 30% of those
+    are random start-up: 26, not 30% of num_samples' 1,000."""
+    from grutune.config import expected_trial_epochs
+
+    assert expected_trial_epochs(1, 3, 9) == pytest.approx(7 / 3) and expected_trial_epochs(2, 3, 12) == 4
+    assert expected_trial_epochs(3, 3, 3) == 3
+    p = load_params(write(tmp_path, lambda r: r["search"].update(
+        num_samples=1000, startup_trials=0.3, max_trial_epochs=200, max_epochs=9, grace_period=1,
+        reduction_factor=3)))
+    assert p.search.expected_trials == pytest.approx(200 / (7 / 3)) and p.search.startup_count == 26
+    p = load_params(write(tmp_path, lambda r: r["search"].update(num_samples=10, startup_trials=0.3,
+                                                                 max_trial_epochs=200)))
+    assert p.search.startup_count == 3  # num_samples ends it first

@@ -466,12 +466,13 @@ def test_the_default_resources_run_one_trial_per_core(tmp_path, prepared_mnist, 
 
 
 def searcher_at(tmp_path, *, target=10, max_concurrent=4, segment="tune-1", max_epochs=2, known=(),
-                max_trial_epochs=None):
+                max_trial_epochs=None, min_trial_epochs=1):
     """grutune's searcher over the journal s.journal, bound as the sweep driver binds it (outside Tune)."""
     from grutune.recovery import GrutuneSearcher, SweepRun, bind
 
     bind("s", SweepRun(journal=tmp_path / "s.journal", target=target, max_concurrent=max_concurrent,
-                       segment=segment, known=frozenset(known), max_trial_epochs=max_trial_epochs))
+                       segment=segment, known=frozenset(known), max_trial_epochs=max_trial_epochs,
+                       min_trial_epochs=min_trial_epochs))
     return GrutuneSearcher(study_name="s", space={"lr": ("loguniform", [1e-4, 1e-2]), "cell": ("choice", ["gru", "rnn"])},
                            seed=0, metric="val_accuracy", mode="max", max_epochs=max_epochs, startup_trials=2)
 
@@ -737,9 +738,30 @@ def test_a_tune_experiment_cut_off_while_written_is_set_aside_and_the_study_kept
 
 
 def test_a_budget_of_trial_epochs_ends_the_sweep_before_num_samples(tmp_path):
-    """max_trial_epochs: the searcher creates no trial once the study's trials have run that many epochs (each
-    trial below runs 2), whatever num_samples says."""
-    assert finish_all(searcher_at(tmp_path, target=100, max_trial_epochs=7)) == 4  # 2+2+2 < 7, then 8 >= 7
+    """max_trial_epochs: the searcher creates a trial only while the epochs run so far and the new trial's first
+    (ASHA's grace period) fit in the budget, whatever num_samples says; each trial below runs 2 epochs."""
+    assert finish_all(searcher_at(tmp_path, target=100, max_trial_epochs=7)) == 4  # 2+2+2+1 fit; 2+2+2+2+1 do not
+    assert len(journal_trials(tmp_path)) == 4
+    (tmp_path / "g").mkdir()
+    assert finish_all(searcher_at(tmp_path / "g", target=100, max_trial_epochs=7, min_trial_epochs=2)) == 3
+
+
+def test_a_budget_keeps_room_for_running_trials_to_finish(tmp_path):
+    """With trials in flight, a new trial must fit beside every running trial run to the end (ASHA may promote
+    them all), so the end of the budget goes to promoted trials, not to new ones cut off at once. While a running
+    trial may still free budget, the searcher waits; it says FINISHED only when none can."""
+    from ray.tune.search import Searcher
+
+    s = searcher_at(tmp_path, target=100, max_concurrent=10, max_epochs=3, max_trial_epochs=8, min_trial_epochs=1)
+    assert all(isinstance(s.suggest(t), dict) for t in "abc")  # 3 + 3, and c's first epoch: 7 <= 8
+    assert s.suggest("d") is None  # 3 + 3 + 3 + 1 > 8, though nothing has run yet
+    s.on_trial_result("a", {"epoch": 1, "val_accuracy": 0.5})
+    s.on_trial_complete("a", {"epoch": 1, "val_accuracy": 0.5})  # ASHA stopped a at its first rung: 1 + 3 + 3 + 1
+    assert isinstance(s.suggest("d"), dict)
+    assert s.suggest("e") is None
+    for t in "bcd":
+        s.on_trial_complete(t, {"epoch": 3, "val_accuracy": 0.6})
+    assert s.suggest("e") == Searcher.FINISHED  # 1 + 3 + 3 + 3 = 10: nothing running, and no room
     assert len(journal_trials(tmp_path)) == 4
 
 

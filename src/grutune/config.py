@@ -173,6 +173,15 @@ class Resources(_Section):
         return v
 
 
+def expected_trial_epochs(grace_period: int, reduction_factor: float, max_epochs: int) -> float:
+    """Epochs an ASHA trial runs on average: all of them reach the grace period, and a share 1/reduction_factor of
+    each rung goes on to the next (Ray's rungs: grace_period * reduction_factor**k below max_epochs, then max_epochs)."""
+    rungs = int(math.log(max_epochs / grace_period) / math.log(reduction_factor) + 1)
+    at = sorted({math.ceil(grace_period * reduction_factor ** k) for k in range(rungs)} - {max_epochs})
+    at = [m for m in at if m < max_epochs] + [max_epochs]
+    return at[0] + sum((b - a) / reduction_factor ** (k + 1) for k, (a, b) in enumerate(zip(at, at[1:])))
+
+
 class SweepParams(_Section):
     """What every sweep has: its budget (trials, ASHA's epochs and rungs, the per-trial subset), how it runs
     (concurrency, retries, storage, resources) and its search space, validated against the sweep's trial model."""
@@ -185,6 +194,7 @@ class SweepParams(_Section):
     reduction_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)]
     startup_trials: PositiveInt | Annotated[float, Field(gt=0, lt=1)]  # a count, or a share of num_samples
     multivariate: bool
+    constant_liar: bool
     max_trial_epochs: PositiveInt | None
     max_concurrent_trials: Annotated[int, Field(ge=0)]
     train_subset: PositiveInt | None
@@ -223,11 +233,21 @@ class SweepParams(_Section):
         return v
 
     @property
+    def expected_trials(self) -> float:
+        """Trials the sweep will run: `num_samples`, or fewer where `max_trial_epochs` ends it first (ASHA's trials
+        run `expected_trial_epochs` on average)."""
+        if self.max_trial_epochs is None:
+            return self.num_samples
+        per_trial = expected_trial_epochs(self.grace_period, self.reduction_factor, self.max_epochs)
+        return min(self.num_samples, self.max_trial_epochs / per_trial)
+
+    @property
     def startup_count(self) -> int:
-        """TPE's random start-up trials: `startup_trials`, or that share of `num_samples` (at least 1)."""
+        """TPE's random start-up trials: `startup_trials`, or that share of the trials the sweep will run (at least
+        1): of `num_samples`, or of what `max_trial_epochs` pays for."""
         if isinstance(self.startup_trials, int):
             return self.startup_trials
-        return max(1, math.ceil(self.startup_trials * self.num_samples))
+        return max(1, math.ceil(self.startup_trials * self.expected_trials))
 
     @model_validator(mode="after")
     def _grace(self) -> "SweepParams":

@@ -85,17 +85,19 @@ def load_study(journal: Path | str, study_name: str | None, sampler=None) -> opt
                              sampler=sampler)
 
 
-def tpe_sampler(seed: int, startup_trials: int, multivariate: bool = False) -> optuna.samplers.TPESampler:
-    """TPE, random for its first `startup_trials`, with the constant liar: a running trial counts as a poor result,
-    so trials suggested while others run do not pile onto one region. `multivariate`: one joint density over all
-    hyperparameters rather than one per hyperparameter (Optuna's multivariate TPE), single- and multi-objective
-    alike. Stated in full because the sweep relies on each."""
+def tpe_sampler(seed: int, startup_trials: int, multivariate: bool = False,
+                constant_liar: bool = True) -> optuna.samplers.TPESampler:
+    """TPE, random for its first `startup_trials`. `multivariate`: one joint density over all hyperparameters rather
+    than one per hyperparameter (Optuna's multivariate TPE), single- and multi-objective alike. `constant_liar`: a
+    running trial counts as a poor result, so trials suggested while others run stay away from it (Optuna's advice
+    for parallel workers; benchmarks/search_replay.py measured no difference either way at 2, 8 or 32 in flight).
+    Stated in full because the sweep relies on each."""
     import warnings
 
     with warnings.catch_warnings():  # Optuna marks both options experimental; the benchmarks measure them
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials, constant_liar=True,
-                                          multivariate=multivariate)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials,
+                                          constant_liar=constant_liar, multivariate=multivariate)
 
 
 def distributions(space: dict[str, Any]) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -152,7 +154,8 @@ class SweepRun:
     max_concurrent: int  # trials at once
     segment: str         # the Tune experiment now running the sweep
     journal_uri: str | None = None  # with cloud storage, where the journal is copied up to
-    max_trial_epochs: int | None = None  # stop creating trials once the study's trials have run this many epochs
+    max_trial_epochs: int | None = None  # create no trial that would take the study past this many trial-epochs
+    min_trial_epochs: int = 1  # epochs a new trial runs at least (ASHA's grace period): see `budget_allows_trial`
     origin: str = ""     # a fingerprint (not the path) of where the sweep's folder is now: see `location`
     known: frozenset = frozenset()  # Tune ids of the trials of the sweep's earlier Tune experiments
 
@@ -189,8 +192,7 @@ class GrutuneSearcher(Searcher):
     COMPLETE trial holds every objective, and multi-objective TPE proposes from them. Optuna keeps no intermediate
     values in such a study, so each epoch's metric is a STEP user attribute instead; PRUNED and FAIL stay as above.
 
-    With `SweepRun.max_trial_epochs`, it also stops creating trials once the study's trials have run that many
-    epochs.
+    With `SweepRun.max_trial_epochs`, it creates a trial only where the budget pays for it: see `budget_allows_trial`.
 
     It creates trials until the study holds `SweepRun.target`, at most `SweepRun.max_concurrent` at once, then
     says FINISHED. Pickled (Tune keeps it with the experiment), it holds no path and no study: those come from
@@ -199,9 +201,9 @@ class GrutuneSearcher(Searcher):
 
     def __init__(self, *, study_name: str, space: dict[str, Any], seed: int, metric: str, mode: str,
                  max_epochs: int, startup_trials: int, costs: tuple[str, ...] = (), origin: str = "",
-                 multivariate: bool = False):
+                 multivariate: bool = False, constant_liar: bool = True):
         super().__init__(metric=metric, mode=mode)
-        self.multivariate = multivariate
+        self.multivariate, self.constant_liar = multivariate, constant_liar
         self.origin = origin  # `location` of the sweep where this experiment started
         self.study_name, self.space, self.seed = study_name, dict(space), seed
         self.primary, self.mode_, self.costs, self.max_epochs = metric, mode, tuple(costs), max_epochs
@@ -224,6 +226,7 @@ class GrutuneSearcher(Searcher):
         return {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
 
     def __setstate__(self, state: dict) -> None:
+        state.setdefault("constant_liar", True)  # pickled by grutune before the option: it ran with the liar
         self.__dict__.update(state)
         self._reset()
 
@@ -245,7 +248,8 @@ class GrutuneSearcher(Searcher):
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in Journal" line per run
         try:
             study = optuna.create_study(storage=storage, study_name=self.study_name, load_if_exists=True,
-                                        sampler=tpe_sampler(self.seed + n, self.startup_trials, self.multivariate),
+                                        sampler=tpe_sampler(self.seed + n, self.startup_trials, self.multivariate,
+                                                            self.constant_liar),
                                         directions=directions)
         finally:
             optuna.logging.set_verbosity(verbosity)
@@ -302,9 +306,11 @@ class GrutuneSearcher(Searcher):
             return None
         if self._orphans:
             number = self._orphans.pop(0)
-        elif len(trials := study.get_trials(deepcopy=False)) >= run.target or (
-                run.max_trial_epochs and spent_epochs(trials) >= run.max_trial_epochs):
+        elif len(trials := study.get_trials(deepcopy=False)) >= run.target:
             return self._finish()
+        elif not budget_allows_trial(trials, run.max_trial_epochs, self.max_epochs, run.min_trial_epochs):
+            # A running trial that ASHA stops early frees budget: wait for it; with none running, the sweep is done.
+            return None if any(not t.state.is_finished() for t in trials) else self._finish()
         else:
             number = study.ask(distributions(self.space)).number
         tid = self._trial_id(number)
@@ -436,9 +442,19 @@ def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[
     return out
 
 
-def spent_epochs(trials: list[optuna.trial.FrozenTrial]) -> int:
-    """Trial-epochs the study's trials have run (each trial's last reported epoch)."""
-    return sum(max([t.user_attrs.get("epochs", 0), *intermediate(t)]) for t in trials)
+def committed_epochs(trials: list[optuna.trial.FrozenTrial], max_epochs: int) -> int:
+    """Trial-epochs the study's trials have run, counting each unfinished trial as if it will run to `max_epochs`."""
+    return sum(max([t.user_attrs.get("epochs", 0), *intermediate(t)]) if t.state.is_finished() else max_epochs
+               for t in trials)
+
+
+def budget_allows_trial(trials: list[optuna.trial.FrozenTrial], budget: int | None, max_epochs: int,
+                        min_trial_epochs: int) -> bool:
+    """Whether a new trial fits in a budget of `budget` trial-epochs (None: no budget): the epochs run so far, every
+    running trial run to the end (ASHA may promote it all the way), and the new trial's first `min_trial_epochs`.
+    So a sweep ends within one trial of its budget, and with many trials in flight the end of the budget goes to the
+    trials ASHA promotes, not to new trials that it would cut off (benchmarks/search_replay.py measured both)."""
+    return budget is None or committed_epochs(trials, max_epochs) + min_trial_epochs <= budget
 
 
 def study_counts(journal: Path, study_name: str) -> tuple[int, int]:

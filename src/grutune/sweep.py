@@ -28,7 +28,7 @@ from grutune.config import SweepParams
 from grutune.errors import GrutuneError
 from grutune.io import not_a_directory, workspace_root, write_json
 from grutune.recovery import (JOURNAL, GrutuneSearcher, JournalSync, SweepRun, bind, journal_progress, location,
-                              created_all, load_study, repair_journal, spent_epochs, study_counts)
+                              budget_allows_trial, created_all, load_study, repair_journal, study_counts)
 from grutune.sweep_results import SearchResult, summarise, trial_id, trial_rows
 from grutune.trials import TrialSettings
 
@@ -308,7 +308,7 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
         known = frozenset(trial_id(r) for results in all_results for r in results)
         bind(sid, SweepRun(journal=journal, target=s.num_samples, max_concurrent=concurrency, segment=name,
                            journal_uri=journal_uri, origin=location(sweep_uri), known=known,
-                           max_trial_epochs=s.max_trial_epochs))
+                           max_trial_epochs=s.max_trial_epochs, min_trial_epochs=s.grace_period))
         tuner = None
         if tune.Tuner.can_restore(path):
             # The searcher and callbacks come back from Tune's snapshot; `bind` gave them today's places and limits.
@@ -329,7 +329,8 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
                     search_alg=GrutuneSearcher(study_name=sid, space=s.space, seed=sweep.seed, metric=sweep.metric,
                                                mode=sweep.mode, max_epochs=s.max_epochs,
                                                startup_trials=s.startup_count, costs=sweep.costs,
-                                               origin=location(sweep_uri), multivariate=s.multivariate),
+                                               origin=location(sweep_uri), multivariate=s.multivariate,
+                                               constant_liar=s.constant_liar),
                     scheduler=ASHAScheduler(time_attr="epoch", max_t=s.max_epochs, grace_period=s.grace_period,
                                             reduction_factor=s.reduction_factor)),
                 run_config=tune.RunConfig(
@@ -343,13 +344,13 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
         all_results.append(results)
         study = load_study(journal, sid)
         done = study.get_trials(deepcopy=False)
-        trials, finished, spent = len(done), sum(t.state.is_finished() for t in done), spent_epochs(done)
+        trials, finished = len(done), sum(t.state.is_finished() for t in done)
         if results.num_terminated + results.num_errors < len(results) or not created_all(study, name):
             # Tune stops gracefully on Ctrl-C and returns what it has; a partial sweep must not become the output.
             raise SweepInterrupted(f"sweep {sid} stopped with {finished} of {s.num_samples} trials finished; its "
                                    f"state is kept in {sweep_uri}: run `dvc repro` again to resume it")
         if (finished >= s.num_samples and trials >= s.num_samples) or (
-                s.max_trial_epochs and finished == trials and spent >= s.max_trial_epochs):
+                finished == trials and not budget_allows_trial(done, s.max_trial_epochs, s.max_epochs, s.grace_period)):
             break
         if not len(results):  # an experiment that ran nothing would be followed by another forever
             raise GrutuneError(f"sweep {sid}: its study holds {trials} trials, {finished} finished, and Tune ran none "

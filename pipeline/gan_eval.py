@@ -3,9 +3,9 @@
     python pipeline/gan_eval.py data/prepared/mnist.npz models/mnist/classifier.pt models/gan.pt \
         --metrics metrics/gan.json --samples metrics/gan_samples.png
 
-FID and Inception Score of gan.eval_samples generated images, in the features and class probabilities of the
-classifier the `train` stage trained on gan.dataset (nothing is downloaded), next to the same scores for real
-images. A separate stage, so that changing gan.eval_samples scores the GAN again without training it again.
+FID, Inception Score, precision and recall (Kynkaanniemi et al., 2019) and class shares of gan.eval_samples
+generated images, in the features and class probabilities of the classifier the `train` stage trained on gan.dataset
+(nothing is downloaded), next to the same scores for real images. A separate stage, so that changing gan.eval_samples scores the GAN again without training it again.
 """
 
 import argparse
@@ -44,7 +44,9 @@ def main() -> None:
     log_gan_run(run, metrics, grid, data, model=args.generator, log_models=params.tracking.log_models)
     print(f"fid {metrics['fid']:.3f} (real train vs test: {metrics['reference_fid_train_vs_test']:.3f})  "
           f"inception_score {metrics['inception_score']:.3f} "
-          f"(real test: {metrics['reference_inception_score_test']:.3f})  -> {args.metrics}, {args.samples}")
+          f"(real test: {metrics['reference_inception_score_test']:.3f})  precision {metrics['precision']:.3f} "
+          f"recall {metrics['recall']:.3f} (real: {metrics['reference_precision_train_vs_test']:.3f}, "
+          f"{metrics['reference_recall_train_vs_test']:.3f})  -> {args.metrics}, {args.samples}")
 
 
 if __name__ == "__main__":

@@ -114,3 +114,28 @@ def test_pareto_front_by_hand():
     assert pareto_front(pts, senses) == [0, 1, 2, 4]
     assert pareto_front([(0.5,)], (1,)) == [0]
     assert not dominates((0.9, 100), (0.9, 100), senses) and dominates((0.9, 99), (0.9, 100), senses)
+
+
+def test_precision_and_recall_of_identical_disjoint_and_collapsed_sets():
+    """Kynkaanniemi et al.'s precision and recall: identical sets 1 and 1; sets far apart 0 and 0; a generator
+    collapsed onto the middle of the real distribution is precise (1) but covers little of it (recall near 0)."""
+    from grutune.metrics import precision_recall
+
+    real = features(n=300, f=6, seed=7)
+    assert precision_recall(real, real.copy()) == (1.0, 1.0)
+    assert precision_recall(real, real + 1e3) == (0.0, 0.0)
+    collapsed = real.mean(0) + 0.01 * features(n=300, f=6, seed=8)
+    precision, recall = precision_recall(real, collapsed)
+    assert precision == 1.0 and recall < 0.1
+    half = real[np.argsort(real[:, 0])[:150]]  # only the lower half along one direction: precise, half the recall
+    precision, recall = precision_recall(real, half)
+    assert precision == 1.0 and 0.3 < recall < 0.7
+    with pytest.raises(ValueError, match="same F"):
+        precision_recall(real, real[:, :3])
+
+
+def test_class_share_counts_the_argmax():
+    from grutune.metrics import class_share
+
+    probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8]])
+    assert class_share(probs).tolist() == [0.5, 0.25, 0.25]

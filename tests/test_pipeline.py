@@ -113,6 +113,10 @@ def test_metrics_show_reports_classifier_and_gan(project):
     assert metrics["metrics/mnist/classifier.json"]["test_accuracy"] > 0.5
     gan = metrics["metrics/gan.json"]
     assert gan["fid"] >= 0 and 1.0 <= gan["inception_score"] <= 10.0
+    for key in ("precision", "recall", "reference_precision_train_vs_test", "reference_recall_train_vs_test",
+                "class_share_distance"):
+        assert 0.0 <= gan[key] <= 1.0, key
+    assert len(gan["class_share"]) == 10 and sum(gan["reference_class_share_test"]) == pytest.approx(1, abs=1e-3)
     gs = metrics["metrics/gan_search.json"]
     assert gs["trials"] == params["gan_search"]["num_samples"] and gs["best_fid"] >= 0
     best = yaml.safe_load((proj / "search/gan/best.yaml").read_text())

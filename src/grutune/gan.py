@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
 from grutune.errors import GrutuneError
-from grutune.metrics import frechet_distance, inception_score
+from grutune.metrics import class_share, frechet_distance, inception_score, precision_recall
 from grutune.models import Discriminator, Generator, build_generator, to_float
 from grutune.training import EVAL_BATCH, NonFiniteLoss, Split, batches, load_checkpoint
 
@@ -191,7 +191,9 @@ class FidScorer:
 
 
 def score(G, clf, real_test: Split, real_train: Split, *, n: int, seed: int) -> dict:
-    """FID and IS of n generated images, with the same scores for real images as the reference floor/ceiling."""
+    """n generated images against n real test images, in the classifier's features and class probabilities: FID,
+    Inception Score, precision and recall (Kynkaanniemi et al.) and the share of samples the classifier assigns to
+    each class, each beside the same score for n real train images against the test images (the real reference)."""
     n = min(n, len(real_test), len(real_train))
     device = real_test.x.device
     fake_f, fake_p = classifier_view(clf, generate(G, n, seed=seed, device=device))
@@ -199,9 +201,21 @@ def score(G, clf, real_test: Split, real_train: Split, *, n: int, seed: int) -> 
     train_f, _ = classifier_view(clf, to_float(real_train.x[:n]))
     is_mean, is_std = inception_score(fake_p)
     real_is, _ = inception_score(test_p)
+    precision, recall = precision_recall(test_f, fake_f)
+    real_precision, real_recall = precision_recall(test_f, train_f)
+    k = fake_p.shape[1]
+    fake_share = class_share(fake_p, k)
+    real_share = np.bincount(real_test.y[:n].cpu().numpy().astype(np.int64), minlength=k)[:k] / n
     return {"fid": float(frechet_distance(fake_f, test_f)), "inception_score": float(is_mean),
             "inception_score_std": float(is_std), "reference_fid_train_vs_test": float(frechet_distance(train_f, test_f)),
-            "reference_inception_score_test": float(real_is), "eval_samples": n}
+            "reference_inception_score_test": float(real_is),
+            "precision": precision, "recall": recall,
+            "reference_precision_train_vs_test": real_precision, "reference_recall_train_vs_test": real_recall,
+            # the class mix: per class, and its total variation distance from the real mix (0: the same; 1: disjoint)
+            "class_share": [round(float(v), 4) for v in fake_share],
+            "reference_class_share_test": [round(float(v), 4) for v in real_share],
+            "class_share_distance": round(float(np.abs(fake_share - real_share).sum() / 2), 4),
+            "eval_samples": n}
 
 
 @dataclass(frozen=True)

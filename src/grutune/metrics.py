@@ -1,4 +1,5 @@
-"""Evaluation metrics in numpy float64: Frechet distance (FID), Inception Score, confusion matrix, per-class accuracy.
+"""Evaluation metrics in numpy float64: Frechet distance (FID), Inception Score, precision and recall of a generated
+distribution, class shares, confusion matrix, per-class accuracy.
 
 Inputs may be numpy arrays or torch tensors (on any device).
 """
@@ -53,6 +54,50 @@ def inception_score(probs, splits: int = 10) -> tuple[float, float]:
         kl = np.sum(part * (np.log(safe) - np.log(np.where(part > 0, p_y, 1.0))), axis=1)
         scores.append(np.exp(kl.mean()))
     return float(np.mean(scores)), float(np.std(scores))
+
+
+def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances (len(a), len(b)), clipped at 0 against round-off."""
+    return np.clip((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T, 0, None)
+
+
+def _knn_radii(x: np.ndarray, k: int, chunk: int) -> np.ndarray:
+    """Each point's squared distance to its k-th nearest neighbour in x, itself excluded."""
+    out = np.empty(len(x))
+    for i in range(0, len(x), chunk):
+        d = _sq_distances(x[i:i + chunk], x)
+        out[i:i + chunk] = np.partition(d, k, axis=1)[:, k]  # column 0 of the sorted row is the point itself
+    return out
+
+
+def _coverage(points: np.ndarray, manifold: np.ndarray, radii: np.ndarray, chunk: int) -> float:
+    """The share of `points` inside at least one ball (centre in `manifold`, squared radius in `radii`)."""
+    inside = 0
+    for i in range(0, len(points), chunk):
+        inside += int((_sq_distances(points[i:i + chunk], manifold) <= radii[None, :]).any(1).sum())
+    return inside / len(points)
+
+
+def precision_recall(real, fake, k: int = 3, chunk: int = 1024) -> tuple[float, float]:
+    """Improved precision and recall of a generated distribution (Kynkaanniemi et al., 2019), in feature space.
+
+    Each set's manifold is the union of balls around its points, each reaching the point's k-th nearest neighbour
+    in its own set. Precision: the share of generated samples inside the real manifold (are samples realistic?);
+    recall: the share of real samples inside the generated manifold (is the real variety covered?). Identical sets
+    give 1 and 1; sets far apart 0 and 0.
+    """
+    a, b = _numpy(real, np.float64), _numpy(fake, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) <= k:
+        raise ValueError(f"expected two (N, F) feature arrays with the same F and N > k={k}, got {a.shape}, {b.shape}")
+    real_r, fake_r = _knn_radii(a, k, chunk), _knn_radii(b, k, chunk)
+    return _coverage(b, a, real_r, chunk), _coverage(a, b, fake_r, chunk)
+
+
+def class_share(probs, num_classes: int | None = None) -> np.ndarray:
+    """(K,) float64: the share of samples a classifier assigns to each class (its argmax)."""
+    p = _numpy(probs, np.float64)
+    k = num_classes or p.shape[1]
+    return np.bincount(p.argmax(1), minlength=k)[:k] / max(len(p), 1)
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:

@@ -41,7 +41,8 @@ REAL_IMAGES = 64                           # real test images shown beside the G
 SEARCH_KEYS = ("best_val_accuracy", "trials", "completed", "pruned", "failed", "errored", "epochs_run", "wall_time_s")
 CLASSIFIER_KEYS = ("test_accuracy", "test_loss", "params", "latency_ms", "latency_batch_ms", "latency_hardware")
 GAN_KEYS = ("fid", "reference_fid_train_vs_test", "inception_score", "inception_score_std",
-            "reference_inception_score_test", "eval_samples")
+            "reference_inception_score_test", "precision", "reference_precision_train_vs_test", "recall",
+            "reference_recall_train_vs_test", "class_share_distance", "eval_samples")
 
 
 # =========================================================================== inputs

@@ -34,12 +34,11 @@ from ray.cluster_utils import Cluster
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import save, table  # noqa: E402
-from search_efficiency import dataset  # noqa: E402
-from tune_results import trial_results  # noqa: E402
-
 from grutune.config import Params  # noqa: E402
 from grutune.recovery import load_study  # noqa: E402
 from grutune.search import run_search  # noqa: E402
+from search_efficiency import dataset  # noqa: E402
+from tune_results import trial_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PATTERN = "fashion_mnist-*/run_trial_*/result.json"
@@ -73,8 +72,15 @@ def main() -> None:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw.update(datasets=["fashion_mnist"])
     raw["gan"]["dataset"], raw["tracking"]["wandb"] = "fashion_mnist", False
-    raw["search"].update(num_samples=args.trials, max_epochs=args.epochs, grace_period=args.epochs,
-                         train_subset=4096, max_failures=3, max_concurrent_trials=0, resources={"cpu": 1, "gpu": 0})
+    raw["search"].update(
+        num_samples=args.trials,
+        max_epochs=args.epochs,
+        grace_period=args.epochs,
+        train_subset=4096,
+        max_failures=3,
+        max_concurrent_trials=0,
+        resources={"cpu": 1, "gpu": 0},
+    )
     raw["search"]["space"].update(hidden_size=32, num_layers=1, backbone="none", bidirectional=False, batch_size=128)
     params = Params.model_validate(raw)
     slots = args.workers * args.cpus_per_worker
@@ -119,25 +125,40 @@ def main() -> None:
         results = trial_results(Path(state), PATTERN)
         (journal,) = Path(state).glob("*/optuna.journal")
         finished = sum(t.state.is_finished() for t in load_study(journal, None).get_trials(deepcopy=False))
-        finished_ok = sum(t.state == optuna.trial.TrialState.COMPLETE
-                          for t in load_study(journal, None).get_trials(deepcopy=False))
+        finished_ok = sum(
+            t.state == optuna.trial.TrialState.COMPLETE for t in load_study(journal, None).get_trials(deepcopy=False)
+        )
     ray.shutdown()
     cluster.shutdown()
     epochs = {name: [r["epoch"] for r in rows] for name, rows in results.items()}
     # A trial lost its node mid-way if it reported from a removed node and then went on elsewhere.
-    moved = [name for name, rows in results.items()
-             if any(r["node_id"] in seen["victims"] for r in rows) and rows[-1]["node_id"] not in seen["victims"]]
-    row = {"slots": slots, "peak_trials": int(seen["used"]), "peak_share": seen["used"] / slots,
-           "trials": args.trials, "all_epochs": sum(e[-1] == args.epochs for e in epochs.values()),
-           "lost_mid_trial": len(moved),
-           "resumed_from_checkpoint": sum(results[n][-1]["resumed_from_epoch"] >= 1 for n in moved),
-           "from_scratch": sum(e.count(1) > 1 for e in epochs.values()),  # epoch 1 trained again
-           "study_finished": finished, "study_complete": finished_ok, "trials_csv_rows": len(result.trials),
-           "nodes_killed": len(seen["killed"]), "wall_s": round(wall, 1),
-           "trial_rss_mib_max": round(max(seen["memory"], default=0)),
-           "trial_rss_mib_median": round(statistics.median(seen["memory"]) if seen["memory"] else 0)}
+    moved = [
+        name
+        for name, rows in results.items()
+        if any(r["node_id"] in seen["victims"] for r in rows) and rows[-1]["node_id"] not in seen["victims"]
+    ]
+    row = {
+        "slots": slots,
+        "peak_trials": int(seen["used"]),
+        "peak_share": seen["used"] / slots,
+        "trials": args.trials,
+        "all_epochs": sum(e[-1] == args.epochs for e in epochs.values()),
+        "lost_mid_trial": len(moved),
+        "resumed_from_checkpoint": sum(results[n][-1]["resumed_from_epoch"] >= 1 for n in moved),
+        "from_scratch": sum(e.count(1) > 1 for e in epochs.values()),  # epoch 1 trained again
+        "study_finished": finished,
+        "study_complete": finished_ok,
+        "trials_csv_rows": len(result.trials),
+        "nodes_killed": len(seen["killed"]),
+        "wall_s": round(wall, 1),
+        "trial_rss_mib_max": round(max(seen["memory"], default=0)),
+        "trial_rss_mib_median": round(statistics.median(seen["memory"]) if seen["memory"] else 0),
+    }
     print(table([row], list(row)))
-    print(f"\nwrote {save('cluster_load', {**row, 'killed_at_s': seen['killed'], 'cpus_per_worker': args.cpus_per_worker})}")
+    print(
+        "\nwrote "
+        + str(save("cluster_load", {**row, "killed_at_s": seen["killed"], "cpus_per_worker": args.cpus_per_worker}))
+    )
 
 
 if __name__ == "__main__":

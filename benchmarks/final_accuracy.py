@@ -1,4 +1,5 @@
-"""The final classifier at the full budget on real Fashion-MNIST: test accuracy over seeds, with and without augmentation.
+"""The final classifier at the full budget on real Fashion-MNIST: test accuracy over seeds, with and without
+augmentation.
 
     GRUTUNE_DATA_MIRROR=/usr/share/datasets/fashion-mnist python benchmarks/final_accuracy.py
     # 3 seeds with augmentation + 1 without, about 80 minutes on 2 cores (each run: params.yaml's train.epochs)
@@ -24,7 +25,6 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save, table  # noqa: E402
-
 from grutune.config import TrialConfig, read_best  # noqa: E402
 from grutune.data import fetch, load_prepared, prepare  # noqa: E402
 from grutune.training import pick_device, retrain_and_test  # noqa: E402
@@ -65,24 +65,50 @@ def main() -> None:
     print(f"{hp.model_dump()} for {epochs} epochs on {len(data.y_train) + len(data.y_val)} images, {device}")
     for seed, augment in plan:
         t0 = time.perf_counter()
-        final = retrain_and_test(hp, data, epochs=epochs, seed=seed, device=device, augment=augment,
-                                 on_epoch=lambda m: print(f"  epoch {m['epoch']}/{epochs} train_loss "
-                                                          f"{m['train_loss']:.4f} train_acc {m['train_accuracy']:.4f}",
-                                                          flush=True))
-        runs.append({"seed": seed, "augment": augment, "test_accuracy": final.test["accuracy"],
-                     "test_loss": final.test["loss"], "train_accuracy_last_epoch": final.history[-1]["train_accuracy"],
-                     "wall_min": round((time.perf_counter() - t0) / 60, 2)})
-        print(f"seed {seed} augment {augment}: test accuracy {final.test['accuracy']:.4f} "
-              f"({runs[-1]['wall_min']} min)", flush=True)
+        final = retrain_and_test(
+            hp,
+            data,
+            epochs=epochs,
+            seed=seed,
+            device=device,
+            augment=augment,
+            on_epoch=lambda m: print(
+                f"  epoch {m['epoch']}/{epochs} train_loss {m['train_loss']:.4f} train_acc {m['train_accuracy']:.4f}",
+                flush=True,
+            ),
+        )
+        runs.append(
+            {
+                "seed": seed,
+                "augment": augment,
+                "test_accuracy": final.test["accuracy"],
+                "test_loss": final.test["loss"],
+                "train_accuracy_last_epoch": final.history[-1]["train_accuracy"],
+                "wall_min": round((time.perf_counter() - t0) / 60, 2),
+            }
+        )
+        print(
+            f"seed {seed} augment {augment}: test accuracy {final.test['accuracy']:.4f} ({runs[-1]['wall_min']} min)",
+            flush=True,
+        )
         rows = []
         for aug in (True, False):
             accs = [r["test_accuracy"] for r in runs if r["augment"] is aug]
             if accs:
-                rows.append({"augment": aug, "seeds": len(accs), "test_accuracy_mean": statistics.mean(accs),
-                             "test_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                             "test_accuracies": ", ".join(f"{a:.4f}" for a in accs), "target": TARGET})
-        path = save("final_accuracy", {"config": hp.model_dump(), "epochs": epochs, "dataset": "fashion_mnist",
-                                       "summary": rows, "runs": runs})
+                rows.append(
+                    {
+                        "augment": aug,
+                        "seeds": len(accs),
+                        "test_accuracy_mean": statistics.mean(accs),
+                        "test_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                        "test_accuracies": ", ".join(f"{a:.4f}" for a in accs),
+                        "target": TARGET,
+                    }
+                )
+        path = save(
+            "final_accuracy",
+            {"config": hp.model_dump(), "epochs": epochs, "dataset": "fashion_mnist", "summary": rows, "runs": runs},
+        )
     print(f"\nFashion-MNIST test accuracy after {epochs} epochs on train+val ({device})")
     print(table(rows, list(rows[0])))
     print(f"\nwrote {path}")

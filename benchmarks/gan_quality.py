@@ -1,4 +1,5 @@
-"""GAN quality per generator kind and per stabiliser, on real Fashion-MNIST: IS and FID next to the real-data references.
+"""GAN quality per generator kind and per stabiliser, on real Fashion-MNIST: IS and FID next to the real-data
+references.
 
     python benchmarks/gan_quality.py [--budget laptop|long] [--only deconv,...]
 
@@ -27,7 +28,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, save, table  # noqa: E402
-
 from grutune.config import GanTrialConfig, TrialConfig  # noqa: E402
 from grutune.data import load_prepared  # noqa: E402
 from grutune.gan import Collapsed, Recipe, train_and_score  # noqa: E402
@@ -36,8 +36,10 @@ from grutune.models import GENERATOR_NAMES, build_classifier  # noqa: E402
 from grutune.training import Split, evaluate, fit, new_classifier  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / ".data"
-BUDGETS = {"laptop": dict(epochs=3, subset=20_000, eval_samples=2_000),
-           "long": dict(epochs=8, subset=None, eval_samples=10_000)}
+BUDGETS = {
+    "laptop": dict(epochs=3, subset=20_000, eval_samples=2_000),
+    "long": dict(epochs=8, subset=None, eval_samples=10_000),
+}
 # A config from gan_search's space (the best of a few probes); the recipe is params.yaml's gan section.
 CONFIG = dict(hidden_size=256, num_layers=1, backbone="resnet", lr_g=5e-4, lr_d=2e-3)
 RECIPE = Recipe(batch_size=64, loss="hinge", ema_decay=0.999, r1_gamma=1.0)
@@ -56,17 +58,41 @@ def classifier(data, seed: int):
         ckpt = torch.load(path, weights_only=True)
         if ckpt["data_hash"] == data.content_hash:
             return build_classifier(ckpt["model_kwargs"], ckpt["model"]), ckpt["test_accuracy"]
-    hp = TrialConfig(cell="gru", hidden_size=128, num_layers=1, bidirectional=True, dropout=0.1, backbone="conv",
-                     lr=2e-3, weight_decay=1e-4, batch_size=128)
+    hp = TrialConfig(
+        cell="gru",
+        hidden_size=128,
+        num_layers=1,
+        bidirectional=True,
+        dropout=0.1,
+        backbone="conv",
+        lr=2e-3,
+        weight_decay=1e-4,
+        batch_size=128,
+    )
     torch.manual_seed(seed)
-    model, opt = new_classifier(hp, in_shape=data.image_shape, num_classes=data.num_classes,
-                                device=torch.device("cpu"))
+    model, opt = new_classifier(hp, in_shape=data.image_shape, num_classes=data.num_classes, device=torch.device("cpu"))
     train, val = Split.of(data.x_train, data.y_train, "cpu"), Split.of(data.x_val, data.y_val, "cpu")
-    fit(model, opt, train, val, epochs=3, batch_size=hp.batch_size, seed=seed, schedule_epochs=3,
-        on_epoch=lambda m: print(f"classifier epoch {m['epoch']}: val accuracy {m['val_accuracy']:.3f}", flush=True))
+    fit(
+        model,
+        opt,
+        train,
+        val,
+        epochs=3,
+        batch_size=hp.batch_size,
+        seed=seed,
+        schedule_epochs=3,
+        on_epoch=lambda m: print(f"classifier epoch {m['epoch']}: val accuracy {m['val_accuracy']:.3f}", flush=True),
+    )
     acc = evaluate(model, Split.of(data.x_test, data.y_test, "cpu"))["accuracy"]
-    torch.save({"model": model.state_dict(), "model_kwargs": model.kwargs, "data_hash": data.content_hash,
-                "test_accuracy": acc}, path)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "model_kwargs": model.kwargs,
+            "data_hash": data.content_hash,
+            "test_accuracy": acc,
+        },
+        path,
+    )
     return model, acc
 
 
@@ -75,18 +101,36 @@ def run(name: str, kind: str, config: dict, recipe: Recipe, data, clf, budget: d
     t0 = time.perf_counter()
     row = {"run": name, "generator": kind, **config, **dataclasses.asdict(recipe)}
     try:
-        final = train_and_score(hp, recipe, clf, data, epochs=budget["epochs"], noise_dim=64,
-                                subset=budget["subset"], eval_samples=budget["eval_samples"], eval_every=1,
-                                min_diversity=0.1, seed=seed, device=torch.device("cpu"))
+        final = train_and_score(
+            hp,
+            recipe,
+            clf,
+            data,
+            epochs=budget["epochs"],
+            noise_dim=64,
+            subset=budget["subset"],
+            eval_samples=budget["eval_samples"],
+            eval_every=1,
+            min_diversity=0.1,
+            seed=seed,
+            device=torch.device("cpu"),
+        )
     except Collapsed as e:
         return {**row, "collapsed": str(e), "minutes": (time.perf_counter() - t0) / 60}
     write_png(out / (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") + ".png"), final.grid)
     m = final.metrics
-    return {**row, "IS": m["inception_score"], "FID": m["fid"], "real IS": m["reference_inception_score_test"],
-            "real FID": m["reference_fid_train_vs_test"], "IS / real": m["inception_score"]
-            / m["reference_inception_score_test"], "FID / real": m["fid"] / m["reference_fid_train_vs_test"],
-            "best epoch": m["best_epoch"], "minutes": (time.perf_counter() - t0) / 60,
-            "history": final.history}
+    return {
+        **row,
+        "IS": m["inception_score"],
+        "FID": m["fid"],
+        "real IS": m["reference_inception_score_test"],
+        "real FID": m["reference_fid_train_vs_test"],
+        "IS / real": m["inception_score"] / m["reference_inception_score_test"],
+        "FID / real": m["fid"] / m["reference_fid_train_vs_test"],
+        "best epoch": m["best_epoch"],
+        "minutes": (time.perf_counter() - t0) / 60,
+        "history": final.history,
+    }
 
 
 def main() -> None:
@@ -110,16 +154,36 @@ def main() -> None:
         scored = [r for r in rows if "FID" in r]
         best = min(scored, key=lambda r: r["FID"])["generator"] if scored else kinds[0]
         for name, (cfg, rec) in ABLATIONS.items():
-            rows.append(run(f"{best}: {name}", best, {**CONFIG, **cfg}, dataclasses.replace(RECIPE, **rec), data,
-                            clf, budget, args.seed, out))
+            rows.append(
+                run(
+                    f"{best}: {name}",
+                    best,
+                    {**CONFIG, **cfg},
+                    dataclasses.replace(RECIPE, **rec),
+                    data,
+                    clf,
+                    budget,
+                    args.seed,
+                    out,
+                )
+            )
             print(table(rows[-1:], ["run", "IS", "FID", "best epoch", "minutes"]), flush=True)
     columns = ["run", "IS", "FID", "IS / real", "FID / real", "best epoch", "minutes"]
     print(table(rows, columns))
     print("real data:", {k: rows[0].get(k) for k in ("real IS", "real FID")})
-    path = save(f"gan_quality_{args.budget}", {
-        "command": " ".join(["python", "benchmarks/gan_quality.py", *sys.argv[1:]]), "budget": budget,
-        "classifier_test_accuracy": clf_acc, "config": CONFIG, "recipe": dataclasses.asdict(RECIPE),
-        "samples": str(out.relative_to(RESULTS.parent.parent)), "runs": rows, "table": table(rows, columns)})
+    path = save(
+        f"gan_quality_{args.budget}",
+        {
+            "command": " ".join(["python", "benchmarks/gan_quality.py", *sys.argv[1:]]),
+            "budget": budget,
+            "classifier_test_accuracy": clf_acc,
+            "config": CONFIG,
+            "recipe": dataclasses.asdict(RECIPE),
+            "samples": str(out.relative_to(RESULTS.parent.parent)),
+            "runs": rows,
+            "table": table(rows, columns),
+        },
+    )
     print(f"-> {path}")
 
 

@@ -32,18 +32,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT / "tests"))
 from _common import save  # noqa: E402
 from fakedata import make_mnist_like  # noqa: E402
-
 from grutune.data import prepare  # noqa: E402
 from grutune.recovery import ALIAS, TUNE_ID, load_study  # noqa: E402
 
 
 def stage(project: Path, prepared: Path) -> subprocess.Popen:
-    cmd = [sys.executable, str(ROOT / "pipeline/search.py"), "mnist", str(prepared), "--best", "out/best.yaml",
-           "--trials", "out/trials.csv", "--metrics", "metrics.json", "--progress", "progress.csv",
-           "--progress-time", "progress_time.csv", "--pareto", "out/pareto.csv"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "pipeline/search.py"),
+        "mnist",
+        str(prepared),
+        "--best",
+        "out/best.yaml",
+        "--trials",
+        "out/trials.csv",
+        "--metrics",
+        "metrics.json",
+        "--progress",
+        "progress.csv",
+        "--progress-time",
+        "progress_time.csv",
+        "--pareto",
+        "out/pareto.csv",
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    return subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 def finished_trials(journal: Path) -> dict[str, int]:
@@ -51,8 +66,11 @@ def finished_trials(journal: Path) -> dict[str, int]:
     if not journal.exists():
         return {}
     study = load_study(journal, None)
-    return {t.user_attrs[TUNE_ID]: t.user_attrs.get("epochs", 0) for t in study.get_trials(deepcopy=False)
-            if t.state.is_finished() and TUNE_ID in t.user_attrs}
+    return {
+        t.user_attrs[TUNE_ID]: t.user_attrs.get("epochs", 0)
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished() and TUNE_ID in t.user_attrs
+    }
 
 
 def trained_epochs(sweeps: Path) -> dict[str, list[tuple[float, int]]]:
@@ -90,12 +108,25 @@ def main() -> None:
         params = yaml.safe_load((ROOT / "params.yaml").read_text())
         params.update(datasets=["mnist"])
         params["gan"]["dataset"], params["tracking"]["wandb"] = "mnist", False
-        params["search"].update(num_samples=args.trials, max_epochs=6, grace_period=1, reduction_factor=2,
-                                startup_trials=4, train_subset=4000, max_concurrent_trials=2, max_failures=1,
-                                resources={"cpu": 1, "gpu": 0},
-                                space={**params["search"]["space"], "hidden_size": {"choice": [64, 96, 128]},
-                                       "num_layers": 1, "backbone": "none", "bidirectional": False,
-                                       "batch_size": 64})
+        params["search"].update(
+            num_samples=args.trials,
+            max_epochs=6,
+            grace_period=1,
+            reduction_factor=2,
+            startup_trials=4,
+            train_subset=4000,
+            max_concurrent_trials=2,
+            max_failures=1,
+            resources={"cpu": 1, "gpu": 0},
+            space={
+                **params["search"]["space"],
+                "hidden_size": {"choice": [64, 96, 128]},
+                "num_layers": 1,
+                "backbone": "none",
+                "bidirectional": False,
+                "batch_size": 64,
+            },
+        )
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         sweeps = project / ".grutune/sweeps"
         rounds = []
@@ -116,11 +147,21 @@ def main() -> None:
             proc.wait()
             journal = next(sweeps.glob("*/optuna.journal"), None)
             done = sorted(finished_trials(journal)) if journal else []
-            rounds.append({"round": k + 1, "kill_after_s": round(wait, 1), "finished_before": len(before),
-                           "finished_at_kill": len(done), "stage_ended_first": done_early, "killed_at": time.time(),
-                           "finished_ids": done})
-            print(f"kill {k + 1}: after {wait:.1f} s, {rounds[-1]['finished_at_kill']} of {args.trials} trials "
-                  f"finished", flush=True)
+            rounds.append(
+                {
+                    "round": k + 1,
+                    "kill_after_s": round(wait, 1),
+                    "finished_before": len(before),
+                    "finished_at_kill": len(done),
+                    "stage_ended_first": done_early,
+                    "killed_at": time.time(),
+                    "finished_ids": done,
+                }
+            )
+            print(
+                f"kill {k + 1}: after {wait:.1f} s, {rounds[-1]['finished_at_kill']} of {args.trials} trials finished",
+                flush=True,
+            )
         final = stage(project, prepared)
         out, _ = final.communicate(timeout=1800)
         ok_stage = final.returncode == 0
@@ -129,19 +170,36 @@ def main() -> None:
         rows = list(csv.DictReader((project / "out/trials.csv").open())) if ok_stage else []
         epochs = trained_epochs(sweeps)
         # A trial finished before kill k trains nothing after it (nor does a trial handed its result: an alias).
-        aliases = {k[len(ALIAS):]: v for k, v in load_study(journal, None).user_attrs.items() if k.startswith(ALIAS)}
-        reruns = sorted({tid for r in rounds for tid, ev in epochs.items()
-                         if aliases.get(tid, tid) in r["finished_ids"] and any(ts > r["killed_at"] + 1 for ts, _ in ev)})
-        retrained = {tid: sorted(e for _, e in ev) for tid, ev in epochs.items()
-                     if len([e for _, e in ev]) != len({e for _, e in ev})}
-        result = {
-            "kills": args.kills, "num_samples": args.trials, "rounds": rounds, "final_stage_ok": ok_stage,
-            "study_trials": len(study), "study_finished": sum(t.state.is_finished() for t in study),
-            "trials_csv_rows": len(rows), "segments": len(list(journal.parent.glob("tune-*"))),
-            "finished_trials_trained_again": reruns, "trials_with_a_repeated_epoch": retrained, "final_output_tail": out[-1500:],
+        aliases = {k[len(ALIAS) :]: v for k, v in load_study(journal, None).user_attrs.items() if k.startswith(ALIAS)}
+        reruns = sorted(
+            {
+                tid
+                for r in rounds
+                for tid, ev in epochs.items()
+                if aliases.get(tid, tid) in r["finished_ids"] and any(ts > r["killed_at"] + 1 for ts, _ in ev)
+            }
+        )
+        retrained = {
+            tid: sorted(e for _, e in ev)
+            for tid, ev in epochs.items()
+            if len([e for _, e in ev]) != len({e for _, e in ev})
         }
-        result["passed"] = (ok_stage and not reruns
-                            and len(study) == args.trials == result["study_finished"] == len(rows))
+        result = {
+            "kills": args.kills,
+            "num_samples": args.trials,
+            "rounds": rounds,
+            "final_stage_ok": ok_stage,
+            "study_trials": len(study),
+            "study_finished": sum(t.state.is_finished() for t in study),
+            "trials_csv_rows": len(rows),
+            "segments": len(list(journal.parent.glob("tune-*"))),
+            "finished_trials_trained_again": reruns,
+            "trials_with_a_repeated_epoch": retrained,
+            "final_output_tail": out[-1500:],
+        }
+        result["passed"] = (
+            ok_stage and not reruns and len(study) == args.trials == result["study_finished"] == len(rows)
+        )
         print(json.dumps({k: v for k, v in result.items() if k != "final_output_tail"}, indent=1))
         save("kill_resume", result)
 

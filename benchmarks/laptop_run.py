@@ -50,8 +50,12 @@ def main() -> None:
     ap.add_argument("--name", default="laptop_run", help="the results file's name (default: %(default)s)")
     args = ap.parse_args()
     cmd = laptop_command(args.dataset) + [a for kv in args.set for a in ("-S", kv)]
-    env = {**os.environ, "GRUTUNE_DATA_MIRROR": args.mirror, "WANDB_MODE": "offline",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "GRUTUNE_DATA_MIRROR": args.mirror,
+        "WANDB_MODE": "offline",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "grutune"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
@@ -71,26 +75,48 @@ def main() -> None:
             front = [{k: v for k, v in r.items()} for r in csv.DictReader(f)]
         page = (repo / "report/index.html").read_text()
         png = re.search(rf'<img[^>]*alt="Pareto front, {args.dataset}"[^>]*src="data:image/png;base64,([^"]*)"', page)
-        png = png or re.search(rf'<img[^>]*src="data:image/png;base64,([^"]*)"[^>]*alt="Pareto front, {args.dataset}"',
-                               page)
+        png = png or re.search(
+            rf'<img[^>]*src="data:image/png;base64,([^"]*)"[^>]*alt="Pareto front, {args.dataset}"', page
+        )
         if png and len(front) > 1:
             (RESULTS / f"{args.name}_pareto.png").write_bytes(base64.b64decode(png.group(1)))
     extra = {}
     if len(front) > 1:
         acc, size = [float(r["best_val_accuracy"]) for r in front], [float(r["params"]) for r in front]
-        extra = {"pareto_points": len(front), "front_val_accuracy": [min(acc), max(acc)],
-                 "front_params": [int(min(size)), int(max(size))], "picked_params": clf["params"],
-                 "front": front}
-    row = {"dataset": args.dataset, "wall_min": wall / 60, "test_accuracy": clf["test_accuracy"],
-           "search_trials": search["trials"], "search_wall_min": search["wall_time_s"] / 60,
-           "gan_fid": gan["fid"], "gan_real_fid": gan["reference_fid_train_vs_test"],
-           "gan_is": gan["inception_score"], "gan_real_is": gan["reference_inception_score_test"]}
+        extra = {
+            "pareto_points": len(front),
+            "front_val_accuracy": [min(acc), max(acc)],
+            "front_params": [int(min(size)), int(max(size))],
+            "picked_params": clf["params"],
+            "front": front,
+        }
+    row = {
+        "dataset": args.dataset,
+        "wall_min": wall / 60,
+        "test_accuracy": clf["test_accuracy"],
+        "search_trials": search["trials"],
+        "search_wall_min": search["wall_time_s"] / 60,
+        "gan_fid": gan["fid"],
+        "gan_real_fid": gan["reference_fid_train_vs_test"],
+        "gan_is": gan["inception_score"],
+        "gan_real_is": gan["reference_inception_score_test"],
+    }
     row["meets_targets"] = row["wall_min"] <= TARGETS["wall_min"] and row["test_accuracy"] >= TARGETS["test_accuracy"]
     print(table([row], list(row)))
     if extra:
-        print(f"Pareto front: {extra['pareto_points']} points, val accuracy {extra['front_val_accuracy']}, "
-              f"params {extra['front_params']}")
-    print(f"\nwrote {save(args.name, {'command': shlex.join(cmd), 'targets': TARGETS, **row, **extra, 'best': best, 'log_tail': log[-4000:]})}")
+        print(
+            f"Pareto front: {extra['pareto_points']} points, val accuracy {extra['front_val_accuracy']}, "
+            f"params {extra['front_params']}"
+        )
+    print(
+        "\nwrote "
+        + str(
+            save(
+                args.name,
+                {"command": shlex.join(cmd), "targets": TARGETS, **row, **extra, "best": best, "log_tail": log[-4000:]},
+            )
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine, save  # noqa: E402
-
 from grutune.data import fetch, load_prepared, prepare  # noqa: E402
 from grutune.models import RecurrentClassifier  # noqa: E402
 from grutune.training import NonFiniteLoss, Split, cosine, evaluate, pick_device, train_epoch  # noqa: E402
@@ -51,6 +50,7 @@ OPTIM_KEYS = ("lr", "weight_decay", "batch_size")
 
 
 # --------------------------------------------------------------------------- configs
+
 
 def default_space() -> dict:
     """The search space of conf/config.yaml (the one source of the default space)."""
@@ -66,7 +66,7 @@ def draw(space: dict, index: int, table_seed: int = 0) -> dict:
         if not isinstance(dim, dict):
             out[key] = dim
             continue
-        (kind, arg), = dim.items()
+        ((kind, arg),) = dim.items()
         if kind == "choice":
             v = arg[int(rng.integers(len(arg)))]
         elif kind == "uniform":
@@ -89,11 +89,12 @@ def units(n_configs: int, n_noise: int, noise_seeds: int) -> list[tuple[int, int
 
 # --------------------------------------------------------------------------- one unit
 
+
 @dataclasses.dataclass(frozen=True)
 class Budget:
     epochs: int
     subset: int
-    cool: float        # cool-down length, as a share of the images seen so far
+    cool: float  # cool-down length, as a share of the images seen so far
     ema_images: float  # EMA half-life, in training images
 
 
@@ -105,9 +106,14 @@ def _load(npz: str, device: str) -> None:
     d = load_prepared(npz, verify=False)
     dev = torch.device(device)
     half = len(d.y_val) // 2
-    _DATA.update(train=Split.of(d.x_train, d.y_train, dev), a=Split.of(d.x_val[:half], d.y_val[:half], dev),
-                 b=Split.of(d.x_val[half:2 * half], d.y_val[half:2 * half], dev), shape=d.image_shape,
-                 classes=len(d.classes), device=dev)
+    _DATA.update(
+        train=Split.of(d.x_train, d.y_train, dev),
+        a=Split.of(d.x_val[:half], d.y_val[:half], dev),
+        b=Split.of(d.x_val[half : 2 * half], d.y_val[half : 2 * half], dev),
+        shape=d.image_shape,
+        classes=len(d.classes),
+        device=dev,
+    )
 
 
 def _score(model) -> dict:
@@ -137,8 +143,15 @@ def run_unit(index: int, config: dict, seed: int, budget: Budget) -> dict:
     """Train `config` under both schedules; return the unit's row of the table."""
     bs, n, E = config["batch_size"], budget.subset, budget.epochs
     gen = lambda e, k=0: torch.Generator().manual_seed(seed * 100_003 + e + 7_919 * k)  # noqa: E731  fit()'s order
-    row = {"index": index, "seed": seed, "config": config, "epochs": E, "subset": n,
-           "steps_per_epoch": math.ceil(n / bs), "runs": {}}
+    row = {
+        "index": index,
+        "seed": seed,
+        "config": config,
+        "epochs": E,
+        "subset": n,
+        "steps_per_epoch": math.ceil(n / bs),
+        "runs": {},
+    }
 
     # cosine over all epochs (today's trials), with an EMA of the weights
     model, opt = _new(config, seed)
@@ -162,8 +175,15 @@ def run_unit(index: int, config: dict, seed: int, budget: Budget) -> dict:
         for e in range(E):
             _sync()
             t0 = time.perf_counter()
-            tr = train_epoch(model, opt, _DATA["train"], batch_size=bs, generator=gen(e), subset=n,
-                             lr_at=lambda f, e=e: cosine((e + f) / E))
+            tr = train_epoch(
+                model,
+                opt,
+                _DATA["train"],
+                batch_size=bs,
+                generator=gen(e),
+                subset=n,
+                lr_at=lambda f, e=e: cosine((e + f) / E),
+            )
             _sync()
             wall += time.perf_counter() - t0
             curves["cosine"].append({**_score(model), "train_loss": tr["loss"], "wall_s": round(wall, 3)})
@@ -190,14 +210,17 @@ def run_unit(index: int, config: dict, seed: int, budget: Budget) -> dict:
             _sync()
             t0 = time.perf_counter()
             try:
-                train_epoch(copy, copt, _DATA["train"], batch_size=bs, generator=gen(e, 1), subset=cool,
-                            lr_at=lambda f: 1.0 - f)
+                train_epoch(
+                    copy, copt, _DATA["train"], batch_size=bs, generator=gen(e, 1), subset=cool, lr_at=lambda f: 1.0 - f
+                )
                 _sync()
-                curves["wsd"].append({**_score(copy), "cool_images": cool,
-                                      "cool_wall_s": round(time.perf_counter() - t0, 3)})
+                curves["wsd"].append(
+                    {**_score(copy), "cool_images": cool, "cool_wall_s": round(time.perf_counter() - t0, 3)}
+                )
             except NonFiniteLoss:
-                curves["wsd"].append({"acc_a": 0.0, "acc_b": 0.0, "loss": math.inf, "cool_images": cool,
-                                      "diverged": True})
+                curves["wsd"].append(
+                    {"acc_a": 0.0, "acc_b": 0.0, "loss": math.inf, "cool_images": cool, "diverged": True}
+                )
     except NonFiniteLoss:
         row["runs"]["const_diverged"] = len(curves["const"]) + 1
     row["runs"].update(curves)
@@ -205,6 +228,7 @@ def run_unit(index: int, config: dict, seed: int, budget: Budget) -> dict:
 
 
 # --------------------------------------------------------------------------- the table
+
 
 def read_table() -> list[dict]:
     """Every finished unit: the working copy if there is one, else the committed table. A line cut by a kill is
@@ -246,8 +270,10 @@ def build(args) -> None:
     done = {(r["index"], r["seed"]) for r in rows}
     for r in rows:
         if (r["epochs"], r["subset"]) != (budget.epochs, budget.subset):
-            sys.exit(f"error: {TABLE.name} holds units of {r['epochs']}x{r['subset']}, not "
-                     f"{budget.epochs}x{budget.subset}: move it away to start another table")
+            sys.exit(
+                f"error: {TABLE.name} holds units of {r['epochs']}x{r['subset']}, not "
+                f"{budget.epochs}x{budget.subset}: move it away to start another table"
+            )
     space = default_space()
     todo = [(i, s) for i, s in units(args.configs, args.noise_configs, args.noise_seeds) if (i, s) not in done]
     device = args.device or str(pick_device())
@@ -256,20 +282,32 @@ def build(args) -> None:
         return
     npz = str(dataset())
     t0 = time.time()
-    with cf.ProcessPoolExecutor(args.workers, mp_context=__import__("multiprocessing").get_context("spawn"),
-                                initializer=_load, initargs=(npz, device)) as pool:
+    with cf.ProcessPoolExecutor(
+        args.workers,
+        mp_context=__import__("multiprocessing").get_context("spawn"),
+        initializer=_load,
+        initargs=(npz, device),
+    ) as pool:
         futures = [pool.submit(run_unit, i, draw(space, i), s, budget) for i, s in todo]
         for k, fut in enumerate(cf.as_completed(futures), 1):
             row = fut.result()
-            row["machine"] = {"device": device, "cpu": machine()["cpu"], "gpu": machine()["gpu"],
-                              "workers": args.workers}
+            row["machine"] = {
+                "device": device,
+                "cpu": machine()["cpu"],
+                "gpu": machine()["gpu"],
+                "workers": args.workers,
+            }
             append(rows, row)
             last = row["runs"].get("cosine") or [{"acc_a": float("nan")}]
-            print(f"[{k}/{len(todo)}] config {row['index']} seed {row['seed']}: cosine acc {last[-1]['acc_a']:.3f}"
-                  f" ({(time.time() - t0) / k * (len(todo) - k) / 60:.0f} min left)", flush=True)
+            print(
+                f"[{k}/{len(todo)}] config {row['index']} seed {row['seed']}: cosine acc {last[-1]['acc_a']:.3f}"
+                f" ({(time.time() - t0) / k * (len(todo) - k) / 60:.0f} min left)",
+                flush=True,
+            )
 
 
 # --------------------------------------------------------------------------- report
+
 
 def spearman(x, y) -> float:
     from scipy.stats import spearmanr
@@ -290,35 +328,60 @@ def report(args) -> dict:
     E = rows[0]["epochs"]
     final = [value(r["runs"]["cosine"], E, "b") for r in rows]
     fidelities = ("cosine", "cosine_ema", "const", "wsd")
-    rho = {f: [round(spearman([value(r["runs"][f], e, "a") for r in rows], final), 4) for e in range(1, E + 1)]
-           for f in fidelities}
+    rho = {
+        f: [round(spearman([value(r["runs"][f], e, "a") for r in rows], final), 4) for e in range(1, E + 1)]
+        for f in fidelities
+    }
     # each fidelity against its own end: how well it ranks for a search that uses it throughout
-    own = {f: [round(spearman([value(r["runs"][f], e, "a") for r in rows],
-                              [value(r["runs"][f], E, "b") for r in rows]), 4) for e in range(1, E + 1)]
-           for f in fidelities}
+    own = {
+        f: [
+            round(spearman([value(r["runs"][f], e, "a") for r in rows], [value(r["runs"][f], E, "b") for r in rows]), 4)
+            for e in range(1, E + 1)
+        ]
+        for f in fidelities
+    }
     # among the better half of configs (by their own final, on half b), where ASHA's choices matter
     top = {}
     for f in fidelities:
         ends = np.array([value(r["runs"][f], E, "b") for r in rows])
         keep = [r for r, end in zip(rows, ends) if end >= np.median(ends)]
-        top[f] = [round(spearman([value(r["runs"][f], e, "a") for r in keep],
-                                 [value(r["runs"][f], E, "b") for r in keep]), 4) for e in range(1, E + 1)]
+        top[f] = [
+            round(spearman([value(r["runs"][f], e, "a") for r in keep], [value(r["runs"][f], E, "b") for r in keep]), 4)
+            for e in range(1, E + 1)
+        ]
     by_config: dict[int, list] = {}
     for r in read_table():
         by_config.setdefault(r["index"], []).append(value(r["runs"]["cosine"], E, "a"))
     reps = [v for v in by_config.values() if len(v) > 1]
     seed_sd = float(np.mean([np.std(v, ddof=1) for v in reps])) if reps else math.nan
     half_diff = [value(r["runs"]["cosine"], E, "a") - value(r["runs"]["cosine"], E, "b") for r in rows]
-    out = {"units": len(read_table()), "configs": len(rows), "epochs": E, "subset": rows[0]["subset"],
-           "spearman_vs_cosine_final": rho, "spearman_vs_own_final": own, "spearman_top_half_vs_own_final": top,
-           "final": {f: {"median": float(np.median([value(r["runs"][f], E, "b") for r in rows])),
-                         "top10_mean": float(np.mean(sorted(value(r["runs"][f], E, "b") for r in rows)[-10:]))}
-                     for f in fidelities},
-           "table_machine": rows[0].get("machine"),
-           "final_cosine": {"median": float(np.median(final)), "p90": float(np.percentile(final, 90)),
-                            "max": float(np.max(final))},
-           "noise": {"seed_sd_final": seed_sd, "configs_repeated": len(reps),
-                     "half_sd_final": float(np.std(half_diff, ddof=1) / math.sqrt(2))}}
+    out = {
+        "units": len(read_table()),
+        "configs": len(rows),
+        "epochs": E,
+        "subset": rows[0]["subset"],
+        "spearman_vs_cosine_final": rho,
+        "spearman_vs_own_final": own,
+        "spearman_top_half_vs_own_final": top,
+        "final": {
+            f: {
+                "median": float(np.median([value(r["runs"][f], E, "b") for r in rows])),
+                "top10_mean": float(np.mean(sorted(value(r["runs"][f], E, "b") for r in rows)[-10:])),
+            }
+            for f in fidelities
+        },
+        "table_machine": rows[0].get("machine"),
+        "final_cosine": {
+            "median": float(np.median(final)),
+            "p90": float(np.percentile(final, 90)),
+            "max": float(np.max(final)),
+        },
+        "noise": {
+            "seed_sd_final": seed_sd,
+            "configs_repeated": len(reps),
+            "half_sd_final": float(np.std(half_diff, ddof=1) / math.sqrt(2)),
+        },
+    }
     print(json.dumps(out, indent=1))
     save("learning_curves", out)
     return out

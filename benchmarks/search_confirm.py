@@ -38,7 +38,6 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine, save  # noqa: E402
-
 from grutune.config import Params, TrialConfig  # noqa: E402
 from grutune.data import fetch, load_prepared, prepare  # noqa: E402
 from grutune.search import run_search  # noqa: E402
@@ -55,7 +54,7 @@ def dataset(data_dir: Path, val_images: int):
         prepare("fashion_mnist", data_dir / "raw", npz, val_fraction=0.1, seed=0)
     d = load_prepared(npz)
     select = dataclasses.replace(d, x_val=d.x_val[:val_images], y_val=d.y_val[:val_images])
-    held_out = Split.of(d.x_val[val_images:2 * val_images], d.y_val[val_images:2 * val_images], torch.device("cpu"))
+    held_out = Split.of(d.x_val[val_images : 2 * val_images], d.y_val[val_images : 2 * val_images], torch.device("cpu"))
     return select, held_out
 
 
@@ -64,11 +63,18 @@ def params_for(arm: str, seed: int, args) -> Params:
     raw.update(datasets=["fashion_mnist"], seed=seed)
     raw["gan"]["dataset"], raw["tracking"]["wandb"] = "fashion_mnist", False
     s = raw["search"]
-    s.update(max_epochs=args.max_epochs, train_subset=args.subset, max_trial_epochs=args.budget,
-             max_concurrent_trials=0, resources={"cpu": 1, "gpu": 0}, space=SPACE)
+    s.update(
+        max_epochs=args.max_epochs,
+        train_subset=args.subset,
+        max_trial_epochs=args.budget,
+        max_concurrent_trials=0,
+        resources={"cpu": 1, "gpu": 0},
+        space=SPACE,
+    )
     if arm == "random":
-        s.update(num_samples=math.ceil(args.budget / args.max_epochs), startup_trials=10**6,
-                 grace_period=args.max_epochs)
+        s.update(
+            num_samples=math.ceil(args.budget / args.max_epochs), startup_trials=10**6, grace_period=args.max_epochs
+        )
     else:
         s.update(num_samples=args.budget)  # the trial-epoch budget ends the sweep first
     return Params.model_validate(raw)
@@ -79,11 +85,19 @@ def rescore(config: dict, data, held_out: Split, seed: int, args) -> float:
     torch.set_num_threads(os.cpu_count() or 1)
     hp = TrialConfig(**config)
     torch.manual_seed(seed)
-    model, opt = new_classifier(hp, in_shape=data.image_shape, num_classes=data.num_classes,
-                                device=torch.device("cpu"))
+    model, opt = new_classifier(hp, in_shape=data.image_shape, num_classes=data.num_classes, device=torch.device("cpu"))
     train = Split.of(data.x_train, data.y_train, torch.device("cpu"))
-    fit(model, opt, train, None, epochs=args.max_epochs, batch_size=hp.batch_size, seed=seed, subset=args.subset,
-        schedule_epochs=args.max_epochs)
+    fit(
+        model,
+        opt,
+        train,
+        None,
+        epochs=args.max_epochs,
+        batch_size=hp.batch_size,
+        seed=seed,
+        subset=args.subset,
+        schedule_epochs=args.max_epochs,
+    )
     return evaluate(model, held_out)["accuracy"]
 
 
@@ -123,16 +137,24 @@ def summary(seeds: list[dict], budget: int) -> dict:
         out[name] = {"median": float(q[1]), "iqr": [float(q[0]), float(q[2])]}
         curves = [s[name]["progress"] for s in seeds if "progress" in s[name]]
         if curves:  # the selection metric (the first validation images), as the sweep saw it
-            out[name]["selection_best_at_25_50_100"] = [float(np.median([best_at(c, f * budget) for c in curves]))
-                                                        for f in (0.25, 0.5, 1.0)]
+            out[name]["selection_best_at_25_50_100"] = [
+                float(np.median([best_at(c, f * budget) for c in curves])) for f in (0.25, 0.5, 1.0)
+            ]
             # trial-epochs to reach random search's final selection best of the same seed (median over seeds)
-            reach = [next((e for e, v in s[name]["progress"] if v >= best_at(s["random"]["progress"], math.inf)),
-                          math.inf) for s in seeds if "progress" in s[name] and "progress" in s["random"]]
+            reach = [
+                next((e for e, v in s[name]["progress"] if v >= best_at(s["random"]["progress"], math.inf)), math.inf)
+                for s in seeds
+                if "progress" in s[name] and "progress" in s["random"]
+            ]
             out[name]["epochs_to_random_final_best"] = float(np.median(reach))
-    out["paired"] = {"mean_diff": float(d.mean()), "ci95": [float(np.percentile(boot, 2.5)),
-                                                             float(np.percentile(boot, 97.5))],
-                     "wins": int((d > 0).sum()), "ties": int((d == 0).sum()), "of": len(d),
-                     "wilcoxon_p": float(wilcoxon(d).pvalue) if len(d) >= 5 and d.any() else None}
+    out["paired"] = {
+        "mean_diff": float(d.mean()),
+        "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+        "wins": int((d > 0).sum()),
+        "ties": int((d == 0).sum()),
+        "of": len(d),
+        "wilcoxon_p": float(wilcoxon(d).pvalue) if len(d) >= 5 and d.any() else None,
+    }
     return out
 
 
@@ -162,15 +184,31 @@ def main() -> None:
                 result = run_search(params_for(arm, seed, args), data, state_dir=Path(state))
                 curve = progress(Path(state))
             best = result.best
-            row[arm] = {"config": best["config"], "val_selection": best["val_accuracy"],
-                        "trials": result.summary["trials"], "trial_epochs": result.summary["epochs_run"],
-                        "held_out": rescore(best["config"], data, held_out, seed, args),
-                        "wall_s": round(time.perf_counter() - t0, 1), "progress": curve}
-            print(f"seed {seed} {arm}: {row[arm]['trials']} trials, {row[arm]['trial_epochs']} trial-epochs, "
-                  f"picked {best['val_accuracy']:.4f}, held out {row[arm]['held_out']:.4f}", flush=True)
+            row[arm] = {
+                "config": best["config"],
+                "val_selection": best["val_accuracy"],
+                "trials": result.summary["trials"],
+                "trial_epochs": result.summary["epochs_run"],
+                "held_out": rescore(best["config"], data, held_out, seed, args),
+                "wall_s": round(time.perf_counter() - t0, 1),
+                "progress": curve,
+            }
+            print(
+                f"seed {seed} {arm}: {row[arm]['trials']} trials, {row[arm]['trial_epochs']} trial-epochs, "
+                f"picked {best['val_accuracy']:.4f}, held out {row[arm]['held_out']:.4f}",
+                flush=True,
+            )
         seeds.append(row)
-        save(args.name, {"settings": {k: str(v) for k, v in vars(args).items()}, "space": SPACE,
-                         "load": os.getloadavg(), "summary": summary(seeds, args.budget), "seeds": seeds})
+        save(
+            args.name,
+            {
+                "settings": {k: str(v) for k, v in vars(args).items()},
+                "space": SPACE,
+                "load": os.getloadavg(),
+                "summary": summary(seeds, args.budget),
+                "seeds": seeds,
+            },
+        )
     print(json.dumps(summary(seeds, args.budget), indent=1))
 
 

@@ -37,7 +37,6 @@ from ray import tune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save, table  # noqa: E402
-
 from grutune.config import Params, TrialConfig  # noqa: E402
 from grutune.data import fetch, load_prepared, prepare  # noqa: E402
 from grutune.search import run_search  # noqa: E402
@@ -47,10 +46,16 @@ from grutune.trials import ClassifierTrialSettings, run_trial  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = {  # the classifier space, with the backbones and sizes a 2-core CPU can afford many trials of
-    "cell": {"choice": ["gru", "lstm"]}, "hidden_size": {"choice": [32, 64, 128]}, "num_layers": {"int": [1, 2]},
-    "bidirectional": {"choice": [False, True]}, "dropout": {"uniform": [0.0, 0.5]},
-    "backbone": {"choice": ["none", "conv"]}, "lr": {"loguniform": [1e-4, 3e-2]},
-    "weight_decay": {"loguniform": [1e-5, 1e-1]}, "batch_size": {"choice": [64, 128, 256]}}
+    "cell": {"choice": ["gru", "lstm"]},
+    "hidden_size": {"choice": [32, 64, 128]},
+    "num_layers": {"int": [1, 2]},
+    "bidirectional": {"choice": [False, True]},
+    "dropout": {"uniform": [0.0, 0.5]},
+    "backbone": {"choice": ["none", "conv"]},
+    "lr": {"loguniform": [1e-4, 3e-2]},
+    "weight_decay": {"loguniform": [1e-5, 1e-1]},
+    "batch_size": {"choice": [64, 128, 256]},
+}
 
 
 def dataset(data_dir: Path, val_images: int):
@@ -70,9 +75,17 @@ def params_for(seed: int, args, num_samples: int, in_flight: int | None = None) 
     raw["gan"]["dataset"], raw["tracking"]["wandb"] = "fashion_mnist", False
     cores = os.cpu_count() or 1
     cpu = 1 if in_flight is None or in_flight <= cores else cores / in_flight
-    raw["search"].update(num_samples=num_samples, max_epochs=args.max_epochs, grace_period=1, reduction_factor=3,
-                         startup_trials=args.startup_trials, train_subset=args.subset,
-                         max_concurrent_trials=in_flight or 0, resources={"cpu": cpu, "gpu": 0}, space=SPACE)
+    raw["search"].update(
+        num_samples=num_samples,
+        max_epochs=args.max_epochs,
+        grace_period=1,
+        reduction_factor=3,
+        startup_trials=args.startup_trials,
+        train_subset=args.subset,
+        max_concurrent_trials=in_flight or 0,
+        resources={"cpu": cpu, "gpu": 0},
+        space=SPACE,
+    )
     return Params.model_validate(raw)
 
 
@@ -80,15 +93,18 @@ def events_of(state: Path) -> list[tuple[float, float]]:
     """Every trial-epoch of a Tune run as (finish time, val accuracy), in the order they happened."""
     out = []
     for f in state.glob("*/tune-*/*/result.json"):
-        out += [(r["timestamp"], r["val_accuracy"])  # Tune's timestamps are whole seconds: ties keep file order
-                for r in map(json.loads, f.read_text().splitlines()) if "val_accuracy" in r and not r.get("diverged")]
+        out += [
+            (r["timestamp"], r["val_accuracy"])  # Tune's timestamps are whole seconds: ties keep file order
+            for r in map(json.loads, f.read_text().splitlines())
+            if "val_accuracy" in r and not r.get("diverged")
+        ]
     return sorted(out, key=lambda e: e[0])
 
 
 def asha_epochs_per_trial(grace: int, rf: int, max_t: int) -> float:
     """The mean epochs a trial runs under synchronous successive halving: every trial reaches the first rung, a
     1/rf share goes on to the next, and so on up to max_t. (Async ASHA promotes a little more early on.)"""
-    rungs = [grace * rf ** k for k in range(64) if grace * rf ** k < max_t] + [max_t]
+    rungs = [grace * rf**k for k in range(64) if grace * rf**k < max_t] + [max_t]
     return rungs[0] + sum((b - a) / rf ** (k + 1) for k, (a, b) in enumerate(zip(rungs, rungs[1:])))
 
 
@@ -102,16 +118,27 @@ def run_grutune(data, seed: int, args, in_flight: int | None = None) -> list[flo
 
 def run_random(data, seed: int, args) -> list[float]:
     p = params_for(seed, args, math.ceil(args.budget / args.max_epochs))
-    settings = ClassifierTrialSettings(in_shape=data.image_shape, num_classes=data.num_classes,
-                                       max_epochs=args.max_epochs, train_subset=args.subset, seed=seed)
+    settings = ClassifierTrialSettings(
+        in_shape=data.image_shape,
+        num_classes=data.num_classes,
+        max_epochs=args.max_epochs,
+        train_subset=args.subset,
+        seed=seed,
+    )
     arrays = {k: getattr(data, k) for k in ("x_train", "y_train", "x_val", "y_val")}
     with tempfile.TemporaryDirectory() as state:
         space = {**tune_param_space(p.search.space)}
         trainable = tune.with_resources(tune.with_parameters(run_trial, data=arrays, settings=settings), {"cpu": 1})
-        tune.Tuner(trainable, param_space=space,
-                   tune_config=tune.TuneConfig(num_samples=p.search.num_samples, reuse_actors=True,
-                                               search_alg=tune.search.BasicVariantGenerator(random_state=seed)),
-                   run_config=tune.RunConfig(storage_path=state, name="random", verbose=0)).fit()
+        tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                num_samples=p.search.num_samples,
+                reuse_actors=True,
+                search_alg=tune.search.BasicVariantGenerator(random_state=seed),
+            ),
+            run_config=tune.RunConfig(storage_path=state, name="random", verbose=0),
+        ).fit()
         return [v for _, v in events_of(Path(state))]
 
 
@@ -129,10 +156,12 @@ def run_optuna(data, seed: int, args) -> list[float]:
                 cfg[key] = dim
                 continue
             kind, a = dim
-            cfg[key] = {"choice": lambda: trial.suggest_categorical(key, a),
-                        "uniform": lambda: trial.suggest_float(key, *a),
-                        "loguniform": lambda: trial.suggest_float(key, *a, log=True),
-                        "int": lambda: trial.suggest_int(key, *a)}[kind]()
+            if kind == "choice":
+                cfg[key] = trial.suggest_categorical(key, a)
+            elif kind == "int":
+                cfg[key] = trial.suggest_int(key, *a)
+            else:
+                cfg[key] = trial.suggest_float(key, *a, log=kind == "loguniform")
         hp = TrialConfig(**cfg)
         torch.manual_seed(seed)
         model, opt = new_classifier(hp, in_shape=data.image_shape, num_classes=data.num_classes, device=device)
@@ -148,13 +177,25 @@ def run_optuna(data, seed: int, args) -> list[float]:
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        fit(model, opt, train, val, epochs=args.max_epochs, batch_size=hp.batch_size, seed=seed,
-            subset=args.subset, schedule_epochs=args.max_epochs, on_epoch=on_epoch)
+        fit(
+            model,
+            opt,
+            train,
+            val,
+            epochs=args.max_epochs,
+            batch_size=hp.batch_size,
+            seed=seed,
+            subset=args.subset,
+            schedule_epochs=args.max_epochs,
+            on_epoch=on_epoch,
+        )
         return last
 
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=args.startup_trials),
-        pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=args.max_epochs, reduction_factor=3))
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=args.startup_trials),
+        pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=args.max_epochs, reduction_factor=3),
+    )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(objective, n_trials=10 * args.budget)
     return events
@@ -183,14 +224,23 @@ def summary(runs: dict[str, list[dict]], budget: int) -> list[dict]:
     rows = []
     for name, seeds in runs.items():
         finals = [r["curve"][-1] for r in seeds]
-        row = {"method": name, "seeds": len(seeds), "best_val_median": statistics.median(finals),
-               "best_val_min": min(finals), "best_val_max": max(finals)}
+        row = {
+            "method": name,
+            "seeds": len(seeds),
+            "best_val_median": statistics.median(finals),
+            "best_val_min": min(finals),
+            "best_val_max": max(finals),
+        }
         if runs.get("random"):
-            reach = [next((i + 1 for i, v in enumerate(r["curve"]) if v >= base["curve"][-1]), math.inf)
-                     for r, base in zip(seeds, runs["random"])]
-            row |= {"epochs_to_random_best_median": statistics.median(reach),
-                    "speedup_vs_random": budget / statistics.median(reach),
-                    "seeds_reaching_random_best": sum(not math.isinf(x) for x in reach)}
+            reach = [
+                next((i + 1 for i, v in enumerate(r["curve"]) if v >= base["curve"][-1]), math.inf)
+                for r, base in zip(seeds, runs["random"])
+            ]
+            row |= {
+                "epochs_to_random_best_median": statistics.median(reach),
+                "speedup_vs_random": budget / statistics.median(reach),
+                "seeds_reaching_random_best": sum(not math.isinf(x) for x in reach),
+            }
         rows.append(row)
     return rows
 
@@ -204,9 +254,12 @@ def main() -> None:
     ap.add_argument("--val-images", type=int, default=3000)
     ap.add_argument("--startup-trials", type=int, default=8, help="TPE's random start, for both TPE methods")
     ap.add_argument("--data-dir", type=Path, default=ROOT / "benchmarks/.data")
-    ap.add_argument("--methods", default="random,grutune,optuna",
-                    help=f"comma-separated, of {', '.join(METHODS)} (default: %(default)s); grutune_1 and grutune_8 "
-                         "run grutune with 1 and 8 trials in flight")
+    ap.add_argument(
+        "--methods",
+        default="random,grutune,optuna",
+        help=f"comma-separated, of {', '.join(METHODS)} (default: %(default)s); grutune_1 and grutune_8 "
+        "run grutune with 1 and 8 trials in flight",
+    )
     ap.add_argument("--name", default="", help="suffix of the results file")
     args = ap.parse_args()
     methods = args.methods.split(",")
@@ -220,17 +273,35 @@ def main() -> None:
     for seed in range(args.seeds):
         for method in methods:
             t0 = time.perf_counter()
-            values = METHODS[method](data, seed, args)[:args.budget]
-            runs[method].append({"seed": seed, "curve": best_curve(values), "trial_epochs": len(values),
-                                 "wall_s": round(time.perf_counter() - t0, 1)})
-            print(f"seed {seed} {method}: best {max(values):.4f} in {len(values)} trial-epochs "
-                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+            values = METHODS[method](data, seed, args)[: args.budget]
+            runs[method].append(
+                {
+                    "seed": seed,
+                    "curve": best_curve(values),
+                    "trial_epochs": len(values),
+                    "wall_s": round(time.perf_counter() - t0, 1),
+                }
+            )
+            print(
+                f"seed {seed} {method}: best {max(values):.4f} in {len(values)} trial-epochs "
+                f"({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
         # Saved after every seed: a long run stopped early keeps what it measured.
-        path = save(name, {"settings": vars(args) | {"data_dir": str(args.data_dir)}, "space": SPACE,
-                           "summary": summary(runs, args.budget), "runs": runs})
+        path = save(
+            name,
+            {
+                "settings": vars(args) | {"data_dir": str(args.data_dir)},
+                "space": SPACE,
+                "summary": summary(runs, args.budget),
+                "runs": runs,
+            },
+        )
     rows = summary(runs, args.budget)
-    print(f"\nBest validation accuracy after {args.budget} trial-epochs, {args.seeds} seeds (Fashion-MNIST, "
-          f"{args.subset} images per trial-epoch, up to {args.max_epochs} epochs per trial)")
+    print(
+        f"\nBest validation accuracy after {args.budget} trial-epochs, {args.seeds} seeds (Fashion-MNIST, "
+        f"{args.subset} images per trial-epoch, up to {args.max_epochs} epochs per trial)"
+    )
     print(table(rows, list(rows[0])))
     print(f"\nwrote {path}")
 

@@ -52,7 +52,6 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, save  # noqa: E402
-
 from grutune.config import expected_trial_epochs  # noqa: E402
 from grutune.recovery import GrutuneSearcher, SweepRun, bind, budget_allows_trial, distributions  # noqa: E402
 
@@ -63,18 +62,27 @@ CELLS, BACKBONES = ("gru", "lstm", "rnn"), ("none", "conv", "resnet")
 
 # --------------------------------------------------------------------------- the surrogate
 
+
 def features(c: dict) -> list[float]:
-    return [*(float(c["cell"] == k) for k in CELLS), math.log2(c["hidden_size"]), c["num_layers"],
-            float(c["bidirectional"]), c["dropout"], *(float(c["backbone"] == k) for k in BACKBONES),
-            math.log10(c["lr"]), math.log10(c["weight_decay"]), math.log2(c["batch_size"])]
+    return [
+        *(float(c["cell"] == k) for k in CELLS),
+        math.log2(c["hidden_size"]),
+        c["num_layers"],
+        float(c["bidirectional"]),
+        c["dropout"],
+        *(float(c["backbone"] == k) for k in BACKBONES),
+        math.log10(c["lr"]),
+        math.log10(c["weight_decay"]),
+        math.log2(c["batch_size"]),
+    ]
 
 
 @dataclass
 class Surrogate:
-    models: dict          # schedule -> fitted regressor of the 9 epochs' accuracy
-    time_model: object    # log seconds per epoch
-    seed_sd: float        # training-seed noise of a final accuracy
-    eval_sd: float        # noise of one validation score (3,000 images)
+    models: dict  # schedule -> fitted regressor of the 9 epochs' accuracy
+    time_model: object  # log seconds per epoch
+    seed_sd: float  # training-seed noise of a final accuracy
+    eval_sd: float  # noise of one validation score (3,000 images)
     epochs: int
     quality: dict = field(default_factory=dict)
 
@@ -117,8 +125,10 @@ def fit_surrogate(seed: int = 0) -> Surrogate:
         Y = np.array([curve_of(r["runs"][schedule], E) for r in base])
         model = ExtraTreesRegressor(n_estimators=300, min_samples_leaf=2, random_state=seed, n_jobs=1)
         pred = cross_val_predict(model, X, Y, cv=KFold(5, shuffle=True, random_state=seed))
-        quality[schedule] = {"cv_spearman_final": round(float(spearmanr(pred[:, -1], Y[:, -1]).statistic), 3),
-                             "cv_mae_final": round(float(np.mean(np.abs(pred[:, -1] - Y[:, -1]))), 4)}
+        quality[schedule] = {
+            "cv_spearman_final": round(float(spearmanr(pred[:, -1], Y[:, -1]).statistic), 3),
+            "cv_mae_final": round(float(np.mean(np.abs(pred[:, -1] - Y[:, -1]))), 4),
+        }
         models[schedule] = model.fit(X, Y)
     T = np.array([math.log(max(1e-3, r["runs"]["cosine"][-1]["wall_s"] / len(r["runs"]["cosine"]))) for r in base])
     time_model = ExtraTreesRegressor(n_estimators=100, min_samples_leaf=2, random_state=seed, n_jobs=1).fit(X, T)
@@ -133,18 +143,19 @@ def fit_surrogate(seed: int = 0) -> Surrogate:
 
 # --------------------------------------------------------------------------- the arms
 
+
 @dataclass(frozen=True)
 class Arm:
     name: str
-    sampler: str = "tpe"        # tpe | random
+    sampler: str = "tpe"  # tpe | random
     asha: bool = True
-    schedule: str = "cosine"    # what a trial's readings are: cosine over max_epochs, or WSD cool-downs at rungs
+    schedule: str = "cosine"  # what a trial's readings are: cosine over max_epochs, or WSD cool-downs at rungs
     grace: int = 1
     rf: float = 3
-    startup: int | float = 8    # TPE's random start-up trials; a float is a share of the expected trials
+    startup: int | float = 8  # TPE's random start-up trials; a float is a share of the expected trials
     optuna_pruner: bool = False  # Optuna's own TPE + Hyperband, not the Tune searcher + ASHA
     multivariate: bool = False  # Optuna's multivariate TPE
-    liar: bool = True           # Optuna's constant liar (running trials count as poor results)
+    liar: bool = True  # Optuna's constant liar (running trials count as poor results)
 
 
 ARMS = {
@@ -192,7 +203,6 @@ def rungs(arm: Arm, E: int) -> list[int]:
 def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int, tmp: Path) -> dict:
     """One simulated sweep; returns the user's accuracy and best-so-far by trial-epochs spent."""
     E = sur.epochs
-    rng = np.random.default_rng([seed, 7])
     n_expected = budget / (expected_trial_epochs(arm.grace, arm.rf, E) if arm.asha else E)
     startup = arm.startup if isinstance(arm.startup, int) else max(1, math.ceil(arm.startup * n_expected))  # as config
     if arm.sampler == "random":
@@ -218,24 +228,55 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
         return 1.0 + (0.2 * epoch if arm.schedule == "wsd" and epoch in rung_set else 0.0)
 
     if arm.optuna_pruner:
-        study = optuna.create_study(study_name=f"replay-{seed}", direction="maximize", sampler=optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=startup, constant_liar=False, multivariate=arm.multivariate),  # Optuna's default
-            pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=E, reduction_factor=3))
+        study = optuna.create_study(
+            study_name=f"replay-{seed}",
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=startup, constant_liar=False, multivariate=arm.multivariate
+            ),  # Optuna's default
+            pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=E, reduction_factor=3),
+        )
         searcher = asha = None
     else:
         journal = tmp / f"{arm.name}-{seed}.journal"
         journal.unlink(missing_ok=True)
-        bind(f"replay-{arm.name}-{seed}", SweepRun(journal=journal, target=10**6, max_concurrent=in_flight,
-                                                    segment="tune-1", max_trial_epochs=int(budget),
-                                                    min_trial_epochs=arm.grace if arm.asha else E))
-        searcher = GrutuneSearcher(study_name=f"replay-{arm.name}-{seed}", space=cfg_space, seed=seed,
-                                   metric="val_accuracy", mode="max", max_epochs=E, startup_trials=startup,
-                                   multivariate=arm.multivariate, constant_liar=arm.liar)
+        bind(
+            f"replay-{arm.name}-{seed}",
+            SweepRun(
+                journal=journal,
+                target=10**6,
+                max_concurrent=in_flight,
+                segment="tune-1",
+                max_trial_epochs=int(budget),
+                min_trial_epochs=arm.grace if arm.asha else E,
+            ),
+        )
+        searcher = GrutuneSearcher(
+            study_name=f"replay-{arm.name}-{seed}",
+            space=cfg_space,
+            seed=seed,
+            metric="val_accuracy",
+            mode="max",
+            max_epochs=E,
+            startup_trials=startup,
+            multivariate=arm.multivariate,
+            constant_liar=arm.liar,
+        )
         from ray.tune.schedulers import ASHAScheduler
 
         np.random.seed(seed)  # ASHA draws its bracket from numpy's global generator
-        asha = ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max", max_t=E,
-                             grace_period=arm.grace, reduction_factor=arm.rf) if arm.asha else None
+        asha = (
+            ASHAScheduler(
+                time_attr="epoch",
+                metric="val_accuracy",
+                mode="max",
+                max_t=E,
+                grace_period=arm.grace,
+                reduction_factor=arm.rf,
+            )
+            if arm.asha
+            else None
+        )
 
     spent, now, n = 0.0, 0.0, 0
     events: list = []  # (time, n, trial)
@@ -326,8 +367,16 @@ def _one(arm_name: str, seed: int, budget: float, in_flight: int) -> dict:
     for frac in (0.25, 0.5, 1.0):
         vals = [v for s, v in out["curve"] if s <= frac * budget]
         at[str(frac)] = vals[-1] if vals else 0.0
-    return {"arm": arm_name, "seed": seed, "budget": budget, "in_flight": in_flight, "user": out["user"],
-            "trials": out["trials"], "at": at, "curve": changes(out["curve"])}
+    return {
+        "arm": arm_name,
+        "seed": seed,
+        "budget": budget,
+        "in_flight": in_flight,
+        "user": out["user"],
+        "trials": out["trials"],
+        "at": at,
+        "curve": changes(out["curve"]),
+    }
 
 
 def changes(curve: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -346,8 +395,10 @@ def summarise(runs: list[dict], arms: list[str], budgets: list[float], flights: 
     for b in budgets:
         for f in flights:
             key = f"{b:g}x{f}"
-            by = {a: {r["seed"]: r for r in runs if r["arm"] == a and r["budget"] == b and r["in_flight"] == f}
-                  for a in arms}
+            by = {
+                a: {r["seed"]: r for r in runs if r["arm"] == a and r["budget"] == b and r["in_flight"] == f}
+                for a in arms
+            }
             ref_med = statistics.median(r["user"] for r in by["random"].values()) if by.get("random") else None
             block = {}
             for a in arms:
@@ -355,12 +406,16 @@ def summarise(runs: list[dict], arms: list[str], budgets: list[float], flights: 
                     continue
                 vals = [r["user"] for r in by[a].values()]
                 q = np.percentile(vals, [25, 50, 75])
-                row = {"seeds": len(vals), "median": round(float(q[1]), 4), "iqr": [round(float(q[0]), 4),
-                                                                                  round(float(q[2]), 4)],
-                       "mean": round(float(np.mean(vals)), 4), "trials_median": statistics.median(
-                           r["trials"] for r in by[a].values()),
-                       "at_25_50_100": [round(statistics.median(r["at"][k] for r in by[a].values()), 4)
-                                        for k in ("0.25", "0.5", "1.0")]}
+                row = {
+                    "seeds": len(vals),
+                    "median": round(float(q[1]), 4),
+                    "iqr": [round(float(q[0]), 4), round(float(q[2]), 4)],
+                    "mean": round(float(np.mean(vals)), 4),
+                    "trials_median": statistics.median(r["trials"] for r in by[a].values()),
+                    "at_25_50_100": [
+                        round(statistics.median(r["at"][k] for r in by[a].values()), 4) for k in ("0.25", "0.5", "1.0")
+                    ],
+                }
                 if ref_med is not None:  # trial-epochs to reach random search's final median (median over seeds)
                     reach = [next((s for s, v in r["curve"] if v >= ref_med), math.inf) for r in by[a].values()]
                     row["epochs_to_random_median"] = statistics.median(reach)
@@ -371,9 +426,13 @@ def summarise(runs: list[dict], arms: list[str], budgets: list[float], flights: 
                     d = [by[a][s]["user"] - by[other][s]["user"] for s in seeds]
                     if len(seeds) < 5 or not any(d):
                         continue
-                    row[f"vs_{other}"] = {"mean_diff": round(float(np.mean(d)), 4),
-                                          "wins": sum(x > 0 for x in d), "ties": sum(x == 0 for x in d),
-                                          "of": len(d), "wilcoxon_p": float(wilcoxon(d).pvalue)}
+                    row[f"vs_{other}"] = {
+                        "mean_diff": round(float(np.mean(d)), 4),
+                        "wins": sum(x > 0 for x in d),
+                        "ties": sum(x == 0 for x in d),
+                        "of": len(d),
+                        "wilcoxon_p": float(wilcoxon(d).pvalue),
+                    }
                 block[a] = row
             out[key] = block
     return out
@@ -381,8 +440,11 @@ def summarise(runs: list[dict], arms: list[str], budgets: list[float], flights: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--arms", default="random,random_asha,tpe,grutune_v0,optuna_hb,grutune",
-                    help=f"comma-separated, of {', '.join(ARMS)} (default: %(default)s)")
+    ap.add_argument(
+        "--arms",
+        default="random,random_asha,tpe,grutune_v0,optuna_hb,grutune",
+        help=f"comma-separated, of {', '.join(ARMS)} (default: %(default)s)",
+    )
     ap.add_argument("--seeds", type=int, default=100)
     ap.add_argument("--budgets", default="60,200", help="trial-epochs per sweep")
     ap.add_argument("--in-flight", default="2", help="trials at once, e.g. 1,8,32,52")
@@ -398,11 +460,19 @@ def main() -> None:
     path = RESULTS / f"{args.name}.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else []
     done = {(r["arm"], r["seed"], r["budget"], r["in_flight"]) for r in runs}
-    todo = [(a, s, b, f) for b in budgets for f in flights for s in range(args.seeds) for a in arms
-            if (a, s, b, f) not in done]
+    todo = [
+        (a, s, b, f)
+        for b in budgets
+        for f in flights
+        for s in range(args.seeds)
+        for a in arms
+        if (a, s, b, f) not in done
+    ]
     _init()
-    print(f"surrogate: {_SUR.quality}, seed sd {_SUR.seed_sd:.4f}, eval sd {_SUR.eval_sd:.4f}; "
-          f"{len(todo)} sweeps to run", flush=True)
+    print(
+        f"surrogate: {_SUR.quality}, seed sd {_SUR.seed_sd:.4f}, eval sd {_SUR.eval_sd:.4f}; {len(todo)} sweeps to run",
+        flush=True,
+    )
     t0 = time.time()
     with cf.ProcessPoolExecutor(args.workers, initializer=_init) as pool:
         futures = [pool.submit(_one, *u) for u in todo]
@@ -410,16 +480,28 @@ def main() -> None:
             runs.append(fut.result())
             if k % 50 == 0 or k == len(todo):
                 summary = summarise(runs, arms, budgets, flights)
-                save(args.name, {"command": " ".join(sys.argv), "surrogate": {**_SUR.quality, "seed_sd": _SUR.seed_sd,
-                                                                              "eval_sd": _SUR.eval_sd},
-                                 "arms": {a: vars(ARMS[a]) for a in arms}, "summary": summary, "runs": runs})
+                save(
+                    args.name,
+                    {
+                        "command": " ".join(sys.argv),
+                        "surrogate": {**_SUR.quality, "seed_sd": _SUR.seed_sd, "eval_sd": _SUR.eval_sd},
+                        "arms": {a: vars(ARMS[a]) for a in arms},
+                        "summary": summary,
+                        "runs": runs,
+                    },
+                )
                 print(f"[{k}/{len(todo)}] {time.time() - t0:.0f} s", flush=True)
     for key, block in summarise(runs, arms, budgets, flights).items():
         print(f"\n{key} (budget x in flight)")
         for a, row in block.items():
-            print(f"  {a:12s} median {row['median']:.4f} iqr {row['iqr']} "
-                  + " ".join(f"{k}: {v['wins']}/{v['of']} p={v['wilcoxon_p']:.2g} d={v['mean_diff']:+.4f}"
-                             for k, v in row.items() if k.startswith("vs_")))
+            print(
+                f"  {a:12s} median {row['median']:.4f} iqr {row['iqr']} "
+                + " ".join(
+                    f"{k}: {v['wins']}/{v['of']} p={v['wilcoxon_p']:.2g} d={v['mean_diff']:+.4f}"
+                    for k, v in row.items()
+                    if k.startswith("vs_")
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save, table  # noqa: E402
-
 from grutune.config import TrialConfig  # noqa: E402
 from grutune.models import to_float  # noqa: E402
 from grutune.training import Split, new_classifier, train_epoch  # noqa: E402
@@ -41,8 +40,17 @@ def data(n: int) -> Split:
 
 
 def model(backbone: str):
-    hp = TrialConfig(cell="gru", hidden_size=128, num_layers=1, bidirectional=False, dropout=0.0, backbone=backbone,
-                     lr=1e-3, weight_decay=1e-4, batch_size=BATCH)
+    hp = TrialConfig(
+        cell="gru",
+        hidden_size=128,
+        num_layers=1,
+        bidirectional=False,
+        dropout=0.0,
+        backbone=backbone,
+        lr=1e-3,
+        weight_decay=1e-4,
+        batch_size=BATCH,
+    )
     torch.manual_seed(0)
     return new_classifier(hp, in_shape=(28, 28, 1), num_classes=10, device=torch.device("cpu"))
 
@@ -52,7 +60,7 @@ def plain_epoch(net, opt, split: Split, generator: torch.Generator) -> None:
     net.train()
     order = torch.randperm(len(split), generator=generator)
     for i in range(0, len(split), BATCH):
-        idx = order[i:i + BATCH]
+        idx = order[i : i + BATCH]
         loss = F.cross_entropy(net(to_float(split.x[idx])), split.y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -103,12 +111,26 @@ def main() -> None:
             for kind in ("plain", "grutune"):
                 runs[kind].append(images_per_s(kind, backbone, n, cores))
         g, p = statistics.median(runs["grutune"]), statistics.median(runs["plain"])
-        loop_rows.append({"model": f"gru-128 {backbone}", "threads": cores, "plain_img_s": round(p),
-                          "grutune_img_s": round(g), "ratio": g / p, "runs": runs})
+        loop_rows.append(
+            {
+                "model": f"gru-128 {backbone}",
+                "threads": cores,
+                "plain_img_s": round(p),
+                "grutune_img_s": round(g),
+                "ratio": g / p,
+                "runs": runs,
+            }
+        )
         one = statistics.median(images_per_s("grutune", backbone, n, cores) for _ in range(args.repeats))
         many = statistics.median(packed(backbone, n, cores) for _ in range(args.repeats))
-        pack_rows.append({"model": f"gru-128 {backbone}", "one_trial_all_cores_img_s": round(one),
-                          f"{cores}_trials_1_thread_img_s": round(many), "packing_gain": many / one})
+        pack_rows.append(
+            {
+                "model": f"gru-128 {backbone}",
+                "one_trial_all_cores_img_s": round(one),
+                f"{cores}_trials_1_thread_img_s": round(many),
+                "packing_gain": many / one,
+            }
+        )
         print(f"{backbone}: done", flush=True)
     print("\nTraining loop: grutune vs a plain PyTorch loop (batch 128, all cores)")
     print(table(loop_rows, ["model", "threads", "plain_img_s", "grutune_img_s", "ratio"]))

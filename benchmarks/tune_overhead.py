@@ -25,7 +25,6 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save, table  # noqa: E402
-
 from grutune.config import Params, TrialConfig  # noqa: E402
 from grutune.data import Prepared  # noqa: E402
 from grutune.search import run_search  # noqa: E402
@@ -37,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def fixed_trial(config: dict, *, data: dict, settings) -> None:
     """grutune's trial skeleton around a 'training' that takes exactly `epoch_s` seconds per epoch."""
+
     def build(hp, device):
         model = torch.nn.Linear(4, 2)
 
@@ -58,12 +58,26 @@ def main() -> None:
     args = ap.parse_args()
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["datasets"], raw["gan"]["dataset"], raw["tracking"]["wandb"] = ["mnist"], "mnist", False
-    raw["search"].update(num_samples=args.trials, max_epochs=args.epochs, grace_period=args.epochs,
-                         max_concurrent_trials=0, resources={"cpu": 1, "gpu": 0})
+    raw["search"].update(
+        num_samples=args.trials,
+        max_epochs=args.epochs,
+        grace_period=args.epochs,
+        max_concurrent_trials=0,
+        resources={"cpu": 1, "gpu": 0},
+    )
     params = Params.model_validate(raw)
     z = np.zeros((8, 28, 28, 1), np.uint8)
-    data = Prepared(name="mnist", x_train=z, y_train=np.zeros(8, np.int64), x_val=z, y_val=np.zeros(8, np.int64),
-                    x_test=z, y_test=np.zeros(8, np.int64), classes=tuple("0123456789"), content_hash="sha256:bench")
+    data = Prepared(
+        name="mnist",
+        x_train=z,
+        y_train=np.zeros(8, np.int64),
+        x_val=z,
+        y_val=np.zeros(8, np.int64),
+        x_test=z,
+        y_test=np.zeros(8, np.int64),
+        classes=tuple("0123456789"),
+        content_hash="sha256:bench",
+    )
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     with tempfile.TemporaryDirectory() as state:
@@ -77,13 +91,24 @@ def main() -> None:
 
         result = run_search(params, data, state_dir=Path(state), remote=remote, trainable_fn=trial)
         wall = time.perf_counter() - t0
-        times = [json.loads(f.read_text().splitlines()[-1])["time_total_s"]
-                 for f in Path(state).glob("mnist-*/tune-*/*/result.json")]
+        times = [
+            json.loads(f.read_text().splitlines()[-1])["time_total_s"]
+            for f in Path(state).glob("mnist-*/tune-*/*/result.json")
+        ]
     ideal = sum(times) / slots
     nominal = args.trials * args.epochs * args.epoch_s / slots
-    row = {"trials": args.trials, "slots": slots, "epochs": args.epochs, "epoch_s": args.epoch_s,
-           "ray_start_s": ray_start, "wall_s": wall, "ideal_s": ideal, "overhead": wall / ideal,
-           "overhead_vs_nominal": wall / nominal, "completed": result.summary["completed"]}
+    row = {
+        "trials": args.trials,
+        "slots": slots,
+        "epochs": args.epochs,
+        "epoch_s": args.epoch_s,
+        "ray_start_s": ray_start,
+        "wall_s": wall,
+        "ideal_s": ideal,
+        "overhead": wall / ideal,
+        "overhead_vs_nominal": wall / nominal,
+        "completed": result.summary["completed"],
+    }
     print(table([row], list(row)))
     print(f"\nwrote {save('tune_overhead', row)}")
 

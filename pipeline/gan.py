@@ -40,19 +40,46 @@ def main() -> None:
     device = pick_device()
     clf, _ = load_classifier(args.classifier, data.content_hash, device)
     group = best.get("sweep_id", f"gan-{data.name}")  # the final GAN's W&B runs sit with its sweep's trials
-    run = init_wandb(params.tracking.wandb, project=params.tracking.project, group=group, job_type="gan",
-                     name=f"gan-{data.name}", directory=args.wandb_dir,
-                     config={**p.model_dump(), **hp.model_dump(), "data_hash": data.content_hash})
-    print(f"training the {hp.generator} GAN on {min(p.train_subset or len(data.y_train), len(data.y_train))} "
-          f"images/epoch of {data.name} for {p.epochs} epochs on {device}")
-    trained = train_best(hp, Recipe.of(p), clf, data, epochs=p.epochs, noise_dim=p.noise_dim, subset=p.train_subset,
-                         eval_samples=params.gan_search.eval_samples, eval_every=p.eval_every,
-                         min_diversity=params.gan_search.min_diversity, seed=params.seed, device=device,
-                         progress=True,
-                         on_epoch=epoch_logger(run, p.epochs, ("d_loss", "g_loss", "val_fid", "diversity")))
-    save_checkpoint(args.model_out, trained.G, discriminator=trained.D.state_dict(),
-                    discriminator_kwargs=dict(trained.D.kwargs), epoch=trained.best_epoch, val_fid=trained.val_fid,
-                    dataset=data.name, data_hash=data.content_hash, sweep_id=group)
+    run = init_wandb(
+        params.tracking.wandb,
+        project=params.tracking.project,
+        group=group,
+        job_type="gan",
+        name=f"gan-{data.name}",
+        directory=args.wandb_dir,
+        config={**p.model_dump(), **hp.model_dump(), "data_hash": data.content_hash},
+    )
+    print(
+        f"training the {hp.generator} GAN on {min(p.train_subset or len(data.y_train), len(data.y_train))} "
+        f"images/epoch of {data.name} for {p.epochs} epochs on {device}"
+    )
+    trained = train_best(
+        hp,
+        Recipe.of(p),
+        clf,
+        data,
+        epochs=p.epochs,
+        noise_dim=p.noise_dim,
+        subset=p.train_subset,
+        eval_samples=params.gan_search.eval_samples,
+        eval_every=p.eval_every,
+        min_diversity=params.gan_search.min_diversity,
+        seed=params.seed,
+        device=device,
+        progress=True,
+        on_epoch=epoch_logger(run, p.epochs, ("d_loss", "g_loss", "val_fid", "diversity")),
+    )
+    save_checkpoint(
+        args.model_out,
+        trained.G,
+        discriminator=trained.D.state_dict(),
+        discriminator_kwargs=dict(trained.D.kwargs),
+        epoch=trained.best_epoch,
+        val_fid=trained.val_fid,
+        dataset=data.name,
+        data_hash=data.content_hash,
+        sweep_id=group,
+    )
     write_csv(args.log, trained.history, fieldnames=list(dict.fromkeys(k for m in trained.history for k in m)))
     if run is not None:
         run.summary.update({"best_epoch": trained.best_epoch, "best_val_fid": trained.val_fid})

@@ -5,7 +5,8 @@
 
 FID, Inception Score, precision and recall (Kynkaanniemi et al., 2019) and class shares of gan.eval_samples
 generated images, in the features and class probabilities of the classifier the `train` stage trained on gan.dataset
-(nothing is downloaded), next to the same scores for real images. A separate stage, so that changing gan.eval_samples scores the GAN again without training it again.
+(nothing is downloaded), next to the same scores for real images. A separate stage, so that changing
+gan.eval_samples scores the GAN again without training it again.
 """
 
 import argparse
@@ -38,15 +39,23 @@ def main() -> None:
     metrics = {**metrics, "best_epoch": ckpt["epoch"], "val_fid": ckpt["val_fid"]}
     write_json(args.metrics, metrics)
     write_png(args.samples, grid)
-    run = init_wandb(params.tracking.wandb, project=params.tracking.project, group=ckpt.get("sweep_id", f"gan-{data.name}"),
-                     job_type="gan_eval", name=f"gan-eval-{data.name}", directory=args.wandb_dir,
-                     config={"eval_samples": p.eval_samples, "generator": G.kwargs, "data_hash": data.content_hash})
+    run = init_wandb(
+        params.tracking.wandb,
+        project=params.tracking.project,
+        group=ckpt.get("sweep_id", f"gan-{data.name}"),
+        job_type="gan_eval",
+        name=f"gan-eval-{data.name}",
+        directory=args.wandb_dir,
+        config={"eval_samples": p.eval_samples, "generator": G.kwargs, "data_hash": data.content_hash},
+    )
     log_gan_run(run, metrics, grid, data, model=args.generator, log_models=params.tracking.log_models)
-    print(f"fid {metrics['fid']:.3f} (real train vs test: {metrics['reference_fid_train_vs_test']:.3f})  "
-          f"inception_score {metrics['inception_score']:.3f} "
-          f"(real test: {metrics['reference_inception_score_test']:.3f})  precision {metrics['precision']:.3f} "
-          f"recall {metrics['recall']:.3f} (real: {metrics['reference_precision_train_vs_test']:.3f}, "
-          f"{metrics['reference_recall_train_vs_test']:.3f})  -> {args.metrics}, {args.samples}")
+    print(
+        f"fid {metrics['fid']:.3f} (real train vs test: {metrics['reference_fid_train_vs_test']:.3f})  "
+        f"inception_score {metrics['inception_score']:.3f} "
+        f"(real test: {metrics['reference_inception_score_test']:.3f})  precision {metrics['precision']:.3f} "
+        f"recall {metrics['recall']:.3f} (real: {metrics['reference_precision_train_vs_test']:.3f}, "
+        f"{metrics['reference_recall_train_vs_test']:.3f})  -> {args.metrics}, {args.samples}"
+    )
 
 
 if __name__ == "__main__":

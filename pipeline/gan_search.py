@@ -36,14 +36,28 @@ def main() -> None:
     remote = init_ray()
     sid = gan_sweep(params, data, classifier_hash).sweep_id
     lineage = {"dataset": data.name, "data_hash": data.content_hash, "classifier_hash": classifier_hash}
-    callbacks = trial_loggers(params.tracking, group=sid, directory=args.wandb_dir, extra_config=lineage,
-                              metrics=GAN_TRIAL_METRICS, best=("fid", "min"))
-    result = run_gan_search(params, data, classifier, classifier_hash, state_dir=args.state_dir,
-                            callbacks=callbacks, remote=remote)
+    callbacks = trial_loggers(
+        params.tracking,
+        group=sid,
+        directory=args.wandb_dir,
+        extra_config=lineage,
+        metrics=GAN_TRIAL_METRICS,
+        best=("fid", "min"),
+    )
+    result = run_gan_search(
+        params, data, classifier, classifier_hash, state_dir=args.state_dir, callbacks=callbacks, remote=remote
+    )
     write_sweep_outputs(result, args)
-    log_sweep_summary(params.tracking.wandb, project=params.tracking.project, sweep_id=sid,
-                      directory=args.wandb_dir.resolve(), trials=result.trials, summary=result.summary,
-                      best=result.best, config={**lineage, "sweep_id": sid})
+    log_sweep_summary(
+        params.tracking.wandb,
+        project=params.tracking.project,
+        sweep_id=sid,
+        directory=args.wandb_dir.resolve(),
+        trials=result.trials,
+        summary=result.summary,
+        best=result.best,
+        config={**lineage, "sweep_id": sid},
+    )
     print(describe(result, "GAN trials"))
 
 

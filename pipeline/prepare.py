@@ -24,8 +24,10 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params("params.yaml")
     meta = prepare(args.dataset, args.raw_dir, args.out_npz, params.prepare.val_fraction, params.seed)
-    print(f"{meta['dataset']}: train {meta['n_train']}, val {meta['n_val']}, test {meta['n_test']} images of "
-          f"{tuple(meta['image_shape'])}, {len(meta['classes'])} classes -> {args.out_npz} ({meta['content_hash']})")
+    print(
+        f"{meta['dataset']}: train {meta['n_train']}, val {meta['n_val']}, test {meta['n_test']} images of "
+        f"{tuple(meta['image_shape'])}, {len(meta['classes'])} classes -> {args.out_npz} ({meta['content_hash']})"
+    )
 
 
 if __name__ == "__main__":

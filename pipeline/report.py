@@ -23,17 +23,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path, help="the HTML page to write")
     for role in DATASET_FILES:
-        ap.add_argument(f"--{role.replace('_', '-')}", required=True, metavar="PATH",
-                        help=f"per-dataset {role} file, with {{dataset}} for the dataset's name")
+        ap.add_argument(
+            f"--{role.replace('_', '-')}",
+            required=True,
+            metavar="PATH",
+            help=f"per-dataset {role} file, with {{dataset}} for the dataset's name",
+        )
     for role in GAN_FILES:
-        ap.add_argument(f"--gan-{role.replace('_', '-')}", required=True, metavar="PATH",
-                        help=f"the GAN's {role} file")
+        ap.add_argument(f"--gan-{role.replace('_', '-')}", required=True, metavar="PATH", help=f"the GAN's {role} file")
     args = vars(ap.parse_args())
     params = load_params()
-    datasets = [load_dataset_results(ds, {r: Path(args[r].format(dataset=ds)) for r in DATASET_FILES},
-                                     params.search.space, tuple(params.search.objectives)) for ds in params.datasets]
-    gan = load_gan_results(params.gan.dataset, {r: Path(args[f"gan_{r}"]) for r in GAN_FILES},
-                           params.gan_search.space)
+    datasets = [
+        load_dataset_results(
+            ds,
+            {r: Path(args[r].format(dataset=ds)) for r in DATASET_FILES},
+            params.search.space,
+            tuple(params.search.objectives),
+        )
+        for ds in params.datasets
+    ]
+    gan = load_gan_results(params.gan.dataset, {r: Path(args[f"gan_{r}"]) for r in GAN_FILES}, params.gan_search.space)
     ctx = run_context()
     page = render_report(datasets, gan, commit=ctx.get("git_commit", "unknown"), experiment=ctx.get("dvc_experiment"))
     write_text(args["out"], page)

@@ -3,7 +3,8 @@
     python pipeline/search.py mnist data/prepared/mnist.npz --best search/mnist/best.yaml ... (see dvc.yaml)
 
 Joins the Ray cluster in RAY_ADDRESS (or one running on this machine), else starts a local Ray. Writes the best
-config (with several objectives: the Pareto front's point that search.pick picks), the Pareto front, the trials table, the sweep's counts and its best-so-far curves where dvc.yaml says. Tune's own state lives
+config (with several objectives: the Pareto front's point that search.pick picks), the Pareto front, the trials
+table, the sweep's counts and its best-so-far curves where dvc.yaml says. Tune's own state lives
 in .grutune/ (git-ignored), outside the stage's outputs, which DVC deletes before a stage runs.
 """
 
@@ -36,13 +37,22 @@ def main() -> None:
     result = run_search(params, data, state_dir=args.state_dir, callbacks=callbacks, remote=remote)
     write_sweep_outputs(result, args)
     write_csv(args.pareto, result.front, fieldnames=list(result.front[0]))
-    log_sweep_summary(params.tracking.wandb, project=params.tracking.project, sweep_id=sid,
-                      directory=args.wandb_dir.resolve(), trials=result.trials, summary=result.summary, best=result.best,
-                      config={**lineage, **params.search.model_dump(exclude={"space"}), "space": str(params.search.space)})
+    log_sweep_summary(
+        params.tracking.wandb,
+        project=params.tracking.project,
+        sweep_id=sid,
+        directory=args.wandb_dir.resolve(),
+        trials=result.trials,
+        summary=result.summary,
+        best=result.best,
+        config={**lineage, **params.search.model_dump(exclude={"space"}), "space": str(params.search.space)},
+    )
     print(describe(result))
     if len(params.search.objectives) > 1:
-        print(f"Pareto front of {', '.join(params.search.objectives)}: {len(result.front)} trials; picked "
-              f"{result.best['trial_id']} by {result.best['reason']}")
+        print(
+            f"Pareto front of {', '.join(params.search.objectives)}: {len(result.front)} trials; picked "
+            f"{result.best['trial_id']} by {result.best['reason']}"
+        )
     print(f"wrote {args.best}, {args.trials}, {args.pareto}, {args.metrics}, {args.progress} and {args.progress_time}")
 
 

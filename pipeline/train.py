@@ -1,7 +1,8 @@
 """Stage `train@<dataset>`: retrain the sweep's best config on train+val, then evaluate it on the test split.
 
     python pipeline/train.py mnist data/prepared/mnist.npz search/mnist/best.yaml models/mnist/classifier.pt \
-        --metrics metrics/mnist/classifier.json --confusion metrics/mnist/confusion.csv --log metrics/train_log/mnist.csv
+        --metrics metrics/mnist/classifier.json --confusion metrics/mnist/confusion.csv \
+        --log metrics/train_log/mnist.csv
 
 Writes the checkpoint (a dict loaded with weights_only=True), the test metrics (with the model's parameter count,
 its latency measured here, and which point of the sweep's Pareto front it is and why), the confusion pairs (one row
@@ -26,32 +27,76 @@ def main() -> None:
     ap.add_argument("prepared", type=Path)
     ap.add_argument("best", type=Path, help="the search stage's best.yaml")
     ap.add_argument("model_out", type=Path)
-    add_output_options(ap, {"metrics": "test metrics (JSON)", "confusion": "(actual, predicted) per test image (CSV)",
-                            "log": "per-epoch training curves (CSV)"})
+    add_output_options(
+        ap,
+        {
+            "metrics": "test metrics (JSON)",
+            "confusion": "(actual, predicted) per test image (CSV)",
+            "log": "per-epoch training curves (CSV)",
+        },
+    )
     args = ap.parse_args()
     params = load_params()
     data = load_prepared(args.prepared, name=args.dataset)
     best, hp = read_best(args.best)
     device, epochs = pick_device(), params.train.epochs
-    run = init_wandb(params.tracking.wandb, project=params.tracking.project, group=best.get("sweep_id", data.name),
-                     job_type="train", name=f"train-{data.name}", directory=args.wandb_dir,
-                     config={**hp.model_dump(), "epochs": epochs, "augment": params.train.augment, "dataset": data.name, "data_hash": data.content_hash})
-    print(f"training {hp.model_dump()} on {len(data.y_train) + len(data.y_val)} images of {data.name} for {epochs} "
-          f"epochs on {device}{' with augmentation' if params.train.augment else ''}")
-    final = retrain_and_test(hp, data, epochs=epochs, seed=params.seed, device=device, augment=params.train.augment,
-                             progress=True,
-                             on_epoch=epoch_logger(run, epochs, ("train_loss", "train_accuracy")))
+    run = init_wandb(
+        params.tracking.wandb,
+        project=params.tracking.project,
+        group=best.get("sweep_id", data.name),
+        job_type="train",
+        name=f"train-{data.name}",
+        directory=args.wandb_dir,
+        config={
+            **hp.model_dump(),
+            "epochs": epochs,
+            "augment": params.train.augment,
+            "dataset": data.name,
+            "data_hash": data.content_hash,
+        },
+    )
+    print(
+        f"training {hp.model_dump()} on {len(data.y_train) + len(data.y_val)} images of {data.name} for {epochs} "
+        f"epochs on {device}{' with augmentation' if params.train.augment else ''}"
+    )
+    final = retrain_and_test(
+        hp,
+        data,
+        epochs=epochs,
+        seed=params.seed,
+        device=device,
+        augment=params.train.augment,
+        progress=True,
+        on_epoch=epoch_logger(run, epochs, ("train_loss", "train_accuracy")),
+    )
     cost = inference_cost(final.model, data.image_shape, device)  # the deployed model's size and speed, here
-    metrics = {**test_metrics(final.test, data), **cost, "latency_hardware": hardware(device),
-               "picked": {"trial_id": best["trial_id"], "rule": best.get("pick", "most_accurate"),
-                          "reason": best.get("reason", "the sweep's best trial (search.objectives: val_accuracy)")}}
-    save_checkpoint(args.model_out, final.model, config=hp.model_dump(), epoch=epochs, dataset=data.name,
-                    data_hash=data.content_hash, classes=list(data.classes))
+    metrics = {
+        **test_metrics(final.test, data),
+        **cost,
+        "latency_hardware": hardware(device),
+        "picked": {
+            "trial_id": best["trial_id"],
+            "rule": best.get("pick", "most_accurate"),
+            "reason": best.get("reason", "the sweep's best trial (search.objectives: val_accuracy)"),
+        },
+    }
+    save_checkpoint(
+        args.model_out,
+        final.model,
+        config=hp.model_dump(),
+        epoch=epochs,
+        dataset=data.name,
+        data_hash=data.content_hash,
+        classes=list(data.classes),
+    )
     write_classifier_outputs(metrics, final, data, metrics_path=args.metrics, confusion=args.confusion, log=args.log)
     log_classifier_run(run, metrics, final.test, data, model=args.model_out, log_models=params.tracking.log_models)
-    print(f"test_accuracy {metrics['test_accuracy']:.4f}  test_loss {metrics['test_loss']:.4f}  params {cost['params']:,}  "
-          f"latency {cost['latency_ms']:.3f} ms/image at batch 1, {cost['latency_batch_ms']:.3f} at batch 256 "
-          f"({metrics['latency_hardware']})  -> {args.model_out}, {args.metrics}")
+    print(
+        f"test_accuracy {metrics['test_accuracy']:.4f}  test_loss {metrics['test_loss']:.4f}  "
+        f"params {cost['params']:,}  "
+        f"latency {cost['latency_ms']:.3f} ms/image at batch 1, {cost['latency_batch_ms']:.3f} at batch 256 "
+        f"({metrics['latency_hardware']})  -> {args.model_out}, {args.metrics}"
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ def merge(base: dict, over: dict) -> dict:
 
 def shrunk_params(over: dict | None = None, *, datasets=("mnist",), wandb: bool = False) -> dict:
     """The repo's params.yaml for a test: one dataset (the GAN's too), W&B off, then `over` merged in."""
-    base = merge(DEFAULT_PARAMS, {"datasets": list(datasets), "gan": {"dataset": datasets[0]},
-                                  "tracking": {"wandb": wandb}})
+    base = merge(
+        DEFAULT_PARAMS, {"datasets": list(datasets), "gan": {"dataset": datasets[0]}, "tracking": {"wandb": wandb}}
+    )
     return merge(base, over or {})
 
 

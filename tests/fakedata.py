@@ -26,16 +26,22 @@ import http.server
 import io
 import tarfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import yaml
 
-from grutune.data import CIFAR10_META, CIFAR10_MEMBERS, DATASETS
+from grutune.data import CIFAR10_MEMBERS, CIFAR10_META, DATASETS
 
-_IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C,
-              np.dtype(">f4"): 0x0D, np.dtype(">f8"): 0x0E}
+_IDX_CODES = {
+    np.dtype(np.uint8): 0x08,
+    np.dtype(np.int8): 0x09,
+    np.dtype(">i2"): 0x0B,
+    np.dtype(">i4"): 0x0C,
+    np.dtype(">f4"): 0x0D,
+    np.dtype(">f8"): 0x0E,
+}
 
 
 def write_idx(path: str | Path, array: np.ndarray, gz: bool = True) -> Path:
@@ -83,8 +89,9 @@ def make_mnist_like(directory: str | Path, n_train: int, n_test: int, seed: int)
 def cifar10_records(labels: np.ndarray, images_chw: np.ndarray) -> bytes:
     """The binary version's records: per image 1 label byte then 3072 pixel bytes (R, G, B planes of 32x32)."""
     n = len(labels)
-    return np.concatenate([labels.reshape(n, 1).astype(np.uint8),
-                           images_chw.reshape(n, 3 * 32 * 32).astype(np.uint8)], axis=1).tobytes()
+    return np.concatenate(
+        [labels.reshape(n, 1).astype(np.uint8), images_chw.reshape(n, 3 * 32 * 32).astype(np.uint8)], axis=1
+    ).tobytes()
 
 
 def write_tar_gz(path: str | Path, members: dict[str, bytes]) -> Path:
@@ -117,8 +124,10 @@ def file_hashes(path: str | Path) -> dict[str, str]:
     """{archive: sha256 of the file, content: sha256 of its decompressed bytes} in GRUTUNE_CHECKSUMS form."""
     data = Path(path).read_bytes()
     content = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-    return {"archive": "sha256:" + hashlib.sha256(data).hexdigest(),
-            "content": "sha256:" + hashlib.sha256(content).hexdigest()}
+    return {
+        "archive": "sha256:" + hashlib.sha256(data).hexdigest(),
+        "content": "sha256:" + hashlib.sha256(content).hexdigest(),
+    }
 
 
 def checksums_yaml(dataset: str, directory: str | Path) -> str:

@@ -38,10 +38,29 @@ def node_results(state: Path) -> dict[str, list[dict]]:
 @pytest.mark.slow
 def test_sweep_spreads_over_nodes_and_survives_losing_one(tmp_path, write_params, prepared_mnist):
     prepared = prepared_mnist(n_train=3000, n_test=100, val_fraction=0.1)
-    params = load_params(write_params(tmp_path / "params.yaml", {"search": {
-        "num_samples": 4, "max_epochs": 5, "grace_period": 5, "train_subset": None, "max_failures": 2,
-        "max_concurrent_trials": 3, "resources": {"cpu": 1, "gpu": 0},
-        "space": {"hidden_size": 64, "num_layers": 1, "backbone": "none", "batch_size": 64, "bidirectional": False}}}))
+    params = load_params(
+        write_params(
+            tmp_path / "params.yaml",
+            {
+                "search": {
+                    "num_samples": 4,
+                    "max_epochs": 5,
+                    "grace_period": 5,
+                    "train_subset": None,
+                    "max_failures": 2,
+                    "max_concurrent_trials": 3,
+                    "resources": {"cpu": 1, "gpu": 0},
+                    "space": {
+                        "hidden_size": 64,
+                        "num_layers": 1,
+                        "backbone": "none",
+                        "batch_size": 64,
+                        "bidirectional": False,
+                    },
+                }
+            },
+        )
+    )
     state = tmp_path / "state"
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
@@ -86,14 +105,21 @@ def test_sweep_spreads_over_nodes_and_survives_losing_one(tmp_path, write_params
 
 # --------------------------------------------------------------------------- filling the cluster
 
+
 def test_slots_of_an_autoscaling_cluster_at_its_largest():
     config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
     assert autoscaler_slots(config, {"cpu": 1, "gpu": 0.25}) == 16  # 4 g5.xlarge workers, 4 trials per GPU
-    assert autoscaler_slots(config, {"cpu": 4, "gpu": 0.25}) == 4   # CPUs bind first
+    assert autoscaler_slots(config, {"cpu": 4, "gpu": 0.25}) == 4  # CPUs bind first
     assert autoscaler_slots(config, {"cpu": 1, "gpu": 0}) == 16
-    mixed = {"head_node_type": "head", "max_workers": 3, "available_node_types": {
-        "head": {"resources": {"CPU": 2}}, "small": {"resources": {"CPU": 2}, "max_workers": 5},
-        "big": {"resources": {"CPU": 8}, "max_workers": 2}}}
+    mixed = {
+        "head_node_type": "head",
+        "max_workers": 3,
+        "available_node_types": {
+            "head": {"resources": {"CPU": 2}},
+            "small": {"resources": {"CPU": 2}, "max_workers": 5},
+            "big": {"resources": {"CPU": 8}, "max_workers": 2},
+        },
+    }
     assert autoscaler_slots(mixed, {"cpu": 1, "gpu": 0}) == 2 + 2 * 8 + 1 * 2  # the cluster's cap: 3 workers
 
 
@@ -102,10 +128,29 @@ def test_a_sweep_fills_a_fixed_cluster_and_loses_nothing_with_a_node(tmp_path, w
     """Two 4-CPU workers, one CPU per trial: 8 slots, all busy; a worker is lost mid-sweep, its trials resume.
     The trials ask for a quarter GPU, as params.yaml does: on a cluster with no GPU and no autoscaler, that is
     dropped (else they would wait forever)."""
-    params = load_params(write_params(tmp_path / "params.yaml", {"search": {
-        "num_samples": 12, "max_epochs": 4, "grace_period": 4, "train_subset": 1024, "max_failures": 3,
-        "max_concurrent_trials": 0, "resources": {"cpu": 1, "gpu": 0.25},  # no GPU here: dropped, not waited for
-        "space": {"hidden_size": 16, "num_layers": 1, "backbone": "none", "batch_size": 64, "bidirectional": False}}}))
+    params = load_params(
+        write_params(
+            tmp_path / "params.yaml",
+            {
+                "search": {
+                    "num_samples": 12,
+                    "max_epochs": 4,
+                    "grace_period": 4,
+                    "train_subset": 1024,
+                    "max_failures": 3,
+                    "max_concurrent_trials": 0,
+                    "resources": {"cpu": 1, "gpu": 0.25},  # no GPU here: dropped, not waited for
+                    "space": {
+                        "hidden_size": 16,
+                        "num_layers": 1,
+                        "backbone": "none",
+                        "batch_size": 64,
+                        "bidirectional": False,
+                    },
+                }
+            },
+        )
+    )
     prepared = prepared_mnist(n_train=3000, n_test=100, val_fraction=0.1)
     state = tmp_path / "state"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
@@ -160,32 +205,84 @@ def test_a_sweep_grows_an_autoscaling_cluster_to_its_largest(tmp_path, write_par
     cluster from 0 workers to 4, and all 16 slots hold a trial."""
     worker = yaml.safe_load((ROOT / "cluster.yaml").read_text())["available_node_types"]["ray.worker.gpu"]
     config = {
-        "cluster_name": "grutune-fake", "max_workers": 4, "upscaling_speed": 1.0, "idle_timeout_minutes": 5,
-        "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
-                     "disable_launch_config_check": True},
+        "cluster_name": "grutune-fake",
+        "max_workers": 4,
+        "upscaling_speed": 1.0,
+        "idle_timeout_minutes": 5,
+        "provider": {
+            "type": "fake_multinode",
+            "use_node_id_as_ip": True,
+            "disable_node_updaters": True,
+            "disable_launch_config_check": True,
+        },
         "head_node_type": "ray.head.default",
         "available_node_types": {
             "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
-            "ray.worker.gpu": {"resources": {**worker["resources"], "object_store_memory": 200 * 2**20},
-                               "node_config": {}, "min_workers": 0, "max_workers": worker["max_workers"]}},
-        "auth": {}, "docker": {}, "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
-        "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [], "setup_commands": [],
-        "head_setup_commands": [], "worker_setup_commands": [], "head_start_ray_commands": [],
-        "worker_start_ray_commands": []}
+            "ray.worker.gpu": {
+                "resources": {**worker["resources"], "object_store_memory": 200 * 2**20},
+                "node_config": {},
+                "min_workers": 0,
+                "max_workers": worker["max_workers"],
+            },
+        },
+        "auth": {},
+        "docker": {},
+        "file_mounts": {},
+        "cluster_synced_files": [],
+        "file_mounts_sync_continuously": False,
+        "rsync_exclude": [],
+        "rsync_filter": [],
+        "initialization_commands": [],
+        "setup_commands": [],
+        "head_setup_commands": [],
+        "worker_setup_commands": [],
+        "head_start_ray_commands": [],
+        "worker_start_ray_commands": [],
+    }
     path = tmp_path / "autoscaling.yaml"
     path.write_text(yaml.safe_dump(config))
-    write_params(tmp_path / "params.yaml", {"search": {
-        "num_samples": 16, "max_epochs": 3, "grace_period": 3, "train_subset": 2048, "max_failures": 2,
-        "max_concurrent_trials": 0, "resources": {"cpu": 1, "gpu": 0.25},
-        "space": {"hidden_size": 32, "num_layers": 1, "backbone": "none", "batch_size": 64, "bidirectional": False}}})
+    write_params(
+        tmp_path / "params.yaml",
+        {
+            "search": {
+                "num_samples": 16,
+                "max_epochs": 3,
+                "grace_period": 3,
+                "train_subset": 2048,
+                "max_failures": 2,
+                "max_concurrent_trials": 0,
+                "resources": {"cpu": 1, "gpu": 0.25},
+                "space": {
+                    "hidden_size": 32,
+                    "num_layers": 1,
+                    "backbone": "none",
+                    "batch_size": 64,
+                    "bidirectional": False,
+                },
+            }
+        },
+    )
     prepared = prepared_mnist(n_train=3000, n_test=100, val_fraction=0.1)
     bin_dir = Path(sys.executable).parent
     port = 6379  # the fake provider's worker nodes join the head at Ray's default port
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     # Token authentication stays on: clients joining by address say so, as the README tells users to.
     env.update(RAY_FAKE_CLUSTER="1", RAY_AUTH_MODE="token", PATH=f"{bin_dir}{os.pathsep}{env['PATH']}")
-    subprocess.run(["ray", "start", "--head", f"--port={port}", f"--autoscaling-config={path}", "--num-cpus=0",
-                    "--include-dashboard=false"], env=env, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            "ray",
+            "start",
+            "--head",
+            f"--port={port}",
+            f"--autoscaling-config={path}",
+            "--num-cpus=0",
+            "--include-dashboard=false",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     address = f"{ray.util.get_node_ip_address()}:{port}"
     seen = {"cpus": 0.0, "used": 0.0}
     stop = threading.Event()
@@ -193,8 +290,9 @@ def test_a_sweep_grows_an_autoscaling_cluster_to_its_largest(tmp_path, write_par
     def watch():
         """`ray status`, as a user would run it: the cluster's CPUs, and how many are held by trials."""
         while not stop.is_set():
-            out = subprocess.run(["ray", "status", f"--address={address}"], env=env, capture_output=True, text=True,
-                                 timeout=60).stdout
+            out = subprocess.run(
+                ["ray", "status", f"--address={address}"], env=env, capture_output=True, text=True, timeout=60
+            ).stdout
             if m := re.search(r"([0-9.]+)/([0-9.]+) CPU", out):
                 seen["used"], seen["cpus"] = max(seen["used"], float(m[1])), max(seen["cpus"], float(m[2]))
             time.sleep(1)
@@ -205,11 +303,30 @@ def test_a_sweep_grows_an_autoscaling_cluster_to_its_largest(tmp_path, write_par
         # The search stage as a user runs it on the head: RAY_ADDRESS, and the autoscaler's config where it is
         # (on a `ray up` head, ~/ray_bootstrap_config.yaml needs no variable).
         stage = subprocess.run(
-            [sys.executable, str(ROOT / "pipeline/search.py"), "mnist", str(prepared), "--best", "out/best.yaml",
-             "--trials", "out/trials.csv", "--metrics", "m.json", "--progress", "p.csv", "--progress-time", "pt.csv",
-             "--pareto", "out/pareto.csv"],
-            cwd=tmp_path, env={**env, "RAY_ADDRESS": address, "GRUTUNE_AUTOSCALING_CONFIG": str(path)},
-            capture_output=True, text=True, timeout=900)
+            [
+                sys.executable,
+                str(ROOT / "pipeline/search.py"),
+                "mnist",
+                str(prepared),
+                "--best",
+                "out/best.yaml",
+                "--trials",
+                "out/trials.csv",
+                "--metrics",
+                "m.json",
+                "--progress",
+                "p.csv",
+                "--progress-time",
+                "pt.csv",
+                "--pareto",
+                "out/pareto.csv",
+            ],
+            cwd=tmp_path,
+            env={**env, "RAY_ADDRESS": address, "GRUTUNE_AUTOSCALING_CONFIG": str(path)},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
     finally:
         stop.set()
         watcher.join(timeout=60)
@@ -221,23 +338,47 @@ def test_a_sweep_grows_an_autoscaling_cluster_to_its_largest(tmp_path, write_par
 
 def test_slots_count_a_memory_reservation_where_a_node_declares_its_memory():
     gib = 2**30
-    config = {"head_node_type": "head", "available_node_types": {
-        "head": {"resources": {"CPU": 0}},
-        "declared": {"resources": {"CPU": 8, "memory": 4 * gib}, "max_workers": 2},  # 8 CPUs, room for 2 trials
-        "undeclared": {"resources": {"CPU": 4}, "max_workers": 1}}}  # its memory comes from its instance type
+    config = {
+        "head_node_type": "head",
+        "available_node_types": {
+            "head": {"resources": {"CPU": 0}},
+            "declared": {"resources": {"CPU": 8, "memory": 4 * gib}, "max_workers": 2},  # 8 CPUs, room for 2 trials
+            "undeclared": {"resources": {"CPU": 4}, "max_workers": 1},
+        },
+    }  # its memory comes from its instance type
     assert autoscaler_slots(config, {"cpu": 1, "gpu": 0, "memory": 1.5 * gib}) == 2 * 2 + 4
     assert autoscaler_slots(config, {"cpu": 1, "gpu": 0}) == 2 * 8 + 4
 
 
 @pytest.mark.slow
-def test_a_memory_reservation_keeps_a_node_from_taking_more_trials_than_its_memory(tmp_path, write_params,
-                                                                                   prepared_mnist):
+def test_a_memory_reservation_keeps_a_node_from_taking_more_trials_than_its_memory(
+    tmp_path, write_params, prepared_mnist
+):
     """`search.resources.memory` becomes Ray's memory resource: a 4-CPU node with 1 GiB of it holds two trials of
     400 MiB, not four, and the sweep's concurrency is sized to those two slots."""
-    params = load_params(write_params(tmp_path / "params.yaml", {"search": {
-        "num_samples": 4, "max_epochs": 2, "grace_period": 2, "train_subset": None, "max_failures": 0,
-        "max_concurrent_trials": 0, "resources": {"cpu": 1, "gpu": 0, "memory": "400MiB"},
-        "space": {"hidden_size": 16, "num_layers": 1, "backbone": "none", "batch_size": 64, "bidirectional": False}}}))
+    params = load_params(
+        write_params(
+            tmp_path / "params.yaml",
+            {
+                "search": {
+                    "num_samples": 4,
+                    "max_epochs": 2,
+                    "grace_period": 2,
+                    "train_subset": None,
+                    "max_failures": 0,
+                    "max_concurrent_trials": 0,
+                    "resources": {"cpu": 1, "gpu": 0, "memory": "400MiB"},
+                    "space": {
+                        "hidden_size": 16,
+                        "num_layers": 1,
+                        "backbone": "none",
+                        "batch_size": 64,
+                        "bidirectional": False,
+                    },
+                }
+            },
+        )
+    )
     prepared = prepared_mnist(n_train=3000, n_test=100, val_fraction=0.1)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     cluster.add_node(num_cpus=4, memory=2**30)

@@ -26,8 +26,14 @@ TEXT = (ROOT / "cluster.yaml").read_text()
 RAW = yaml.safe_load(TEXT)
 PYPROJECT = (ROOT / "pyproject.toml").read_text()
 
-COMMAND_LISTS = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
-                 "head_start_ray_commands", "worker_start_ray_commands")
+COMMAND_LISTS = (
+    "initialization_commands",
+    "setup_commands",
+    "head_setup_commands",
+    "worker_setup_commands",
+    "head_start_ray_commands",
+    "worker_start_ray_commands",
+)
 
 SECRET_PATTERNS = {
     "AWS access key ID": r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
@@ -66,6 +72,7 @@ def worker_types(config: dict) -> dict[str, dict]:
 
 # --------------------------------------------------------------------------- Ray's validator
 
+
 def test_ray_validator_accepts_the_file(config):
     assert config["provider"]["type"] == "aws"
     # Every command list is in the file itself, so none comes from Ray's defaults (which bind the dashboard to
@@ -73,12 +80,16 @@ def test_ray_validator_accepts_the_file(config):
     assert set(COMMAND_LISTS) <= set(RAW)
 
 
-@pytest.mark.parametrize("break_it", [
-    lambda c: c.update(unknown_top_level_key=1),
-    lambda c: c["available_node_types"]["ray.worker.gpu"].update(gpus=1),
-    lambda c: c.update(head_node_type="ray.head.missing"),
-    lambda c: c["available_node_types"]["ray.worker.gpu"].update(min_workers=5),
-], ids=["unknown-top-level-key", "unknown-node-type-key", "missing-head-type", "min-workers-above-max-workers"])
+@pytest.mark.parametrize(
+    "break_it",
+    [
+        lambda c: c.update(unknown_top_level_key=1),
+        lambda c: c["available_node_types"]["ray.worker.gpu"].update(gpus=1),
+        lambda c: c.update(head_node_type="ray.head.missing"),
+        lambda c: c["available_node_types"]["ray.worker.gpu"].update(min_workers=5),
+    ],
+    ids=["unknown-top-level-key", "unknown-node-type-key", "missing-head-type", "min-workers-above-max-workers"],
+)
 def test_ray_validator_rejects_broken_variants(break_it):
     raw = copy.deepcopy(RAW)
     break_it(raw)
@@ -87,6 +98,7 @@ def test_ray_validator_rejects_broken_variants(break_it):
 
 
 # --------------------------------------------------------------------------- nodes
+
 
 def test_cpu_head_and_autoscaling_gpu_workers(config):
     types = config["available_node_types"]
@@ -108,28 +120,35 @@ def test_every_node_uses_the_same_image(config):
 
 # --------------------------------------------------------------------------- security
 
+
 def test_no_secrets_in_the_file():
     assert secrets_in(TEXT) == []
 
 
-@pytest.mark.parametrize("leak", [
-    "AKIA" + "ABCDEFGHIJKLMNOP",
-    "aws_secret_access_key = " + "a1B2" * 10,
-    "export WANDB_API_KEY=" + "0123456789abcdef" * 2 + "01234567",
-    "wandb login " + "f" * 40,
-    "RAY_AUTH_TOKEN=" + "e" * 64,
-    "-----BEGIN OPENSSH PRIVATE KEY-----",
-])
+@pytest.mark.parametrize(
+    "leak",
+    [
+        "AKIA" + "ABCDEFGHIJKLMNOP",
+        "aws_secret_access_key = " + "a1B2" * 10,
+        "export WANDB_API_KEY=" + "0123456789abcdef" * 2 + "01234567",
+        "wandb login " + "f" * 40,
+        "RAY_AUTH_TOKEN=" + "e" * 64,
+        "-----BEGIN OPENSSH PRIVATE KEY-----",
+    ],
+)
 def test_secret_scan_catches_leaks(leak):
     assert secrets_in(f"setup_commands:\n    - {leak}\n")
 
 
-@pytest.mark.parametrize("fine", [
-    "WANDB_API_KEY=$WANDB_API_KEY dvc repro",
-    "RAY_AUTH_TOKEN_PATH=~/.ray/auth_token",
-    "ImageId: ami-0123456789abcdef0",
-    "git checkout " + "a" * 40,
-])
+@pytest.mark.parametrize(
+    "fine",
+    [
+        "WANDB_API_KEY=$WANDB_API_KEY dvc repro",
+        "RAY_AUTH_TOKEN_PATH=~/.ray/auth_token",
+        "ImageId: ami-0123456789abcdef0",
+        "git checkout " + "a" * 40,
+    ],
+)
 def test_secret_scan_passes_references(fine):
     assert secrets_in(fine) == []
 
@@ -153,6 +172,7 @@ def test_token_auth_stays_on(config):
 
 
 # --------------------------------------------------------------------------- installation
+
 
 def test_nodes_install_the_project_like_the_readme(config):
     setup = " && ".join(config["setup_commands"])
@@ -184,8 +204,10 @@ def test_the_cluster_extra_installs_the_projects_ray_and_the_launchers_tools():
 
 def test_cluster_ray_matches_the_launcher_and_the_project_pin():
     pin = Requirement(next(r for r in _extra("cluster") if r.startswith("ray["))).specifier
-    assert ray.__version__ in pin, (f"the cluster extra installs Ray {pin} on the nodes, but `ray up` would run Ray "
-                                    f"{ray.__version__} from this environment; make them equal")
+    assert ray.__version__ in pin, (
+        f"the cluster extra installs Ray {pin} on the nodes, but `ray up` would run Ray "
+        f"{ray.__version__} from this environment; make them equal"
+    )
 
 
 def test_ray_runs_from_the_project_venv(config):

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pydantic
 import pytest
 import yaml
 
@@ -38,14 +39,17 @@ def test_default_params_are_valid():
 
 def test_params_are_frozen():
     p = load_params(ROOT / "params.yaml")
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         p.search.num_samples = 3
 
 
-@pytest.mark.parametrize("mutate, key, allowed", [
-    (lambda r: r.update(datasets=["mnist", "svhn"]), "datasets.1", "mnist, fashion_mnist, cifar10"),
-    (lambda r: r["gan"].update(dataset="svhn"), "gan.dataset", "mnist, fashion_mnist, cifar10"),
-])
+@pytest.mark.parametrize(
+    "mutate, key, allowed",
+    [
+        (lambda r: r.update(datasets=["mnist", "svhn"]), "datasets.1", "mnist, fashion_mnist, cifar10"),
+        (lambda r: r["gan"].update(dataset="svhn"), "gan.dataset", "mnist, fashion_mnist, cifar10"),
+    ],
+)
 def test_unknown_dataset_name(tmp_path, mutate, key, allowed):
     msg = error_for(tmp_path, mutate)
     assert key in msg and "svhn" in msg and allowed in msg
@@ -56,11 +60,14 @@ def test_gan_dataset_must_be_searched(tmp_path):
     assert "gan.dataset 'fashion_mnist' must be one of datasets ['mnist', 'cifar10']" in msg
 
 
-@pytest.mark.parametrize("mutate, key", [
-    (lambda r: r.update(epochs=3), "epochs"),
-    (lambda r: r["search"].update(num_sample=3), "search.num_sample"),
-    (lambda r: r["search"]["resources"].update(tpu=1), "search.resources.tpu"),
-])
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda r: r.update(epochs=3), "epochs"),
+        (lambda r: r["search"].update(num_sample=3), "search.num_sample"),
+        (lambda r: r["search"]["resources"].update(tpu=1), "search.resources.tpu"),
+    ],
+)
 def test_unknown_key(tmp_path, mutate, key):
     msg = error_for(tmp_path, mutate)
     assert f"{key}: unknown key" in msg
@@ -77,43 +84,52 @@ def test_missing_key(tmp_path):
     assert "train.epochs: Field required" in msg
 
 
-@pytest.mark.parametrize("mutate, key, got", [
-    (lambda r: r["search"].update(num_samples="many"), "search.num_samples", "'many'"),
-    (lambda r: r["search"].update(max_epochs=2.5), "search.max_epochs", "2.5"),
-    (lambda r: r["tracking"].update(wandb="sometimes"), "tracking.wandb", "'sometimes'"),
-    (lambda r: r.update(datasets="mnist"), "datasets", "'mnist'"),
-])
+@pytest.mark.parametrize(
+    "mutate, key, got",
+    [
+        (lambda r: r["search"].update(num_samples="many"), "search.num_samples", "'many'"),
+        (lambda r: r["search"].update(max_epochs=2.5), "search.max_epochs", "2.5"),
+        (lambda r: r["tracking"].update(wandb="sometimes"), "tracking.wandb", "'sometimes'"),
+        (lambda r: r.update(datasets="mnist"), "datasets", "'mnist'"),
+    ],
+)
 def test_wrong_type(tmp_path, mutate, key, got):
     msg = error_for(tmp_path, mutate)
     assert key in msg and got in msg
 
 
-@pytest.mark.parametrize("mutate, needle", [
-    (lambda r: r["search"].update(num_samples=0), "search.num_samples: Input should be greater than 0"),
-    (lambda r: r["search"]["space"].update(lr={"loguniform": [-1e-3, 1e-2]}), "lr.loguniform"),
-    (lambda r: r["search"]["space"].update(lr={"loguniform": [1e-2, 1e-4]}), "low must be below high"),
-    (lambda r: r["search"]["space"].update(dropout={"uniform": [0.0, 1.5]}), "dropout.uniform"),
-    (lambda r: r["search"]["space"].update(cell={"choice": ["gru", "transformer"]}), "allowed: gru, lstm, rnn"),
-    (lambda r: r["search"]["space"].update(backbone="vit"), "allowed: none, conv, resnet"),
-    (lambda r: r["search"]["space"].update(hidden_size={"uniform": [16, 64]}), "hidden_size.uniform"),
-    (lambda r: r["search"]["space"].update(lr={"normal": [0, 1]}), "lr: a dimension is one of"),
-    (lambda r: r["search"]["space"].update(depth=3), "unknown hyperparameter(s) ['depth']"),
-    (lambda r: r["search"]["space"].pop("lr"), "missing hyperparameter(s) ['lr']"),
-    (lambda r: r["search"].update(grace_period=50), "grace_period (50) must not exceed max_epochs"),
-    (lambda r: r["search"]["resources"].update(gpu=1.5), "search.resources.gpu"),
-    (lambda r: r["search"]["resources"].update(memory="lots"), "search.resources.memory: could not parse value"),
-    (lambda r: r["prepare"].update(val_fraction=1.0), "prepare.val_fraction: Input should be less than 1"),
-    (lambda r: r["gan_search"]["space"].update(lr_g={"loguniform": [-1e-3, 1e-2]}), "lr_g.loguniform"),
-    (lambda r: r["gan_search"]["space"].update(backbone="vit"), "allowed: none, conv, resnet"),
-    (lambda r: r["gan_search"]["space"].update(dropout=0.1), "unknown hyperparameter(s) ['dropout']"),
-    (lambda r: r["gan_search"].update(min_diversity=-0.5), "gan_search.min_diversity"),
-    (lambda r: r.update(datasets=[]), "datasets"),
-    (lambda r: r.update(datasets=["mnist", "mnist"]), "must not repeat"),
-    (lambda r: r["search"].update(startup_trials=1.5),
-     "search.startup_trials: must be a number of trials (1, 2, ...) or a share of num_samples between 0 and 1 (got 1.5)"),
-    (lambda r: r["search"].update(startup_trials=0), "search.startup_trials: must be a number of trials"),
-    (lambda r: r["search"].update(max_trial_epochs=0), "search.max_trial_epochs: Input should be greater than 0"),
-])
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda r: r["search"].update(num_samples=0), "search.num_samples: Input should be greater than 0"),
+        (lambda r: r["search"]["space"].update(lr={"loguniform": [-1e-3, 1e-2]}), "lr.loguniform"),
+        (lambda r: r["search"]["space"].update(lr={"loguniform": [1e-2, 1e-4]}), "low must be below high"),
+        (lambda r: r["search"]["space"].update(dropout={"uniform": [0.0, 1.5]}), "dropout.uniform"),
+        (lambda r: r["search"]["space"].update(cell={"choice": ["gru", "transformer"]}), "allowed: gru, lstm, rnn"),
+        (lambda r: r["search"]["space"].update(backbone="vit"), "allowed: none, conv, resnet"),
+        (lambda r: r["search"]["space"].update(hidden_size={"uniform": [16, 64]}), "hidden_size.uniform"),
+        (lambda r: r["search"]["space"].update(lr={"normal": [0, 1]}), "lr: a dimension is one of"),
+        (lambda r: r["search"]["space"].update(depth=3), "unknown hyperparameter(s) ['depth']"),
+        (lambda r: r["search"]["space"].pop("lr"), "missing hyperparameter(s) ['lr']"),
+        (lambda r: r["search"].update(grace_period=50), "grace_period (50) must not exceed max_epochs"),
+        (lambda r: r["search"]["resources"].update(gpu=1.5), "search.resources.gpu"),
+        (lambda r: r["search"]["resources"].update(memory="lots"), "search.resources.memory: could not parse value"),
+        (lambda r: r["prepare"].update(val_fraction=1.0), "prepare.val_fraction: Input should be less than 1"),
+        (lambda r: r["gan_search"]["space"].update(lr_g={"loguniform": [-1e-3, 1e-2]}), "lr_g.loguniform"),
+        (lambda r: r["gan_search"]["space"].update(backbone="vit"), "allowed: none, conv, resnet"),
+        (lambda r: r["gan_search"]["space"].update(dropout=0.1), "unknown hyperparameter(s) ['dropout']"),
+        (lambda r: r["gan_search"].update(min_diversity=-0.5), "gan_search.min_diversity"),
+        (lambda r: r.update(datasets=[]), "datasets"),
+        (lambda r: r.update(datasets=["mnist", "mnist"]), "must not repeat"),
+        (
+            lambda r: r["search"].update(startup_trials=1.5),
+            "search.startup_trials: must be a number of trials (1, 2, ...) or a share of num_samples between 0 and 1 "
+            "(got 1.5)",
+        ),
+        (lambda r: r["search"].update(startup_trials=0), "search.startup_trials: must be a number of trials"),
+        (lambda r: r["search"].update(max_trial_epochs=0), "search.max_trial_epochs: Input should be greater than 0"),
+    ],
+)
 def test_impossible_value(tmp_path, mutate, needle):
     assert needle in error_for(tmp_path, mutate)
 
@@ -127,6 +143,7 @@ def test_every_error_is_reported_at_once(tmp_path):
     def two(r):
         r["search"]["num_samples"] = 0
         r["train"]["epochs"] = -1
+
     msg = error_for(tmp_path, two)
     assert "2 invalid values" in msg and "search.num_samples" in msg and "train.epochs" in msg
 
@@ -152,25 +169,70 @@ def test_missing_and_malformed_files(tmp_path):
         load_params(bad)
 
 
-@pytest.mark.parametrize("stage_args", [
-    ["pipeline/fetch.py", "mnist", "data/raw/mnist"],
-    ["pipeline/search.py", "mnist", "data/prepared/mnist.npz", "--best", "search/mnist/best.yaml", "--trials",
-     "search/mnist/trials.csv", "--metrics", "metrics/mnist/search.json", "--progress", "p.csv", "--progress-time",
-     "pt.csv", "--pareto", "pareto.csv"],
-    ["pipeline/gan.py", "data/prepared/mnist.npz", "models/mnist/classifier.pt", "search/gan/best.yaml",
-     "models/gan.pt", "--log", "metrics/gan_log.csv"],
-    ["pipeline/gan_eval.py", "data/prepared/mnist.npz", "models/mnist/classifier.pt", "models/gan.pt",
-     "--metrics", "metrics/gan.json", "--samples", "s.png"],
-    ["pipeline/gan_search.py", "data/prepared/mnist.npz", "models/mnist/classifier.pt", "--best",
-     "search/gan/best.yaml", "--trials", "search/gan/trials.csv", "--metrics", "metrics/gan_search.json",
-     "--progress", "p.csv", "--progress-time", "pt.csv"],
-])
+@pytest.mark.parametrize(
+    "stage_args",
+    [
+        ["pipeline/fetch.py", "mnist", "data/raw/mnist"],
+        [
+            "pipeline/search.py",
+            "mnist",
+            "data/prepared/mnist.npz",
+            "--best",
+            "search/mnist/best.yaml",
+            "--trials",
+            "search/mnist/trials.csv",
+            "--metrics",
+            "metrics/mnist/search.json",
+            "--progress",
+            "p.csv",
+            "--progress-time",
+            "pt.csv",
+            "--pareto",
+            "pareto.csv",
+        ],
+        [
+            "pipeline/gan.py",
+            "data/prepared/mnist.npz",
+            "models/mnist/classifier.pt",
+            "search/gan/best.yaml",
+            "models/gan.pt",
+            "--log",
+            "metrics/gan_log.csv",
+        ],
+        [
+            "pipeline/gan_eval.py",
+            "data/prepared/mnist.npz",
+            "models/mnist/classifier.pt",
+            "models/gan.pt",
+            "--metrics",
+            "metrics/gan.json",
+            "--samples",
+            "s.png",
+        ],
+        [
+            "pipeline/gan_search.py",
+            "data/prepared/mnist.npz",
+            "models/mnist/classifier.pt",
+            "--best",
+            "search/gan/best.yaml",
+            "--trials",
+            "search/gan/trials.csv",
+            "--metrics",
+            "metrics/gan_search.json",
+            "--progress",
+            "p.csv",
+            "--progress-time",
+            "pt.csv",
+        ],
+    ],
+)
 def test_stage_refuses_bad_params_before_any_work(tmp_path, stage_args):
     """A stage run with an invalid params.yaml exits 2 with the key named, no traceback, and writes nothing."""
     write(tmp_path, lambda r: r["search"].update(num_samples=0))
     script = ROOT / stage_args[0]
-    proc = subprocess.run([sys.executable, str(script), *stage_args[1:]], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(script), *stage_args[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2, proc.stderr
     assert "search.num_samples" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -205,10 +267,21 @@ def test_a_startup_share_is_of_the_trials_a_budget_of_trial_epochs_pays_for(tmp_
 
     assert expected_trial_epochs(1, 3, 9) == pytest.approx(7 / 3) and expected_trial_epochs(2, 3, 12) == 4
     assert expected_trial_epochs(3, 3, 3) == 3
-    p = load_params(write(tmp_path, lambda r: r["search"].update(
-        num_samples=1000, startup_trials=0.3, max_trial_epochs=200, max_epochs=9, grace_period=1,
-        reduction_factor=3)))
+    p = load_params(
+        write(
+            tmp_path,
+            lambda r: r["search"].update(
+                num_samples=1000,
+                startup_trials=0.3,
+                max_trial_epochs=200,
+                max_epochs=9,
+                grace_period=1,
+                reduction_factor=3,
+            ),
+        )
+    )
     assert p.search.expected_trials == pytest.approx(200 / (7 / 3)) and p.search.startup_count == 26
-    p = load_params(write(tmp_path, lambda r: r["search"].update(num_samples=10, startup_trials=0.3,
-                                                                 max_trial_epochs=200)))
+    p = load_params(
+        write(tmp_path, lambda r: r["search"].update(num_samples=10, startup_trials=0.3, max_trial_epochs=200))
+    )
     assert p.search.startup_count == 3  # num_samples ends it first

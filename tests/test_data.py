@@ -32,6 +32,7 @@ CIFAR_CLASSES = "\n".join(DATASETS["cifar10"].classes).encode()
 
 # =========================================================================== registry
 
+
 @pytest.mark.parametrize("name", list(DATASETS))
 def test_registry_entries_are_well_formed(name):
     spec = DATASETS[name]
@@ -54,13 +55,18 @@ def test_unknown_dataset_lists_the_valid_ones():
 
 # =========================================================================== IDX
 
+
 @pytest.mark.parametrize("gz", [True, False])
-@pytest.mark.parametrize("array", [
-    np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4),
-    np.array([0, 9, 3, 255], dtype=np.uint8),
-    np.array([[-5, 70000], [1, 2]], dtype=np.int32),
-    np.array([0.5, -1.25, 3e7], dtype=np.float32),
-], ids=["uint8-3d", "uint8-1d", "int32-2d", "float32-1d"])
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4),
+        np.array([0, 9, 3, 255], dtype=np.uint8),
+        np.array([[-5, 70000], [1, 2]], dtype=np.int32),
+        np.array([0.5, -1.25, 3e7], dtype=np.float32),
+    ],
+    ids=["uint8-3d", "uint8-1d", "int32-2d", "float32-1d"],
+)
 def test_read_idx_round_trips_exactly(tmp_path, array, gz):
     path = write_idx(tmp_path / "a.idx", array, gz=gz)
     assert (path.read_bytes()[:2] == b"\x1f\x8b") == gz
@@ -72,21 +78,26 @@ def test_read_idx_round_trips_exactly(tmp_path, array, gz):
 def test_read_idx_header_layout_matches_the_spec(tmp_path):
     """Magic 0x00000803 then big-endian dims, as the MNIST page documents."""
     path = write_idx(tmp_path / "a", np.zeros((60000, 28, 28), np.uint8)[:2], gz=False)
-    assert path.read_bytes()[:16] == bytes.fromhex("00000803" "00000002" "0000001c" "0000001c")
+    assert path.read_bytes()[:16] == bytes.fromhex("00000803000000020000001c0000001c")
 
 
-def _raw_idx(tmp_path, array=np.arange(12, dtype=np.uint8).reshape(3, 4)) -> bytes:
+def _raw_idx(tmp_path, array=None) -> bytes:
+    array = np.arange(12, dtype=np.uint8).reshape(3, 4) if array is None else array
     return write_idx(tmp_path / "src", array, gz=False).read_bytes()
 
 
-@pytest.mark.parametrize("mangle, message", [
-    (lambda b: b"\x01\x02" + b[2:], "bad magic number"),
-    (lambda b: b[:2] + b"\x07" + b[3:], "unknown IDX dtype code 0x07"),
-    (lambda b: b[:-1], "payload is 11 bytes.*needs 12"),
-    (lambda b: b + b"\0", "payload is 13 bytes.*needs 12"),
-    (lambda b: b[:6], "declares 2 dimensions"),
-    (lambda b: b"", "bad magic number empty"),
-], ids=["magic", "dtype", "truncated", "trailing", "short-header", "empty"])
+@pytest.mark.parametrize(
+    "mangle, message",
+    [
+        (lambda b: b"\x01\x02" + b[2:], "bad magic number"),
+        (lambda b: b[:2] + b"\x07" + b[3:], "unknown IDX dtype code 0x07"),
+        (lambda b: b[:-1], "payload is 11 bytes.*needs 12"),
+        (lambda b: b + b"\0", "payload is 13 bytes.*needs 12"),
+        (lambda b: b[:6], "declares 2 dimensions"),
+        (lambda b: b"", "bad magic number empty"),
+    ],
+    ids=["magic", "dtype", "truncated", "trailing", "short-header", "empty"],
+)
 @pytest.mark.parametrize("gz", [True, False])
 def test_read_idx_rejects_malformed_files_naming_them(tmp_path, mangle, message, gz):
     data = mangle(_raw_idx(tmp_path))
@@ -126,12 +137,15 @@ def test_load_raw_mnist_round_trips_and_adds_a_channel(tmp_path):
     assert classes == DATASETS["mnist"].classes
 
 
-@pytest.mark.parametrize("case, bad_file, message", [
-    ("label-range", "train-labels-idx1-ubyte.gz", "label 10 out of range"),
-    ("count", "t10k-labels-idx1-ubyte.gz", "4 labels for 5 images"),
-    ("image-shape", "train-images-idx3-ubyte.gz", r"expected uint8 images of shape \(N, 28, 28\)"),
-    ("label-dtype", "train-labels-idx1-ubyte.gz", "expected a 1-d uint8 label array"),
-])
+@pytest.mark.parametrize(
+    "case, bad_file, message",
+    [
+        ("label-range", "train-labels-idx1-ubyte.gz", "label 10 out of range"),
+        ("count", "t10k-labels-idx1-ubyte.gz", "4 labels for 5 images"),
+        ("image-shape", "train-images-idx3-ubyte.gz", r"expected uint8 images of shape \(N, 28, 28\)"),
+        ("label-dtype", "train-labels-idx1-ubyte.gz", "expected a 1-d uint8 label array"),
+    ],
+)
 def test_load_raw_rejects_inconsistent_idx_files(tmp_path, case, bad_file, message):
     x_tr, y_tr = np.zeros((10, 28, 28), np.uint8), (np.arange(10) % 10).astype(np.uint8)
     x_te, y_te = np.zeros((5, 28, 28), np.uint8), np.arange(5, dtype=np.uint8)
@@ -157,6 +171,7 @@ def test_load_raw_names_missing_files(tmp_path):
 
 
 # =========================================================================== CIFAR-10 binary
+
 
 def _cifar_members(n_per_batch=3, n_test=4, seed=0):
     rng = np.random.default_rng(seed)
@@ -195,12 +210,15 @@ def test_load_raw_cifar10(tmp_path):
     assert classes == DATASETS["cifar10"].classes
 
 
-@pytest.mark.parametrize("case, message", [
-    ("record-size", r"test_batch.bin is 12291 bytes, not a positive multiple of the 3073-byte record"),
-    ("missing-member", "member cifar-10-batches-bin/data_batch_3.bin missing"),
-    ("label-range", "label 12 out of range"),
-    ("classes", "batches.meta.txt lists classes"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("record-size", r"test_batch.bin is 12291 bytes, not a positive multiple of the 3073-byte record"),
+        ("missing-member", "member cifar-10-batches-bin/data_batch_3.bin missing"),
+        ("label-range", "label 12 out of range"),
+        ("classes", "batches.meta.txt lists classes"),
+    ],
+)
 def test_cifar10_rejects_malformed_archives_naming_them(tmp_path, case, message):
     members, _ = _cifar_members()
     if case == "record-size":
@@ -228,10 +246,14 @@ def test_cifar10_rejects_a_truncated_archive(tmp_path):
 
 # =========================================================================== generators
 
-@pytest.mark.parametrize("make, name", [
-    (lambda d, seed: make_mnist_like(d, 25, 12, seed), "mnist"),
-    (lambda d, seed: make_cifar10_binary(d, 5, 12, seed), "cifar10"),
-])
+
+@pytest.mark.parametrize(
+    "make, name",
+    [
+        (lambda d, seed: make_mnist_like(d, 25, 12, seed), "mnist"),
+        (lambda d, seed: make_cifar10_binary(d, 5, 12, seed), "cifar10"),
+    ],
+)
 def test_generators_are_deterministic_cover_all_classes_and_depend_on_the_label(tmp_path, make, name):
     make(tmp_path / "a", 0), make(tmp_path / "b", 0), make(tmp_path / "c", 1)
     for f in DATASETS[name].files:
@@ -246,6 +268,7 @@ def test_generators_are_deterministic_cover_all_classes_and_depend_on_the_label(
 
 
 # =========================================================================== split + prepare
+
 
 def test_split_indices_sizes_disjoint_and_seeded():
     train, val = split_indices(103, 0.1, seed=3)
@@ -273,8 +296,15 @@ def raw_mnist(tmp_path):
 
 def test_prepare_writes_the_split_and_a_summary(tmp_path, raw_mnist):
     meta = prepare("mnist", raw_mnist, tmp_path / "out" / "mnist.npz", val_fraction=0.25, seed=7)
-    assert meta == {"dataset": "mnist", "content_hash": meta["content_hash"], "n_train": 45, "n_val": 15,
-                    "n_test": 20, "image_shape": [28, 28, 1], "classes": list("0123456789")}
+    assert meta == {
+        "dataset": "mnist",
+        "content_hash": meta["content_hash"],
+        "n_train": 45,
+        "n_val": 15,
+        "n_test": 20,
+        "image_shape": [28, 28, 1],
+        "classes": list("0123456789"),
+    }
     assert meta["content_hash"].startswith("sha256:")
     x_train, y_train, x_test, y_test, _ = load_raw("mnist", raw_mnist)
     train_idx, val_idx = split_indices(60, 0.25, 7)
@@ -334,11 +364,20 @@ def test_load_prepared_errors_name_the_path(tmp_path, raw_mnist):
 
 # =========================================================================== scripts
 
-@pytest.mark.parametrize("script, usage", [
-    ("fetch.py", "fetch.py [-h] {mnist,fashion_mnist,cifar10} out_dir"),
-    ("prepare.py", "prepare.py [-h] {mnist,fashion_mnist,cifar10} raw_dir out_npz"),
-])
+
+@pytest.mark.parametrize(
+    "script, usage",
+    [
+        ("fetch.py", "fetch.py [-h] {mnist,fashion_mnist,cifar10} out_dir"),
+        ("prepare.py", "prepare.py [-h] {mnist,fashion_mnist,cifar10} raw_dir out_npz"),
+    ],
+)
 def test_pipeline_scripts_show_their_command(script, usage):
-    out = subprocess.run([sys.executable, str(REPO / "pipeline" / script), "--help"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(REPO / "pipeline" / script), "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert usage in out and f"python pipeline/{script}" in out

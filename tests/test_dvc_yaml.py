@@ -47,7 +47,17 @@ def test_no_output_path_is_derived_in_code():
     """Outputs are named in the stage's cmd; no script or module builds one from another (e.g. `{stem}_progress`)."""
     for path in [*ROOT.glob("pipeline/*.py"), *ROOT.glob("src/grutune/*.py")]:
         text = path.read_text()
-        assert "_progress.csv\"" not in text and "with_suffix(" not in text, f"{path.name} derives a path"
-        for name in ("best.yaml", "trials.csv", "search.json", "classifier.json", "confusion.csv", "train_log.csv",
-                     "gan.json", "gan_log.csv", "gan_samples.png", "gan_search.json"):
+        assert '_progress.csv"' not in text and "with_suffix(" not in text, f"{path.name} derives a path"
+        for name in (
+            "best.yaml",
+            "trials.csv",
+            "search.json",
+            "classifier.json",
+            "confusion.csv",
+            "train_log.csv",
+            "gan.json",
+            "gan_log.csv",
+            "gan_samples.png",
+            "gan_search.json",
+        ):
             assert f'/ "{name}"' not in text and f'/{name}"' not in text, f"{path.name} derives {name}"

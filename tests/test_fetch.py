@@ -209,18 +209,25 @@ def test_cifar10_over_http(tmp_path, monkeypatch):
     assert x_train.shape == (20, 32, 32, 3) and len(y_test) == 10 and len(classes) == 10
 
 
-@pytest.mark.parametrize("text, message", [
-    ("svhn: {}\n", "unknown dataset 'svhn'; valid: mnist, fashion_mnist, cifar10"),
-    ("mnist: {train-images.gz: {archive: 'md5:" + "0" * 32 + "'}}\n",
-     "unknown file 'train-images.gz'; valid: train-images-idx3-ubyte.gz"),
-    (f"mnist: {{{FIRST}: {{archive: 'md5:123'}}}}\n", "expected 32 hex digits after 'md5:'"),
-    (f"mnist: {{{FIRST}: {{archive: 'crc32:1234'}}}}\n", "algorithm 'crc32' not allowed"),
-    (f"mnist: {{{FIRST}: {{archive: 'md5:{'0' * 32}', content: 'md5:{'0' * 32}'}}}}\n",
-     "algorithm 'md5' not allowed here; allowed: sha256"),
-    (f"mnist: {{{FIRST}: {{archive: 'md5:{'0' * 32}', size: 3}}}}\n", "expected {archive: 'alg:hex'"),
-    ("[1, 2]\n", "expected a mapping"),
-    ("mnist: [\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("svhn: {}\n", "unknown dataset 'svhn'; valid: mnist, fashion_mnist, cifar10"),
+        (
+            "mnist: {train-images.gz: {archive: 'md5:" + "0" * 32 + "'}}\n",
+            "unknown file 'train-images.gz'; valid: train-images-idx3-ubyte.gz",
+        ),
+        (f"mnist: {{{FIRST}: {{archive: 'md5:123'}}}}\n", "expected 32 hex digits after 'md5:'"),
+        (f"mnist: {{{FIRST}: {{archive: 'crc32:1234'}}}}\n", "algorithm 'crc32' not allowed"),
+        (
+            f"mnist: {{{FIRST}: {{archive: 'md5:{'0' * 32}', content: 'md5:{'0' * 32}'}}}}\n",
+            "algorithm 'md5' not allowed here; allowed: sha256",
+        ),
+        (f"mnist: {{{FIRST}: {{archive: 'md5:{'0' * 32}', size: 3}}}}\n", "expected {archive: 'alg:hex'"),
+        ("[1, 2]\n", "expected a mapping"),
+        ("mnist: [\n", "not valid YAML"),
+    ],
+)
 def test_the_checksums_file_is_validated(tmp_path, monkeypatch, text, message):
     (tmp_path / "sums.yaml").write_text(text)
     monkeypatch.setenv(CHECKSUMS_ENV, str(tmp_path / "sums.yaml"))
@@ -259,15 +266,19 @@ def test_real_fashion_mnist_from_debian_is_accepted_by_its_pinned_content_hashes
 def test_the_fetch_and_prepare_stages_run_as_scripts(tmp_path, src):
     """The DVC commands, from a repository root holding params.yaml, with the mirror and checksums in the env."""
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    run = functools.partial(subprocess.run, cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, MIRROR_ENV: ""})
+    run = functools.partial(
+        subprocess.run, cwd=tmp_path, capture_output=True, text=True, env={**os.environ, MIRROR_ENV: ""}
+    )
     with serve_directory(src) as url:
-        fetched = run([sys.executable, str(REPO / "pipeline/fetch.py"), "mnist", "data/raw/mnist"],
-                      env={**os.environ, MIRROR_ENV: url})
+        fetched = run(
+            [sys.executable, str(REPO / "pipeline/fetch.py"), "mnist", "data/raw/mnist"],
+            env={**os.environ, MIRROR_ENV: url},
+        )
     assert fetched.returncode == 0, fetched.stderr
     assert files_in(tmp_path / "data/raw/mnist") == sorted(MNIST_FILES)
-    prepared = run([sys.executable, str(REPO / "pipeline/prepare.py"), "mnist", "data/raw/mnist",
-                    "data/prepared/mnist.npz"])
+    prepared = run(
+        [sys.executable, str(REPO / "pipeline/prepare.py"), "mnist", "data/raw/mnist", "data/prepared/mnist.npz"]
+    )
     assert prepared.returncode == 0, prepared.stderr
     p = load_prepared(tmp_path / "data/prepared/mnist.npz")
     assert p.content_hash in prepared.stdout and len(p.x_train) + len(p.x_val) == 40

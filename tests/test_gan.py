@@ -22,8 +22,17 @@ CPU = torch.device("cpu")
 
 
 def hp(**kw) -> GanTrialConfig:
-    return GanTrialConfig(**{"generator": "deconv", "hidden_size": 16, "num_layers": 1, "backbone": "none",
-                             "lr_g": 2e-3, "lr_d": 2e-3, **kw})
+    return GanTrialConfig(
+        **{
+            "generator": "deconv",
+            "hidden_size": 16,
+            "num_layers": 1,
+            "backbone": "none",
+            "lr_g": 2e-3,
+            "lr_d": 2e-3,
+            **kw,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +43,16 @@ def data(prepared_mnist):
 @pytest.fixture(scope="module")
 def clf():
     torch.manual_seed(0)
-    return RecurrentClassifier(in_shape=(28, 28, 1), num_classes=10, cell="gru", hidden_size=8, num_layers=1,
-                               bidirectional=False, dropout=0.0, backbone="none")
+    return RecurrentClassifier(
+        in_shape=(28, 28, 1),
+        num_classes=10,
+        cell="gru",
+        hidden_size=8,
+        num_layers=1,
+        bidirectional=False,
+        dropout=0.0,
+        backbone="none",
+    )
 
 
 @pytest.mark.parametrize("loss", ["hinge", "nonsaturating"])
@@ -44,8 +61,14 @@ def test_every_generator_trains_with_each_loss(kind, loss, data):
     torch.manual_seed(0)
     gan = new_gan(hp(generator=kind), shape=(28, 28, 1), noise_dim=8, device=CPU, ema_decay=0.9)
     before = {k: v.clone() for k, v in gan.G.state_dict().items()}
-    (m,) = train_gan(gan, Split.of(data.x_train, data.y_train, CPU), Recipe(batch_size=64, loss=loss, ema_decay=0.9),
-                     epochs=1, seed=0, subset=256)
+    (m,) = train_gan(
+        gan,
+        Split.of(data.x_train, data.y_train, CPU),
+        Recipe(batch_size=64, loss=loss, ema_decay=0.9),
+        epochs=1,
+        seed=0,
+        subset=256,
+    )
     assert m["epoch"] == 1 and all(torch.isfinite(torch.tensor(m[k])) for k in ("d_loss", "g_loss"))
     if loss == "hinge":  # D's hinge loss is at least 0, and 2 where D outputs 0 everywhere
         assert m["d_loss"] >= 0
@@ -63,8 +86,14 @@ def test_ema_warms_up_so_a_short_run_is_not_its_initial_weights(data):
     torch.manual_seed(0)
     gan = new_gan(hp(), shape=(28, 28, 1), noise_dim=8, device=CPU, ema_decay=0.999)
     start = {k: v.clone() for k, v in gan.G.state_dict().items()}
-    train_gan(gan, Split.of(data.x_train, data.y_train, CPU), Recipe(batch_size=64, ema_decay=0.999), epochs=1,
-              seed=0, subset=256)
+    train_gan(
+        gan,
+        Split.of(data.x_train, data.y_train, CPU),
+        Recipe(batch_size=64, ema_decay=0.999),
+        epochs=1,
+        seed=0,
+        subset=256,
+    )
     k = "fc.weight"
     moved = (gan.G.state_dict()[k] - start[k]).norm()
     ema_moved = (gan.ema.module.state_dict()[k] - start[k]).norm()
@@ -74,19 +103,43 @@ def test_ema_warms_up_so_a_short_run_is_not_its_initial_weights(data):
 def test_r1_penalises_the_gradient_at_real_images(data):
     torch.manual_seed(0)
     gan = new_gan(hp(), shape=(28, 28, 1), noise_dim=8, device=CPU)
-    (m,) = train_gan(gan, Split.of(data.x_train, data.y_train, CPU), Recipe(batch_size=64, r1_gamma=1.0), epochs=1,
-                     seed=0, subset=256)
+    (m,) = train_gan(
+        gan,
+        Split.of(data.x_train, data.y_train, CPU),
+        Recipe(batch_size=64, r1_gamma=1.0),
+        epochs=1,
+        seed=0,
+        subset=256,
+    )
     assert m["r1"] > 0
-    (m,) = train_gan(gan, Split.of(data.x_train, data.y_train, CPU), Recipe(batch_size=64), epochs=2, seed=0,
-                     start_epoch=1, subset=256)
+    (m,) = train_gan(
+        gan,
+        Split.of(data.x_train, data.y_train, CPU),
+        Recipe(batch_size=64),
+        epochs=2,
+        seed=0,
+        start_epoch=1,
+        subset=256,
+    )
     assert "r1" not in m
 
 
 def test_the_final_gan_is_the_epoch_with_the_best_validation_fid(data, clf):
     torch.manual_seed(0)
-    final = train_and_score(hp(lr_g=2e-2, lr_d=2e-2), Recipe(batch_size=32, ema_decay=0.0), clf, data, epochs=4,
-                            noise_dim=8, subset=128, eval_samples=50, eval_every=1, min_diversity=0.0, seed=0,
-                            device=CPU)
+    final = train_and_score(
+        hp(lr_g=2e-2, lr_d=2e-2),
+        Recipe(batch_size=32, ema_decay=0.0),
+        clf,
+        data,
+        epochs=4,
+        noise_dim=8,
+        subset=128,
+        eval_samples=50,
+        eval_every=1,
+        min_diversity=0.0,
+        seed=0,
+        device=CPU,
+    )
     val_fids = {m["epoch"]: m["val_fid"] for m in final.history}
     best = min(val_fids, key=val_fids.get)
     assert best != 4, "the test needs a run whose last epoch is not its best"
@@ -97,16 +150,40 @@ def test_the_final_gan_is_the_epoch_with_the_best_validation_fid(data, clf):
 
 
 def test_scoring_every_few_epochs_scores_those_and_the_last(data, clf):
-    final = train_and_score(hp(), Recipe(batch_size=64), clf, data, epochs=5, noise_dim=8, subset=64, eval_samples=20,
-                            eval_every=2, min_diversity=0.0, seed=0, device=CPU)
+    final = train_and_score(
+        hp(),
+        Recipe(batch_size=64),
+        clf,
+        data,
+        epochs=5,
+        noise_dim=8,
+        subset=64,
+        eval_samples=20,
+        eval_every=2,
+        min_diversity=0.0,
+        seed=0,
+        device=CPU,
+    )
     assert [m["epoch"] for m in final.history if "val_fid" in m] == [2, 4, 5]
     assert final.metrics["best_epoch"] in (2, 4, 5)
 
 
 def test_the_final_gan_fails_when_every_scored_epoch_collapsed(data, clf):
     with pytest.raises(Collapsed) as e:
-        train_and_score(hp(), Recipe(batch_size=64), clf, data, epochs=2, noise_dim=8, subset=64, eval_samples=20,
-                        eval_every=1, min_diversity=10.0, seed=0, device=CPU)
+        train_and_score(
+            hp(),
+            Recipe(batch_size=64),
+            clf,
+            data,
+            epochs=2,
+            noise_dim=8,
+            subset=64,
+            eval_samples=20,
+            eval_every=1,
+            min_diversity=10.0,
+            seed=0,
+            device=CPU,
+        )
     msg = str(e.value)
     assert "collapsed at every scored epoch" in msg and "epoch 1: 0." in msg and "epoch 2: 0." in msg
     assert "min_diversity 10.0" in msg and "'generator': 'deconv'" in msg
@@ -115,15 +192,32 @@ def test_the_final_gan_fails_when_every_scored_epoch_collapsed(data, clf):
 def test_the_gan_stage_writes_nothing_when_the_gan_collapsed(tmp_path, prepared_mnist, write_params, clf):
     """The stage script itself: exit 2, a one-line error naming the config and diversity, no output files."""
     prepared = prepared_mnist(n_train=600, n_test=100, val_fraction=0.2)
-    write_params(tmp_path / "params.yaml", {"gan": {"epochs": 2, "batch_size": 64, "noise_dim": 8,
-                                                    "train_subset": 64},
-                                            "gan_search": {"eval_samples": 20, "min_diversity": 10.0}})
+    write_params(
+        tmp_path / "params.yaml",
+        {
+            "gan": {"epochs": 2, "batch_size": 64, "noise_dim": 8, "train_subset": 64},
+            "gan_search": {"eval_samples": 20, "min_diversity": 10.0},
+        },
+    )
     save_checkpoint(tmp_path / "clf.pt", clf, data_hash=load_prepared(prepared).content_hash)
     (tmp_path / "best.yaml").write_text(yaml.safe_dump({"config": hp().model_dump()}))
     outs = ["model.pt", "log.csv"]
-    proc = subprocess.run([sys.executable, str(ROOT / "pipeline/gan.py"), str(prepared), "clf.pt", "best.yaml",
-                           outs[0], "--log", outs[1]],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "pipeline/gan.py"),
+            str(prepared),
+            "clf.pt",
+            "best.yaml",
+            outs[0],
+            "--log",
+            outs[1],
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "error: the GAN collapsed at every scored epoch" in proc.stderr and "Traceback" not in proc.stderr
     assert not [f for f in outs if (tmp_path / f).exists()]

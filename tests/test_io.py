@@ -5,14 +5,17 @@ import pytest
 from grutune.io import atomic_path, workspace_root
 
 
-@pytest.mark.parametrize("cwd, root", [
-    ("/home/u/proj", "/home/u/proj"),
-    ("/home/u/proj/.dvc/tmp/exps/tmpk3j2x1", "/home/u/proj"),  # dvc exp run --temp / --queue
-    ("/home/u/proj/.dvc/tmp/exps/tmpk3j2x1/sub", "/home/u/proj"),
-    # a project that itself sits in another repo's temp copy: its own parent repo, the innermost one
-    ("/a/.dvc/tmp/exps/tmp1/b/.dvc/tmp/exps/tmp2", "/a/.dvc/tmp/exps/tmp1/b"),
-    ("/home/u/.dvc/tmp", "/home/u/.dvc/tmp"),  # not an experiment's copy
-])
+@pytest.mark.parametrize(
+    "cwd, root",
+    [
+        ("/home/u/proj", "/home/u/proj"),
+        ("/home/u/proj/.dvc/tmp/exps/tmpk3j2x1", "/home/u/proj"),  # dvc exp run --temp / --queue
+        ("/home/u/proj/.dvc/tmp/exps/tmpk3j2x1/sub", "/home/u/proj"),
+        # a project that itself sits in another repo's temp copy: its own parent repo, the innermost one
+        ("/a/.dvc/tmp/exps/tmp1/b/.dvc/tmp/exps/tmp2", "/a/.dvc/tmp/exps/tmp1/b"),
+        ("/home/u/.dvc/tmp", "/home/u/.dvc/tmp"),  # not an experiment's copy
+    ],
+)
 def test_workspace_root_sees_through_dvc_experiment_temp_copies(cwd, root):
     assert workspace_root(cwd) == Path(root)
 

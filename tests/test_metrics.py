@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from grutune.metrics import confusion_matrix, dominates, frechet_distance, inception_score, pareto_front, per_class_accuracy
+from grutune.metrics import (
+    confusion_matrix,
+    dominates,
+    frechet_distance,
+    inception_score,
+    pareto_front,
+    per_class_accuracy,
+)
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -82,10 +89,7 @@ def test_confusion_matrix_and_per_class_accuracy():
     y_pred = torch.tensor([0, 1, 1, 2, 0, 2])
     cm = confusion_matrix(y_true, y_pred, num_classes=4)
     assert cm.dtype == np.int64
-    np.testing.assert_array_equal(cm, [[1, 1, 0, 0],
-                                       [0, 1, 0, 0],
-                                       [1, 0, 2, 0],
-                                       [0, 0, 0, 0]])
+    np.testing.assert_array_equal(cm, [[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]])
     np.testing.assert_allclose(per_class_accuracy(y_true, y_pred, 4), [0.5, 1.0, 2 / 3, np.nan])
     with pytest.raises(ValueError, match="outside"):
         confusion_matrix([0, 4], [0, 1], num_classes=4)

@@ -9,10 +9,10 @@ from grutune.models import (
     BACKBONES,
     CELL_NAMES,
     CELLS,
-    Discriminator,
-    RecurrentClassifier,
     GENERATOR_NAMES,
     GENERATORS,
+    Discriminator,
+    RecurrentClassifier,
     RowGenerator,
     build_classifier,
     build_discriminator,
@@ -45,8 +45,16 @@ def assert_rebuilds(model: torch.nn.Module, build, x: torch.Tensor) -> None:
 
 
 def classifier(shape, cell="gru", backbone="none", bidirectional=False, num_layers=1, **kw) -> RecurrentClassifier:
-    args = dict(in_shape=shape, num_classes=10, cell=cell, hidden_size=8, num_layers=num_layers,
-                bidirectional=bidirectional, dropout=0.25, backbone=backbone)
+    args = dict(
+        in_shape=shape,
+        num_classes=10,
+        cell=cell,
+        hidden_size=8,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        dropout=0.25,
+        backbone=backbone,
+    )
     return RecurrentClassifier(**{**args, **kw})
 
 
@@ -90,10 +98,13 @@ def test_classifier_rejects_wrong_image_shape():
         classifier((28, 28, 1))(torch.rand(2, 28, 28, 3))
 
 
-@pytest.mark.parametrize("kw, what, valid", [
-    (dict(cell="transformer"), "cell", CELL_NAMES),
-    (dict(backbone="vit"), "backbone", BACKBONE_NAMES),
-])
+@pytest.mark.parametrize(
+    "kw, what, valid",
+    [
+        (dict(cell="transformer"), "cell", CELL_NAMES),
+        (dict(backbone="vit"), "backbone", BACKBONE_NAMES),
+    ],
+)
 def test_unknown_name_lists_valid_names(kw, what, valid):
     with pytest.raises(ValueError, match=f"unknown {what} '{next(iter(kw.values()))}'; valid: {', '.join(valid)}"):
         classifier((28, 28, 1), **kw)
@@ -116,7 +127,7 @@ def test_classifier_learns_which_row_is_bright():
     torch.manual_seed(0)
     model = classifier((28, 28, 1), "gru", "none", hidden_size=32, dropout=0.0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(100):
+    for _ in range(100):
         idx = torch.randint(0, n, (64,), generator=g)
         loss = F.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad()

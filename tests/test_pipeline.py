@@ -24,17 +24,41 @@ from fakedata import checksums_yaml, make_cifar10_binary, make_mnist_like, serve
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ["mnist", "cifar10"]
 TINY = {  # params.yaml overrides: the full pipeline in a few minutes on 2 CPU cores
-    "search": {"num_samples": 3, "max_epochs": 2, "grace_period": 1, "train_subset": 1024,
-               "resources": {"cpu": 1, "gpu": 0},
-               "objectives": ["val_accuracy", "params"], "pick": "smallest", "pick_within": 0.2,
-               "space": {"hidden_size": {"choice": [32, 48]}, "num_layers": 1, "batch_size": 64,
-                         "lr": {"loguniform": [2e-3, 5e-3]}}},
+    "search": {
+        "num_samples": 3,
+        "max_epochs": 2,
+        "grace_period": 1,
+        "train_subset": 1024,
+        "resources": {"cpu": 1, "gpu": 0},
+        "objectives": ["val_accuracy", "params"],
+        "pick": "smallest",
+        "pick_within": 0.2,
+        "space": {
+            "hidden_size": {"choice": [32, 48]},
+            "num_layers": 1,
+            "batch_size": 64,
+            "lr": {"loguniform": [2e-3, 5e-3]},
+        },
+    },
     "train": {"epochs": 2},
-    "gan": {"dataset": "mnist", "epochs": 1, "batch_size": 64, "noise_dim": 16, "train_subset": 512,
-            "eval_samples": 200},
-    "gan_search": {"num_samples": 2, "max_epochs": 2, "grace_period": 1, "train_subset": 512, "eval_samples": 200,
-                   "min_diversity": 0.0, "resources": {"cpu": 1, "gpu": 0},
-                   "space": {"hidden_size": {"choice": [16, 32]}, "num_layers": 1, "backbone": "none"}},
+    "gan": {
+        "dataset": "mnist",
+        "epochs": 1,
+        "batch_size": 64,
+        "noise_dim": 16,
+        "train_subset": 512,
+        "eval_samples": 200,
+    },
+    "gan_search": {
+        "num_samples": 2,
+        "max_epochs": 2,
+        "grace_period": 1,
+        "train_subset": 512,
+        "eval_samples": 200,
+        "min_diversity": 0.0,
+        "resources": {"cpu": 1, "gpu": 0},
+        "space": {"hidden_size": {"choice": [16, 32]}, "num_layers": 1, "backbone": "none"},
+    },
 }
 
 
@@ -64,9 +88,15 @@ def project(tmp_path_factory, write_params):
     (tmp / "checksums.yaml").write_text(checksums_yaml("mnist", mirror) + checksums_yaml("cifar10", mirror))
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "RAY_", "DVC_"))}
-    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", GRUTUNE_CHECKSUMS=str(tmp / "checksums.yaml"),
-               WANDB_MODE="offline", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@t")
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+        GRUTUNE_CHECKSUMS=str(tmp / "checksums.yaml"),
+        WANDB_MODE="offline",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+    )
     run(["git", "init", "-q"], proj, env)
     run([sys.executable, "-m", "dvc", "init", "-q"], proj, env)
     shutil.copytree(ROOT / ".dvc/plots", proj / ".dvc/plots")  # the repo's plot templates (the Pareto front's)
@@ -83,13 +113,30 @@ def project(tmp_path_factory, write_params):
 @pytest.mark.slow
 def test_every_declared_output_exists(project):
     proj, params, env, _ = project
-    expected = ["models/gan.pt", "metrics/gan.json", "metrics/gan_log.csv", "metrics/gan_samples.png",
-                "report/index.html", "search/gan/best.yaml", "search/gan/trials.csv", "metrics/gan_search.json",
-                "metrics/gan_search_progress.csv", "metrics/gan_search_progress_time.csv"]
+    expected = [
+        "models/gan.pt",
+        "metrics/gan.json",
+        "metrics/gan_log.csv",
+        "metrics/gan_samples.png",
+        "report/index.html",
+        "search/gan/best.yaml",
+        "search/gan/trials.csv",
+        "metrics/gan_search.json",
+        "metrics/gan_search_progress.csv",
+        "metrics/gan_search_progress_time.csv",
+    ]
     for d in DATASETS:
-        expected += [f"data/raw/{d}", f"data/prepared/{d}.npz", f"search/{d}/best.yaml", f"search/{d}/trials.csv",
-                     f"metrics/{d}/search.json", f"models/{d}/classifier.pt", f"metrics/{d}/classifier.json",
-                     f"metrics/{d}/confusion.csv", f"metrics/train_log/{d}.csv"]
+        expected += [
+            f"data/raw/{d}",
+            f"data/prepared/{d}.npz",
+            f"search/{d}/best.yaml",
+            f"search/{d}/trials.csv",
+            f"metrics/{d}/search.json",
+            f"models/{d}/classifier.pt",
+            f"metrics/{d}/classifier.json",
+            f"metrics/{d}/confusion.csv",
+            f"metrics/train_log/{d}.csv",
+        ]
     missing = [p for p in expected if not (proj / p).exists()]
     assert not missing
     status = run([sys.executable, "-m", "dvc", "status", "--json"], proj, env)
@@ -113,8 +160,13 @@ def test_metrics_show_reports_classifier_and_gan(project):
     assert metrics["metrics/mnist/classifier.json"]["test_accuracy"] > 0.5
     gan = metrics["metrics/gan.json"]
     assert gan["fid"] >= 0 and 1.0 <= gan["inception_score"] <= 10.0
-    for key in ("precision", "recall", "reference_precision_train_vs_test", "reference_recall_train_vs_test",
-                "class_share_distance"):
+    for key in (
+        "precision",
+        "recall",
+        "reference_precision_train_vs_test",
+        "reference_recall_train_vs_test",
+        "class_share_distance",
+    ):
         assert 0.0 <= gan[key] <= 1.0, key
     assert len(gan["class_share"]) == 10 and sum(gan["reference_class_share_test"]) == pytest.approx(1, abs=1e-3)
     gs = metrics["metrics/gan_search.json"]
@@ -188,15 +240,22 @@ def test_wandb_runs_carry_lineage_and_metrics_and_close_cleanly(project):
         by_type.setdefault(r["job_type"], []).append(r)
     n = params["search"]["num_samples"]
     n_gan = params["gan_search"]["num_samples"]
-    assert {k: len(v) for k, v in by_type.items()} == {"trial": n * len(DATASETS) + n_gan, "sweep": len(DATASETS) + 1,
-                                                       "train": len(DATASETS), "gan": 1, "gan_eval": 1}
+    assert {k: len(v) for k, v in by_type.items()} == {
+        "trial": n * len(DATASETS) + n_gan,
+        "sweep": len(DATASETS) + 1,
+        "train": len(DATASETS),
+        "gan": 1,
+        "gan_eval": 1,
+    }
     assert all(r["exit_code"] == 0 for r in runs), "a run was left unfinished (shown as crashed)"
     commit = run(["git", "rev-parse", "HEAD"], proj, env).stdout.strip()
     for d in DATASETS:
         best = yaml.safe_load((proj / f"search/{d}/best.yaml").read_text())
         trials = [r for r in by_type["trial"] if r["group"] == best["sweep_id"]]
         assert len(trials) == n
-        epochs = {row["trial_id"]: int(row["epochs"]) for row in csv.DictReader((proj / f"search/{d}/trials.csv").open())}
+        epochs = {
+            row["trial_id"]: int(row["epochs"]) for row in csv.DictReader((proj / f"search/{d}/trials.csv").open())
+        }
         for t in trials:
             assert t["config"]["data_hash"] == best["data_hash"] and t["config"]["git_commit"] == commit
             assert {"cell", "hidden_size", "lr", "batch_size"} <= set(t["config"])
@@ -226,8 +285,9 @@ def test_operational_settings_rerun_nothing_and_eval_settings_only_rescore(proje
     changed = yaml.safe_load(original)
     changed["tracking"].update(wandb=not changed["tracking"]["wandb"], project="elsewhere", log_models=True)
     for sweep in ("search", "gan_search"):
-        changed[sweep].update(resources={"cpu": 2, "gpu": 1}, storage="s3://bucket/sweeps", max_concurrent_trials=7,
-                              max_failures=9)
+        changed[sweep].update(
+            resources={"cpu": 2, "gpu": 1}, storage="s3://bucket/sweeps", max_concurrent_trials=7, max_failures=9
+        )
     try:
         path.write_text(yaml.safe_dump(changed, sort_keys=False))
         assert json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], proj, env).stdout) == {}
@@ -281,12 +341,19 @@ def test_dvc_plots_render_from_the_plot_files(project):
     times = [float(r.split(",")[0]) for r in timed[1:]]
     assert times == sorted(times) and times[0] > 0
     out = run([sys.executable, "-m", "dvc", "plots", "show", "--json"], proj, env).stdout
-    for path in ("search_progress.csv", "search_progress_time.csv", "confusion.csv", "train_log/mnist.csv",
-                 "gan_samples.png"):
+    for path in (
+        "search_progress.csv",
+        "search_progress_time.csv",
+        "confusion.csv",
+        "train_log/mnist.csv",
+        "gan_samples.png",
+    ):
         assert path in out
     # What each line plot draws: the y columns DVC resolved, per plot.
-    drawn = {plot_id: set().union(*(y_fields(p["content"]) for p in plots if p["type"] == "vega"))
-             for plot_id, plots in json.loads(out)["data"].items()}
+    drawn = {
+        plot_id: set().union(*(y_fields(p["content"]) for p in plots if p["type"] == "vega"))
+        for plot_id, plots in json.loads(out)["data"].items()
+    }
     assert drawn["GAN training losses"] == {"d_loss", "g_loss"}
     assert drawn["GAN validation FID"] == {"val_fid"}
     for d in DATASETS:
@@ -326,8 +393,14 @@ def finished(journal: Path) -> int:
 def start_queue(proj, env) -> None:
     """`dvc queue start`. Its worker process inherits the command's stdout and stderr: with them piped, waiting for
     the command's output would wait for the worker, which exits only once the queue is empty."""
-    proc = subprocess.run([sys.executable, "-m", "dvc", "queue", "start"], cwd=proj, env=env, timeout=300,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "queue", "start"],
+        cwd=proj,
+        env=env,
+        timeout=300,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0
 
 

@@ -26,8 +26,9 @@ def compose(tmp_path: Path, *overrides: str) -> dict:
 
 
 def test_hydra_is_enabled_for_dvc():
-    out = subprocess.run([sys.executable, "-m", "dvc", "config", "hydra.enabled"], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "config", "hydra.enabled"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "true"
     assert BUDGETS == ["cluster", "full", "laptop"] and DATASETS == ["all", "cifar10", "fashion_mnist", "mnist"]
 
@@ -46,8 +47,9 @@ def test_every_preset_composes_into_valid_params(tmp_path, budget, dataset):
         assert list(params.datasets) == [dataset] and params.gan.dataset == dataset
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     if budget == "full":
-        assert {k: v for k, v in composed.items() if k not in ("datasets", "gan")} == \
-            {k: v for k, v in base.items() if k not in ("datasets", "gan")}
+        assert {k: v for k, v in composed.items() if k not in ("datasets", "gan")} == {
+            k: v for k, v in base.items() if k not in ("datasets", "gan")
+        }
     else:
         assert composed["search"]["num_samples"] != base["search"]["num_samples"]
 

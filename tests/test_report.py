@@ -35,22 +35,28 @@ from grutune.report import (
     load_dataset_results,
     load_gan_results,
     load_sweep,
+    parallel_coordinates_figure,
     param_distributions,
     param_importances,
-    parallel_coordinates_figure,
 )
 from grutune.search import classifier_sweep, gan_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 # Each sweep's search space as the report stage gets it from params.yaml.
-SPACES = {CLASSIFIER_SWEEP: parse_space(PARAMS["search"]["space"], CLASSIFIER_SWEEP.hp_model),
-          GAN_SWEEP: parse_space(PARAMS["gan_search"]["space"], GAN_SWEEP.hp_model)}
+SPACES = {
+    CLASSIFIER_SWEEP: parse_space(PARAMS["search"]["space"], CLASSIFIER_SWEEP.hp_model),
+    GAN_SWEEP: parse_space(PARAMS["gan_search"]["space"], GAN_SWEEP.hp_model),
+}
 HPARAMS = tuple(CLASSIFIER_SWEEP.hp_model.model_fields)
 GAN_HPARAMS = tuple(GAN_SWEEP.hp_model.model_fields)
-DATASETS = {"mnist": ((28, 28, 1), [str(d) for d in range(10)]),
-            "cifar10": ((32, 32, 3), ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                      "ship", "truck"])}
+DATASETS = {
+    "mnist": ((28, 28, 1), [str(d) for d in range(10)]),
+    "cifar10": (
+        (32, 32, 3),
+        ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+    ),
+}
 GAN_DATASET = "mnist"
 CHROMIUM = shutil.which("chromium")
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
@@ -58,14 +64,23 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAM
 
 # --------------------------------------------------------------------------- inputs in the stages' formats
 
+
 def sample(space: dict, rng: np.random.Generator) -> dict:
     """One point of a parsed search space ({key: value or (kind, args)}), as plain Python values."""
     out = {}
     for k, dim in space.items():
         kind, args = dim if isinstance(dim, tuple) else ("fixed", dim)
-        out[k] = (args if kind == "fixed" else args[rng.integers(len(args))] if kind == "choice"
-                  else int(rng.integers(args[0], args[1] + 1)) if kind == "int"
-                  else float(rng.uniform(*args)) if kind == "uniform" else float(10 ** rng.uniform(*np.log10(args))))
+        out[k] = (
+            args
+            if kind == "fixed"
+            else args[rng.integers(len(args))]
+            if kind == "choice"
+            else int(rng.integers(args[0], args[1] + 1))
+            if kind == "int"
+            else float(rng.uniform(*args))
+            if kind == "uniform"
+            else float(10 ** rng.uniform(*np.log10(args)))
+        )
     return out
 
 
@@ -78,8 +93,17 @@ COSTS = ["params", "latency_ms", "latency_batch_ms"]  # the classifier's trials 
 
 def trial_columns(objective: Objective) -> list[str]:
     """trials.csv's header, as sweep_results.trial_rows makes it."""
-    return ["trial", "trial_id", "status", *objective.hp_model.model_fields, column(objective),
-            *(COSTS if objective is CLASSIFIER_SWEEP else []), "epochs", "resumed_from_epoch", "error"]
+    return [
+        "trial",
+        "trial_id",
+        "status",
+        *objective.hp_model.model_fields,
+        column(objective),
+        *(COSTS if objective is CLASSIFIER_SWEEP else []),
+        "epochs",
+        "resumed_from_epoch",
+        "error",
+    ]
 
 
 def random_trials(n: int, seed: int, score=None, objective: Objective = CLASSIFIER_SWEEP) -> list[dict]:
@@ -87,12 +111,22 @@ def random_trials(n: int, seed: int, score=None, objective: Objective = CLASSIFI
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
-        t = {"trial": i, "trial_id": f"{i:05d}_{i:05d}", "status": "completed", **sample(SPACES[objective], rng),
-             "epochs": 4, "resumed_from_epoch": 0, "error": ""}
+        t = {
+            "trial": i,
+            "trial_id": f"{i:05d}_{i:05d}",
+            "status": "completed",
+            **sample(SPACES[objective], rng),
+            "epochs": 4,
+            "resumed_from_epoch": 0,
+            "error": "",
+        }
         t[column(objective)] = score(t) if score else float(rng.uniform(0.5, 0.99))
         if objective is CLASSIFIER_SWEEP:
-            t.update(params=int(rng.integers(10_000, 2_000_000)), latency_ms=float(rng.uniform(0.1, 5)),
-                     latency_batch_ms=float(rng.uniform(0.01, 0.5)))
+            t.update(
+                params=int(rng.integers(10_000, 2_000_000)),
+                latency_ms=float(rng.uniform(0.1, 5)),
+                latency_batch_ms=float(rng.uniform(0.01, 0.5)),
+            )
         rows.append(t)
     return rows
 
@@ -109,8 +143,13 @@ def progress_by_time(trials: list[dict], seed: int, objective: Objective = CLASS
         t = trials[i]
         v = t[f"best_{m}"] if t["status"] in ("completed", "pruned") else None
         best = v if v is not None and better(objective, v, best) else best
-        rows.append({"wall_time_s": round(float(end), 1), f"trial_{m}": "" if v is None else v,
-                     f"best_{m}": "" if best is None else best})
+        rows.append(
+            {
+                "wall_time_s": round(float(end), 1),
+                f"trial_{m}": "" if v is None else v,
+                f"best_{m}": "" if best is None else best,
+            }
+        )
     return rows
 
 
@@ -165,9 +204,14 @@ def write_inputs(root: Path) -> dict:
         x = (rng.random((80, *shape)) * np.linspace(0.3, 1, shape[1])[None, None, :, None] * 255).astype(np.uint8)
         digest = f"sha256:{k}{'c0ffee' * 10}"
         (root / "data/prepared").mkdir(parents=True, exist_ok=True)
-        np.savez(root / f"data/prepared/{name}.npz", dataset=np.array(name), x_test=x,
-                 y_test=rng.integers(0, 10, len(x)), classes=np.array(classes, dtype=str),
-                 content_hash=np.array(digest))
+        np.savez(
+            root / f"data/prepared/{name}.npz",
+            dataset=np.array(name),
+            x_test=x,
+            y_test=rng.integers(0, 10, len(x)),
+            classes=np.array(classes, dtype=str),
+            content_hash=np.array(digest),
+        )
         trials = random_trials(12, seed=k)
         trials[3].update(status="pruned", epochs=1)
         trials[5].update(status="failed", best_val_accuracy=float("nan"), epochs=1)
@@ -178,39 +222,84 @@ def write_inputs(root: Path) -> dict:
         picked = max(front, key=lambda t: t["best_val_accuracy"])
         pareto = [{**t, "picked": t is picked} for t in front]
         write_csv(root / f"search/{name}/pareto.csv", pareto, [*trial_columns(CLASSIFIER_SWEEP), "picked"])
-        write_csv(root / f"metrics/{name}/search_progress_time.csv", progress_by_time(trials, seed=k),
-                  ["wall_time_s", "trial_val_accuracy", "best_val_accuracy"])
-        search = {"best_val_accuracy": 0.987654321 - k / 10, "trials": 12, "completed": 9, "pruned": 1, "failed": 1,
-                  "errored": 1, "epochs_run": 42 + k, "wall_time_s": 123.4 + k}
-        classifier = {"test_accuracy": 0.9712345678 - k / 10, "test_loss": 0.0912345678 + k,
-                      "per_class_accuracy": {c: 0.9 + i / 1000 + 1e-7 for i, c in enumerate(classes)},
-                      "params": picked["params"], "latency_ms": 0.4321987 + k, "latency_batch_ms": 0.0123456 + k,
-                      "latency_hardware": "Some CPU, 2 torch thread(s)",
-                      "picked": {"trial_id": picked["trial_id"], "rule": "most_accurate",
-                                 "reason": "most_accurate: the highest val_accuracy on the front"}}
+        write_csv(
+            root / f"metrics/{name}/search_progress_time.csv",
+            progress_by_time(trials, seed=k),
+            ["wall_time_s", "trial_val_accuracy", "best_val_accuracy"],
+        )
+        search = {
+            "best_val_accuracy": 0.987654321 - k / 10,
+            "trials": 12,
+            "completed": 9,
+            "pruned": 1,
+            "failed": 1,
+            "errored": 1,
+            "epochs_run": 42 + k,
+            "wall_time_s": 123.4 + k,
+        }
+        classifier = {
+            "test_accuracy": 0.9712345678 - k / 10,
+            "test_loss": 0.0912345678 + k,
+            "per_class_accuracy": {c: 0.9 + i / 1000 + 1e-7 for i, c in enumerate(classes)},
+            "params": picked["params"],
+            "latency_ms": 0.4321987 + k,
+            "latency_batch_ms": 0.0123456 + k,
+            "latency_hardware": "Some CPU, 2 torch thread(s)",
+            "picked": {
+                "trial_id": picked["trial_id"],
+                "rule": "most_accurate",
+                "reason": "most_accurate: the highest val_accuracy on the front",
+            },
+        }
         write_json(root / f"metrics/{name}/search.json", search)
         write_json(root / f"metrics/{name}/classifier.json", classifier)
         actual = rng.integers(0, 10, 200)
         pred = np.where(rng.random(200) < 0.8, actual, rng.integers(0, 10, 200))
-        write_csv(root / f"metrics/{name}/confusion.csv",
-                  [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(actual, pred)],
-                  ["actual", "predicted"])
-        written[name] = {"search": search, "classifier": classifier, "content_hash": digest, "trials": trials,
-                         "pareto": pareto}
+        write_csv(
+            root / f"metrics/{name}/confusion.csv",
+            [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(actual, pred)],
+            ["actual", "predicted"],
+        )
+        written[name] = {
+            "search": search,
+            "classifier": classifier,
+            "content_hash": digest,
+            "trials": trials,
+            "pareto": pareto,
+        }
     gan_trials = random_trials(30, seed=1, score=lr_fid, objective=GAN_SWEEP)
     gan_trials[4].update(status="pruned", epochs=2)
     gan_trials[6].update(status="failed", best_fid=float("nan"), epochs=1)  # collapsed
     gan_trials[9].update(status="errored", best_fid=float("nan"), epochs=1, error="/tmp/t/error.txt")
     write_csv(root / "search/gan/trials.csv", gan_trials, trial_columns(GAN_SWEEP))
-    write_csv(root / "metrics/gan_search_progress_time.csv", progress_by_time(gan_trials, 1, GAN_SWEEP),
-              ["wall_time_s", "trial_fid", "best_fid"])
+    write_csv(
+        root / "metrics/gan_search_progress_time.csv",
+        progress_by_time(gan_trials, 1, GAN_SWEEP),
+        ["wall_time_s", "trial_fid", "best_fid"],
+    )
     written["gan_trials"] = gan_trials
-    gan = {"fid": 12.3456789, "inception_score": 7.654321987, "inception_score_std": 0.0123456789,
-           "reference_fid_train_vs_test": 0.54321098, "reference_inception_score_test": 9.87654321,
-           "eval_samples": 2000}
+    gan = {
+        "fid": 12.3456789,
+        "inception_score": 7.654321987,
+        "inception_score_std": 0.0123456789,
+        "reference_fid_train_vs_test": 0.54321098,
+        "reference_inception_score_test": 9.87654321,
+        "eval_samples": 2000,
+    }
     write_json(root / "metrics/gan.json", gan)
-    write_json(root / "metrics/gan_search.json", {"best_fid": 23.456789012, "trials": 4, "completed": 2, "pruned": 1,
-                                                   "failed": 1, "errored": 0, "epochs_run": 9, "wall_time_s": 61.2})
+    write_json(
+        root / "metrics/gan_search.json",
+        {
+            "best_fid": 23.456789012,
+            "trials": 4,
+            "completed": 2,
+            "pruned": 1,
+            "failed": 1,
+            "errored": 0,
+            "epochs_run": 9,
+            "wall_time_s": 61.2,
+        },
+    )
     samples = image_grid(rng.random((64, 28, 28, 1)) ** 3, 8)  # (242, 242, 1)
     matplotlib.image.imsave(root / "metrics/gan_samples.png", samples.squeeze(-1), cmap="gray", vmin=0, vmax=1)
     written["gan"] = gan
@@ -228,19 +317,27 @@ _ROLES = dict(zip(REPORT_ARGS[::2], REPORT_ARGS[1::2]))
 
 
 def dataset_files(root: Path, name: str) -> dict[str, Path]:
-    return {k.removeprefix("--").replace("-", "_"): root / v.format(dataset=name)
-            for k, v in _ROLES.items() if not k.startswith("--gan-")}
+    return {
+        k.removeprefix("--").replace("-", "_"): root / v.format(dataset=name)
+        for k, v in _ROLES.items()
+        if not k.startswith("--gan-")
+    }
 
 
 def gan_files(root: Path, name: str) -> dict[str, Path]:
-    return {k.removeprefix("--gan-").replace("-", "_"): root / v.replace(GAN_DATASET, name)
-            for k, v in _ROLES.items() if k.startswith("--gan-")}
+    return {
+        k.removeprefix("--gan-").replace("-", "_"): root / v.replace(GAN_DATASET, name)
+        for k, v in _ROLES.items()
+        if k.startswith("--gan-")
+    }
 
 
 def load(root: Path) -> tuple:
     """The mnist and GAN inputs under root, read as the stage reads them."""
-    return (load_dataset_results("mnist", dataset_files(root, "mnist"), SPACES[CLASSIFIER_SWEEP]),
-            load_gan_results("mnist", gan_files(root, "mnist"), SPACES[GAN_SWEEP]))
+    return (
+        load_dataset_results("mnist", dataset_files(root, "mnist"), SPACES[CLASSIFIER_SWEEP]),
+        load_gan_results("mnist", gan_files(root, "mnist"), SPACES[GAN_SWEEP]),
+    )
 
 
 def gan_part(page: str) -> str:
@@ -257,20 +354,34 @@ def stage(tmp_path_factory, write_params):
     root = tmp_path_factory.mktemp("report")
     written = write_inputs(root)
     write_params(root / "params.yaml", datasets=[GAN_DATASET, *(d for d in DATASETS if d != GAN_DATASET)])
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GIT_"))}, **GIT_ENV,
-           "DVC_EXP_NAME": "sunny-crab"}
-    for cmd in (["git", "init", "-q"], ["git", "commit", "-q", "--allow-empty", "-m", "init"],
-                [sys.executable, "-m", "dvc", "init", "-q"]):
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GIT_"))},
+        **GIT_ENV,
+        "DVC_EXP_NAME": "sunny-crab",
+    }
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "commit", "-q", "--allow-empty", "-m", "init"],
+        [sys.executable, "-m", "dvc", "init", "-q"],
+    ):
         subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, env=env, check=True, capture_output=True,
-                            text=True).stdout.strip()
-    proc = subprocess.run([sys.executable, ROOT / "pipeline/report.py", "report/index.html", *REPORT_ARGS], cwd=root,
-                          env=env, capture_output=True, text=True, timeout=300)
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    proc = subprocess.run(
+        [sys.executable, ROOT / "pipeline/report.py", "report/index.html", *REPORT_ARGS],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return root, (root / "report/index.html").read_text(), written, commit, env
 
 
 # --------------------------------------------------------------------------- the page's content
+
 
 def test_numbers_match_dvc_metrics_show(stage):
     root, page, written, _, env = stage
@@ -278,12 +389,24 @@ def test_numbers_match_dvc_metrics_show(stage):
     assert fmt(written["mnist"]["classifier"]["test_accuracy"]) == "0.97123" and "0.97123" in cells
     assert "12.34568" in cells and "2000" in cells and "0.9712345678" not in page
     # Every number the real `dvc metrics show` prints for these files is a cell of the page.
-    files = ([f"metrics/{d}/{f}.json" for d in DATASETS for f in ("search", "classifier")]
-             + ["metrics/gan.json", "metrics/gan_search.json"])
-    out = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", "--md", *files], cwd=root, env=env,
-                         capture_output=True, text=True, check=True).stdout
-    numbers = [tok.strip() for line in out.splitlines()[2:] for tok in line.split("|")[2:]
-               if re.fullmatch(r"-?\d[\d.e+-]*", tok.strip())]
+    files = [f"metrics/{d}/{f}.json" for d in DATASETS for f in ("search", "classifier")] + [
+        "metrics/gan.json",
+        "metrics/gan_search.json",
+    ]
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "metrics", "show", "--md", *files],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    numbers = [
+        tok.strip()
+        for line in out.splitlines()[2:]
+        for tok in line.split("|")[2:]
+        if re.fullmatch(r"-?\d[\d.e+-]*", tok.strip())
+    ]
     assert len(numbers) == 2 * (8 + 2 + 3 + 10) + 6 + 8, out  # classifier.json: test, cost and per-class numbers
     assert not [n for n in numbers if n not in cells], out
 
@@ -308,7 +431,8 @@ def test_provenance_and_self_contained(stage):
         assert written[d]["content_hash"] in page
     assert "<script" not in page and "<link" not in page and "http://" not in page and "https://" not in page
     srcs = re.findall(r'<img[^>]* src="([^"]*)"', page)
-    # Per dataset: importance, parallel coords, best so far, Pareto front, confusion. GAN: the sweep's three, samples, real.
+    # Per dataset: importance, parallel coords, best so far, Pareto front, confusion.
+    # GAN: the sweep's three, samples, real.
     assert len(srcs) == 5 * len(DATASETS) + 3 + 2
     for src in srcs:  # every image is a PNG that decodes and is not blank
         assert src.startswith("data:image/png;base64,")
@@ -318,9 +442,20 @@ def test_provenance_and_self_contained(stage):
 
 def chromium(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     profile = cwd / "chromium-profile"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-           "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", *args]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
@@ -349,8 +484,13 @@ def test_every_image_loads_in_a_real_browser(stage, tmp_path):
 def test_screenshot_is_not_blank(stage, tmp_path):
     root, *_ = stage
     shot = tmp_path / "shot.png"
-    proc = chromium(f"--screenshot={shot}", "--window-size=1280,3000", "--hide-scrollbars",
-                    (root / "report/index.html").as_uri(), cwd=tmp_path)
+    proc = chromium(
+        f"--screenshot={shot}",
+        "--window-size=1280,3000",
+        "--hide-scrollbars",
+        (root / "report/index.html").as_uri(),
+        cwd=tmp_path,
+    )
     assert shot.is_file(), proc.stderr[-2000:]
     img = matplotlib.image.imread(shot)  # (3000, 1280, 3 or 4) in [0, 1]
     assert img.shape[:2] == (3000, 1280)
@@ -360,13 +500,18 @@ def test_screenshot_is_not_blank(stage, tmp_path):
 
 # --------------------------------------------------------------------------- each sweep in its direction
 
+
 def new_best_table(part: str, col: str) -> list[tuple[str, str]]:
     """(trial, value) cells of a section's "Trials that set a new best" table."""
-    m = re.search(rf"Trials that set a new best <code>{col}</code> \([a-z ]+\):</p><table><thead><tr><th>trial</th>"
-                  rf"(.*?)</tr></thead><tbody><tr><td>{col}</td>(.*?)</tr>", part)
+    m = re.search(
+        rf"Trials that set a new best <code>{col}</code> \([a-z ]+\):</p><table><thead><tr><th>trial</th>"
+        rf"(.*?)</tr></thead><tbody><tr><td>{col}</td>(.*?)</tr>",
+        part,
+    )
     assert m, part[:3000]
-    return list(zip(re.findall(r"<th>([^<]*)</th>", m.group(1)), re.findall(r'<td class="num">([^<]*)</td>',
-                                                                             m.group(2))))
+    return list(
+        zip(re.findall(r"<th>([^<]*)</th>", m.group(1)), re.findall(r'<td class="num">([^<]*)</td>', m.group(2)))
+    )
 
 
 def test_gan_sweep_best_so_far_is_the_running_minimum_of_fid(stage):
@@ -380,13 +525,17 @@ def test_gan_sweep_best_so_far_is_the_running_minimum_of_fid(stage):
     # The classifier's sweeps, through the same code, keep the highest accuracy.
     mnist = written["mnist"]["trials"]
     assert new_best_table(dataset_part(page, "mnist"), "best_val_accuracy") == [
-        (str(n), fmt(v)) for n, v in new_bests(mnist, CLASSIFIER_SWEEP)]
+        (str(n), fmt(v)) for n, v in new_bests(mnist, CLASSIFIER_SWEEP)
+    ]
 
 
 def test_gan_importance_ranks_the_gan_hyperparameters_for_a_low_fid(stage):
     _, page, written, *_ = stage
-    m = re.search(r"Parameter importance for <code>best_fid</code> \(lower is better\) over the (\d+) completed and "
-                  r"pruned trials [^:]*: (.*?)\.</figcaption>", gan_part(page))
+    m = re.search(
+        r"Parameter importance for <code>best_fid</code> \(lower is better\) over the (\d+) completed and "
+        r"pruned trials [^:]*: (.*?)\.</figcaption>",
+        gan_part(page),
+    )
     assert m, gan_part(page)[:3000]
     ranked = re.findall(r"<code>([^<]*)</code> ([\d.]+)", m.group(2))
     usable = [t for t in written["gan_trials"] if t["status"] in ("completed", "pruned")]
@@ -403,8 +552,10 @@ def test_importance_follows_the_sweeps_direction():
     assert max(low, key=low.get) == "lr_d" and max(high, key=high.get) == "lr_g", (low, high)
 
 
-@pytest.mark.parametrize("key", [k for k, d in SPACES[GAN_SWEEP].items()
-                                 if isinstance(d, tuple) and d[0] == "choice" and isinstance(d[1][0], str)])
+@pytest.mark.parametrize(
+    "key",
+    [k for k, d in SPACES[GAN_SWEEP].items() if isinstance(d, tuple) and d[0] == "choice" and isinstance(d[1][0], str)],
+)
 def test_a_categorical_gan_hyperparameter_is_read_and_ranked_as_a_category(tmp_path, key):
     """Each string-valued choice of the GAN space (a backbone, a generator's kind): read from trials.csv as names,
     an Optuna categorical over the names the trials took, an importance and a parallel-coordinates axis; the FID
@@ -414,10 +565,15 @@ def test_a_categorical_gan_hyperparameter_is_read_and_ranked_as_a_category(tmp_p
     others = {k: trials[0][k] for k in GAN_HPARAMS if k != key}
     trials = [{**t, **others} for t in trials]  # nothing else varies
     write_csv(tmp_path / "trials.csv", trials, trial_columns(GAN_SWEEP))
-    write_csv(tmp_path / "progress.csv", progress_by_time(trials, 5, GAN_SWEEP),
-              ["wall_time_s", "trial_fid", "best_fid"])
-    s = load_sweep({"trials": tmp_path / "trials.csv", "progress_time": tmp_path / "progress.csv"}, "gan_search",
-                   GAN_SWEEP, SPACES[GAN_SWEEP])
+    write_csv(
+        tmp_path / "progress.csv", progress_by_time(trials, 5, GAN_SWEEP), ["wall_time_s", "trial_fid", "best_fid"]
+    )
+    s = load_sweep(
+        {"trials": tmp_path / "trials.csv", "progress_time": tmp_path / "progress.csv"},
+        "gan_search",
+        GAN_SWEEP,
+        SPACES[GAN_SWEEP],
+    )
     assert [t[key] for t in s.trials] == [t[key] for t in trials]
     dist = param_distributions(s)[key]
     assert isinstance(dist, optuna.distributions.CategoricalDistribution)
@@ -430,21 +586,32 @@ def test_report_objectives_are_the_sweeps_own(tmp_path, write_params, prepared_m
     """The metric, direction and trial model the report reads each sweep by are the ones search.py runs it with."""
     params = load_params(write_params(tmp_path / "params.yaml"))
     data = load_prepared(prepared_mnist(), name="mnist")
-    for objective, swept in ((CLASSIFIER_SWEEP, classifier_sweep(params, data)),
-                             (GAN_SWEEP, gan_sweep(params, data, "sha256:0"))):
+    for objective, swept in (
+        (CLASSIFIER_SWEEP, classifier_sweep(params, data)),
+        (GAN_SWEEP, gan_sweep(params, data, "sha256:0")),
+    ):
         assert (objective.hp_model, objective.metric, objective.mode) == (swept.hp_model, swept.metric, swept.mode)
 
 
 # --------------------------------------------------------------------------- errors and importance
 
-@pytest.mark.parametrize("missing, stage_name", [
-    ("metrics/mnist/search.json", "search@mnist"), ("search/mnist/trials.csv", "search@mnist"),
-    ("metrics/mnist/search_progress_time.csv", "search@mnist"),
-    ("metrics/mnist/classifier.json", "train@mnist"), ("metrics/mnist/confusion.csv", "train@mnist"),
-    ("data/prepared/mnist.npz", "prepare@mnist"), ("metrics/gan_samples.png", "gan"), ("metrics/gan.json", "gan"),
-    ("metrics/gan_search.json", "gan_search"), ("search/gan/trials.csv", "gan_search"),
-    ("metrics/gan_search_progress_time.csv", "gan_search"),
-])
+
+@pytest.mark.parametrize(
+    "missing, stage_name",
+    [
+        ("metrics/mnist/search.json", "search@mnist"),
+        ("search/mnist/trials.csv", "search@mnist"),
+        ("metrics/mnist/search_progress_time.csv", "search@mnist"),
+        ("metrics/mnist/classifier.json", "train@mnist"),
+        ("metrics/mnist/confusion.csv", "train@mnist"),
+        ("data/prepared/mnist.npz", "prepare@mnist"),
+        ("metrics/gan_samples.png", "gan"),
+        ("metrics/gan.json", "gan"),
+        ("metrics/gan_search.json", "gan_search"),
+        ("search/gan/trials.csv", "gan_search"),
+        ("metrics/gan_search_progress_time.csv", "gan_search"),
+    ],
+)
 def test_a_missing_input_names_the_file_and_its_stage(tmp_path, missing, stage_name):
     write_inputs(tmp_path)
     (tmp_path / missing).unlink()

@@ -32,17 +32,31 @@ from grutune.trials import run_trial
 from tune_results import cpus_in_use, peak_concurrency, trial_results
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_SEARCH = {"num_samples": 6, "startup_trials": 10, "max_epochs": 2, "grace_period": 2, "train_subset": 512, "max_concurrent_trials": 2,
-               "max_failures": 1, "resources": {"cpu": 1, "gpu": 0}}
-TINY_SPACE = {"hidden_size": {"choice": [16, 24]}, "num_layers": 1, "backbone": "none", "batch_size": 64,
-              "bidirectional": False}
+TINY_SEARCH = {
+    "num_samples": 6,
+    "startup_trials": 10,
+    "max_epochs": 2,
+    "grace_period": 2,
+    "train_subset": 512,
+    "max_concurrent_trials": 2,
+    "max_failures": 1,
+    "resources": {"cpu": 1, "gpu": 0},
+}
+TINY_SPACE = {
+    "hidden_size": {"choice": [16, 24]},
+    "num_layers": 1,
+    "backbone": "none",
+    "batch_size": 64,
+    "bidirectional": False,
+}
 
 
 @pytest.fixture(scope="session")
 def tiny(write_params):
     """tiny(path, search=None, space=None): params with the tiny search budget above, changed by `search`/`space`."""
     return lambda path, search=None, space=None: write_params(
-        path, {"search": {**TINY_SEARCH, **(search or {}), "space": {**TINY_SPACE, **(space or {})}}})
+        path, {"search": {**TINY_SEARCH, **(search or {}), "space": {**TINY_SPACE, **(space or {})}}}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +81,20 @@ def study_trials(journal_dir: Path):
 
 # --------------------------------------------------------------------------- pure functions
 
+
 def test_tune_param_space_converts_every_kind(tmp_path, tiny):
-    p = load_params(tiny(tmp_path / "params.yaml", space={
-        "hidden_size": {"int": [16, 32]}, "lr": {"loguniform": [1e-4, 1e-2]}, "dropout": {"uniform": [0.0, 0.5]},
-        "cell": {"choice": ["gru", "lstm"]}, "backbone": "conv"}))
+    p = load_params(
+        tiny(
+            tmp_path / "params.yaml",
+            space={
+                "hidden_size": {"int": [16, 32]},
+                "lr": {"loguniform": [1e-4, 1e-2]},
+                "dropout": {"uniform": [0.0, 0.5]},
+                "cell": {"choice": ["gru", "lstm"]},
+                "backbone": "conv",
+            },
+        )
+    )
     space = tune_param_space(p.search.space)
     assert isinstance(space["hidden_size"], tune.search.sample.Integer)
     assert (space["hidden_size"].lower, space["hidden_size"].upper) == (16, 33)  # randint's high is exclusive
@@ -89,11 +113,21 @@ def test_sweep_identity(tmp_path, tiny):
     sid = sweep_id(base, "mnist", "sha256:aa")
     assert sid.startswith("mnist-") and sid == sweep_id(same, "mnist", "sha256:aa")
     assert sid == sweep_id(more_trials, "mnist", "sha256:aa")
-    assert len({sid, sweep_id(other_space, "mnist", "sha256:aa"), sweep_id(other_budget, "mnist", "sha256:aa"),
-                sweep_id(base, "mnist", "sha256:bb")}) == 4
+    assert (
+        len(
+            {
+                sid,
+                sweep_id(other_space, "mnist", "sha256:aa"),
+                sweep_id(other_budget, "mnist", "sha256:aa"),
+                sweep_id(base, "mnist", "sha256:bb"),
+            }
+        )
+        == 4
+    )
 
 
 # --------------------------------------------------------------------------- faults
+
 
 def flaky_trial(config, *, data, settings):
     """The real trial, with faults keyed on the config: hidden 17 raises, hidden 19 gets a NaN loss."""
@@ -112,8 +146,9 @@ def flaky_trial(config, *, data, settings):
 
 
 def test_nan_and_raising_trials_leave_the_sweep_complete_and_counted(tmp_path, prepared, local_ray, tiny):
-    p = load_params(tiny(tmp_path / "params.yaml", search={"num_samples": 8},
-                                 space={"hidden_size": {"choice": [16, 17, 19]}}))
+    p = load_params(
+        tiny(tmp_path / "params.yaml", search={"num_samples": 8}, space={"hidden_size": {"choice": [16, 17, 19]}})
+    )
     result = run_search(p, load_prepared(prepared), state_dir=tmp_path / "state", trainable_fn=flaky_trial)
     rows = result.trials
     by_hidden = {h: [r for r in rows if r["hidden_size"] == h] for h in (16, 17, 19)}
@@ -153,8 +188,17 @@ def test_a_trial_that_never_reported_keeps_its_config_and_counts_as_errored(tmp_
     path.mkdir()
     lost = tune.Result(metrics={"trial_id": "c4b7dfbe"}, checkpoint=None, error=RayActorError(), path=str(path))
     assert lost.config is None
-    config = {"cell": "lstm", "hidden_size": 16, "num_layers": 1, "backbone": "none", "bidirectional": False,
-              "dropout": 0.28, "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 64}
+    config = {
+        "cell": "lstm",
+        "hidden_size": 16,
+        "num_layers": 1,
+        "backbone": "none",
+        "bidirectional": False,
+        "dropout": 0.28,
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "batch_size": 64,
+    }
     [row] = trial_rows([lost], sweep, {}, {"c4b7dfbe": config})
     assert row["status"] == "errored" and row["trial_id"] == "c4b7dfbe" and row["epochs"] == 0
     assert {k: row[k] for k in config} == config and math.isnan(row["best_val_accuracy"])
@@ -162,13 +206,28 @@ def test_a_trial_that_never_reported_keeps_its_config_and_counts_as_errored(tmp_
 
 # --------------------------------------------------------------------------- resume and identity
 
+
 def run_stage(cwd: Path, prepared: Path, **popen):
-    cmd = [sys.executable, str(ROOT / "pipeline/search.py"), "mnist", str(prepared), "--best", "out/best.yaml",
-           "--trials", "out/trials.csv", "--metrics", "metrics.json", "--progress", "progress.csv",
-           "--progress-time", "progress_time.csv", "--pareto", "out/pareto.csv"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "pipeline/search.py"),
+        "mnist",
+        str(prepared),
+        "--best",
+        "out/best.yaml",
+        "--trials",
+        "out/trials.csv",
+        "--metrics",
+        "metrics.json",
+        "--progress",
+        "progress.csv",
+        "--progress-time",
+        "progress_time.csv",
+        "--pareto",
+        "out/pareto.csv",
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            **popen)
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
 def finished_trials(text: str) -> set[str]:
@@ -181,8 +240,11 @@ def started_trials(text: str) -> set[str]:
 
 @pytest.mark.slow
 def test_sigkill_then_rerun_resumes_the_sweep(tmp_path, prepared, tiny):
-    path = tiny(tmp_path / "params.yaml", search={"max_epochs": 3, "grace_period": 3},
-                space={"hidden_size": {"choice": [16, 24, 32]}})
+    path = tiny(
+        tmp_path / "params.yaml",
+        search={"max_epochs": 3, "grace_period": 3},
+        space={"hidden_size": {"choice": [16, 24, 32]}},
+    )
     raw = yaml.safe_load(path.read_text())
     raw["tracking"]["wandb"] = True  # offline here: one W&B run per trial, whatever the kill did
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -215,12 +277,15 @@ def test_sigkill_then_rerun_resumes_the_sweep(tmp_path, prepared, tiny):
     assert (tmp_path / "out/best.yaml").exists()
     rows = list(csv.DictReader((tmp_path / "out/trials.csv").open()))
     assert len(rows) == 6
-    assert all(r["status"] == "completed" and r["epochs"] == "3" for r in rows if r["trial_id"] in first_done), \
-        (first_done, [(r["trial_id"], r["status"], r["epochs"], r["error"] and Path(r["error"]).read_text()[:1500])
-                      for r in rows], [(t.user_attrs, t.state, t.intermediate_values) for t in study_trials(tmp_path / ".grutune/sweeps")])
+    assert all(r["status"] == "completed" and r["epochs"] == "3" for r in rows if r["trial_id"] in first_done), (
+        first_done,
+        [(r["trial_id"], r["status"], r["epochs"], r["error"] and Path(r["error"]).read_text()[:1500]) for r in rows],
+        [(t.user_attrs, t.state, t.intermediate_values) for t in study_trials(tmp_path / ".grutune/sweeps")],
+    )
     trials = study_trials(tmp_path / ".grutune/sweeps")
-    assert len(trials) == 6 and all(t.state.is_finished() for t in trials), \
-        [(t.number, t.state.name, t.user_attrs, sorted(t.intermediate_values)) for t in trials]
+    assert len(trials) == 6 and all(t.state.is_finished() for t in trials), [
+        (t.number, t.state.name, t.user_attrs, sorted(t.intermediate_values)) for t in trials
+    ]
     configs = [tuple(sorted(t.params.items())) for t in trials]
     assert len(set(configs)) == len(configs), "a restored sampler must not draw the same config again"
     # W&B: a trial resumed after the kill reopened its own run (a stable id), so each trial has exactly one run id;
@@ -233,8 +298,9 @@ def test_sigkill_then_rerun_resumes_the_sweep(tmp_path, prepared, tiny):
     ids: dict[str, set] = {}
     for r in runs:
         ids.setdefault(r["name"], set()).add(r["id"])
-    assert ids and all(v == {trial_run_id(r["group"], name)} for name, v in ids.items() for r in runs
-                       if r["name"] == name)
+    assert ids and all(
+        v == {trial_run_id(r["group"], name)} for name, v in ids.items() for r in runs if r["name"] == name
+    )
     assert len(ids) >= len(rows) - 2  # (what a killed W&B process had not written yet is lost: offline mode)
     assert all(r["summaries"].get("val_accuracy") == ["max"] for r in runs)
 
@@ -261,27 +327,52 @@ def test_a_changed_space_starts_a_new_sweep_and_a_finished_one_does_nothing(tmp_
 
 # --------------------------------------------------------------------------- GAN sweep
 
+
 def test_gan_trials_that_collapse_are_stopped_and_counted_not_picked(tmp_path, prepared, local_ray, write_params):
     """With a diversity threshold no generator can meet, every GAN trial is stopped after its first epoch."""
     from grutune.errors import GrutuneError
     from grutune.models import RecurrentClassifier
     from grutune.search import run_gan_search
 
-    p = load_params(write_params(tmp_path / "params.yaml", {
-        "gan_search": {"num_samples": 2, "max_epochs": 3, "grace_period": 3, "train_subset": 128, "eval_samples": 64,
-                       "min_diversity": 10.0, "max_failures": 0, "resources": {"cpu": 1, "gpu": 0},
-                       "space": {"hidden_size": 16, "num_layers": 1, "backbone": "none"}},
-        "gan": {"batch_size": 32, "noise_dim": 8}}))
+    p = load_params(
+        write_params(
+            tmp_path / "params.yaml",
+            {
+                "gan_search": {
+                    "num_samples": 2,
+                    "max_epochs": 3,
+                    "grace_period": 3,
+                    "train_subset": 128,
+                    "eval_samples": 64,
+                    "min_diversity": 10.0,
+                    "max_failures": 0,
+                    "resources": {"cpu": 1, "gpu": 0},
+                    "space": {"hidden_size": 16, "num_layers": 1, "backbone": "none"},
+                },
+                "gan": {"batch_size": 32, "noise_dim": 8},
+            },
+        )
+    )
     data = load_prepared(prepared)
-    clf = RecurrentClassifier(in_shape=(28, 28, 1), num_classes=10, cell="gru", hidden_size=8, num_layers=1,
-                        bidirectional=False, dropout=0.0, backbone="none")
+    clf = RecurrentClassifier(
+        in_shape=(28, 28, 1),
+        num_classes=10,
+        cell="gru",
+        hidden_size=8,
+        num_layers=1,
+        bidirectional=False,
+        dropout=0.0,
+        backbone="none",
+    )
     ckpt = {"model": clf.state_dict(), "model_kwargs": clf.kwargs}
     with pytest.raises(GrutuneError, match="no trial of sweep gan-mnist-.* succeeded"):
         run_gan_search(p, data, ckpt, "sha256:test", state_dir=tmp_path / "state")
     trials = study_trials(tmp_path / "state")
     # Collapsed: PRUNED at the worst FID at the epoch it collapsed, so TPE learns the region is bad (FAIL would hide it)
-    assert len(trials) == 2 and all(t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["diverged"]
-                                    and t.intermediate_values == {1: 1e12} for t in trials)
+    assert len(trials) == 2 and all(
+        t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["diverged"] and t.intermediate_values == {1: 1e12}
+        for t in trials
+    )
     result_files = list((tmp_path / "state").glob("gan-mnist-*/tune-*/run_gan_trial_*/result.json"))
     assert len(result_files) == 2
     for result_file in result_files:
@@ -289,23 +380,53 @@ def test_gan_trials_that_collapse_are_stopped_and_counted_not_picked(tmp_path, p
         assert last["diverged"] == 1 and "collapsed" in last["error"] and last["epoch"] == 1
 
 
-
 def test_the_gan_sweep_searches_over_generator_kinds(tmp_path, prepared, local_ray, write_params):
     """Trials draw the generator kind from the space, and each trial trains the kind it drew."""
     from grutune.models import GENERATOR_NAMES, RecurrentClassifier
     from grutune.search import run_gan_search
 
-    p = load_params(write_params(tmp_path / "params.yaml", {
-        "gan_search": {"num_samples": 6, "startup_trials": 6, "max_epochs": 1, "grace_period": 1, "train_subset": 64,
-                       "eval_samples": 32, "min_diversity": 0.0, "max_concurrent_trials": 2,
-                       "resources": {"cpu": 1, "gpu": 0},
-                       "space": {"generator": {"choice": list(GENERATOR_NAMES)}, "hidden_size": 16, "num_layers": 1,
-                                 "backbone": "none"}},
-        "gan": {"batch_size": 32, "noise_dim": 8}}))
-    clf = RecurrentClassifier(in_shape=(28, 28, 1), num_classes=10, cell="gru", hidden_size=8, num_layers=1,
-                              bidirectional=False, dropout=0.0, backbone="none")
-    result = run_gan_search(p, load_prepared(prepared), {"model": clf.state_dict(), "model_kwargs": clf.kwargs},
-                            "sha256:test", state_dir=tmp_path / "state")
+    p = load_params(
+        write_params(
+            tmp_path / "params.yaml",
+            {
+                "gan_search": {
+                    "num_samples": 6,
+                    "startup_trials": 6,
+                    "max_epochs": 1,
+                    "grace_period": 1,
+                    "train_subset": 64,
+                    "eval_samples": 32,
+                    "min_diversity": 0.0,
+                    "max_concurrent_trials": 2,
+                    "resources": {"cpu": 1, "gpu": 0},
+                    "space": {
+                        "generator": {"choice": list(GENERATOR_NAMES)},
+                        "hidden_size": 16,
+                        "num_layers": 1,
+                        "backbone": "none",
+                    },
+                },
+                "gan": {"batch_size": 32, "noise_dim": 8},
+            },
+        )
+    )
+    clf = RecurrentClassifier(
+        in_shape=(28, 28, 1),
+        num_classes=10,
+        cell="gru",
+        hidden_size=8,
+        num_layers=1,
+        bidirectional=False,
+        dropout=0.0,
+        backbone="none",
+    )
+    result = run_gan_search(
+        p,
+        load_prepared(prepared),
+        {"model": clf.state_dict(), "model_kwargs": clf.kwargs},
+        "sha256:test",
+        state_dir=tmp_path / "state",
+    )
     kinds = [r["generator"] for r in result.trials]
     assert len(kinds) == 6 and len(set(kinds)) >= 2 and set(kinds) <= set(GENERATOR_NAMES)
     assert result.best["config"]["generator"] in kinds
@@ -317,13 +438,18 @@ def test_the_gan_sweep_searches_over_generator_kinds(tmp_path, prepared, local_r
 
 # --------------------------------------------------------------------------- what Optuna sees, extending, packing
 
+
 def test_optuna_records_each_kind_of_trial_as_tune_ran_it(tmp_path, prepared, local_ray, tiny):
     """completed -> COMPLETE with its final epoch's value; pruned by ASHA -> PRUNED; failed (NaN) -> PRUNED at the
     worst value, marked diverged; errored (raised) -> FAIL. Every epoch of a trial that did not fail is an
     intermediate value, the last one included."""
-    p = load_params(tiny(tmp_path / "params.yaml", search={"num_samples": 10, "max_epochs": 3, "grace_period": 1,
-                                                           "reduction_factor": 2, "max_failures": 0},
-                         space={"hidden_size": {"choice": [16, 17, 19, 24]}, "lr": {"loguniform": [1e-4, 3e-2]}}))
+    p = load_params(
+        tiny(
+            tmp_path / "params.yaml",
+            search={"num_samples": 10, "max_epochs": 3, "grace_period": 1, "reduction_factor": 2, "max_failures": 0},
+            space={"hidden_size": {"choice": [16, 17, 19, 24]}, "lr": {"loguniform": [1e-4, 3e-2]}},
+        )
+    )
     result = run_search(p, load_prepared(prepared), state_dir=tmp_path / "state", trainable_fn=flaky_trial)
     by_number = {t.number: t for t in study_trials(tmp_path / "state")}
     state = optuna.trial.TrialState
@@ -338,13 +464,17 @@ def test_optuna_records_each_kind_of_trial_as_tune_ran_it(tmp_path, prepared, lo
             assert math.isclose(max(t.intermediate_values.values()), row["best_val_accuracy"])
             assert t.value == t.intermediate_values[row["epochs"]]  # the final epoch's (pruned: Optuna's choice)
         if row["status"] == "failed":
-            assert t.user_attrs["diverged"] and t.value == 0.0 and t.intermediate_values[max(t.intermediate_values)] == 0
+            assert (
+                t.user_attrs["diverged"] and t.value == 0.0 and t.intermediate_values[max(t.intermediate_values)] == 0
+            )
         assert (row["epochs"] < 3) == (row["status"] == "pruned") or row["status"] in ("failed", "errored")
     # optuna-dashboard, opened on the sweep's journal as the README says, shows the same statuses.
     (journal,) = (tmp_path / "state").glob("*/optuna.journal")
     shown = dashboard_states(journal)
-    assert shown == {r["trial"]: {"completed": "Complete", "pruned": "Pruned", "failed": "Pruned"}.get(r["status"], "Fail")
-                     for r in result.trials}
+    assert shown == {
+        r["trial"]: {"completed": "Complete", "pruned": "Pruned", "failed": "Pruned"}.get(r["status"], "Fail")
+        for r in result.trials
+    }
 
 
 def test_a_multi_objective_sweep_stores_every_objective_and_picks_from_its_front(tmp_path, prepared, local_ray, tiny):
@@ -355,10 +485,21 @@ def test_a_multi_objective_sweep_stores_every_objective_and_picks_from_its_front
     from grutune.metrics import dominates
     from grutune.training import new_classifier
 
-    p = load_params(tiny(tmp_path / "params.yaml",
-                         search={"num_samples": 8, "max_epochs": 2, "grace_period": 1, "reduction_factor": 2,
-                                 "objectives": ["val_accuracy", "params"], "pick": "smallest", "pick_within": 0.1},
-                         space={"hidden_size": {"choice": [8, 16, 32, 64]}}))
+    p = load_params(
+        tiny(
+            tmp_path / "params.yaml",
+            search={
+                "num_samples": 8,
+                "max_epochs": 2,
+                "grace_period": 1,
+                "reduction_factor": 2,
+                "objectives": ["val_accuracy", "params"],
+                "pick": "smallest",
+                "pick_within": 0.1,
+            },
+            space={"hidden_size": {"choice": [8, 16, 32, 64]}},
+        )
+    )
     data = load_prepared(prepared)
     result = run_search(p, data, state_dir=tmp_path / "state")
     (journal,) = (tmp_path / "state").glob("*/optuna.journal")
@@ -403,8 +544,11 @@ def dashboard_states(journal: Path) -> dict[int, str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     exe = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
-    proc = subprocess.Popen([exe, str(journal), "--host", "127.0.0.1", "--port", str(port), "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [exe, str(journal), "--host", "127.0.0.1", "--port", str(port), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 60
         while True:
@@ -433,53 +577,94 @@ def test_raising_num_samples_runs_exactly_the_missing_trials(tmp_path, prepared,
     assert [t.number for t in study_trials(state)] == [0, 1, 2, 3, 4]  # one study: TPE kept its history
 
 
-
 @pytest.mark.slow
-def test_a_resumed_sweep_takes_the_concurrency_of_today_not_of_its_start(tmp_path, prepared_mnist, local_ray, tiny,
-                                                                         capsys):
+def test_a_resumed_sweep_takes_the_concurrency_of_today_not_of_its_start(
+    tmp_path, prepared_mnist, local_ray, tiny, capsys
+):
     """Started one trial at a time, then extended with `max_concurrent_trials: 0` (fill the 2 CPUs): the new trials
     run two at a time. Tune alone would restore the limit of 1 it saved when the sweep started (a laptop's, say).
     Epochs of a few seconds, so that two trials at once show in the CPUs Ray has handed out."""
     data, state = load_prepared(prepared_mnist(n_train=12000, n_test=100, val_fraction=0.1)), tmp_path / "state"
     budget = {"train_subset": None, "max_concurrent_trials": 1}
     space = {"hidden_size": {"choice": [96, 128]}, "bidirectional": True}
-    run_search(load_params(tiny(tmp_path / "a.yaml", search={"num_samples": 2, **budget}, space=space)), data,
-               state_dir=state)
+    run_search(
+        load_params(tiny(tmp_path / "a.yaml", search={"num_samples": 2, **budget}, space=space)), data, state_dir=state
+    )
     with cpus_in_use(2) as used:
-        more = run_search(load_params(tiny(tmp_path / "b.yaml", search={"num_samples": 4, **budget,
-                                                                       "max_concurrent_trials": 0}, space=space)),
-                          data, state_dir=state)
+        more = run_search(
+            load_params(
+                tiny(tmp_path / "b.yaml", search={"num_samples": 4, **budget, "max_concurrent_trials": 0}, space=space)
+            ),
+            data,
+            state_dir=state,
+        )
     assert more.summary["trials"] == 4 and max(used) == 2
     assert "from 2 to 4 trials, 2 at a time (was 1)" in capsys.readouterr().out
+
 
 @pytest.mark.slow
 def test_the_default_resources_run_one_trial_per_core(tmp_path, prepared_mnist, tiny):
     """With params.yaml's resources, a machine's cores each train a trial at once (epochs of a few seconds, so
     that Tune's whole-second timestamps can show it)."""
     default = yaml.safe_load((ROOT / "params.yaml").read_text())["search"]["resources"]
-    tiny(tmp_path / "params.yaml", search={"num_samples": 4, "max_epochs": 2, "grace_period": 2, "train_subset": None,
-                                           "max_concurrent_trials": 0, "resources": default},
-         space={"hidden_size": {"choice": [96, 128]}, "bidirectional": True})
+    tiny(
+        tmp_path / "params.yaml",
+        search={
+            "num_samples": 4,
+            "max_epochs": 2,
+            "grace_period": 2,
+            "train_subset": None,
+            "max_concurrent_trials": 0,
+            "resources": default,
+        },
+        space={"hidden_size": {"choice": [96, 128]}, "bidirectional": True},
+    )
     out, _ = run_stage(tmp_path, prepared_mnist(n_train=12000, n_test=100, val_fraction=0.1)).communicate(timeout=600)
     assert "best of 4 trials" in out, out[-3000:]
     assert peak_concurrency(trial_results(tmp_path / ".grutune/sweeps")) >= min(os.cpu_count(), 4)
 
 
-def searcher_at(tmp_path, *, target=10, max_concurrent=4, segment="tune-1", max_epochs=2, known=(),
-                max_trial_epochs=None, min_trial_epochs=1):
+def searcher_at(
+    tmp_path,
+    *,
+    target=10,
+    max_concurrent=4,
+    segment="tune-1",
+    max_epochs=2,
+    known=(),
+    max_trial_epochs=None,
+    min_trial_epochs=1,
+):
     """grutune's searcher over the journal s.journal, bound as the sweep driver binds it (outside Tune)."""
     from grutune.recovery import GrutuneSearcher, SweepRun, bind
 
-    bind("s", SweepRun(journal=tmp_path / "s.journal", target=target, max_concurrent=max_concurrent,
-                       segment=segment, known=frozenset(known), max_trial_epochs=max_trial_epochs,
-                       min_trial_epochs=min_trial_epochs))
-    return GrutuneSearcher(study_name="s", space={"lr": ("loguniform", [1e-4, 1e-2]), "cell": ("choice", ["gru", "rnn"])},
-                           seed=0, metric="val_accuracy", mode="max", max_epochs=max_epochs, startup_trials=2)
+    bind(
+        "s",
+        SweepRun(
+            journal=tmp_path / "s.journal",
+            target=target,
+            max_concurrent=max_concurrent,
+            segment=segment,
+            known=frozenset(known),
+            max_trial_epochs=max_trial_epochs,
+            min_trial_epochs=min_trial_epochs,
+        ),
+    )
+    return GrutuneSearcher(
+        study_name="s",
+        space={"lr": ("loguniform", [1e-4, 1e-2]), "cell": ("choice", ["gru", "rnn"])},
+        seed=0,
+        metric="val_accuracy",
+        mode="max",
+        max_epochs=max_epochs,
+        startup_trials=2,
+    )
 
 
 def journal_trials(tmp_path):
-    return optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(tmp_path / "s.journal")))
-                             ).get_trials(deepcopy=False)
+    return optuna.load_study(
+        study_name="s", storage=JournalStorage(JournalFileBackend(str(tmp_path / "s.journal")))
+    ).get_trials(deepcopy=False)
 
 
 def test_a_trial_created_and_finished_after_the_snapshot_is_handed_on_not_run_again(tmp_path):
@@ -503,8 +688,7 @@ def test_a_trial_created_and_finished_after_the_snapshot_is_handed_on_not_run_ag
     study = journal_trials(tmp_path)
     assert len(study) == 2 and study[0].state == optuna.trial.TrialState.COMPLETE and study[0].value == 0.6
     assert study[0].intermediate_values == {1: 0.4, 2: 0.6}
-    assert finished_result(str(tmp_path / "s.journal"), "s", "new", "val_accuracy") == {"epoch": 2,
-                                                                                        "val_accuracy": 0.6}
+    assert finished_result(str(tmp_path / "s.journal"), "s", "new", "val_accuracy") == {"epoch": 2, "val_accuracy": 0.6}
     progress = journal_progress(tmp_path / "s.journal", "s", lambda a, b: math.isnan(b) or a > b)
     assert progress["new"] == (2, 0.6, 0, True, {}) and "old" not in progress
 
@@ -564,13 +748,15 @@ def test_a_newer_state_file_is_refused_by_name(tmp_path):
     from grutune.errors import GrutuneError
 
     s = searcher_at(tmp_path)
-    (tmp_path / "state.json").write_text(json.dumps({"format": "grutune-searcher", "version": 99, "live": {},
-                                                      "done": []}))
+    (tmp_path / "state.json").write_text(
+        json.dumps({"format": "grutune-searcher", "version": 99, "live": {}, "done": []})
+    )
     with pytest.raises(GrutuneError, match=r"state.json: searcher state version 99"):
         s.restore(str(tmp_path / "state.json"))
 
 
 # --------------------------------------------------------------------------- a sweep's folder is its own
+
 
 def finish_all(searcher, epochs=2) -> int:
     """Drive a bound searcher as Tune would, one trial at a time, until it says FINISHED; return trials run."""
@@ -588,9 +774,9 @@ def finish_all(searcher, epochs=2) -> int:
 def test_a_journal_cut_anywhere_in_its_last_record_is_repaired_and_resumes_to_num_samples(tmp_path):
     """Every byte offset of the last record: the journal is cut back to its last whole record (the original kept
     beside it), Optuna reads it, and a searcher on it ends with exactly num_samples finished trials."""
-    from grutune.recovery import repair_journal
-
     from ray.tune.search import Searcher
+
+    from grutune.recovery import repair_journal
 
     (tmp_path / "whole").mkdir()
     whole = searcher_at(tmp_path / "whole", target=3)
@@ -617,7 +803,8 @@ def test_a_journal_cut_anywhere_in_its_last_record_is_repaired_and_resumes_to_nu
         restored.restore(str(tmp_path / "finished.json"))
         assert restored.suggest("t3") == Searcher.FINISHED
         assert [(t.state.name, t.value) for t in journal_trials(d)] == [
-            (t.state.name, t.value) for t in journal_trials(tmp_path / "whole")], cut
+            (t.state.name, t.value) for t in journal_trials(tmp_path / "whole")
+        ], cut
         # A trial Tune never recorded as finished (a new experiment on the study) is handed out again, and no more.
         (d / "s.journal").write_bytes(data[:start])
         assert finish_all(searcher_at(d, target=3, segment="tune-2", known={"t0", "t1", "t2"})) == 1
@@ -644,8 +831,11 @@ def test_storage_under_a_file_is_refused_naming_the_key(tmp_path, tiny, monkeypa
     (tmp_path / "README.md").write_text("a file")
     monkeypatch.chdir(tmp_path)
     for storage in ("README.md/sweeps", "README.md"):
-        with pytest.raises(ConfigError, match=rf"search.storage: .*{storage} cannot hold sweeps: .*README.md is a "
-                                              r"file, not a directory"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"search.storage: .*{storage} cannot hold sweeps: .*README.md is a "
+            r"file, not a directory",
+        ):
             load_params(tiny(tmp_path / "params.yaml", search={"storage": storage}))
     assert load_params(tiny(tmp_path / "params.yaml", search={"storage": "sweeps/here"})).search.storage
 
@@ -657,7 +847,7 @@ def test_a_cut_journal_resumes_a_real_sweep(tmp_path, prepared, local_ray, tiny,
     run_search(load_params(tiny(tmp_path / "a.yaml", search={"num_samples": 2})), data, state_dir=state)
     (journal,) = state.glob("*/optuna.journal")
     text = journal.read_bytes()
-    journal.write_bytes(text[:len(text) - 7])  # mid-way through the last record
+    journal.write_bytes(text[: len(text) - 7])  # mid-way through the last record
     more = run_search(load_params(tiny(tmp_path / "b.yaml", search={"num_samples": 4})), data, state_dir=state)
     assert "its last record was cut" in capsys.readouterr().out
     assert more.summary["trials"] == 4 and len(list(journal.parent.glob("optuna.journal.damaged-*"))) == 1
@@ -700,11 +890,22 @@ def test_an_experiment_restored_elsewhere_creates_no_trials(tmp_path):
     from grutune.recovery import GrutuneSearcher, SweepRun, bind, location
 
     def searcher(where):
-        bind("s", SweepRun(journal=tmp_path / "s.journal", target=4, max_concurrent=4, segment="tune-1",
-                           origin=location(where)))
-        return GrutuneSearcher(study_name="s", space={"lr": ("loguniform", [1e-4, 1e-2])}, seed=0,
-                               metric="val_accuracy", mode="max", max_epochs=1, startup_trials=2,
-                               origin=location("/old/project/.grutune/sweeps/s"))
+        bind(
+            "s",
+            SweepRun(
+                journal=tmp_path / "s.journal", target=4, max_concurrent=4, segment="tune-1", origin=location(where)
+            ),
+        )
+        return GrutuneSearcher(
+            study_name="s",
+            space={"lr": ("loguniform", [1e-4, 1e-2])},
+            seed=0,
+            metric="val_accuracy",
+            mode="max",
+            max_epochs=1,
+            startup_trials=2,
+            origin=location("/old/project/.grutune/sweeps/s"),
+        )
 
     first = searcher("/old/project/.grutune/sweeps/s")
     first.suggest("a")
@@ -719,8 +920,9 @@ def test_an_experiment_restored_elsewhere_creates_no_trials(tmp_path):
     assert journal_trials(tmp_path)[0].state == optuna.trial.TrialState.COMPLETE
 
 
-def test_a_tune_experiment_cut_off_while_written_is_set_aside_and_the_study_kept(tmp_path, prepared, local_ray, tiny,
-                                                                               capsys):
+def test_a_tune_experiment_cut_off_while_written_is_set_aside_and_the_study_kept(
+    tmp_path, prepared, local_ray, tiny, capsys
+):
     """A kill while Tune writes an experiment's first state leaves a file Tune cannot read back. The experiment is
     moved aside and started again; the finished trials the study holds are handed on, not run again."""
     data, state = load_prepared(prepared), tmp_path / "state"

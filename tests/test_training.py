@@ -24,8 +24,17 @@ def bright_row_task(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_fit_keeps_data_and_model_on_the_device_and_learns(device):
     device = torch.device(device)
-    hp = TrialConfig(cell="gru", hidden_size=32, num_layers=1, bidirectional=False, dropout=0.0, backbone="none",
-                     lr=1e-2, weight_decay=0.0, batch_size=64)
+    hp = TrialConfig(
+        cell="gru",
+        hidden_size=32,
+        num_layers=1,
+        bidirectional=False,
+        dropout=0.0,
+        backbone="none",
+        lr=1e-2,
+        weight_decay=0.0,
+        batch_size=64,
+    )
     torch.manual_seed(0)
     model, opt = new_classifier(hp, in_shape=(28, 28, 1), num_classes=10, device=device)
     train, val = Split.of(*bright_row_task(2048, 0), device), Split.of(*bright_row_task(256, 1), device)
@@ -46,8 +55,17 @@ def test_progress_bar_within_an_epoch_on_a_terminal_only(tty, monkeypatch):
     """On a terminal, a bar counts the epoch's batches; in a log, nothing per batch is written."""
     stream = Terminal() if tty else io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
-    hp = TrialConfig(cell="gru", hidden_size=8, num_layers=1, bidirectional=False, dropout=0.0, backbone="none",
-                     lr=1e-3, weight_decay=0.0, batch_size=64)
+    hp = TrialConfig(
+        cell="gru",
+        hidden_size=8,
+        num_layers=1,
+        bidirectional=False,
+        dropout=0.0,
+        backbone="none",
+        lr=1e-3,
+        weight_decay=0.0,
+        batch_size=64,
+    )
     model, opt = new_classifier(hp, in_shape=(28, 28, 1), num_classes=10, device=torch.device("cpu"))
     fit(model, opt, Split.of(*bright_row_task(256, 0), "cpu"), None, epochs=2, batch_size=64, seed=0, progress=True)
     out = stream.getvalue()
@@ -61,8 +79,9 @@ def shifted(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """img (H, W, C) moved by (dy, dx) pixels, zeros where nothing moved in."""
     out = torch.zeros_like(img)
     h, w = img.shape[:2]
-    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = img[max(-dy, 0):h - max(dy, 0),
-                                                                     max(-dx, 0):w - max(dx, 0)]
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = img[
+        max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
     return out
 
 
@@ -74,8 +93,13 @@ def test_augment_shifts_each_image_by_at_most_pad_and_flips_only_where_allowed(f
     assert out.shape == x.shape and out.dtype == torch.uint8
     seen_shifts, flipped = set(), 0
     for img, aug in zip(x, out):
-        match = [(dy, dx, f) for dy in range(-2, 3) for dx in range(-2, 3) for f in (False, True)
-                 if torch.equal(aug, shifted(img.flip(1) if f else img, dy, dx))]
+        match = [
+            (dy, dx, f)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            for f in (False, True)
+            if torch.equal(aug, shifted(img.flip(1) if f else img, dy, dx))
+        ]
         assert match, "an augmented image is not a shift (and mirror) of its original"
         dy, dx, f = match[0]
         seen_shifts.add((dy, dx))
@@ -110,7 +134,6 @@ def test_augment_follows_the_dataset_flip_policy_and_reaches_the_model():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for augment in (None, Augment(pad=1, flip=True)):
         seen.clear()
-        train_epoch(model, opt, Split(x, y), batch_size=64, generator=torch.Generator().manual_seed(0),
-                    augment=augment)
+        train_epoch(model, opt, Split(x, y), batch_size=64, generator=torch.Generator().manual_seed(0), augment=augment)
         order = torch.randperm(64, generator=torch.Generator().manual_seed(0))
         assert torch.equal(seen[0], x[order].float() / 255) == (augment is None)

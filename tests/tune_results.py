@@ -30,7 +30,8 @@ def peak_concurrency(results: dict[str, list[dict]]) -> int:
     """A lower bound on the most trials training at one moment (waiting for a node does not count).
 
     Each reported epoch trained during (end - time_this_iter_s, end), where Tune's `timestamp` gives the end rounded
-    down to a whole second; the part of that interval certain whatever the rounding is [timestamp + 1 - time, timestamp].
+    down to a whole second; the part of that interval certain whatever the rounding is
+    [timestamp + 1 - time, timestamp].
     """
     events = []
     for rows in results.values():

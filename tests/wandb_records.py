@@ -23,8 +23,8 @@ def records(path: Path):
         if BLOCK - pos % BLOCK < 7:  # a block's tail too short for a header is padding
             pos += BLOCK - pos % BLOCK
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == FULL:
             yield _parse(chunk)
         elif kind == FIRST:
@@ -61,11 +61,13 @@ def read_run(path: Path) -> dict:
         kind = r.WhichOneof("record_type")
         if kind == "run":
             run.update(id=r.run.run_id, name=r.run.display_name, group=r.run.run_group, job_type=r.run.job_type)
-            run["config"].update({k: v.get("value", v) if isinstance(v, dict) else v
-                                  for k, v in _items(r.run.config.update).items()})
+            run["config"].update(
+                {k: v.get("value", v) if isinstance(v, dict) else v for k, v in _items(r.run.config.update).items()}
+            )
         elif kind == "config":
-            run["config"].update({k: v.get("value", v) if isinstance(v, dict) else v
-                                  for k, v in _items(r.config.update).items()})
+            run["config"].update(
+                {k: v.get("value", v) if isinstance(v, dict) else v for k, v in _items(r.config.update).items()}
+            )
         elif kind == "history":
             run["history"].append(_items(r.history.item))
         elif kind == "summary":

@@ -53,6 +53,7 @@ class _Section(BaseModel):
 
 # --------------------------------------------------------------------------- trial hyperparameters
 
+
 class TrialConfig(_Section):
     """One point of the classifier search space: the model's architecture plus its optimiser settings."""
 
@@ -121,8 +122,10 @@ def parse_space(raw: Any, model: type[BaseModel] = TrialConfig) -> dict[str, Any
             out[key] = _check_hp(model, key, dim, "")
             continue
         if len(dim) != 1 or next(iter(dim)) not in SPACE_KINDS:
-            raise ValueError(f"{key}: a dimension is one of {{choice: [...]}}, {{uniform: [low, high]}}, "
-                             f"{{loguniform: [low, high]}}, {{int: [low, high]}}; got {dim!r}")
+            raise ValueError(
+                f"{key}: a dimension is one of {{choice: [...]}}, {{uniform: [low, high]}}, "
+                f"{{loguniform: [low, high]}}, {{int: [low, high]}}; got {dim!r}"
+            )
         kind, args = next(iter(dim.items()))
         where = f".{kind}"
         if not isinstance(args, list) or not args:
@@ -136,11 +139,14 @@ def parse_space(raw: Any, model: type[BaseModel] = TrialConfig) -> dict[str, Any
         if len(args) != 2:
             raise ValueError(f"{key}{where}: expected [low, high], got {args!r}")
         if kind in ("uniform", "loguniform") and key not in _FLOAT_HPS:
-            raise ValueError(f"{key}{where}: {kind} is for float hyperparameters ({', '.join(sorted(_FLOAT_HPS))}); "
-                             f"use choice or int")
+            raise ValueError(
+                f"{key}{where}: {kind} is for float hyperparameters ({', '.join(sorted(_FLOAT_HPS))}); "
+                f"use choice or int"
+            )
         if kind == "int" and key not in _INT_HPS:
-            raise ValueError(f"{key}{where}: int ranges are for integer hyperparameters "
-                             f"({', '.join(sorted(_INT_HPS))})")
+            raise ValueError(
+                f"{key}{where}: int ranges are for integer hyperparameters ({', '.join(sorted(_INT_HPS))})"
+            )
         if kind == "int" and not all(isinstance(a, int) and not isinstance(a, bool) for a in args):
             raise ValueError(f"{key}{where}: bounds must be integers, got {args!r}")
         low, high = (_check_hp(model, key, a, where) for a in args)
@@ -153,6 +159,7 @@ def parse_space(raw: Any, model: type[BaseModel] = TrialConfig) -> dict[str, Any
 
 
 # --------------------------------------------------------------------------- sections
+
 
 class PrepareParams(_Section):
     val_fraction: Annotated[float, Field(gt=0, lt=1)]
@@ -175,9 +182,10 @@ class Resources(_Section):
 
 def expected_trial_epochs(grace_period: int, reduction_factor: float, max_epochs: int) -> float:
     """Epochs an ASHA trial runs on average: all of them reach the grace period, and a share 1/reduction_factor of
-    each rung goes on to the next (Ray's rungs: grace_period * reduction_factor**k below max_epochs, then max_epochs)."""
+    each rung goes on to the next (Ray's rungs: grace_period * reduction_factor**k below max_epochs, then
+    max_epochs)."""
     rungs = int(math.log(max_epochs / grace_period) / math.log(reduction_factor) + 1)
-    at = sorted({math.ceil(grace_period * reduction_factor ** k) for k in range(rungs)} - {max_epochs})
+    at = sorted({math.ceil(grace_period * reduction_factor**k) for k in range(rungs)} - {max_epochs})
     at = [m for m in at if m < max_epochs] + [max_epochs]
     return at[0] + sum((b - a) / reduction_factor ** (k + 1) for k, (a, b) in enumerate(zip(at, at[1:])))
 
@@ -212,10 +220,12 @@ class SweepParams(_Section):
     @classmethod
     def _startup(cls, v: Any) -> Any:
         ok = (isinstance(v, int) and not isinstance(v, bool) and v >= 1) or (
-            isinstance(v, float) and (0 < v < 1 or (v >= 1 and v.is_integer())))
+            isinstance(v, float) and (0 < v < 1 or (v >= 1 and v.is_integer()))
+        )
         if not ok:
-            raise ValueError(f"must be a number of trials (1, 2, ...) or a share of num_samples between 0 and 1 "
-                             f"(got {v!r})")
+            raise ValueError(
+                f"must be a number of trials (1, 2, ...) or a share of num_samples between 0 and 1 (got {v!r})"
+            )
         return int(v) if isinstance(v, float) and v >= 1 else v
 
     @field_validator("storage")
@@ -228,8 +238,10 @@ class SweepParams(_Section):
         from grutune.io import not_a_directory, workspace_root
 
         if (file := not_a_directory(workspace_root() / v)) is not None:
-            raise ValueError(f"{v} cannot hold sweeps: {file} is a file, not a directory (give a directory, a "
-                             f"cloud URI such as s3://bucket/dir, or null for .grutune/sweeps)")
+            raise ValueError(
+                f"{v} cannot hold sweeps: {file} is a file, not a directory (give a directory, a "
+                f"cloud URI such as s3://bucket/dir, or null for .grutune/sweeps)"
+            )
         return v
 
     @property
@@ -250,7 +262,7 @@ class SweepParams(_Section):
         return max(1, math.ceil(self.startup_trials * self.expected_trials))
 
     @model_validator(mode="after")
-    def _grace(self) -> "SweepParams":
+    def _grace(self) -> SweepParams:
         if self.grace_period > self.max_epochs:
             raise ValueError(f"grace_period ({self.grace_period}) must not exceed max_epochs ({self.max_epochs})")
         return self
@@ -276,17 +288,21 @@ class SearchParams(SweepParams):
     @classmethod
     def _objectives(cls, v: list[str]) -> list[str]:
         if not v or v[0] != "val_accuracy":
-            raise ValueError("the first objective must be val_accuracy (ASHA prunes on it); add costs after it, "
-                             f"from: {', '.join(list(OBJECTIVES)[1:])}")
+            raise ValueError(
+                "the first objective must be val_accuracy (ASHA prunes on it); add costs after it, "
+                f"from: {', '.join(list(OBJECTIVES)[1:])}"
+            )
         if len(set(v)) != len(v):
             raise ValueError(f"an objective is listed twice: {v}")
         return v
 
     @model_validator(mode="after")
-    def _pick(self) -> "SearchParams":
+    def _pick(self) -> SearchParams:
         if self.pick in COSTS and COSTS[self.pick] not in self.objectives:
-            raise ValueError(f"pick: {self.pick} needs {COSTS[self.pick]} in search.objectives "
-                             f"(now {self.objectives}); or pick: most_accurate")
+            raise ValueError(
+                f"pick: {self.pick} needs {COSTS[self.pick]} in search.objectives "
+                f"(now {self.objectives}); or pick: most_accurate"
+            )
         return self
 
 
@@ -341,14 +357,17 @@ class Params(_Section):
         return v
 
     @model_validator(mode="after")
-    def _gan_dataset(self) -> "Params":
+    def _gan_dataset(self) -> Params:
         if self.gan.dataset not in self.datasets:
-            raise ValueError(f"gan.dataset {self.gan.dataset!r} must be one of datasets {list(self.datasets)}: "
-                             f"the GAN is scored with the classifier trained on that dataset")
+            raise ValueError(
+                f"gan.dataset {self.gan.dataset!r} must be one of datasets {list(self.datasets)}: "
+                f"the GAN is scored with the classifier trained on that dataset"
+            )
         return self
 
 
 # --------------------------------------------------------------------------- loading
+
 
 def _format(e: ValidationError, path: Path) -> str:
     lines = []

@@ -19,9 +19,9 @@ import tempfile
 import urllib.parse
 import urllib.request
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import yaml
@@ -34,6 +34,7 @@ CHECKSUMS_ENV = "GRUTUNE_CHECKSUMS"  # a YAML file whose hashes replace the pinn
 
 
 # =========================================================================== registry
+
 
 @dataclass(frozen=True)
 class FileHashes:
@@ -66,16 +67,20 @@ DATASETS: dict[str, DatasetSpec] = {
         files={
             "train-images-idx3-ubyte.gz": FileHashes(
                 "md5:f68b3c2dcbeaaa9fbdd348bbdeb94873",
-                "sha256:ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+                "sha256:ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            ),
             "train-labels-idx1-ubyte.gz": FileHashes(
                 "md5:d53e105ee54ea40749a09fcbcd1e9432",
-                "sha256:65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+                "sha256:65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            ),
             "t10k-images-idx3-ubyte.gz": FileHashes(
                 "md5:9fb629c4189551a2d022fa330f9573f3",
-                "sha256:0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+                "sha256:0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            ),
             "t10k-labels-idx1-ubyte.gz": FileHashes(
                 "md5:ec29112dd5afa0611ce80d1b7f02629c",
-                "sha256:ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+                "sha256:ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+            ),
         },
         classes=tuple(str(d) for d in range(10)),
         image_shape=(28, 28, 1),
@@ -89,19 +94,33 @@ DATASETS: dict[str, DatasetSpec] = {
         files={
             "train-images-idx3-ubyte.gz": FileHashes(
                 "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-                "sha256:c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+                "sha256:c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            ),
             "train-labels-idx1-ubyte.gz": FileHashes(
                 "md5:25c81989df183df01b3e8a0aad5dffbe",
-                "sha256:bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+                "sha256:bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            ),
             "t10k-images-idx3-ubyte.gz": FileHashes(
                 "md5:bef4ecab320f06d8554ea6380940ec79",
-                "sha256:5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+                "sha256:5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            ),
             "t10k-labels-idx1-ubyte.gz": FileHashes(
                 "md5:bb300cfdad3c16e7a12a480ee83cd310",
-                "sha256:0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+                "sha256:0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            ),
         },
-        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        classes=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
         image_shape=(28, 28, 1),
         flip=True,
     ),
@@ -127,6 +146,7 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 
 # =========================================================================== checksums
+
 
 def _check_hash_string(value: object, where: str, *, sha256_only: bool = False) -> str:
     """Refuse anything but "<algorithm>:<hex digest of the right length>"."""
@@ -166,13 +186,14 @@ def load_checksums(path: str | os.PathLike) -> dict[str, dict[str, FileHashes]]:
             if fname not in official:
                 raise DataError(f"{path}: {dataset}: unknown file {fname!r}; valid: {', '.join(official)}")
             if not isinstance(entry, dict) or set(entry) - {"archive", "content"} or "archive" not in entry:
-                raise DataError(f"{where}: expected {{archive: 'alg:hex', content: 'sha256:hex' or null}}, "
-                                f"got {entry!r}")
+                raise DataError(
+                    f"{where}: expected {{archive: 'alg:hex', content: 'sha256:hex' or null}}, got {entry!r}"
+                )
             content = entry.get("content")
             out[dataset][fname] = FileHashes(
                 archive=_check_hash_string(entry["archive"], f"{where}.archive"),
-                content=None if content is None else _check_hash_string(content, f"{where}.content",
-                                                                        sha256_only=True))
+                content=None if content is None else _check_hash_string(content, f"{where}.content", sha256_only=True),
+            )
     return out
 
 
@@ -188,8 +209,11 @@ def expected_hashes(name: str, checksums: str | os.PathLike | None = None) -> di
         overrides = load_checksums(checksums)
         if name in overrides:
             files.update(overrides[name])
-            print(f"{name}: using checksums for {', '.join(overrides[name])} from {checksums} "
-                  f"({CHECKSUMS_ENV}), not the pinned ones", file=sys.stderr)
+            print(
+                f"{name}: using checksums for {', '.join(overrides[name])} from {checksums} "
+                f"({CHECKSUMS_ENV}), not the pinned ones",
+                file=sys.stderr,
+            )
     return files
 
 
@@ -242,6 +266,7 @@ def verify_file(path: Path, hashes: FileHashes) -> str | None:
 
 # =========================================================================== fetch
 
+
 @contextlib.contextmanager
 def _quiet_pooch() -> Iterator[None]:
     """Silence pooch's per-download info lines (we print our own, one per file)."""
@@ -272,8 +297,9 @@ def _download(base: str, fname: str, tmp_dir: Path, retries: int) -> Path:
         import pooch
 
         url = base.rstrip("/") + "/" + urllib.parse.quote(fname)
-        pup = pooch.create(path=tmp_dir, base_url="", registry={fname: None}, urls={fname: url},
-                           retry_if_failed=retries)
+        pup = pooch.create(
+            path=tmp_dir, base_url="", registry={fname: None}, urls={fname: url}, retry_if_failed=retries
+        )
         return Path(pup.fetch(fname, progressbar=sys.stderr.isatty()))
     if scheme == "file":
         base = urllib.request.url2pathname(urllib.parse.urlsplit(base).path)
@@ -291,8 +317,14 @@ def _umask() -> int:
     return mask
 
 
-def fetch(name: str, dest: str | os.PathLike, mirror: str | None = None, *,
-          checksums: str | os.PathLike | None = None, retries: int = 2) -> list[Path]:
+def fetch(
+    name: str,
+    dest: str | os.PathLike,
+    mirror: str | None = None,
+    *,
+    checksums: str | os.PathLike | None = None,
+    retries: int = 2,
+) -> list[Path]:
     """Put every official file of dataset `name` into `dest`, verified; return their paths in registry order.
 
     Sources, per file: `mirror` (default $GRUTUNE_DATA_MIRROR; "" for none: a directory or an http/https/file
@@ -321,8 +353,10 @@ def fetch(name: str, dest: str | os.PathLike, mirror: str | None = None, *,
         failures = []
         for base in _sources(name, mirror):
             where = base.rstrip("/") + "/" + fname
-            with tempfile.TemporaryDirectory(prefix=f".{staging.name}.fetch-", dir=staging.parent) as tmp, \
-                    _quiet_pooch():
+            with (
+                tempfile.TemporaryDirectory(prefix=f".{staging.name}.fetch-", dir=staging.parent) as tmp,
+                _quiet_pooch(),
+            ):
                 try:
                     got = _download(base, fname, Path(tmp), retries)
                 except (OSError, ValueError) as e:  # requests' errors are OSErrors: 404, refused, reset, ...
@@ -339,8 +373,7 @@ def fetch(name: str, dest: str | os.PathLike, mirror: str | None = None, *,
             break
         else:
             lines = "\n".join(f"  - {f}" for f in failures)
-            raise DataError(f"{name}: could not get a verified {fname} from any of {len(failures)} source(s):\n"
-                            f"{lines}")
+            raise DataError(f"{name}: could not get a verified {fname} from any of {len(failures)} source(s):\n{lines}")
     return paths
 
 
@@ -367,12 +400,14 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     data = _read_maybe_gzip(path)
     if len(data) < 4 or data[:2] != b"\0\0":
-        raise DataError(f"{path}: not an IDX file (bad magic number {data[:4].hex() or 'empty'}; "
-                        f"expected 0000<dtype><ndim>)")
+        raise DataError(
+            f"{path}: not an IDX file (bad magic number {data[:4].hex() or 'empty'}; expected 0000<dtype><ndim>)"
+        )
     code, ndim = data[2], data[3]
     if code not in _IDX_DTYPES:
-        raise DataError(f"{path}: unknown IDX dtype code 0x{code:02x}; "
-                        f"valid: {', '.join(f'0x{c:02x}' for c in _IDX_DTYPES)}")
+        raise DataError(
+            f"{path}: unknown IDX dtype code 0x{code:02x}; valid: {', '.join(f'0x{c:02x}' for c in _IDX_DTYPES)}"
+        )
     header = 4 + 4 * ndim
     if ndim == 0 or len(data) < header:
         raise DataError(f"{path}: IDX header declares {ndim} dimensions but the file has {len(data)} bytes")
@@ -380,19 +415,22 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     dtype = np.dtype(_IDX_DTYPES[code])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) - header != expected:
-        raise DataError(f"{path}: IDX payload is {len(data) - header} bytes, but shape {shape} of {dtype.name} "
-                        f"needs {expected}")
+        raise DataError(
+            f"{path}: IDX payload is {len(data) - header} bytes, but shape {shape} of {dtype.name} needs {expected}"
+        )
     return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 CIFAR10_MEMBERS = tuple(f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6)) + (
-    "cifar-10-batches-bin/test_batch.bin",)
+    "cifar-10-batches-bin/test_batch.bin",
+)
 CIFAR10_META = "cifar-10-batches-bin/batches.meta.txt"
 _CIFAR10_RECORD = 1 + 3 * 32 * 32
 
 
-def read_cifar10_binary(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                                            tuple[str, ...]]:
+def read_cifar10_binary(
+    path: str | os.PathLike,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """Read cifar-10-binary.tar.gz in memory (no extraction): (x_train, y_train, x_test, y_test, classes).
 
     Images come back uint8 (N, 32, 32, 3); labels uint8 as stored.
@@ -405,8 +443,10 @@ def read_cifar10_binary(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
                 try:
                     info = tar.getmember(member)
                 except KeyError:
-                    raise DataError(f"{path}: member {member} missing; a CIFAR-10 binary archive has "
-                                    f"{', '.join(CIFAR10_MEMBERS + (CIFAR10_META,))}") from None
+                    raise DataError(
+                        f"{path}: member {member} missing; a CIFAR-10 binary archive has "
+                        f"{', '.join(CIFAR10_MEMBERS + (CIFAR10_META,))}"
+                    ) from None
                 f = tar.extractfile(info) if info.isfile() else None
                 if f is None:
                     raise DataError(f"{path}: member {member} is not a regular file")
@@ -417,8 +457,10 @@ def read_cifar10_binary(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
     def records(member: str) -> tuple[np.ndarray, np.ndarray]:
         raw = blobs[member]
         if not raw or len(raw) % _CIFAR10_RECORD:
-            raise DataError(f"{path}: {member} is {len(raw)} bytes, not a positive multiple of the "
-                            f"{_CIFAR10_RECORD}-byte record (1 label + 3x32x32 pixels)")
+            raise DataError(
+                f"{path}: {member} is {len(raw)} bytes, not a positive multiple of the "
+                f"{_CIFAR10_RECORD}-byte record (1 label + 3x32x32 pixels)"
+            )
         rec = np.frombuffer(raw, np.uint8).reshape(-1, _CIFAR10_RECORD)
         # (N, 3072) channel-major -> (N, 3, 32, 32) -> (N, 32, 32, 3)
         x = np.ascontiguousarray(rec[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
@@ -426,14 +468,15 @@ def read_cifar10_binary(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
 
     train = [records(m) for m in CIFAR10_MEMBERS[:-1]]
     x_test, y_test = records(CIFAR10_MEMBERS[-1])
-    classes = tuple(line.strip() for line in blobs[CIFAR10_META].decode("ascii", "replace").splitlines()
-                    if line.strip())
-    return (np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), x_test, y_test,
-            classes)
+    classes = tuple(
+        line.strip() for line in blobs[CIFAR10_META].decode("ascii", "replace").splitlines() if line.strip()
+    )
+    return (np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), x_test, y_test, classes)
 
 
-def load_raw(name: str, raw_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                                            tuple[str, ...]]:
+def load_raw(
+    name: str, raw_dir: str | os.PathLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """Parse the fetched files of `name` in `raw_dir`: (x_train, y_train, x_test, y_test, classes).
 
     Images uint8 (N, H, W, C) (MNIST-style gets C=1), labels int64 in [0, num_classes).
@@ -449,8 +492,10 @@ def load_raw(name: str, raw_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndar
             xf, yf = raw_dir / f"{prefix}-images-idx3-ubyte.gz", raw_dir / f"{prefix}-labels-idx1-ubyte.gz"
             x, y = read_idx(xf), read_idx(yf)
             if x.dtype != np.uint8 or x.shape[1:] != spec.image_shape[:2]:
-                raise DataError(f"{xf}: expected uint8 images of shape (N, {spec.image_shape[0]}, "
-                                f"{spec.image_shape[1]}), got {x.dtype} {x.shape}")
+                raise DataError(
+                    f"{xf}: expected uint8 images of shape (N, {spec.image_shape[0]}, "
+                    f"{spec.image_shape[1]}), got {x.dtype} {x.shape}"
+                )
             if y.dtype != np.uint8 or y.ndim != 1:
                 raise DataError(f"{yf}: expected a 1-d uint8 label array, got {y.dtype} {y.shape}")
             parts.append((x[..., None], y, yf))  # (N, H, W) -> (N, H, W, 1)
@@ -459,8 +504,7 @@ def load_raw(name: str, raw_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndar
         archive = raw_dir / next(iter(spec.files))
         x_train, y_train, x_test, y_test, classes = read_cifar10_binary(archive)
         if classes != spec.classes:
-            raise DataError(f"{archive}: batches.meta.txt lists classes {list(classes)}, "
-                            f"expected {list(spec.classes)}")
+            raise DataError(f"{archive}: batches.meta.txt lists classes {list(classes)}, expected {list(spec.classes)}")
         parts = [(x_train, y_train, archive), (x_test, y_test, archive)]
     else:  # pragma: no cover - the registry is static
         raise DataError(f"{name}: unknown format {spec.format!r}")
@@ -502,16 +546,18 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def prepare(name: str, raw_dir: str | os.PathLike, out_path: str | os.PathLike, val_fraction: float,
-            seed: int) -> dict:
+def prepare(name: str, raw_dir: str | os.PathLike, out_path: str | os.PathLike, val_fraction: float, seed: int) -> dict:
     """Parse the raw files, carve a seeded validation split from train, write one .npz; return a small summary."""
     x_train, y_train, x_test, y_test, classes = load_raw(name, raw_dir)
     train_idx, val_idx = split_indices(len(y_train), val_fraction, seed)
     arrays = {
         "dataset": np.array(name),
-        "x_train": x_train[train_idx], "y_train": y_train[train_idx],
-        "x_val": x_train[val_idx], "y_val": y_train[val_idx],
-        "x_test": x_test, "y_test": y_test,
+        "x_train": x_train[train_idx],
+        "y_train": y_train[train_idx],
+        "x_val": x_train[val_idx],
+        "y_val": y_train[val_idx],
+        "x_test": x_test,
+        "y_test": y_test,
         "classes": np.array(classes, dtype=str),  # unicode, not object: loads with allow_pickle=False
     }
     digest = content_hash(arrays)
@@ -569,10 +615,18 @@ def load_prepared(path: str | os.PathLike, verify: bool = True, name: str | None
         raise DataError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from None
     stored = str(arrays["content_hash"])
     if verify and content_hash(arrays) != stored:
-        raise DataError(f"{path}: content hash mismatch: stored {stored}, computed {content_hash(arrays)}; "
-                        f"the file is corrupt, re-run prepare")
+        raise DataError(
+            f"{path}: content hash mismatch: stored {stored}, computed {content_hash(arrays)}; "
+            f"the file is corrupt, re-run prepare"
+        )
     if name is not None and str(arrays["dataset"]) != name:
-        raise DataError(f"{path} holds dataset {str(arrays['dataset'])!r}, not {name!r}: pass the prepare stage's "
-                        f"output for {name!r}")
-    return Prepared(name=str(arrays["dataset"]), **{k: arrays[k] for k in SPLIT_KEYS},
-                    classes=tuple(str(c) for c in arrays["classes"]), content_hash=stored)
+        raise DataError(
+            f"{path} holds dataset {str(arrays['dataset'])!r}, not {name!r}: pass the prepare stage's "
+            f"output for {name!r}"
+        )
+    return Prepared(
+        name=str(arrays["dataset"]),
+        **{k: arrays[k] for k in SPLIT_KEYS},
+        classes=tuple(str(c) for c in arrays["classes"]),
+        content_hash=stored,
+    )

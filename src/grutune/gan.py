@@ -15,8 +15,8 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -38,15 +38,19 @@ class Recipe:
     """How a GAN is trained, whatever its architecture (gan.* in params.yaml)."""
 
     batch_size: int = 128
-    loss: str = "hinge"        # "hinge" or "nonsaturating"
-    ema_decay: float = 0.999   # 0: sample from the raw generator
-    r1_gamma: float = 0.0      # 0: no R1 penalty
+    loss: str = "hinge"  # "hinge" or "nonsaturating"
+    ema_decay: float = 0.999  # 0: sample from the raw generator
+    r1_gamma: float = 0.0  # 0: no R1 penalty
 
     @classmethod
-    def of(cls, gan_params) -> "Recipe":
+    def of(cls, gan_params) -> Recipe:
         """The recipe in a GanParams section."""
-        return cls(batch_size=gan_params.batch_size, loss=gan_params.loss, ema_decay=gan_params.ema_decay,
-                   r1_gamma=gan_params.r1_gamma)
+        return cls(
+            batch_size=gan_params.batch_size,
+            loss=gan_params.loss,
+            ema_decay=gan_params.ema_decay,
+            r1_gamma=gan_params.r1_gamma,
+        )
 
 
 def _ema(decay: float) -> Callable:
@@ -85,12 +89,24 @@ def new_gan(hp, *, shape, noise_dim: int, device: torch.device, ema_decay: float
     """A fresh GAN for one point of the GAN space (a GanTrialConfig), on `device`, with Adam (β1=0.5, as in DCGAN)
     for each player."""
     shape = tuple(int(d) for d in shape)
-    G = build_generator(dict(kind=hp.generator, out_shape=shape, noise_dim=noise_dim, hidden_size=hp.hidden_size,
-                             num_layers=hp.num_layers)).to(device)
+    G = build_generator(
+        dict(
+            kind=hp.generator,
+            out_shape=shape,
+            noise_dim=noise_dim,
+            hidden_size=hp.hidden_size,
+            num_layers=hp.num_layers,
+        )
+    ).to(device)
     D = Discriminator(in_shape=shape, backbone=hp.backbone).to(device)
     ema = AveragedModel(G, avg_fn=_ema(ema_decay), use_buffers=True) if ema_decay > 0 else None
-    return Gan(G, D, torch.optim.Adam(G.parameters(), lr=hp.lr_g, betas=(0.5, 0.999)),
-               torch.optim.Adam(D.parameters(), lr=hp.lr_d, betas=(0.5, 0.999)), ema)
+    return Gan(
+        G,
+        D,
+        torch.optim.Adam(G.parameters(), lr=hp.lr_g, betas=(0.5, 0.999)),
+        torch.optim.Adam(D.parameters(), lr=hp.lr_d, betas=(0.5, 0.999)),
+        ema,
+    )
 
 
 def _d_loss(loss: str, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
@@ -103,9 +119,18 @@ def _g_loss(loss: str, d_gen: torch.Tensor) -> torch.Tensor:
     return -d_gen.mean() if loss == "hinge" else F.softplus(-d_gen).mean()  # non-saturating: BCE(fake, 1)
 
 
-def train_gan(gan: Gan, data: Split, recipe: Recipe, *, epochs: int, seed: int, start_epoch: int = 0,
-              subset: int | None = None, on_epoch: Callable[[dict], None] = lambda m: None,
-              progress: bool = False) -> list[dict]:
+def train_gan(
+    gan: Gan,
+    data: Split,
+    recipe: Recipe,
+    *,
+    epochs: int,
+    seed: int,
+    start_epoch: int = 0,
+    subset: int | None = None,
+    on_epoch: Callable[[dict], None] = lambda m: None,
+    progress: bool = False,
+) -> list[dict]:
     """Train from `start_epoch` up to `epochs`, one D step and one G step per batch; raises NonFiniteLoss on
     divergence. `on_epoch` sees each epoch's mean losses and D's mean belief (sigmoid of its logit) in real and fake.
     With `progress`, a progress bar within each epoch on a terminal.
@@ -121,13 +146,13 @@ def train_gan(gan: Gan, data: Split, recipe: Recipe, *, epochs: int, seed: int, 
         sums = torch.zeros(5, device=device)  # d_loss, g_loss, D(real), D(fake), r1
         steps = 0
         for i in batches(n, recipe.batch_size, f"epoch {epoch + 1}/{epochs}" if progress else None):
-            real = to_float(data.x[order[i:i + recipe.batch_size]]).requires_grad_(recipe.r1_gamma > 0)
+            real = to_float(data.x[order[i : i + recipe.batch_size]]).requires_grad_(recipe.r1_gamma > 0)
             fake = G(torch.randn(len(real), G.noise_dim, device=device))
             d_real, d_fake = D(real), D(fake.detach())
             d_loss = _d_loss(recipe.loss, d_real, d_fake)
             r1 = torch.zeros((), device=device)
             if recipe.r1_gamma > 0:  # R1: the gradient of D at real images, pushed towards 0
-                grad, = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+                (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
                 r1 = grad.pow(2).flatten(1).sum(1).mean()
                 d_loss = d_loss + recipe.r1_gamma / 2 * r1
             gan.opt_d.zero_grad(set_to_none=True)
@@ -139,14 +164,28 @@ def train_gan(gan: Gan, data: Split, recipe: Recipe, *, epochs: int, seed: int, 
             gan.opt_g.step()
             if gan.ema is not None:
                 gan.ema.update_parameters(G)
-            sums += torch.stack([d_loss.detach(), g_loss.detach(), torch.sigmoid(d_real).mean().detach(),
-                                 torch.sigmoid(d_fake).mean().detach(), r1.detach()])
+            sums += torch.stack(
+                [
+                    d_loss.detach(),
+                    g_loss.detach(),
+                    torch.sigmoid(d_real).mean().detach(),
+                    torch.sigmoid(d_fake).mean().detach(),
+                    r1.detach(),
+                ]
+            )
             steps += 1
         d_loss, g_loss, p_real, p_fake, r1 = (sums / steps).tolist()
         if not (math.isfinite(d_loss) and math.isfinite(g_loss)):
             raise NonFiniteLoss(f"GAN losses are d={d_loss}, g={g_loss} in epoch {epoch + 1}")
-        m = {"epoch": epoch + 1, "d_loss": d_loss, "g_loss": g_loss, "d_real": p_real, "d_fake": p_fake,
-             **({"r1": r1} if recipe.r1_gamma > 0 else {}), "images_per_s": n / (time.perf_counter() - t0)}
+        m = {
+            "epoch": epoch + 1,
+            "d_loss": d_loss,
+            "g_loss": g_loss,
+            "d_real": p_real,
+            "d_fake": p_fake,
+            **({"r1": r1} if recipe.r1_gamma > 0 else {}),
+            "images_per_s": n / (time.perf_counter() - t0),
+        }
         history.append(m)
         on_epoch(m)
     return history
@@ -158,7 +197,7 @@ def generate(G, n: int, *, seed: int, device: torch.device) -> torch.Tensor:
     G.eval()
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, G.noise_dim, generator=g).to(device)
-    return torch.cat([G(z[i:i + EVAL_BATCH]) for i in range(0, n, EVAL_BATCH)])
+    return torch.cat([G(z[i : i + EVAL_BATCH]) for i in range(0, n, EVAL_BATCH)])
 
 
 @torch.no_grad()
@@ -167,7 +206,7 @@ def classifier_view(clf, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     clf.eval()
     feats, probs = [], []
     for i in range(0, len(images), EVAL_BATCH):
-        x = images[i:i + EVAL_BATCH]
+        x = images[i : i + EVAL_BATCH]
         feats.append(clf.features(x).double().cpu())
         probs.append(F.softmax(clf(x).double(), dim=1).cpu())
     return torch.cat(feats).numpy(), torch.cat(probs).numpy()
@@ -186,8 +225,10 @@ class FidScorer:
 
     def __call__(self, G) -> dict:
         fake = generate(G, len(self.real), seed=self.seed, device=self.real.device)
-        return {"fid": float(frechet_distance(classifier_view(self.clf, fake)[0], self.features)),
-                "diversity": diversity(fake, self.real)}
+        return {
+            "fid": float(frechet_distance(classifier_view(self.clf, fake)[0], self.features)),
+            "diversity": diversity(fake, self.real),
+        }
 
 
 def score(G, clf, real_test: Split, real_train: Split, *, n: int, seed: int) -> dict:
@@ -206,16 +247,22 @@ def score(G, clf, real_test: Split, real_train: Split, *, n: int, seed: int) -> 
     k = fake_p.shape[1]
     fake_share = class_share(fake_p, k)
     real_share = np.bincount(real_test.y[:n].cpu().numpy().astype(np.int64), minlength=k)[:k] / n
-    return {"fid": float(frechet_distance(fake_f, test_f)), "inception_score": float(is_mean),
-            "inception_score_std": float(is_std), "reference_fid_train_vs_test": float(frechet_distance(train_f, test_f)),
-            "reference_inception_score_test": float(real_is),
-            "precision": precision, "recall": recall,
-            "reference_precision_train_vs_test": real_precision, "reference_recall_train_vs_test": real_recall,
-            # the class mix: per class, and its total variation distance from the real mix (0: the same; 1: disjoint)
-            "class_share": [round(float(v), 4) for v in fake_share],
-            "reference_class_share_test": [round(float(v), 4) for v in real_share],
-            "class_share_distance": round(float(np.abs(fake_share - real_share).sum() / 2), 4),
-            "eval_samples": n}
+    return {
+        "fid": float(frechet_distance(fake_f, test_f)),
+        "inception_score": float(is_mean),
+        "inception_score_std": float(is_std),
+        "reference_fid_train_vs_test": float(frechet_distance(train_f, test_f)),
+        "reference_inception_score_test": float(real_is),
+        "precision": precision,
+        "recall": recall,
+        "reference_precision_train_vs_test": real_precision,
+        "reference_recall_train_vs_test": real_recall,
+        # the class mix: per class, and its total variation distance from the real mix (0: the same; 1: disjoint)
+        "class_share": [round(float(v), 4) for v in fake_share],
+        "reference_class_share_test": [round(float(v), 4) for v in real_share],
+        "class_share_distance": round(float(np.abs(fake_share - real_share).sum() / 2), 4),
+        "eval_samples": n,
+    }
 
 
 @dataclass(frozen=True)
@@ -230,9 +277,23 @@ class TrainedGan:
     val_fid: float
 
 
-def train_best(hp, recipe: Recipe, clf, data, *, epochs: int, noise_dim: int, subset: int | None, eval_samples: int,
-               eval_every: int, min_diversity: float, seed: int, device: torch.device,
-               on_epoch: Callable[[dict], None] = lambda m: None, progress: bool = False) -> TrainedGan:
+def train_best(
+    hp,
+    recipe: Recipe,
+    clf,
+    data,
+    *,
+    epochs: int,
+    noise_dim: int,
+    subset: int | None,
+    eval_samples: int,
+    eval_every: int,
+    min_diversity: float,
+    seed: int,
+    device: torch.device,
+    on_epoch: Callable[[dict], None] = lambda m: None,
+    progress: bool = False,
+) -> TrainedGan:
     """Train a GAN config from scratch on a Prepared dataset's train split and keep its epoch with the best
     validation FID (`eval_samples` samples against as many validation images, in `clf`'s features).
 
@@ -243,7 +304,7 @@ def train_best(hp, recipe: Recipe, clf, data, *, epochs: int, noise_dim: int, su
     torch.manual_seed(seed)
     gan = new_gan(hp, shape=data.x_train.shape[1:], noise_dim=noise_dim, device=device, ema_decay=recipe.ema_decay)
     train, val = Split.of(data.x_train, data.y_train, device), Split.of(data.x_val, data.y_val, device)
-    val_fid = FidScorer(clf, to_float(val.x[:min(eval_samples, len(val))]), seed=seed)
+    val_fid = FidScorer(clf, to_float(val.x[: min(eval_samples, len(val))]), seed=seed)
     best: dict = {}
     scored: list[tuple[int, float]] = []
 
@@ -253,17 +314,24 @@ def train_best(hp, recipe: Recipe, clf, data, *, epochs: int, noise_dim: int, su
             m.update(val_fid=s["fid"], diversity=s["diversity"])
             scored.append((m["epoch"], s["diversity"]))
             if s["diversity"] >= min_diversity and s["fid"] < best.get("fid", math.inf):
-                best.update(fid=s["fid"], epoch=m["epoch"], G=copy.deepcopy(gan.sampler.state_dict()),
-                            D=copy.deepcopy(gan.D.state_dict()))
+                best.update(
+                    fid=s["fid"],
+                    epoch=m["epoch"],
+                    G=copy.deepcopy(gan.sampler.state_dict()),
+                    D=copy.deepcopy(gan.D.state_dict()),
+                )
         on_epoch(m)
 
-    history = train_gan(gan, train, recipe, epochs=epochs, seed=seed, subset=subset, on_epoch=epoch_end,
-                        progress=progress)
+    history = train_gan(
+        gan, train, recipe, epochs=epochs, seed=seed, subset=subset, on_epoch=epoch_end, progress=progress
+    )
     if not best:
         spread = ", ".join(f"epoch {e}: {d:.3f}" for e, d in scored)
-        raise Collapsed(f"the GAN collapsed at every scored epoch: sample diversity {spread}, below "
-                        f"gan_search.min_diversity {min_diversity} (real images: 1); config {hp.model_dump()}. "
-                        f"Nothing was written: pick another config in gan_search's space, or lower the learning rates")
+        raise Collapsed(
+            f"the GAN collapsed at every scored epoch: sample diversity {spread}, below "
+            f"gan_search.min_diversity {min_diversity} (real images: 1); config {hp.model_dump()}. "
+            f"Nothing was written: pick another config in gan_search's space, or lower the learning rates"
+        )
     G = gan.sampler
     G.load_state_dict(best["G"])
     gan.D.load_state_dict(best["D"])
@@ -274,15 +342,18 @@ def load_generator(path, data_hash: str, device: torch.device | str = "cpu") -> 
     """The gan stage's generator and its checkpoint, refusing one trained on other data than `data_hash`."""
     ckpt = load_checkpoint(path, device)
     if ckpt.get("data_hash") != data_hash:
-        raise GrutuneError(f"{path} was trained on other data ({ckpt.get('data_hash')}) than the prepared dataset "
-                           f"({data_hash}): rerun the gan stage")
+        raise GrutuneError(
+            f"{path} was trained on other data ({ckpt.get('data_hash')}) than the prepared dataset "
+            f"({data_hash}): rerun the gan stage"
+        )
     G = build_generator(ckpt["model_kwargs"])
     G.load_state_dict(ckpt["model"])
     return G.to(device), ckpt
 
 
-def evaluate_gan(G, clf, data, *, eval_samples: int, seed: int, device: torch.device,
-                 grid: int = 8) -> tuple[dict, np.ndarray]:
+def evaluate_gan(
+    G, clf, data, *, eval_samples: int, seed: int, device: torch.device, grid: int = 8
+) -> tuple[dict, np.ndarray]:
     """A trained generator's test scores (FID and IS against the test split, with the real-data references) and a
     grid of samples, (rows, cols, C) in [0, 1]."""
     test, train = Split.of(data.x_test, data.y_test, device), Split.of(data.x_train, data.y_train, device)
@@ -302,8 +373,9 @@ class FinalGan:
     grid: np.ndarray  # (rows, cols, C) in [0, 1]
 
 
-def train_and_score(hp, recipe: Recipe, clf, data, *, eval_samples: int, seed: int, device: torch.device,
-                    grid: int = 8, **train) -> FinalGan:
+def train_and_score(
+    hp, recipe: Recipe, clf, data, *, eval_samples: int, seed: int, device: torch.device, grid: int = 8, **train
+) -> FinalGan:
     """Train a config keeping its best epoch (`train_best`, with `train`'s other arguments), then score that one on
     the test split with `eval_samples` samples."""
     t = train_best(hp, recipe, clf, data, eval_samples=eval_samples, seed=seed, device=device, **train)
@@ -323,5 +395,5 @@ def image_grid(images: np.ndarray, nrow: int, pad: int = 2) -> np.ndarray:
     grid = np.ones((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), dtype=images.dtype)
     for k, img in enumerate(images):
         r, col = divmod(k, nrow)
-        grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + col * (w + pad):pad + col * (w + pad) + w] = img
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = img
     return grid

@@ -1,4 +1,5 @@
-"""File outputs, written atomically: an interrupted stage never leaves half a file where a later stage would trust it."""
+"""File outputs, written atomically: an interrupted stage never leaves half a file where a later stage would trust
+it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import yaml
 
@@ -61,8 +63,9 @@ def write_png(path: str | os.PathLike, image) -> None:
     import matplotlib.image
 
     with atomic_path(path) as tmp:
-        matplotlib.image.imsave(tmp, image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray",
-                                vmin=0, vmax=1, format="png")
+        matplotlib.image.imsave(
+            tmp, image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1, format="png"
+        )
 
 
 def write_sweep_outputs(result, args) -> None:
@@ -75,10 +78,13 @@ def write_sweep_outputs(result, args) -> None:
     write_csv(args.progress_time, result.progress_time, fieldnames=list(result.progress_time[0]))
 
 
-SWEEP_OUTPUTS = {"best": "the best config (YAML)", "trials": "one row per trial (CSV)",
-                 "metrics": "the sweep's counts and best value, for DVC (JSON)",
-                 "progress": "best so far by trial, for DVC plots (CSV)",
-                 "progress_time": "best so far by wall time, for DVC plots (CSV)"}
+SWEEP_OUTPUTS = {
+    "best": "the best config (YAML)",
+    "trials": "one row per trial (CSV)",
+    "metrics": "the sweep's counts and best value, for DVC (JSON)",
+    "progress": "best so far by trial, for DVC plots (CSV)",
+    "progress_time": "best so far by wall time, for DVC plots (CSV)",
+}
 
 
 DVC_TEMP_WORKSPACES = (".dvc", "tmp", "exps")  # dvc exp run --temp/--queue: <repo>/.dvc/tmp/exps/<tmp dir>/
@@ -92,7 +98,7 @@ def workspace_root(cwd: str | os.PathLike | None = None) -> Path:
     parts = here.absolute().parts
     n = len(DVC_TEMP_WORKSPACES)
     for i in range(len(parts) - n - 1, 0, -1):  # the innermost match: the temp copy's own parent repo
-        if parts[i:i + n] == DVC_TEMP_WORKSPACES:
+        if parts[i : i + n] == DVC_TEMP_WORKSPACES:
             return Path(*parts[:i])
     return here
 
@@ -110,17 +116,25 @@ def add_output_options(ap, outputs: dict[str, str]) -> None:
     dvc.yaml, and nowhere else), and where W&B writes its runs."""
     for name, what in outputs.items():
         ap.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True, metavar="PATH", help=what)
-    ap.add_argument("--wandb-dir", type=Path, default=workspace_root(),
-                    help="W&B writes its runs under DIR/wandb (default: the DVC workspace, also for a queued or "
-                         "--temp experiment: %(default)s)")
+    ap.add_argument(
+        "--wandb-dir",
+        type=Path,
+        default=workspace_root(),
+        help="W&B writes its runs under DIR/wandb (default: the DVC workspace, also for a queued or "
+        "--temp experiment: %(default)s)",
+    )
 
 
 def add_sweep_arguments(ap, more_outputs: dict[str, str] | None = None) -> None:
     """A sweep stage's options: where each output goes, and where the sweep's state lives."""
     add_output_options(ap, {**SWEEP_OUTPUTS, **(more_outputs or {})})
-    ap.add_argument("--state-dir", type=Path, default=workspace_root() / ".grutune/sweeps",
-                    help="where Tune keeps the sweep's state unless its `storage` param is set (default: the DVC "
-                         "workspace's, also for a queued or --temp experiment: %(default)s)")
+    ap.add_argument(
+        "--state-dir",
+        type=Path,
+        default=workspace_root() / ".grutune/sweeps",
+        help="where Tune keeps the sweep's state unless its `storage` param is set (default: the DVC "
+        "workspace's, also for a queued or --temp experiment: %(default)s)",
+    )
 
 
 TRAIN_LOG_COLUMNS = ["epoch", "train_loss", "train_accuracy", "lr", "images_per_s"]
@@ -129,6 +143,12 @@ TRAIN_LOG_COLUMNS = ["epoch", "train_loss", "train_accuracy", "lr", "images_per_
 def write_classifier_outputs(metrics: dict, final, data, *, metrics_path, confusion, log) -> None:
     """The train stage's files: test metrics (JSON), (actual, predicted) per test image and per-epoch curves (CSV)."""
     write_json(metrics_path, metrics)
-    write_csv(confusion, ({"actual": data.classes[t], "predicted": data.classes[p]}
-                          for t, p in zip(data.y_test, final.test["pred"].numpy())), fieldnames=["actual", "predicted"])
+    write_csv(
+        confusion,
+        (
+            {"actual": data.classes[t], "predicted": data.classes[p]}
+            for t, p in zip(data.y_test, final.test["pred"].numpy())
+        ),
+        fieldnames=["actual", "predicted"],
+    )
     write_csv(log, final.history, fieldnames=TRAIN_LOG_COLUMNS)

@@ -65,8 +65,8 @@ def _knn_radii(x: np.ndarray, k: int, chunk: int) -> np.ndarray:
     """Each point's squared distance to its k-th nearest neighbour in x, itself excluded."""
     out = np.empty(len(x))
     for i in range(0, len(x), chunk):
-        d = _sq_distances(x[i:i + chunk], x)
-        out[i:i + chunk] = np.partition(d, k, axis=1)[:, k]  # column 0 of the sorted row is the point itself
+        d = _sq_distances(x[i : i + chunk], x)
+        out[i : i + chunk] = np.partition(d, k, axis=1)[:, k]  # column 0 of the sorted row is the point itself
     return out
 
 
@@ -74,7 +74,7 @@ def _coverage(points: np.ndarray, manifold: np.ndarray, radii: np.ndarray, chunk
     """The share of `points` inside at least one ball (centre in `manifold`, squared radius in `radii`)."""
     inside = 0
     for i in range(0, len(points), chunk):
-        inside += int((_sq_distances(points[i:i + chunk], manifold) <= radii[None, :]).any(1).sum())
+        inside += int((_sq_distances(points[i : i + chunk], manifold) <= radii[None, :]).any(1).sum())
     return inside / len(points)
 
 
@@ -122,6 +122,7 @@ def per_class_accuracy(y_true, y_pred, num_classes: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- Pareto front
+
 
 def dominates(a, b, senses) -> bool:
     """Whether point a dominates b: at least as good in every objective and better in one. `senses` holds +1 for an

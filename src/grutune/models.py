@@ -8,7 +8,7 @@ rebuilds it exactly. Parts are chosen by name from the plain-dict registries CEL
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +48,10 @@ def _none(in_channels: int, norm: str = "batch") -> nn.Module:
 def _conv(in_channels: int, norm: str = "batch") -> nn.Module:
     """Two 3x3 conv-norm-ReLU layers; the second halves the rows (28 -> 14 time steps)."""
     return nn.Sequential(
-        *_conv_norm(in_channels, 32, 3, 1, norm), nn.ReLU(inplace=True),  # (B, C, H, W) -> (B, 32, H, W)
-        *_conv_norm(32, 32, 3, 2, norm), nn.ReLU(inplace=True),  # -> (B, 32, H/2, W/2)
+        *_conv_norm(in_channels, 32, 3, 1, norm),
+        nn.ReLU(inplace=True),  # (B, C, H, W) -> (B, 32, H, W)
+        *_conv_norm(32, 32, 3, 2, norm),
+        nn.ReLU(inplace=True),  # -> (B, 32, H/2, W/2)
     )
 
 
@@ -59,7 +61,8 @@ class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, norm: str):
         super().__init__()
         self.body = nn.Sequential(
-            *_conv_norm(cin, cout, 3, stride, norm), nn.ReLU(inplace=True),  # (B, cin, H, W) -> (B, cout, H/s, W/s)
+            *_conv_norm(cin, cout, 3, stride, norm),
+            nn.ReLU(inplace=True),  # (B, cin, H, W) -> (B, cout, H/s, W/s)
             *_conv_norm(cout, cout, 3, 1, norm),  # same shape
         )
         same = stride == 1 and cin == cout
@@ -72,7 +75,8 @@ class BasicBlock(nn.Module):
 def _resnet(in_channels: int, norm: str = "batch") -> nn.Module:
     """A stem conv and two BasicBlocks, the second strided (28 -> 14 time steps)."""
     return nn.Sequential(
-        *_conv_norm(in_channels, 16, 3, 1, norm), nn.ReLU(inplace=True),  # (B, C, H, W) -> (B, 16, H, W)
+        *_conv_norm(in_channels, 16, 3, 1, norm),
+        nn.ReLU(inplace=True),  # (B, C, H, W) -> (B, 16, H, W)
         BasicBlock(16, 16, 1, norm),  # same shape
         BasicBlock(16, 32, 2, norm),  # -> (B, 32, H/2, W/2)
     )
@@ -126,19 +130,39 @@ class RecurrentClassifier(nn.Module):
     bidirectional: (B, feature_dim) with feature_dim = hidden_size * (2 if bidirectional else 1).
     """
 
-    def __init__(self, *, in_shape: tuple[int, int, int], num_classes: int, cell: str, hidden_size: int,
-                 num_layers: int, bidirectional: bool, dropout: float, backbone: str):
+    def __init__(
+        self,
+        *,
+        in_shape: tuple[int, int, int],
+        num_classes: int,
+        cell: str,
+        hidden_size: int,
+        num_layers: int,
+        bidirectional: bool,
+        dropout: float,
+        backbone: str,
+    ):
         super().__init__()
         in_shape = _check_shape(in_shape, "in_shape")
-        self.kwargs = dict(in_shape=in_shape, num_classes=int(num_classes), cell=cell, hidden_size=int(hidden_size),
-                           num_layers=int(num_layers), bidirectional=bool(bidirectional), dropout=float(dropout),
-                           backbone=backbone)
+        self.kwargs = dict(
+            in_shape=in_shape,
+            num_classes=int(num_classes),
+            cell=cell,
+            hidden_size=int(hidden_size),
+            num_layers=int(num_layers),
+            bidirectional=bool(bidirectional),
+            dropout=float(dropout),
+            backbone=backbone,
+        )
         self.in_shape = in_shape
         H, W, C = in_shape
         self.backbone = get(BACKBONES, backbone, "backbone")(C)
         c, h, w = _out_shape(self.backbone, (C, H, W))
         self.rnn = get(CELLS, cell, "cell")(
-            input_size=c * w, hidden_size=hidden_size, num_layers=num_layers, batch_first=True,
+            input_size=c * w,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
             bidirectional=bidirectional,
             dropout=dropout if num_layers > 1 else 0.0,  # between layers only; torch warns if there is one layer
         )
@@ -190,13 +214,19 @@ class Generator(nn.Module):
     def __init__(self, *, out_shape: tuple[int, int, int], noise_dim: int, hidden_size: int, num_layers: int):
         super().__init__()
         out_shape = _check_shape(out_shape, "out_shape")
-        self.kwargs = dict(kind=self.kind, out_shape=out_shape, noise_dim=int(noise_dim), hidden_size=int(hidden_size),
-                           num_layers=int(num_layers))
+        self.kwargs = dict(
+            kind=self.kind,
+            out_shape=out_shape,
+            noise_dim=int(noise_dim),
+            hidden_size=int(hidden_size),
+            num_layers=int(num_layers),
+        )
         self.out_shape = out_shape
         self.noise_dim = int(noise_dim)
 
-    def sample(self, n: int, device: torch.device | str | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, n: int, device: torch.device | str | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """n images from z ~ N(0, I) (B, H, W, C); gradients flow, so wrap in torch.no_grad() to only look."""
         if device is None:
             device = next(self.parameters()).device
@@ -214,7 +244,7 @@ class _NoiseDrivenGRU(nn.Module):
         self.init = nn.Linear(noise_dim, hidden_size * num_layers)  # z -> the initial state of every layer
         # Start with z's projection strong (pre-tanh std about 3): with the default init every sample starts out
         # almost the same image, and a short GAN run collapses onto it.
-        nn.init.normal_(self.init.weight, std=3 / noise_dim ** 0.5)
+        nn.init.normal_(self.init.weight, std=3 / noise_dim**0.5)
         nn.init.zeros_(self.init.bias)
         self.gru = nn.GRU(noise_dim, hidden_size, num_layers, batch_first=True)
 
@@ -264,7 +294,8 @@ class RowConvGenerator(Generator):
         self.head = nn.Linear(self.kwargs["hidden_size"], W * F_)
         self.render = nn.Sequential(
             nn.LeakyReLU(0.2),
-            nn.Conv2d(F_, 32, 3, padding=1), nn.LeakyReLU(0.2),  # (B, F, H, W) -> (B, 32, H, W)
+            nn.Conv2d(F_, 32, 3, padding=1),
+            nn.LeakyReLU(0.2),  # (B, F, H, W) -> (B, 32, H, W)
             nn.Conv2d(32, C, 3, padding=1),  # -> (B, C, H, W)
         )
 
@@ -296,7 +327,8 @@ class DeconvGenerator(Generator):
         self.fc = nn.Linear(hidden, self.CHANNELS * (H // 4) * (W // 4))  # (B, hidden) -> (B, 128 * H/4 * W/4)
         self.decode = nn.Sequential(
             nn.LeakyReLU(0.2),
-            nn.ConvTranspose2d(self.CHANNELS, 64, 4, 2, 1), nn.LeakyReLU(0.2),  # (B, 128, H/4, W/4) -> (B, 64, H/2, W/2)
+            nn.ConvTranspose2d(self.CHANNELS, 64, 4, 2, 1),
+            nn.LeakyReLU(0.2),  # (B, 128, H/4, W/4) -> (B, 64, H/2, W/2)
             nn.ConvTranspose2d(64, C, 4, 2, 1),  # -> (B, C, H, W)
         )
 

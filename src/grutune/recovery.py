@@ -59,12 +59,12 @@ from grutune.errors import GrutuneError
 FORMAT, VERSION = "grutune-searcher", 1  # the searcher's state file
 TUNE_ID = "tune_trial_id"  # the Optuna user attribute holding a trial's Tune trial id
 SEGMENT = "tune_experiment"  # the Optuna user attribute naming the Tune experiment (segment) that ran the trial
-ALIAS = "tune_alias:"      # study user attribute ALIAS + <new Tune id> -> the Tune id of the finished trial it replays
-STEP = "value@epoch"       # multi-objective studies: trial user attribute STEP + <epoch> -> that epoch's metric
-COST = "cost:"             # trial user attribute COST + <name> -> a cost the trial reported (params, latency_ms, ...)
+ALIAS = "tune_alias:"  # study user attribute ALIAS + <new Tune id> -> the Tune id of the finished trial it replays
+STEP = "value@epoch"  # multi-objective studies: trial user attribute STEP + <epoch> -> that epoch's metric
+COST = "cost:"  # trial user attribute COST + <name> -> a cost the trial reported (params, latency_ms, ...)
 JOURNAL = "optuna.journal"  # the study, in the sweep's folder
-DONE = "created_all:"      # study user attribute DONE + <Tune experiment>: that experiment created all its trials
-DIVERGED = "diverged"      # trial user attribute: it diverged (NaN loss) or collapsed; PRUNED at the worst value
+DONE = "created_all:"  # study user attribute DONE + <Tune experiment>: that experiment created all its trials
+DIVERGED = "diverged"  # trial user attribute: it diverged (NaN loss) or collapsed; PRUNED at the worst value
 
 
 def intermediate(t: optuna.trial.FrozenTrial) -> dict[int, float]:
@@ -72,21 +72,23 @@ def intermediate(t: optuna.trial.FrozenTrial) -> dict[int, float]:
     none), the STEP user attributes."""
     if t.intermediate_values:
         return dict(t.intermediate_values)
-    return {int(k[len(STEP):]): float(v) for k, v in t.user_attrs.items() if k.startswith(STEP)}
+    return {int(k[len(STEP) :]): float(v) for k, v in t.user_attrs.items() if k.startswith(STEP)}
 
 
 def costs(t: optuna.trial.FrozenTrial) -> dict[str, float]:
     """The costs a trial reported (empty for sweeps that report none)."""
-    return {k[len(COST):]: v for k, v in t.user_attrs.items() if k.startswith(COST)}
+    return {k[len(COST) :]: v for k, v in t.user_attrs.items() if k.startswith(COST)}
 
 
 def load_study(journal: Path | str, study_name: str | None, sampler=None) -> optuna.Study:
-    return optuna.load_study(study_name=study_name, storage=JournalStorage(JournalFileBackend(str(journal))),
-                             sampler=sampler)
+    return optuna.load_study(
+        study_name=study_name, storage=JournalStorage(JournalFileBackend(str(journal))), sampler=sampler
+    )
 
 
-def tpe_sampler(seed: int, startup_trials: int, multivariate: bool = False,
-                constant_liar: bool = True) -> optuna.samplers.TPESampler:
+def tpe_sampler(
+    seed: int, startup_trials: int, multivariate: bool = False, constant_liar: bool = True
+) -> optuna.samplers.TPESampler:
     """TPE, random for its first `startup_trials`. `multivariate`: one joint density over all hyperparameters rather
     than one per hyperparameter (Optuna's multivariate TPE), single- and multi-objective alike. `constant_liar`: a
     running trial counts as a poor result, so trials suggested while others run stay away from it (Optuna's advice
@@ -96,21 +98,25 @@ def tpe_sampler(seed: int, startup_trials: int, multivariate: bool = False,
 
     with warnings.catch_warnings():  # Optuna marks both options experimental; the benchmarks measure them
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials,
-                                          constant_liar=constant_liar, multivariate=multivariate)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=startup_trials, constant_liar=constant_liar, multivariate=multivariate
+        )
 
 
 def distributions(space: dict[str, Any]) -> dict[str, optuna.distributions.BaseDistribution]:
     """Optuna distributions for the searched dimensions of a validated params.yaml space ({key: (kind, args)} or a
     fixed value, which is left out)."""
-    kinds = {"choice": lambda a: optuna.distributions.CategoricalDistribution(list(a)),
-             "uniform": lambda a: optuna.distributions.FloatDistribution(a[0], a[1]),
-             "loguniform": lambda a: optuna.distributions.FloatDistribution(a[0], a[1], log=True),
-             "int": lambda a: optuna.distributions.IntDistribution(a[0], a[1])}
+    kinds = {
+        "choice": lambda a: optuna.distributions.CategoricalDistribution(list(a)),
+        "uniform": lambda a: optuna.distributions.FloatDistribution(a[0], a[1]),
+        "loguniform": lambda a: optuna.distributions.FloatDistribution(a[0], a[1], log=True),
+        "int": lambda a: optuna.distributions.IntDistribution(a[0], a[1]),
+    }
     return {k: kinds[d[0]](d[1]) for k, d in space.items() if isinstance(d, tuple)}
 
 
 # --------------------------------------------------------------------------- the journal on disk
+
 
 def repair_journal(path: Path) -> Path | None:
     """Cut a journal back to its last whole record when its end was cut mid-record, keeping the original beside
@@ -125,9 +131,11 @@ def repair_journal(path: Path) -> Path | None:
             json.loads(line)
         except ValueError:
             if i < len(lines) - 2:
-                raise GrutuneError(f"{path}: record {i + 1} of {len(lines) - 1} is damaged, so the sweep's history "
-                                   f"cannot be read; restore the file from a backup, or delete the sweep's folder "
-                                   f"{path.parent} to start the sweep again") from None
+                raise GrutuneError(
+                    f"{path}: record {i + 1} of {len(lines) - 1} is damaged, so the sweep's history "
+                    f"cannot be read; restore the file from a backup, or delete the sweep's folder "
+                    f"{path.parent} to start the sweep again"
+                ) from None
             lines = lines[:i] + [b""]  # a cut last record that happens to end in a newline
             break
     else:
@@ -144,19 +152,20 @@ def repair_journal(path: Path) -> Path | None:
 
 # --------------------------------------------------------------------------- binding a sweep to this process
 
+
 @dataclass(frozen=True)
 class SweepRun:
     """Where a sweep's study is and how it runs in this process: not state, so a sweep moved, copied, extended or
     resumed on another cluster runs with today's values."""
 
-    journal: Path        # the study's journal file
-    target: int          # trials the study should end with (num_samples)
+    journal: Path  # the study's journal file
+    target: int  # trials the study should end with (num_samples)
     max_concurrent: int  # trials at once
-    segment: str         # the Tune experiment now running the sweep
+    segment: str  # the Tune experiment now running the sweep
     journal_uri: str | None = None  # with cloud storage, where the journal is copied up to
     max_trial_epochs: int | None = None  # create no trial that would take the study past this many trial-epochs
     min_trial_epochs: int = 1  # epochs a new trial runs at least (ASHA's grace period): see `budget_allows_trial`
-    origin: str = ""     # a fingerprint (not the path) of where the sweep's folder is now: see `location`
+    origin: str = ""  # a fingerprint (not the path) of where the sweep's folder is now: see `location`
     known: frozenset = frozenset()  # Tune ids of the trials of the sweep's earlier Tune experiments
 
 
@@ -199,9 +208,21 @@ class GrutuneSearcher(Searcher):
     `bind` when it is first used.
     """
 
-    def __init__(self, *, study_name: str, space: dict[str, Any], seed: int, metric: str, mode: str,
-                 max_epochs: int, startup_trials: int, costs: tuple[str, ...] = (), origin: str = "",
-                 multivariate: bool = False, constant_liar: bool = True):
+    def __init__(
+        self,
+        *,
+        study_name: str,
+        space: dict[str, Any],
+        seed: int,
+        metric: str,
+        mode: str,
+        max_epochs: int,
+        startup_trials: int,
+        costs: tuple[str, ...] = (),
+        origin: str = "",
+        multivariate: bool = False,
+        constant_liar: bool = True,
+    ):
         super().__init__(metric=metric, mode=mode)
         self.multivariate, self.constant_liar = multivariate, constant_liar
         self.origin = origin  # `location` of the sweep where this experiment started
@@ -209,7 +230,7 @@ class GrutuneSearcher(Searcher):
         self.primary, self.mode_, self.costs, self.max_epochs = metric, mode, tuple(costs), max_epochs
         self.startup_trials = startup_trials
         self.live: dict[str, int] = {}  # Tune id -> Optuna trial number: handed out, not finished
-        self.done: set[str] = set()     # Tune ids whose result the study holds (or replays)
+        self.done: set[str] = set()  # Tune ids whose result the study holds (or replays)
         self._reset()
 
     _TRANSIENT = ("_study", "_run", "_storage", "_study_id", "_orphans", "_finished_orphans", "_steps", "_moved")
@@ -237,20 +258,28 @@ class GrutuneSearcher(Searcher):
             return self._study
         run = _RUNS.get(self.study_name)
         if run is None:
-            raise GrutuneError(f"sweep {self.study_name} is not bound to a journal in this process: run it through "
-                               f"grutune's search stage (grutune.sweep.run_sweep)")
+            raise GrutuneError(
+                f"sweep {self.study_name} is not bound to a journal in this process: run it through "
+                f"grutune's search stage (grutune.sweep.run_sweep)"
+            )
         storage = JournalStorage(JournalFileBackend(str(run.journal)))
         directions = ["maximize" if self.mode_ == "max" else "minimize", *["minimize"] * len(self.costs)]
         # Seeded past what the journal holds, so a restored sampler does not draw again what it drew before.
-        n = len(storage.get_all_trials(storage.get_study_id_from_name(self.study_name), deepcopy=False)) \
-            if self.study_name in {s.study_name for s in storage.get_all_studies()} else 0
+        n = (
+            len(storage.get_all_trials(storage.get_study_id_from_name(self.study_name), deepcopy=False))
+            if self.study_name in {s.study_name for s in storage.get_all_studies()}
+            else 0
+        )
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in Journal" line per run
         try:
-            study = optuna.create_study(storage=storage, study_name=self.study_name, load_if_exists=True,
-                                        sampler=tpe_sampler(self.seed + n, self.startup_trials, self.multivariate,
-                                                            self.constant_liar),
-                                        directions=directions)
+            study = optuna.create_study(
+                storage=storage,
+                study_name=self.study_name,
+                load_if_exists=True,
+                sampler=tpe_sampler(self.seed + n, self.startup_trials, self.multivariate, self.constant_liar),
+                directions=directions,
+            )
         finally:
             optuna.logging.set_verbosity(verbosity)
         self._study, self._run, self._storage = study, run, storage
@@ -379,8 +408,13 @@ class GrutuneSearcher(Searcher):
     def save(self, checkpoint_path: str) -> None:
         """The searcher's state, as JSON: which Tune trials it handed out (and their Optuna numbers) and which
         finished. Everything else is in the journal."""
-        state = {"format": FORMAT, "version": VERSION, "study": self.study_name, "live": self.live,
-                 "done": sorted(self.done)}
+        state = {
+            "format": FORMAT,
+            "version": VERSION,
+            "study": self.study_name,
+            "live": self.live,
+            "done": sorted(self.done),
+        }
         Path(checkpoint_path).write_text(json.dumps(state, indent=1) + "\n")
 
     def restore(self, checkpoint_path: str) -> None:
@@ -389,19 +423,27 @@ class GrutuneSearcher(Searcher):
         except (OSError, ValueError) as e:
             raise GrutuneError(f"{checkpoint_path}: not a grutune searcher state ({e})") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise GrutuneError(f"{checkpoint_path}: not a grutune searcher state (format {state.get('format')!r})"
-                               if isinstance(state, dict) else f"{checkpoint_path}: not a grutune searcher state")
+            raise GrutuneError(
+                f"{checkpoint_path}: not a grutune searcher state (format {state.get('format')!r})"
+                if isinstance(state, dict)
+                else f"{checkpoint_path}: not a grutune searcher state"
+            )
         if state.get("version") != VERSION:
-            raise GrutuneError(f"{checkpoint_path}: searcher state version {state.get('version')}, but this grutune "
-                               f"reads version {VERSION}: resume the sweep with the grutune that started it")
+            raise GrutuneError(
+                f"{checkpoint_path}: searcher state version {state.get('version')}, but this grutune "
+                f"reads version {VERSION}: resume the sweep with the grutune that started it"
+            )
         self.live = {str(k): int(v) for k, v in state["live"].items()}
         self.done = set(state["done"])
         self._reset()
         self._open()
-        self._moved = self.origin != self._run.origin  # reconcile with the journal now, also for an experiment that has nothing left to run
+        self._moved = (
+            self.origin != self._run.origin
+        )  # reconcile with the journal now, also for an experiment that has nothing left to run
 
 
 # --------------------------------------------------------------------------- reading the journal
+
 
 def finished_result(journal: str | None, study: str | None, trial_id: str, metric: str) -> dict | None:
     """The final result the journal holds for Tune trial `trial_id`, if it finished before a crash that Tune's last
@@ -427,7 +469,7 @@ def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[
         return {}
     out = {}
     study = load_study(journal, study_name)
-    new_id = {old: k[len(ALIAS):] for k, old in study.user_attrs.items() if k.startswith(ALIAS)}
+    new_id = {old: k[len(ALIAS) :] for k, old in study.user_attrs.items() if k.startswith(ALIAS)}
     for t in study.get_trials(deepcopy=False):
         if TUNE_ID in t.user_attrs:
             steps = intermediate(t)
@@ -436,20 +478,23 @@ def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[
             best = math.nan
             for v in values:
                 best = v if better(v, best) else best
-            ok = (t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-                  and not t.user_attrs.get(DIVERGED))
+            ok = t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) and not t.user_attrs.get(
+                DIVERGED
+            )
             out[new_id.get(t.user_attrs[TUNE_ID], t.user_attrs[TUNE_ID])] = (epochs, best, t.number, ok, costs(t))
     return out
 
 
 def committed_epochs(trials: list[optuna.trial.FrozenTrial], max_epochs: int) -> int:
     """Trial-epochs the study's trials have run, counting each unfinished trial as if it will run to `max_epochs`."""
-    return sum(max([t.user_attrs.get("epochs", 0), *intermediate(t)]) if t.state.is_finished() else max_epochs
-               for t in trials)
+    return sum(
+        max([t.user_attrs.get("epochs", 0), *intermediate(t)]) if t.state.is_finished() else max_epochs for t in trials
+    )
 
 
-def budget_allows_trial(trials: list[optuna.trial.FrozenTrial], budget: int | None, max_epochs: int,
-                        min_trial_epochs: int) -> bool:
+def budget_allows_trial(
+    trials: list[optuna.trial.FrozenTrial], budget: int | None, max_epochs: int, min_trial_epochs: int
+) -> bool:
     """Whether a new trial fits in a budget of `budget` trial-epochs (None: no budget): the epochs run so far, every
     running trial run to the end (ASHA may promote it all the way), and the new trial's first `min_trial_epochs`.
     So a sweep ends within one trial of its budget, and with many trials in flight the end of the budget goes to the
@@ -495,16 +540,18 @@ class JournalSync(tune.Callback):
         fs, path = self._fs()
         if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
             self.local.parent.mkdir(parents=True, exist_ok=True)
-            pyarrow.fs.copy_files(path, str(self.local), source_filesystem=fs,
-                                  destination_filesystem=pyarrow.fs.LocalFileSystem())
+            pyarrow.fs.copy_files(
+                path, str(self.local), source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem()
+            )
 
     def upload(self) -> None:
         import pyarrow.fs
 
         if self.local.exists():
             fs, path = self._fs()
-            pyarrow.fs.copy_files(str(self.local), path, source_filesystem=pyarrow.fs.LocalFileSystem(),
-                                  destination_filesystem=fs)
+            pyarrow.fs.copy_files(
+                str(self.local), path, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs
+            )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.upload()

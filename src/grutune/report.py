@@ -34,26 +34,37 @@ from grutune.errors import GrutuneError
 from grutune.gan import image_grid
 from grutune.metrics import confusion_matrix
 
-OK_STATUSES = ("completed", "pruned")      # trials whose best metric counts
+OK_STATUSES = ("completed", "pruned")  # trials whose best metric counts
 COST_KEYS = ("params", "latency_ms", "latency_batch_ms")  # what each classifier trial measures of its model
-REAL_IMAGES = 64                           # real test images shown beside the GAN's 8x8 samples
+REAL_IMAGES = 64  # real test images shown beside the GAN's 8x8 samples
 # Known metric keys in the order the page lists them; keys not listed here follow, sorted.
 SEARCH_KEYS = ("best_val_accuracy", "trials", "completed", "pruned", "failed", "errored", "epochs_run", "wall_time_s")
 CLASSIFIER_KEYS = ("test_accuracy", "test_loss", "params", "latency_ms", "latency_batch_ms", "latency_hardware")
-GAN_KEYS = ("fid", "reference_fid_train_vs_test", "inception_score", "inception_score_std",
-            "reference_inception_score_test", "precision", "reference_precision_train_vs_test", "recall",
-            "reference_recall_train_vs_test", "class_share_distance", "eval_samples")
+GAN_KEYS = (
+    "fid",
+    "reference_fid_train_vs_test",
+    "inception_score",
+    "inception_score_std",
+    "reference_inception_score_test",
+    "precision",
+    "reference_precision_train_vs_test",
+    "recall",
+    "reference_recall_train_vs_test",
+    "class_share_distance",
+    "eval_samples",
+)
 
 
 # =========================================================================== inputs
+
 
 @dataclass(frozen=True)
 class Objective:
     """What a sweep optimised, as its `Sweep` in search.py says (tests/test_report.py checks that they agree)."""
 
-    hp_model: type[BaseModel]   # one trial's config: its fields are trials.csv's hyperparameter columns
-    metric: str                 # trials.csv holds best_<metric>; search_progress_time.csv trial_<metric>, best_<metric>
-    mode: str                   # "max" or "min"
+    hp_model: type[BaseModel]  # one trial's config: its fields are trials.csv's hyperparameter columns
+    metric: str  # trials.csv holds best_<metric>; search_progress_time.csv trial_<metric>, best_<metric>
+    mode: str  # "max" or "min"
 
 
 CLASSIFIER_SWEEP = Objective(TrialConfig, "val_accuracy", "max")
@@ -65,9 +76,9 @@ class SweepResults:
     """One sweep's trials and best so far, as its stage wrote them, and what it optimised."""
 
     objective: Objective
-    trials: list[dict[str, Any]]     # trials.csv, typed, in the order Optuna proposed them
+    trials: list[dict[str, Any]]  # trials.csv, typed, in the order Optuna proposed them
     progress_time: list[dict[str, float]]  # search_progress_time.csv: best so far by wall time
-    log_scale: frozenset[str]        # hyperparameters the space searches on a log scale (`loguniform`)
+    log_scale: frozenset[str]  # hyperparameters the space searches on a log scale (`loguniform`)
 
     @property
     def hparams(self) -> tuple[str, ...]:
@@ -88,13 +99,13 @@ class DatasetResults:
     """What the search and train stages wrote for one dataset, and its data version."""
 
     name: str
-    search: dict[str, Any]           # metrics/<ds>/search.json
-    classifier: dict[str, Any]       # metrics/<ds>/classifier.json
-    sweep: SweepResults              # search/<ds>/trials.csv and metrics/<ds>/search_progress_time.csv
+    search: dict[str, Any]  # metrics/<ds>/search.json
+    classifier: dict[str, Any]  # metrics/<ds>/classifier.json
+    sweep: SweepResults  # search/<ds>/trials.csv and metrics/<ds>/search_progress_time.csv
     confusion: list[tuple[str, str]]  # metrics/<ds>/confusion.csv: (actual, predicted) per test image
-    classes: tuple[str, ...]         # from the prepared data, in label order
+    classes: tuple[str, ...]  # from the prepared data, in label order
     content_hash: str
-    files: dict[str, str]            # role -> path, shown next to the numbers they hold
+    files: dict[str, str]  # role -> path, shown next to the numbers they hold
     pareto: list[dict[str, Any]] = ()  # search/<ds>/pareto.csv: the front of search.objectives, the pick marked
     objectives: tuple[str, ...] = ("val_accuracy",)
 
@@ -102,11 +113,11 @@ class DatasetResults:
 @dataclass(frozen=True)
 class GanResults:
     dataset: str
-    metrics: dict[str, Any]          # metrics/gan.json
-    search: dict[str, Any]           # metrics/gan_search.json: the GAN sweep's counts and best FID
-    sweep: SweepResults              # search/gan/trials.csv and metrics/gan_search_progress_time.csv
-    samples_png: bytes               # metrics/gan_samples.png, embedded as it is
-    real: np.ndarray                 # (N, H, W, C) uint8 test images of gan.dataset
+    metrics: dict[str, Any]  # metrics/gan.json
+    search: dict[str, Any]  # metrics/gan_search.json: the GAN sweep's counts and best FID
+    sweep: SweepResults  # search/gan/trials.csv and metrics/gan_search_progress_time.csv
+    samples_png: bytes  # metrics/gan_samples.png, embedded as it is
+    real: np.ndarray  # (N, H, W, C) uint8 test images of gan.dataset
     content_hash: str
     files: dict[str, str]
 
@@ -177,9 +188,12 @@ def load_sweep(files: dict[str, Path], stage: str, objective: Objective, space: 
     """A sweep's `trials` and `progress_time` files; `space` is its search space as params.yaml's config parses it
     ({key: value or (kind, args)}), which says which hyperparameters were searched on a log scale."""
     log_scale = frozenset(k for k, dim in space.items() if isinstance(dim, tuple) and dim[0] == "loguniform")
-    return SweepResults(objective=objective, trials=read_trials(files["trials"], stage, objective),
-                        progress_time=read_progress_time(files["progress_time"], stage, objective.metric),
-                        log_scale=log_scale)
+    return SweepResults(
+        objective=objective,
+        trials=read_trials(files["trials"], stage, objective),
+        progress_time=read_progress_time(files["progress_time"], stage, objective.metric),
+        log_scale=log_scale,
+    )
 
 
 def read_pareto(path: Path, stage: str) -> list[dict[str, Any]]:
@@ -187,9 +201,15 @@ def read_pareto(path: Path, stage: str) -> list[dict[str, Any]]:
     rows = []
     for r in _read_csv(path, stage, ("trial", "trial_id", "best_val_accuracy", "picked")):
         try:
-            rows.append({"trial": int(r["trial"]), "trial_id": r["trial_id"],
-                         "best_val_accuracy": float(r["best_val_accuracy"]),
-                         **{k: float(r[k]) for k in COST_KEYS if r.get(k)}, "picked": r["picked"] == "True"})
+            rows.append(
+                {
+                    "trial": int(r["trial"]),
+                    "trial_id": r["trial_id"],
+                    "best_val_accuracy": float(r["best_val_accuracy"]),
+                    **{k: float(r[k]) for k in COST_KEYS if r.get(k)},
+                    "picked": r["picked"] == "True",
+                }
+            )
         except ValueError as e:
             raise GrutuneError(f"{path}: not a number ({e}); rerun stage {stage}") from None
     return rows
@@ -199,21 +219,29 @@ DATASET_FILES = ("search", "trials", "progress_time", "pareto", "classifier", "c
 GAN_FILES = ("metrics", "samples", "search", "trials", "progress_time", "prepared")
 
 
-def load_dataset_results(name: str, files: dict[str, Path], space: dict[str, Any],
-                         objectives: tuple[str, ...] = ("val_accuracy",)) -> DatasetResults:
+def load_dataset_results(
+    name: str, files: dict[str, Path], space: dict[str, Any], objectives: tuple[str, ...] = ("val_accuracy",)
+) -> DatasetResults:
     """Read one dataset's inputs: `files` maps each of DATASET_FILES to where its stage wrote it; `space` and
     `objectives` are the classifier sweep's (`search.space`, `search.objectives`)."""
     files = {k: Path(files[k]) for k in DATASET_FILES}
     search_stage, train_stage = f"search@{name}", f"train@{name}"
-    confusion = [(r["actual"], r["predicted"])
-                 for r in _read_csv(files["confusion"], train_stage, ("actual", "predicted"))]
+    confusion = [
+        (r["actual"], r["predicted"]) for r in _read_csv(files["confusion"], train_stage, ("actual", "predicted"))
+    ]
     classes, digest, _ = read_prepared_meta(files["prepared"], f"prepare@{name}")
-    return DatasetResults(name=name, search=read_json(files["search"], search_stage),
-                          classifier=read_json(files["classifier"], train_stage),
-                          sweep=load_sweep(files, search_stage, CLASSIFIER_SWEEP, space),
-                          confusion=confusion, classes=classes,
-                          content_hash=digest, files={k: str(v) for k, v in files.items()},
-                          pareto=read_pareto(files["pareto"], search_stage), objectives=tuple(objectives))
+    return DatasetResults(
+        name=name,
+        search=read_json(files["search"], search_stage),
+        classifier=read_json(files["classifier"], train_stage),
+        sweep=load_sweep(files, search_stage, CLASSIFIER_SWEEP, space),
+        confusion=confusion,
+        classes=classes,
+        content_hash=digest,
+        files={k: str(v) for k, v in files.items()},
+        pareto=read_pareto(files["pareto"], search_stage),
+        objectives=tuple(objectives),
+    )
 
 
 def load_gan_results(dataset: str, files: dict[str, Path], space: dict[str, Any]) -> GanResults:
@@ -221,14 +249,20 @@ def load_gan_results(dataset: str, files: dict[str, Path], space: dict[str, Any]
     (`gan_search.space`)."""
     files = {k: Path(files[k]) for k in GAN_FILES}
     _, digest, real = read_prepared_meta(files["prepared"], f"prepare@{dataset}", with_test_images=REAL_IMAGES)
-    return GanResults(dataset=dataset, metrics=read_json(files["metrics"], "gan"),
-                      search=read_json(files["search"], "gan_search"),
-                      sweep=load_sweep(files, "gan_search", GAN_SWEEP, space),
-                      samples_png=_need(files["samples"], "gan").read_bytes(), real=real, content_hash=digest,
-                      files={k: str(v) for k, v in files.items()})
+    return GanResults(
+        dataset=dataset,
+        metrics=read_json(files["metrics"], "gan"),
+        search=read_json(files["search"], "gan_search"),
+        sweep=load_sweep(files, "gan_search", GAN_SWEEP, space),
+        samples_png=_need(files["samples"], "gan").read_bytes(),
+        real=real,
+        content_hash=digest,
+        files={k: str(v) for k, v in files.items()},
+    )
 
 
 # =========================================================================== numbers
+
 
 def fmt(v: Any) -> str:
     """A metric as `dvc metrics show` prints it: floats rounded to 5 decimal places, everything else as it is.
@@ -304,12 +338,14 @@ def param_importances(s: SweepResults) -> dict[str, float]:
         study = optuna.create_study(direction="maximize" if s.objective.mode == "max" else "minimize")
     finally:
         optuna.logging.set_verbosity(verbosity)
-    study.add_trials([optuna.trial.create_trial(params={k: t[k] for k in dists}, distributions=dists,
-                                                value=t[s.column]) for t in ok])
+    study.add_trials(
+        [optuna.trial.create_trial(params={k: t[k] for k in dists}, distributions=dists, value=t[s.column]) for t in ok]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "importances will be equal" when all trials tie; handled below
         raw = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), normalize=False)
+            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), normalize=False
+        )
     total = sum(raw.values())
     if not total > 0:
         return {}
@@ -317,6 +353,7 @@ def param_importances(s: SweepResults) -> dict[str, float]:
 
 
 # =========================================================================== figures
+
 
 def png_bytes(fig: Figure) -> bytes:
     buf = io.BytesIO()
@@ -328,8 +365,9 @@ def image_png(images: np.ndarray, nrow: int) -> bytes:
     """(N, H, W, C) uint8 images tiled into one PNG, drawn like gan.py draws its samples."""
     grid = image_grid(images.astype(np.float32) / 255.0, nrow)  # (rows*(H+2)+2, nrow*(W+2)+2, C) in [0, 1]
     buf = io.BytesIO()
-    matplotlib.image.imsave(buf, grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1,
-                            format="png")
+    matplotlib.image.imsave(
+        buf, grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1, format="png"
+    )
     return buf.getvalue()
 
 
@@ -396,8 +434,15 @@ def parallel_coordinates_figure(s: SweepResults) -> Figure | None:
     for x, (_, ticks) in zip(xs, maps):
         ax.axvline(x, color="0.25", lw=1, zorder=0)
         for y, label in ticks:
-            ax.text(x - 0.04, y, label, ha="right", va="center", fontsize=9,
-                    bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75})
+            ax.text(
+                x - 0.04,
+                y,
+                label,
+                ha="right",
+                va="center",
+                fontsize=9,
+                bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75},
+            )
     ax.set_xticks(xs, [k if k not in s.log_scale else f"{k} (log)" for k in axes], fontsize=9)
     ax.set_xlim(-0.6, len(axes) - 0.8)
     ax.set_ylim(-0.06, 1.06)
@@ -430,8 +475,16 @@ def best_so_far_figure(s: SweepResults) -> Figure | None:
             ax.scatter(n[m], v[m], marker=marker, color=color, s=20, zorder=3, label=f"{status} ({m.sum()})")
     lost = ~np.isfinite(v)
     if lost.any():  # failed and errored trials have no value: mark them along the bottom
-        ax.scatter(n[lost], np.zeros(lost.sum()), marker="v", color="black", transform=ax.get_xaxis_transform(),
-                   clip_on=False, zorder=3, label=f"failed/errored ({lost.sum()})")
+        ax.scatter(
+            n[lost],
+            np.zeros(lost.sum()),
+            marker="v",
+            color="black",
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            zorder=3,
+            label=f"failed/errored ({lost.sum()})",
+        )
     ax.set_xlabel("trial")
     ax.set_ylabel(f"{metric} ({s.goal})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
@@ -449,8 +502,7 @@ def best_so_far_figure(s: SweepResults) -> Figure | None:
         ax_t.text(0.5, 0.5, "no trial timings", transform=ax_t.transAxes, ha="center", color="0.4")
     ax_t.set_xlabel("wall time of the sweep (s)")
     ax_t.grid(alpha=0.3)
-    ax_t.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1),
-                frameon=False)
+    ax_t.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     return fig
 
 
@@ -459,30 +511,58 @@ def pareto_figure(d: DatasetResults) -> Figure | None:
     Pareto front joined as a staircase, and the picked point (the model `train` retrained) marked."""
     x_key = d.objectives[1] if len(d.objectives) > 1 else "params"
     y_key = "best_val_accuracy"
-    done = [t for t in d.sweep.trials if t["status"] == "completed" and math.isfinite(t.get(x_key, math.nan))
-            and math.isfinite(t[y_key])]
+    done = [
+        t
+        for t in d.sweep.trials
+        if t["status"] == "completed" and math.isfinite(t.get(x_key, math.nan)) and math.isfinite(t[y_key])
+    ]
     front = sorted((p for p in d.pareto if x_key in p), key=lambda p: p[x_key])
     if not front:
         return None
     fig = Figure(figsize=(7, 3.8), layout="constrained")
     ax = fig.subplots()
-    ax.scatter([t[x_key] for t in done], [t[y_key] for t in done], color="#bbbbbb", s=18,
-               label=f"completed trials ({len(done)})")
+    ax.scatter(
+        [t[x_key] for t in done],
+        [t[y_key] for t in done],
+        color="#bbbbbb",
+        s=18,
+        label=f"completed trials ({len(done)})",
+    )
     ax.step([p[x_key] for p in front], [p[y_key] for p in front], where="post", color="#4c72b0", lw=1.5)
-    ax.scatter([p[x_key] for p in front], [p[y_key] for p in front], color="#4c72b0", s=30, zorder=3,
-               label=f"Pareto front ({len(front)})")
+    ax.scatter(
+        [p[x_key] for p in front],
+        [p[y_key] for p in front],
+        color="#4c72b0",
+        s=30,
+        zorder=3,
+        label=f"Pareto front ({len(front)})",
+    )
     for p in front:
         if p["picked"]:
-            ax.scatter([p[x_key]], [p[y_key]], marker="*", s=260, color="#dd8452", edgecolor="black", zorder=4,
-                       label=f"picked: trial {p['trial']}")
+            ax.scatter(
+                [p[x_key]],
+                [p[y_key]],
+                marker="*",
+                s=260,
+                color="#dd8452",
+                edgecolor="black",
+                zorder=4,
+                label=f"picked: trial {p['trial']}",
+            )
     ax.set_xscale("log")
     # Labels at 1, 2 and 5 of each decade only; matplotlib would also label minor ticks within one decade, and those
     # crowd into each other. Parameter counts read as 300k, 1.5M.
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(EngFormatter(sep="") if x_key == "params" else FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel({"params": "parameters", "latency_ms": "latency per image at batch 1 (ms)",
-                   "latency_batch_ms": "time per image at batch 256 (ms)"}.get(x_key, x_key) + " (lower is better)")
+    ax.set_xlabel(
+        {
+            "params": "parameters",
+            "latency_ms": "latency per image at batch 1 (ms)",
+            "latency_batch_ms": "time per image at batch 256 (ms)",
+        }.get(x_key, x_key)
+        + " (lower is better)"
+    )
     ax.set_ylabel("validation accuracy (higher is better)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower right")
@@ -502,10 +582,22 @@ def confusion_figure(pairs: list[tuple[str, str]], classes: tuple[str, ...]) -> 
     hi = cm.max() or 1
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8 if k > 6 else 10,
-                    color="white" if cm[i, j] > hi / 2 else "black")
-    ax.set_xticks(range(k), names, rotation=45 if max(map(len, names)) > 2 else 0, ha="right"
-                  if max(map(len, names)) > 2 else "center", fontsize=9)
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                fontsize=8 if k > 6 else 10,
+                color="white" if cm[i, j] > hi / 2 else "black",
+            )
+    ax.set_xticks(
+        range(k),
+        names,
+        rotation=45 if max(map(len, names)) > 2 else 0,
+        ha="right" if max(map(len, names)) > 2 else "center",
+        fontsize=9,
+    )
     ax.set_yticks(range(k), names, fontsize=9)
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
@@ -551,9 +643,13 @@ def _figure(fig: Figure | None, alt: str, caption: str, empty: str) -> str:
 
 def _table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
     """rows hold pre-escaped cell HTML; cells from column `numeric_from` on are right-aligned numbers."""
-    head = f'<thead><tr>{"".join(f"<th>{h}</th>" for h in header)}</tr></thead>' if header else ""
-    body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i >= numeric_from else f"<td>{c}</td>"
-                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
+    head = f"<thead><tr>{''.join(f'<th>{h}</th>' for h in header)}</tr></thead>" if header else ""
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td class="num">{c}</td>' if i >= numeric_from else f"<td>{c}</td>" for i, c in enumerate(r))
+        + "</tr>"
+        for r in rows
+    )
     return f"<table>{head}<tbody>{body}</tbody></table>"
 
 
@@ -563,8 +659,13 @@ def metrics_table(datasets: list[DatasetResults]) -> str:
     for part, known in (("search", SEARCH_KEYS), ("classifier", CLASSIFIER_KEYS)):
         keys = list(dict.fromkeys(k for d in datasets for k in _ordered(getattr(d, part), known)))
         for k in keys:
-            rows.append([f"<code>{_e(k)}</code>", f"<code>{part}.json</code>",
-                         *(_e(fmt(getattr(d, part)[k])) if k in getattr(d, part) else "-" for d in datasets)])
+            rows.append(
+                [
+                    f"<code>{_e(k)}</code>",
+                    f"<code>{part}.json</code>",
+                    *(_e(fmt(getattr(d, part)[k])) if k in getattr(d, part) else "-" for d in datasets),
+                ]
+            )
     return _table(["metric", "file", *(_e(d.name) for d in datasets)], rows, numeric_from=2)
 
 
@@ -573,9 +674,11 @@ def _per_class_table(d: DatasetResults) -> str:
     names = [c for c in d.classes if c in acc] + sorted(set(acc) - set(d.classes))
     if not names:
         return ""
-    return ("<p>Per-class test accuracy (<code>per_class_accuracy</code> in "
-            f"<code>{_e(d.files['classifier'])}</code>):</p>"
-            + _table(["class", *(_e(c) for c in names)], [["accuracy", *(_e(fmt(acc[c])) for c in names)]]))
+    return (
+        "<p>Per-class test accuracy (<code>per_class_accuracy</code> in "
+        f"<code>{_e(d.files['classifier'])}</code>):</p>"
+        + _table(["class", *(_e(c) for c in names)], [["accuracy", *(_e(fmt(acc[c])) for c in names)]])
+    )
 
 
 def sweep_html(s: SweepResults, name: str, files: dict[str, str]) -> str:
@@ -584,58 +687,86 @@ def sweep_html(s: SweepResults, name: str, files: dict[str, str]) -> str:
     ok, col = usable_trials(s), s.column
     imp = param_importances(s)
     if imp:
-        imp_html = _figure(importance_figure(imp, col), f"parameter importance, {name}",
-                           f"Parameter importance for <code>{_e(col)}</code> ({s.goal}) over the {len(ok)} completed "
-                           "and pruned trials (Optuna's PED-ANOVA evaluator; hyperparameters that never varied are "
-                           "left out): " + ", ".join(f"<code>{_e(k)}</code> {v:.2f}" for k, v in imp.items()) + ".",
-                           "")
+        imp_html = _figure(
+            importance_figure(imp, col),
+            f"parameter importance, {name}",
+            f"Parameter importance for <code>{_e(col)}</code> ({s.goal}) over the {len(ok)} completed "
+            "and pruned trials (Optuna's PED-ANOVA evaluator; hyperparameters that never varied are "
+            "left out): " + ", ".join(f"<code>{_e(k)}</code> {v:.2f}" for k, v in imp.items()) + ".",
+            "",
+        )
     else:
-        why = ("fewer than 2 trials succeeded" if len(ok) < 2 else
-               "no hyperparameter varied across the successful trials" if not param_distributions(s) else
-               f"every successful trial reached the same {col}")
+        why = (
+            "fewer than 2 trials succeeded"
+            if len(ok) < 2
+            else "no hyperparameter varied across the successful trials"
+            if not param_distributions(s)
+            else f"every successful trial reached the same {col}"
+        )
         imp_html = f'<p class="note">No parameter importance for {_e(name)}: {_e(why)}.</p>'
     steps = new_bests(s)
-    steps_html = (f"<p>Trials that set a new best <code>{_e(col)}</code> ({s.goal}):</p>"
-                  + _table(["trial", *(_e(n) for n, _ in steps)], [[_e(col), *(_e(fmt(v)) for _, v in steps)]])
-                  if steps else "")
-    return "\n".join([
-        imp_html,
-        _figure(parallel_coordinates_figure(s), f"parallel coordinates, {name}",
+    steps_html = (
+        f"<p>Trials that set a new best <code>{_e(col)}</code> ({s.goal}):</p>"
+        + _table(["trial", *(_e(n) for n, _ in steps)], [[_e(col), *(_e(fmt(v)) for _, v in steps)]])
+        if steps
+        else ""
+    )
+    return "\n".join(
+        [
+            imp_html,
+            _figure(
+                parallel_coordinates_figure(s),
+                f"parallel coordinates, {name}",
                 f"Every trial of the sweep ({len(s.trials)}), one line each, coloured by <code>{_e(col)}</code> "
                 f"({s.goal}).",
-                f"No parallel coordinates: no hyperparameter varied, or no trial has a {col}."),
-        _figure(best_so_far_figure(s), f"best so far, {name}",
+                f"No parallel coordinates: no hyperparameter varied, or no trial has a {col}.",
+            ),
+            _figure(
+                best_so_far_figure(s),
+                f"best so far, {name}",
                 f"<code>{_e(col)}</code> of each trial and the best so far ({s.goal}): in the order Optuna proposed "
                 f"the trials (<code>{_e(files['trials'])}</code>), and by the sweep's wall time when each trial "
                 f"ended (<code>{_e(files['progress_time'])}</code>).",
-                f"No trial reached a {col}."),
-        steps_html,
-    ])
+                f"No trial reached a {col}.",
+            ),
+            steps_html,
+        ]
+    )
 
 
 def pareto_caption(d: DatasetResults) -> str:
     picked = next((p for p in d.pareto if p["picked"]), None)
     why = (d.classifier.get("picked") or {}).get("reason", "")
-    what = (f"The Pareto front of {', '.join(d.objectives)}" if len(d.objectives) > 1 else
-            "Validation accuracy against size (the sweep optimised accuracy alone: its front is its best trial)")
-    return (f"{_e(what)} (<code>{_e(d.files['pareto'])}</code>). Picked: trial {picked['trial'] if picked else '-'}"
-            f"{', ' + _e(why) if why else ''}; <code>train</code> retrained it.")
+    what = (
+        f"The Pareto front of {', '.join(d.objectives)}"
+        if len(d.objectives) > 1
+        else "Validation accuracy against size (the sweep optimised accuracy alone: its front is its best trial)"
+    )
+    return (
+        f"{_e(what)} (<code>{_e(d.files['pareto'])}</code>). Picked: trial {picked['trial'] if picked else '-'}"
+        f"{', ' + _e(why) if why else ''}; <code>train</code> retrained it."
+    )
 
 
 def dataset_section(d: DatasetResults) -> str:
     files = "".join(f"<li>{_e(role)}: <code>{_e(path)}</code></li>" for role, path in d.files.items())
-    return "\n".join([
-        f'<h2 id="{_e(d.name)}">{_e(d.name)}</h2>',
-        f"<ul>{files}</ul>",
-        "<h3>Search</h3>",
-        sweep_html(d.sweep, d.name, d.files),
-        _figure(pareto_figure(d), f"Pareto front, {d.name}", pareto_caption(d), "No trial ran all its epochs."),
-        "<h3>Classifier (test split)</h3>",
-        _per_class_table(d),
-        _figure(confusion_figure(d.confusion, d.classes), f"confusion matrix, {d.name}",
+    return "\n".join(
+        [
+            f'<h2 id="{_e(d.name)}">{_e(d.name)}</h2>',
+            f"<ul>{files}</ul>",
+            "<h3>Search</h3>",
+            sweep_html(d.sweep, d.name, d.files),
+            _figure(pareto_figure(d), f"Pareto front, {d.name}", pareto_caption(d), "No trial ran all its epochs."),
+            "<h3>Classifier (test split)</h3>",
+            _per_class_table(d),
+            _figure(
+                confusion_figure(d.confusion, d.classes),
+                f"confusion matrix, {d.name}",
                 f"Confusion matrix of the {len(d.confusion)} test images (<code>{_e(d.files['confusion'])}</code>).",
-                ""),
-    ])
+                "",
+            ),
+        ]
+    )
 
 
 def gan_section(g: GanResults) -> str:
@@ -643,46 +774,58 @@ def gan_section(g: GanResults) -> str:
     table = _table(["metric", "value"], [[f"<code>{_e(k)}</code>", _e(fmt(g.metrics[k]))] for k in keys])
     n = len(g.real)
     files = "".join(f"<li>{_e(role)}: <code>{_e(path)}</code></li>" for role, path in g.files.items())
-    return "\n".join([
-        f'<h2 id="gan">GAN ({_e(g.dataset)})</h2>',
-        f"<ul>{files}</ul>",
-        "<h3>Search</h3>",
-        f"<p>The GAN sweep (<code>{_e(g.files['search'])}</code>), which chose this GAN's architecture and learning "
-        f"rates by FID:</p>",
-        _table(["metric", "value"], [[f"<code>{_e(k)}</code>", _e(fmt(v))] for k, v in g.search.items()]),
-        sweep_html(g.sweep, "GAN sweep", g.files),
-        "<h3>Final GAN</h3>",
-        f"<p>Metrics from <code>{_e(g.files['metrics'])}</code>. FID and Inception Score use the features of the "
-        f"classifier trained on {_e(g.dataset)}; the <code>reference_*</code> rows score real images the same way.</p>",
-        table,
-        f"<figure>{_img(g.samples_png, 'generated samples', 'pixels')}"
-        f"<figcaption>Generated: <code>{_e(g.files['samples'])}</code></figcaption></figure>",
-        f"<figure>{_img(image_png(g.real, 8), 'real test images', 'pixels')}"
-        f"<figcaption>Real: the first {n} test images of <code>{_e(g.files['prepared'])}</code></figcaption></figure>",
-    ])
+    return "\n".join(
+        [
+            f'<h2 id="gan">GAN ({_e(g.dataset)})</h2>',
+            f"<ul>{files}</ul>",
+            "<h3>Search</h3>",
+            f"<p>The GAN sweep (<code>{_e(g.files['search'])}</code>), which chose this GAN's architecture and "
+            "learning "
+            f"rates by FID:</p>",
+            _table(["metric", "value"], [[f"<code>{_e(k)}</code>", _e(fmt(v))] for k, v in g.search.items()]),
+            sweep_html(g.sweep, "GAN sweep", g.files),
+            "<h3>Final GAN</h3>",
+            f"<p>Metrics from <code>{_e(g.files['metrics'])}</code>. FID and Inception Score use the features of the "
+            f"classifier trained on {_e(g.dataset)}; the <code>reference_*</code> rows score real images the same "
+            "way.</p>",
+            table,
+            f"<figure>{_img(g.samples_png, 'generated samples', 'pixels')}"
+            f"<figcaption>Generated: <code>{_e(g.files['samples'])}</code></figcaption></figure>",
+            f"<figure>{_img(image_png(g.real, 8), 'real test images', 'pixels')}"
+            f"<figcaption>Real: the first {n} test images of <code>{_e(g.files['prepared'])}</code>"
+            "</figcaption></figure>",
+        ]
+    )
 
 
-def render_report(datasets: list[DatasetResults], gan: GanResults, *, commit: str,
-                  experiment: str | None = None) -> str:
+def render_report(
+    datasets: list[DatasetResults], gan: GanResults, *, commit: str, experiment: str | None = None
+) -> str:
     """The whole page as one HTML string (ASCII: non-ASCII characters become character references)."""
     versions = {d.name: (d.files["prepared"], d.content_hash) for d in datasets}
     versions.setdefault(gan.dataset, (gan.files["prepared"], gan.content_hash))
     prov = [["git commit (when this page was made)", f'<span class="mono">{_e(commit)}</span>']]
     if experiment:
         prov.append(["DVC experiment", f'<span class="mono">{_e(experiment)}</span>'])
-    prov += [[f"data version: {_e(name)}", f'<span class="mono">{_e(h)}</span> (<code>{_e(p)}</code>)']
-             for name, (p, h) in versions.items()]
+    prov += [
+        [f"data version: {_e(name)}", f'<span class="mono">{_e(h)}</span> (<code>{_e(p)}</code>)']
+        for name, (p, h) in versions.items()
+    ]
     toc = " &middot; ".join(f'<a href="#{_e(d.name)}">{_e(d.name)}</a>' for d in datasets)
-    body = "\n".join([
-        "<h1>grutune report</h1>",
-        f'<p>{toc} &middot; <a href="#gan">GAN</a></p>',
-        _table([], prov, numeric_from=99),
-        "<h2>Metrics</h2>",
-        "<p>Numbers are printed as <code>dvc metrics show</code> prints them (rounded to 5 decimal places).</p>",
-        metrics_table(datasets),
-        *(dataset_section(d) for d in datasets),
-        gan_section(gan),
-    ])
-    page = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>grutune report</title>\n'
-            f"<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+    body = "\n".join(
+        [
+            "<h1>grutune report</h1>",
+            f'<p>{toc} &middot; <a href="#gan">GAN</a></p>',
+            _table([], prov, numeric_from=99),
+            "<h2>Metrics</h2>",
+            "<p>Numbers are printed as <code>dvc metrics show</code> prints them (rounded to 5 decimal places).</p>",
+            metrics_table(datasets),
+            *(dataset_section(d) for d in datasets),
+            gan_section(gan),
+        ]
+    )
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>grutune report</title>\n'
+        f"<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )
     return page.encode("ascii", "xmlcharrefreplace").decode("ascii")

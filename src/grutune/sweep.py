@@ -14,9 +14,10 @@ import math
 import os
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import ray
 import yaml
@@ -27,27 +28,51 @@ from ray.tune.schedulers import ASHAScheduler
 from grutune.config import SweepParams
 from grutune.errors import GrutuneError
 from grutune.io import not_a_directory, workspace_root, write_json
-from grutune.recovery import (JOURNAL, GrutuneSearcher, JournalSync, SweepRun, bind, journal_progress, location,
-                              budget_allows_trial, created_all, load_study, repair_journal, study_counts)
+from grutune.recovery import (
+    JOURNAL,
+    GrutuneSearcher,
+    JournalSync,
+    SweepRun,
+    bind,
+    budget_allows_trial,
+    created_all,
+    journal_progress,
+    load_study,
+    location,
+    repair_journal,
+    study_counts,
+)
 from grutune.sweep_results import SearchResult, summarise, trial_id, trial_rows
 from grutune.trials import TrialSettings
 
 
 def tune_param_space(space: dict[str, Any]) -> dict[str, Any]:
     """Turn the validated params.yaml space into Tune distributions (OptunaSearch converts them for TPE)."""
-    kinds = {"choice": lambda a: tune.choice(a),
-             "uniform": lambda a: tune.uniform(*a),
-             "loguniform": lambda a: tune.loguniform(*a),
-             "int": lambda a: tune.randint(a[0], a[1] + 1)}  # randint's high is exclusive
+    kinds = {
+        "choice": lambda a: tune.choice(a),
+        "uniform": lambda a: tune.uniform(*a),
+        "loguniform": lambda a: tune.loguniform(*a),
+        "int": lambda a: tune.randint(a[0], a[1] + 1),
+    }  # randint's high is exclusive
     return {key: kinds[dim[0]](dim[1]) if isinstance(dim, tuple) else dim for key, dim in space.items()}
 
 
 def identity(name: str, budget: SweepParams, seed: int, content_hash: str, extra=None) -> str:
     """A sweep's identity: its search space, its per-trial budget and the data version; a change in any of them is a
     new sweep. The number of trials is not part of it: raising it adds trials to the same study."""
-    key = {"dataset": name, "data": content_hash, "seed": seed, "space": budget.space,
-           "budget": [budget.max_epochs, budget.grace_period, budget.reduction_factor, budget.train_subset,
-                      budget.startup_trials]}
+    key = {
+        "dataset": name,
+        "data": content_hash,
+        "seed": seed,
+        "space": budget.space,
+        "budget": [
+            budget.max_epochs,
+            budget.grace_period,
+            budget.reduction_factor,
+            budget.train_subset,
+            budget.startup_trials,
+        ],
+    }
     if len(objectives := getattr(budget, "objectives", [])) > 1:  # single-objective sweeps keep their old ids
         key["objectives"] = objectives
     if extra:
@@ -59,12 +84,12 @@ def identity(name: str, budget: SweepParams, seed: int, content_hash: str, extra
 class Sweep:
     """What a sweep is: the classifier's and the GAN's differ only in these."""
 
-    name: str                   # dataset name, or e.g. "gan-mnist"
-    key: str                    # its section of params.yaml: "search" or "gan_search"
+    name: str  # dataset name, or e.g. "gan-mnist"
+    key: str  # its section of params.yaml: "search" or "gan_search"
     budget: SweepParams
-    hp_model: type[BaseModel]   # one trial's hyperparameters
+    hp_model: type[BaseModel]  # one trial's hyperparameters
     metric: str
-    mode: str                   # "max" or "min"
+    mode: str  # "max" or "min"
     trainable: Callable[..., None]  # a function of (config, *, data, settings)
     seed: int
     data_hash: str
@@ -121,10 +146,10 @@ def trial_resources(resources, remote: bool) -> dict[str, float]:
         want["memory"] = float(resources.memory)
     have = ray.cluster_resources()
     config = autoscaling_config() if remote else None
-    gpus = have.get("GPU", 0) or any(t.get("resources", {}).get("GPU", 0)
-                                     for t in (config or {}).get("available_node_types", {}).values())
-    got = {"cpu": want["cpu"] if remote else min(want["cpu"], have.get("CPU", 1)),
-           "gpu": want["gpu"] if gpus else 0.0}
+    gpus = have.get("GPU", 0) or any(
+        t.get("resources", {}).get("GPU", 0) for t in (config or {}).get("available_node_types", {}).values()
+    )
+    got = {"cpu": want["cpu"] if remote else min(want["cpu"], have.get("CPU", 1)), "gpu": want["gpu"] if gpus else 0.0}
     if "memory" in want:
         got["memory"] = want["memory"] if remote else min(want["memory"], have.get("memory", 0))
     if got != want:
@@ -135,12 +160,15 @@ def trial_resources(resources, remote: bool) -> dict[str, float]:
 
 
 def _show(resources: dict[str, float]) -> str:
-    return "{" + ", ".join(f"'{k}': " + (f"{v / 2**20:.0f}MiB" if k == "memory" else f"{v:g}")
-                           for k, v in resources.items()) + "}"
+    return (
+        "{"
+        + ", ".join(f"'{k}': " + (f"{v / 2**20:.0f}MiB" if k == "memory" else f"{v:g}") for k, v in resources.items())
+        + "}"
+    )
 
 
 AUTOSCALING_CONFIG_ENV = "GRUTUNE_AUTOSCALING_CONFIG"  # the autoscaler's cluster config, where it is not the default
-AUTOSCALING_CONFIG = "~/ray_bootstrap_config.yaml"      # where `ray up` puts it on the head node
+AUTOSCALING_CONFIG = "~/ray_bootstrap_config.yaml"  # where `ray up` puts it on the head node
 
 
 def _fits(node: dict[str, float], resources: dict[str, float]) -> int:
@@ -159,8 +187,14 @@ def autoscaler_slots(config: dict, resources: dict[str, float]) -> int:
     head = config.get("head_node_type")
     slots = _fits(types.get(head, {}).get("resources", {}), resources) if head in types else 0
     budget = config.get("max_workers", 10**6)
-    for per_node, count in sorted(((_fits(t.get("resources", {}), resources), t.get("max_workers", 0))
-                                   for name, t in types.items() if name != head), reverse=True):
+    for per_node, count in sorted(
+        (
+            (_fits(t.get("resources", {}), resources), t.get("max_workers", 0))
+            for name, t in types.items()
+            if name != head
+        ),
+        reverse=True,
+    ):
         count = min(count, budget)
         slots, budget = slots + per_node * count, budget - count
     return slots
@@ -196,10 +230,13 @@ def segments(sweep_uri: str) -> list[str]:
     fs, root = pyarrow.fs.FileSystem.from_uri(sweep_uri)
     if fs.get_file_info(root).type == pyarrow.fs.FileType.NotFound:
         return []
-    names = [Path(f.path).name for f in fs.get_file_info(pyarrow.fs.FileSelector(root))
-             if f.type == pyarrow.fs.FileType.Directory]
-    found = [n for n in names if n.startswith(SEGMENT_PREFIX) and n[len(SEGMENT_PREFIX):].isdigit()]
-    return sorted(found, key=lambda n: int(n[len(SEGMENT_PREFIX):]))
+    names = [
+        Path(f.path).name
+        for f in fs.get_file_info(pyarrow.fs.FileSelector(root))
+        if f.type == pyarrow.fs.FileType.Directory
+    ]
+    found = [n for n in names if n.startswith(SEGMENT_PREFIX) and n[len(SEGMENT_PREFIX) :].isdigit()]
+    return sorted(found, key=lambda n: int(n[len(SEGMENT_PREFIX) :]))
 
 
 @contextlib.contextmanager
@@ -231,8 +268,15 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir: Path,
-              callbacks: list | None = None, remote: bool = False) -> SearchResult:
+def run_sweep(
+    sweep: Sweep,
+    arrays: dict,
+    settings: TrialSettings,
+    *,
+    state_dir: Path,
+    callbacks: list | None = None,
+    remote: bool = False,
+) -> SearchResult:
     """Run, resume, extend or re-read a sweep: Tune + grutune's Optuna TPE searcher (journal storage) + ASHA on
     `sweep.metric`.
 
@@ -248,11 +292,14 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
     if not _is_uri(storage) and (file := not_a_directory(storage)) is not None:  # state_dir; params are checked
         raise GrutuneError(f"{key}: {storage} cannot hold sweeps: {file} is a file, not a directory")
     sweep_uri = f"{storage.rstrip('/')}/{sid}"
-    if not _is_uri(storage) and (Path(f"{sweep_uri}.optuna.journal").exists()
-                                 or any(Path(sweep_uri).glob("experiment_state-*.json"))):
-        raise GrutuneError(f"sweep {sid} in {storage} was saved by an earlier grutune, whose state rested on Ray's and "
-                           f"Optuna's private internals; this version cannot resume it. Finish it with the earlier "
-                           f"grutune, or move {sweep_uri} and {sweep_uri}.optuna.journal away to start it again")
+    if not _is_uri(storage) and (
+        Path(f"{sweep_uri}.optuna.journal").exists() or any(Path(sweep_uri).glob("experiment_state-*.json"))
+    ):
+        raise GrutuneError(
+            f"sweep {sid} in {storage} was saved by an earlier grutune, whose state rested on Ray's and "
+            f"Optuna's private internals; this version cannot resume it. Finish it with the earlier "
+            f"grutune, or move {sweep_uri} and {sweep_uri}.optuna.journal away to start it again"
+        )
     # The Optuna journal is in the sweep's folder when that is a (shared) path. With a cloud URI it is kept locally
     # and copied up after every finished trial (JournalSync).
     local_dir = Path(sweep_uri) if not _is_uri(storage) else Path(state_dir).resolve() / sid
@@ -280,13 +327,19 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
     # A bounded number of checkpoints per trial forces an experiment snapshot per report; that is intended.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
-    bind(sid, SweepRun(journal=journal, target=s.num_samples, max_concurrent=concurrency, segment="",
-                       journal_uri=journal_uri))
+    bind(
+        sid,
+        SweepRun(
+            journal=journal, target=s.num_samples, max_concurrent=concurrency, segment="", journal_uri=journal_uri
+        ),
+    )
     if sync:
         sync.download()
     if (backup := repair_journal(journal)) is not None:
-        print(f"repaired {journal}: its last record was cut (a kill or a full disk while it was written); the "
-              f"original is kept as {backup.name}")
+        print(
+            f"repaired {journal}: its last record was cut (a kill or a full disk while it was written); the "
+            f"original is kept as {backup.name}"
+        )
     last = _read_json(local_dir / "sweep.json")
     names = segments(sweep_uri)
     if names:
@@ -294,21 +347,42 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
         more = f", from {trials} to {s.num_samples} trials" if trials != s.num_samples else ""
         if last.get("max_concurrent") not in (None, concurrency):
             more += f", {concurrency} at a time (was {last['max_concurrent']})"
-        print(f"resuming sweep {sid}{more} from {sweep_uri}: finished trials are kept, unfinished ones continue "
-              f"from their last checkpoint")
-    write_json(local_dir / "sweep.json", {"format": "grutune-sweep", "version": 1, "sweep_id": sid,
-                                          "num_samples": s.num_samples, "max_concurrent": concurrency})
+        print(
+            f"resuming sweep {sid}{more} from {sweep_uri}: finished trials are kept, unfinished ones continue "
+            f"from their last checkpoint"
+        )
+    write_json(
+        local_dir / "sweep.json",
+        {
+            "format": "grutune-sweep",
+            "version": 1,
+            "sweep_id": sid,
+            "num_samples": s.num_samples,
+            "max_concurrent": concurrency,
+        },
+    )
     names = names or [f"{SEGMENT_PREFIX}1"]
     all_results = []
     while True:
         name = names[-1]
         path = f"{sweep_uri}/{name}"
-        for earlier in names[:-1][len(all_results):]:  # finished experiments: read back, not run
+        for earlier in names[:-1][len(all_results) :]:  # finished experiments: read back, not run
             all_results.append(tune.Tuner.restore(f"{sweep_uri}/{earlier}", trainable=trainable).get_results())
         known = frozenset(trial_id(r) for results in all_results for r in results)
-        bind(sid, SweepRun(journal=journal, target=s.num_samples, max_concurrent=concurrency, segment=name,
-                           journal_uri=journal_uri, origin=location(sweep_uri), known=known,
-                           max_trial_epochs=s.max_trial_epochs, min_trial_epochs=s.grace_period))
+        bind(
+            sid,
+            SweepRun(
+                journal=journal,
+                target=s.num_samples,
+                max_concurrent=concurrency,
+                segment=name,
+                journal_uri=journal_uri,
+                origin=location(sweep_uri),
+                known=known,
+                max_trial_epochs=s.max_trial_epochs,
+                min_trial_epochs=s.grace_period,
+            ),
+        )
         tuner = None
         if tune.Tuner.can_restore(path):
             # The searcher and callbacks come back from Tune's snapshot; `bind` gave them today's places and limits.
@@ -316,28 +390,48 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
                 tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
             except (EOFError, pickle.UnpicklingError) as e:  # killed while Tune wrote its first state
                 aside = f"{name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
-                print(f"Tune experiment {path} cannot be restored ({type(e).__name__}: its state was cut off while "
-                      f"it was written); moved aside as {aside}, and started again: the study keeps its trials")
+                print(
+                    f"Tune experiment {path} cannot be restored ({type(e).__name__}: its state was cut off while "
+                    f"it was written); moved aside as {aside}, and started again: the study keeps its trials"
+                )
                 _move(f"{sweep_uri}/{name}", f"{sweep_uri}/{aside}")
         if tuner is None:
             tuner = tune.Tuner(
                 trainable,
                 param_space={k: v for k, v in s.space.items() if not isinstance(v, tuple)},  # fixed values
                 tune_config=tune.TuneConfig(
-                    metric=sweep.metric, mode=sweep.mode, reuse_actors=reuse_actors,
+                    metric=sweep.metric,
+                    mode=sweep.mode,
+                    reuse_actors=reuse_actors,
                     num_samples=-1,  # the searcher says when the study is complete (bound, not saved)
-                    search_alg=GrutuneSearcher(study_name=sid, space=s.space, seed=sweep.seed, metric=sweep.metric,
-                                               mode=sweep.mode, max_epochs=s.max_epochs,
-                                               startup_trials=s.startup_count, costs=sweep.costs,
-                                               origin=location(sweep_uri), multivariate=s.multivariate,
-                                               constant_liar=s.constant_liar),
-                    scheduler=ASHAScheduler(time_attr="epoch", max_t=s.max_epochs, grace_period=s.grace_period,
-                                            reduction_factor=s.reduction_factor)),
+                    search_alg=GrutuneSearcher(
+                        study_name=sid,
+                        space=s.space,
+                        seed=sweep.seed,
+                        metric=sweep.metric,
+                        mode=sweep.mode,
+                        max_epochs=s.max_epochs,
+                        startup_trials=s.startup_count,
+                        costs=sweep.costs,
+                        origin=location(sweep_uri),
+                        multivariate=s.multivariate,
+                        constant_liar=s.constant_liar,
+                    ),
+                    scheduler=ASHAScheduler(
+                        time_attr="epoch",
+                        max_t=s.max_epochs,
+                        grace_period=s.grace_period,
+                        reduction_factor=s.reduction_factor,
+                    ),
+                ),
                 run_config=tune.RunConfig(
-                    name=name, storage_path=sweep_uri, callbacks=callbacks,
+                    name=name,
+                    storage_path=sweep_uri,
+                    callbacks=callbacks,
                     failure_config=tune.FailureConfig(max_failures=s.max_failures),
                     # Not one: after a hard kill the last experiment snapshot may point at an earlier checkpoint.
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=3)),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
+                ),
             )
         with pending_trials(concurrency):
             results = tuner.fit()
@@ -347,19 +441,25 @@ def run_sweep(sweep: Sweep, arrays: dict, settings: TrialSettings, *, state_dir:
         trials, finished = len(done), sum(t.state.is_finished() for t in done)
         if results.num_terminated + results.num_errors < len(results) or not created_all(study, name):
             # Tune stops gracefully on Ctrl-C and returns what it has; a partial sweep must not become the output.
-            raise SweepInterrupted(f"sweep {sid} stopped with {finished} of {s.num_samples} trials finished; its "
-                                   f"state is kept in {sweep_uri}: run `dvc repro` again to resume it")
+            raise SweepInterrupted(
+                f"sweep {sid} stopped with {finished} of {s.num_samples} trials finished; its "
+                f"state is kept in {sweep_uri}: run `dvc repro` again to resume it"
+            )
         if (finished >= s.num_samples and trials >= s.num_samples) or (
-                finished == trials and not budget_allows_trial(done, s.max_trial_epochs, s.max_epochs, s.grace_period)):
+            finished == trials and not budget_allows_trial(done, s.max_trial_epochs, s.max_epochs, s.grace_period)
+        ):
             break
         if not len(results):  # an experiment that ran nothing would be followed by another forever
-            raise GrutuneError(f"sweep {sid}: its study holds {trials} trials, {finished} finished, and Tune ran none "
-                               f"of the {s.num_samples} asked for; see {journal}")
+            raise GrutuneError(
+                f"sweep {sid}: its study holds {trials} trials, {finished} finished, and Tune ran none "
+                f"of the {s.num_samples} asked for; see {journal}"
+            )
         # This experiment is complete (Tune cannot be given more trials for it): the study goes on in a new one.
         names.append(f"{SEGMENT_PREFIX}{len(names) + 1}")
     configs: dict = {}
     for name in names:  # a trial that never reported has no config in its Result; the experiment's trials have
         configs.update(tune.ExperimentAnalysis(f"{sweep_uri}/{name}").get_all_configs())
-    rows = trial_rows([r for results in all_results for r in results], sweep,
-                      journal_progress(journal, sid, sweep.better), configs)
+    rows = trial_rows(
+        [r for results in all_results for r in results], sweep, journal_progress(journal, sid, sweep.better), configs
+    )
     return summarise(sweep, rows, sweep_uri)

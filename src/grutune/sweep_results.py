@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from grutune.config import COSTS
 from grutune.errors import GrutuneError
@@ -18,17 +19,18 @@ STATUSES = ("completed", "pruned", "failed", "errored")
 @dataclass(frozen=True)
 class SearchResult:
     sweep_id: str
-    best: dict[str, Any]          # the picked trial: trial_id, the metric, epochs, config (and costs, pick, reason)
+    best: dict[str, Any]  # the picked trial: trial_id, the metric, epochs, config (and costs, pick, reason)
     trials: list[dict[str, Any]]  # one row per trial
-    summary: dict[str, Any]       # counts and timing, for DVC metrics
+    summary: dict[str, Any]  # counts and timing, for DVC metrics
     progress: list[dict[str, Any]]  # best-so-far metric after each trial, in the order they were proposed
     progress_time: list[dict[str, Any]]  # the same, in the order trials ended, against wall time
-    metric: str                   # what the sweep optimised
+    metric: str  # what the sweep optimised
     front: list[dict[str, Any]] = ()  # the Pareto front's trials (rows of `trials`), the picked one marked
 
 
-def trial_rows(results, sweep, journal: dict[str, tuple[int, float, int, bool]],
-               configs: dict[str, dict] | None = None) -> list[dict[str, Any]]:
+def trial_rows(
+    results, sweep, journal: dict[str, tuple[int, float, int, bool]], configs: dict[str, dict] | None = None
+) -> list[dict[str, Any]]:
     """One row per trial: completed (ran max_epochs), pruned (stopped by ASHA), failed (diverged), errored (raised).
 
     `results` is Tune's ResultGrid; `journal` is `recovery.journal_progress` of the sweep's study; `configs` is
@@ -45,8 +47,15 @@ def trial_rows(results, sweep, journal: dict[str, tuple[int, float, int, bool]],
         # A trial the journal records as complete finished before a crash; if Tune then failed to restore it from a
         # stale snapshot (its checkpoint already rotated away), that error does not undo its result.
         errored = r.error is not None and not j_complete
-        status = ("errored" if errored else "failed" if diverged
-                  else "completed" if epochs >= sweep.budget.max_epochs else "pruned")
+        status = (
+            "errored"
+            if errored
+            else "failed"
+            if diverged
+            else "completed"
+            if epochs >= sweep.budget.max_epochs
+            else "pruned"
+        )
         best = math.nan
         if not diverged:
             for v in [*(df[metric].tolist() if has else []), j_best]:
@@ -56,14 +65,25 @@ def trial_rows(results, sweep, journal: dict[str, tuple[int, float, int, bool]],
         error_file = Path(r.path) / "error.txt"
         ended = float(df["timestamp"].max()) if has and "timestamp" in df else math.nan
         time_s = float(df["time_total_s"].max()) if has and "time_total_s" in df else 0.0
-        extra = {k: float(df[k].dropna().iloc[-1]) if has and k in df and df[k].notna().any()
-                 else j_costs.get(k, math.nan) for k in sweep.columns}
-        rows.append({"trial": number, "trial_id": tid, "status": status, **hp, f"best_{metric}": best,
-                     **extra, "epochs": epochs,
-                     "resumed_from_epoch": int(df["resumed_from_epoch"].max()) if has and "resumed_from_epoch" in df
-                     else 0,
-                     "error": str(error_file) if errored and error_file.exists() else "",
-                     "_ended": ended, "_time_s": round(time_s, 1)})
+        extra = {
+            k: float(df[k].dropna().iloc[-1]) if has and k in df and df[k].notna().any() else j_costs.get(k, math.nan)
+            for k in sweep.columns
+        }
+        rows.append(
+            {
+                "trial": number,
+                "trial_id": tid,
+                "status": status,
+                **hp,
+                f"best_{metric}": best,
+                **extra,
+                "epochs": epochs,
+                "resumed_from_epoch": int(df["resumed_from_epoch"].max()) if has and "resumed_from_epoch" in df else 0,
+                "error": str(error_file) if errored and error_file.exists() else "",
+                "_ended": ended,
+                "_time_s": round(time_s, 1),
+            }
+        )
     return sorted(rows, key=lambda r: (r["trial"], r["trial_id"]))  # in the order Optuna proposed them
 
 
@@ -91,24 +111,40 @@ def summarise(sweep, rows: list[dict[str, Any]], where: str) -> SearchResult:
     front, picked, reason = [top], top, "the best trial"
     if sweep.costs:
         front, picked, reason = pick(pareto_rows(rows, sweep), sweep, sweep.budget.pick, sweep.budget.pick_within)
-    best = {"sweep_id": sid, "data_hash": sweep.data_hash, "trial_id": picked["trial_id"],
-            sweep.metric: picked[key], "epochs": picked["epochs"],
-            **({c: picked[c] for c in sweep.columns} if sweep.costs else {}),
-            **({"pick": sweep.budget.pick, "reason": reason} if sweep.costs else {}),
-            "config": sweep.hp_model(**{k: picked[k] for k in sweep.hp_model.model_fields}).model_dump()}
+    best = {
+        "sweep_id": sid,
+        "data_hash": sweep.data_hash,
+        "trial_id": picked["trial_id"],
+        sweep.metric: picked[key],
+        "epochs": picked["epochs"],
+        **({c: picked[c] for c in sweep.columns} if sweep.costs else {}),
+        **({"pick": sweep.budget.pick, "reason": reason} if sweep.costs else {}),
+        "config": sweep.hp_model(**{k: picked[k] for k in sweep.hp_model.model_fields}).model_dump(),
+    }
     counts = {st: sum(r["status"] == st for r in rows) for st in STATUSES}
     by_time = sorted((r for r in rows if not math.isnan(r["_ended"])), key=lambda r: r["_ended"])
     t0 = min((r["_ended"] - r["_time_s"] for r in by_time), default=0.0)
     # The sweep's wall time: from its first trial's start to its last trial's end, across resumes.
     wall = by_time[-1]["_ended"] - t0 if by_time else 0.0
-    summary = {key: top[key], "trials": len(rows), **counts,
-               "epochs_run": sum(r["epochs"] for r in rows), "wall_time_s": round(wall, 1),
-               **({"pareto_points": len(front), f"picked_{sweep.metric}": picked[key]} if sweep.costs else {})}
+    summary = {
+        key: top[key],
+        "trials": len(rows),
+        **counts,
+        "epochs_run": sum(r["epochs"] for r in rows),
+        "wall_time_s": round(wall, 1),
+        **({"pareto_points": len(front), f"picked_{sweep.metric}": picked[key]} if sweep.costs else {}),
+    }
     public = lambda r: {k: v for k, v in r.items() if not k.startswith("_")}  # noqa: E731
-    return SearchResult(sid, best, [public(r) for r in rows], summary,
-                        best_so_far(rows, sweep, "trial", lambda r: r["trial"]),
-                        best_so_far(by_time, sweep, "wall_time_s", lambda r: round(r["_ended"] - t0, 1)), sweep.metric,
-                        [{**public(r), "picked": r is picked} for r in front])
+    return SearchResult(
+        sid,
+        best,
+        [public(r) for r in rows],
+        summary,
+        best_so_far(rows, sweep, "trial", lambda r: r["trial"]),
+        best_so_far(by_time, sweep, "wall_time_s", lambda r: round(r["_ended"] - t0, 1)),
+        sweep.metric,
+        [{**public(r), "picked": r is picked} for r in front],
+    )
 
 
 def pareto_rows(rows: list[dict[str, Any]], sweep) -> list[dict[str, Any]]:
@@ -116,11 +152,12 @@ def pareto_rows(rows: list[dict[str, Any]], sweep) -> list[dict[str, Any]]:
     order. Only completed trials count: a trial ASHA stopped has a truncated metric, and Optuna holds no
     objective values for it."""
     key = f"best_{sweep.metric}"
-    done = [r for r in rows if r["status"] == "completed"
-            and not any(math.isnan(r[k]) for k in (key, *sweep.costs))]
+    done = [r for r in rows if r["status"] == "completed" and not any(math.isnan(r[k]) for k in (key, *sweep.costs))]
     if not done:
-        raise GrutuneError(f"no trial of sweep {sweep.sweep_id} ran all {sweep.budget.max_epochs} epochs, so it has "
-                           f"no Pareto front: raise search.num_samples, or lower search.max_epochs")
+        raise GrutuneError(
+            f"no trial of sweep {sweep.sweep_id} ran all {sweep.budget.max_epochs} epochs, so it has "
+            f"no Pareto front: raise search.num_samples, or lower search.max_epochs"
+        )
     senses = (1 if sweep.mode == "max" else -1, *(-1,) * len(sweep.costs))
     return [done[i] for i in pareto_front([[r[k] for k in (key, *sweep.costs)] for r in done], senses)]
 
@@ -136,9 +173,15 @@ def pick(front: list[dict[str, Any]], sweep, rule: str, within: float) -> tuple[
     cost = COSTS[rule]
     near = [r for r in front if r[key] >= top[key] - within]
     chosen = min(near, key=lambda r: (r[cost], -r[key]))
-    return front, chosen, (f"{rule}: the least {cost} ({chosen[cost]:.6g}, against {top[cost]:.6g}) among the "
-                           f"{len(near)} front points within {within} {sweep.metric} of the most accurate "
-                           f"({top[key]:.4f}); it has {chosen[key]:.4f}")
+    return (
+        front,
+        chosen,
+        (
+            f"{rule}: the least {cost} ({chosen[cost]:.6g}, against {top[cost]:.6g}) among the "
+            f"{len(near)} front points within {within} {sweep.metric} of the most accurate "
+            f"({top[key]:.4f}); it has {chosen[key]:.4f}"
+        ),
+    )
 
 
 def best_so_far(rows: list[dict], sweep, x: str, value_of_x: Callable[[dict], Any]) -> list[dict]:
@@ -147,8 +190,9 @@ def best_so_far(rows: list[dict], sweep, x: str, value_of_x: Callable[[dict], An
     for r in rows:
         v = r[f"best_{m}"] if r["status"] in ("completed", "pruned") else math.nan
         best = v if sweep.better(v, best) else best
-        out.append({x: value_of_x(r), f"trial_{m}": "" if math.isnan(v) else v,
-                    f"best_{m}": "" if math.isnan(best) else best})
+        out.append(
+            {x: value_of_x(r), f"trial_{m}": "" if math.isnan(v) else v, f"best_{m}": "" if math.isnan(best) else best}
+        )
     return out
 
 
@@ -156,5 +200,7 @@ def describe(result: SearchResult, what: str = "trials") -> str:
     """One line for the stage's output: the counts and the best trial with its config."""
     s, b, metric = result.summary, result.best, result.metric
     cfg = ", ".join(f"{k}={v}" for k, v in b["config"].items())
-    return (f"best of {s['trials']} {what} ({s['completed']} completed, {s['pruned']} pruned, {s['failed']} failed, "
-            f"{s['errored']} errored): {b['trial_id']} {metric}={b[metric]:.4f} after {b['epochs']} epochs ({cfg})")
+    return (
+        f"best of {s['trials']} {what} ({s['completed']} completed, {s['pruned']} pruned, {s['failed']} failed, "
+        f"{s['errored']} errored): {b['trial_id']} {metric}={b[metric]:.4f} after {b['epochs']} epochs ({cfg})"
+    )

@@ -18,7 +18,6 @@ from ray import tune
 
 from grutune.io import workspace_root
 
-
 TRIAL_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s")
 GAN_TRIAL_METRICS = ("fid", "diversity", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s")
 
@@ -42,8 +41,9 @@ def run_context() -> dict[str, Any]:
     """What links a result to its code: the git commit and, inside `dvc exp run`, the experiment's name."""
     ctx: dict[str, Any] = {}
     try:
-        ctx["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                           check=True).stdout.strip()
+        ctx["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         pass
     if os.environ.get("DVC_EXP_NAME"):
@@ -51,8 +51,18 @@ def run_context() -> dict[str, Any]:
     return ctx
 
 
-def init_wandb(enabled: bool, *, project: str, group: str, job_type: str, name: str, config: dict,
-               directory: str | os.PathLike, silent: bool = False, run_id: str | None = None):
+def init_wandb(
+    enabled: bool,
+    *,
+    project: str,
+    group: str,
+    job_type: str,
+    name: str,
+    config: dict,
+    directory: str | os.PathLike,
+    silent: bool = False,
+    run_id: str | None = None,
+):
     """Start one W&B run (several may be open at once), or return None when tracking is off. With `run_id`, a run
     of that id is resumed if it exists (W&B's resume="allow"), so a restarted process continues the same run."""
     if not enabled:
@@ -60,10 +70,18 @@ def init_wandb(enabled: bool, *, project: str, group: str, job_type: str, name: 
     import wandb
 
     Path(directory).mkdir(parents=True, exist_ok=True)
-    return wandb.init(project=project, group=group, job_type=job_type, name=name,
-                      config={**config, **run_context()}, mode=wandb_mode(), dir=str(directory),
-                      reinit="create_new", settings=wandb.Settings(silent=silent, console="off"),
-                      **({"id": run_id, "resume": "allow"} if run_id else {}))
+    return wandb.init(
+        project=project,
+        group=group,
+        job_type=job_type,
+        name=name,
+        config={**config, **run_context()},
+        mode=wandb_mode(),
+        dir=str(directory),
+        reinit="create_new",
+        settings=wandb.Settings(silent=silent, console="off"),
+        **({"id": run_id, "resume": "allow"} if run_id else {}),
+    )
 
 
 def trial_run_id(group: str, trial_id: str) -> str:
@@ -80,8 +98,16 @@ class WandbTrialLogger(tune.Callback):
     takes about a second) happen on a background thread, so they never stall Tune's event loop.
     """
 
-    def __init__(self, *, project: str, group: str, directory: str | os.PathLike, extra_config: dict,
-                 metrics: tuple[str, ...] = TRIAL_METRICS, best: tuple[str, str] = ("val_accuracy", "max")):
+    def __init__(
+        self,
+        *,
+        project: str,
+        group: str,
+        directory: str | os.PathLike,
+        extra_config: dict,
+        metrics: tuple[str, ...] = TRIAL_METRICS,
+        best: tuple[str, str] = ("val_accuracy", "max"),
+    ):
         self.project, self.group, self.directory, self.extra = project, group, directory, extra_config
         self.metrics, self.best = metrics, best
         self._queue: queue.Queue | None = None
@@ -107,10 +133,16 @@ class WandbTrialLogger(tune.Callback):
                 if kind == "log":
                     if trial_id not in runs:
                         run = runs[trial_id] = init_wandb(
-                            True, project=self.project, group=self.group, job_type="trial", name=trial_id,
+                            True,
+                            project=self.project,
+                            group=self.group,
+                            job_type="trial",
+                            name=trial_id,
                             config={**payload["config"], **self.extra},
-                            directory=self.directory or workspace_root(), silent=True,
-                            run_id=trial_run_id(self.group, trial_id))
+                            directory=self.directory or workspace_root(),
+                            silent=True,
+                            run_id=trial_run_id(self.group, trial_id),
+                        )
                         # The summary holds the trial's best value, not its last (W&B's sweep panels read it).
                         run.define_metric(self.best[0], summary=self.best[1])
                     runs[trial_id].log(payload["metrics"], step=payload["step"])
@@ -122,8 +154,15 @@ class WandbTrialLogger(tune.Callback):
             run.finish()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self._submit("log", trial.trial_id, {"config": dict(trial.config), "step": int(result["epoch"]),
-                                             "metrics": {k: result[k] for k in self.metrics if k in result}})
+        self._submit(
+            "log",
+            trial.trial_id,
+            {
+                "config": dict(trial.config),
+                "step": int(result["epoch"]),
+                "metrics": {k: result[k] for k in self.metrics if k in result},
+            },
+        )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._submit("finish", trial.trial_id, 0)
@@ -138,14 +177,29 @@ class WandbTrialLogger(tune.Callback):
             self._thread = None
 
 
-def trial_loggers(tracking, *, group: str, directory: Path, extra_config: dict,
-                  metrics: tuple[str, ...] = TRIAL_METRICS, best: tuple[str, str] = ("val_accuracy", "max")) -> list:
+def trial_loggers(
+    tracking,
+    *,
+    group: str,
+    directory: Path,
+    extra_config: dict,
+    metrics: tuple[str, ...] = TRIAL_METRICS,
+    best: tuple[str, str] = ("val_accuracy", "max"),
+) -> list:
     """The sweep's Tune callbacks for W&B: one `WandbTrialLogger`, or none when tracking.wandb is off."""
     if not tracking.wandb:
         return []
     print(f"W&B ({wandb_mode()}): one run per trial in group {group}")
-    return [WandbTrialLogger(project=tracking.project, group=group, directory=Path(directory).resolve(),
-                             extra_config=extra_config, metrics=metrics, best=best)]
+    return [
+        WandbTrialLogger(
+            project=tracking.project,
+            group=group,
+            directory=Path(directory).resolve(),
+            extra_config=extra_config,
+            metrics=metrics,
+            best=best,
+        )
+    ]
 
 
 def epoch_logger(run, epochs: int, shown: tuple[str, ...]):
@@ -166,8 +220,9 @@ def log_classifier_run(run, metrics: dict, test: dict, data, *, model, log_model
         return
     from grutune.metrics import confusion_matrix
 
-    log_classifier_eval(run, metrics, confusion_matrix(data.y_test, test["pred"].numpy(), len(data.classes)),
-                        data.classes)
+    log_classifier_eval(
+        run, metrics, confusion_matrix(data.y_test, test["pred"].numpy(), len(data.classes)), data.classes
+    )
     if log_models:
         log_model(run, model, name=f"classifier-{data.name}", metadata={"data_hash": data.content_hash, **metrics})
     run.finish()
@@ -196,19 +251,37 @@ def log_classifier_eval(run, metrics: dict, confusion, classes) -> None:
     run.log({"confusion_matrix": wandb.Table(columns=["actual", "predicted", "count"], data=rows)})
 
 
-def log_sweep_summary(enabled: bool, *, project: str, sweep_id: str, directory, config: dict, trials: list[dict],
-                      summary: dict, best: dict) -> None:
+def log_sweep_summary(
+    enabled: bool,
+    *,
+    project: str,
+    sweep_id: str,
+    directory,
+    config: dict,
+    trials: list[dict],
+    summary: dict,
+    best: dict,
+) -> None:
     """One run per sweep holding the table of all its trials, its counts and its best config."""
-    run = init_wandb(enabled, project=project, group=sweep_id, job_type="sweep", name=f"sweep-{sweep_id}",
-                     config=config, directory=directory, silent=True)
+    run = init_wandb(
+        enabled,
+        project=project,
+        group=sweep_id,
+        job_type="sweep",
+        name=f"sweep-{sweep_id}",
+        config=config,
+        directory=directory,
+        silent=True,
+    )
     if run is None:
         return
     import wandb
 
     columns = list(trials[0])
     run.log({"trials_table": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in trials])})
-    run.summary.update({**summary, "best_trial": best["trial_id"],
-                        **{f"best/{k}": v for k, v in best["config"].items()}})
+    run.summary.update(
+        {**summary, "best_trial": best["trial_id"], **{f"best/{k}": v for k, v in best["config"].items()}}
+    )
     run.finish()
 
 

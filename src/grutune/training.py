@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ class Split:
     y: torch.Tensor
 
     @classmethod
-    def of(cls, x: np.ndarray, y: np.ndarray, device: torch.device) -> "Split":
+    def of(cls, x: np.ndarray, y: np.ndarray, device: torch.device) -> Split:
         return cls(as_tensor(x, device), as_tensor(y, device))
 
     def __len__(self) -> int:
@@ -67,8 +67,8 @@ def evaluate(model: torch.nn.Module, data: Split) -> dict:
     model.eval()
     loss_sum, preds = 0.0, []
     for i in range(0, len(data), EVAL_BATCH):
-        logits = model(to_float(data.x[i:i + EVAL_BATCH]))
-        loss_sum += F.cross_entropy(logits, data.y[i:i + EVAL_BATCH], reduction="sum").item()
+        logits = model(to_float(data.x[i : i + EVAL_BATCH]))
+        loss_sum += F.cross_entropy(logits, data.y[i : i + EVAL_BATCH], reduction="sum").item()
         preds.append(logits.argmax(1))
     pred = torch.cat(preds)
     return {"loss": loss_sum / len(data), "accuracy": (pred == data.y).float().mean().item(), "pred": pred.cpu()}
@@ -87,7 +87,7 @@ class Augment:
     flip: bool
 
     @classmethod
-    def for_images(cls, image_shape, flip: bool) -> "Augment":
+    def for_images(cls, image_shape, flip: bool) -> Augment:
         """The shift of the usual recipes, an eighth of the side (4 px for CIFAR-10's 32, 3 for 28), and a flip
         where the dataset's classes allow one."""
         return cls(pad=int(image_shape[0]) // 8, flip=flip)
@@ -117,14 +117,26 @@ def batches(n: int, batch_size: int, progress: str | None = None) -> Iterable[in
     """The start of each batch of an epoch of n images. With a `progress` label, a tqdm bar on a terminal; in a log
     (stderr not a terminal) nothing, so a log has one line per epoch and none per batch."""
     starts = range(0, n, batch_size)
-    return starts if progress is None else tqdm(starts, desc=progress, unit="batch", leave=False, disable=None,
-                                                dynamic_ncols=True)
+    return (
+        starts
+        if progress is None
+        else tqdm(starts, desc=progress, unit="batch", leave=False, disable=None, dynamic_ncols=True)
+    )
 
 
-def train_epoch(model, opt, data: Split, *, batch_size: int, generator: torch.Generator,
-                subset: int | None = None, clip: float = 1.0,
-                lr_at: Callable[[float], float] | None = None, progress: str | None = None,
-                augment: Augment | None = None) -> dict:
+def train_epoch(
+    model,
+    opt,
+    data: Split,
+    *,
+    batch_size: int,
+    generator: torch.Generator,
+    subset: int | None = None,
+    clip: float = 1.0,
+    lr_at: Callable[[float], float] | None = None,
+    progress: str | None = None,
+    augment: Augment | None = None,
+) -> dict:
     """One pass over (a seeded random subset of) the training split; raises NonFiniteLoss on divergence.
 
     With `lr_at`, each step's learning rate is each group's `initial_lr` times lr_at(fraction of the epoch done).
@@ -138,7 +150,7 @@ def train_epoch(model, opt, data: Split, *, batch_size: int, generator: torch.Ge
         if lr_at is not None:
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * lr_at(i / n)
-        idx = order[i:i + batch_size]
+        idx = order[i : i + batch_size]
         x, y = data.x[idx], data.y[idx]
         x = to_float(x if augment is None else augment(x, generator))
         logits = model(x)
@@ -156,10 +168,22 @@ def train_epoch(model, opt, data: Split, *, batch_size: int, generator: torch.Ge
     return {"loss": loss, "accuracy": correct.item() / n}
 
 
-def fit(model, opt, train: Split, val: Split | None, *, epochs: int, batch_size: int, seed: int,
-        start_epoch: int = 0, subset: int | None = None, schedule_epochs: int | None = None,
-        on_epoch: Callable[[dict], None] = lambda m: None, progress: bool = False,
-        augment: Augment | None = None) -> list[dict]:
+def fit(
+    model,
+    opt,
+    train: Split,
+    val: Split | None,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    start_epoch: int = 0,
+    subset: int | None = None,
+    schedule_epochs: int | None = None,
+    on_epoch: Callable[[dict], None] = lambda m: None,
+    progress: bool = False,
+    augment: Augment | None = None,
+) -> list[dict]:
     """Train from `start_epoch` up to `epochs`, calling `on_epoch(metrics)` after each epoch (and, with `progress`,
     showing a progress bar within each epoch on a terminal). With `augment`, training batches are augmented.
 
@@ -174,11 +198,25 @@ def fit(model, opt, train: Split, val: Split | None, *, epochs: int, batch_size:
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         lr_at = None if schedule_epochs is None else (lambda f, e=epoch: cosine((e + f) / schedule_epochs))
-        tr = train_epoch(model, opt, train, batch_size=batch_size, generator=g, subset=subset, lr_at=lr_at,
-                         progress=f"epoch {epoch + 1}/{epochs}" if progress else None, augment=augment)
+        tr = train_epoch(
+            model,
+            opt,
+            train,
+            batch_size=batch_size,
+            generator=g,
+            subset=subset,
+            lr_at=lr_at,
+            progress=f"epoch {epoch + 1}/{epochs}" if progress else None,
+            augment=augment,
+        )
         dt = time.perf_counter() - t0
-        m = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
-             "lr": opt.param_groups[0]["lr"], "images_per_s": min(subset or len(train), len(train)) / dt}
+        m = {
+            "epoch": epoch + 1,
+            "train_loss": tr["loss"],
+            "train_accuracy": tr["accuracy"],
+            "lr": opt.param_groups[0]["lr"],
+            "images_per_s": min(subset or len(train), len(train)) / dt,
+        }
         if val is not None:
             ev = evaluate(model, val)
             m.update(val_loss=ev["loss"], val_accuracy=ev["accuracy"])
@@ -213,8 +251,11 @@ def inference_cost(model: torch.nn.Module, in_shape, device: torch.device, *, re
             runs.append((time.perf_counter() - t0) * 1000 / batch)
         times[batch] = float(np.median(runs))
     model.train(was_training)
-    return {"params": sum(p.numel() for p in model.parameters()), "latency_ms": times[1],
-            "latency_batch_ms": times[LATENCY_BATCH]}
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "latency_ms": times[1],
+        "latency_batch_ms": times[LATENCY_BATCH],
+    }
 
 
 def hardware(device: torch.device) -> str:
@@ -225,8 +266,11 @@ def hardware(device: torch.device) -> str:
 
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     return f"{cpu}, {torch.get_num_threads()} torch thread(s)"
@@ -234,12 +278,15 @@ def hardware(device: torch.device) -> str:
 
 # --------------------------------------------------------------------------- construction
 
-def new_classifier(hp, *, in_shape, num_classes: int, device: torch.device
-                   ) -> tuple[RecurrentClassifier, torch.optim.Optimizer]:
+
+def new_classifier(
+    hp, *, in_shape, num_classes: int, device: torch.device
+) -> tuple[RecurrentClassifier, torch.optim.Optimizer]:
     """A fresh classifier for one point of the search space (a TrialConfig) and its AdamW optimiser (decoupled
     weight decay), on `device`."""
-    model = RecurrentClassifier(in_shape=tuple(int(d) for d in in_shape), num_classes=num_classes,
-                                **hp.model_kwargs()).to(device)
+    model = RecurrentClassifier(
+        in_shape=tuple(int(d) for d in in_shape), num_classes=num_classes, **hp.model_kwargs()
+    ).to(device)
     return model, torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
 
 
@@ -252,8 +299,17 @@ class FinalRun:
     test: dict  # loss, accuracy, pred (the test split's predicted labels)
 
 
-def retrain_and_test(hp, data, *, epochs: int, seed: int, device: torch.device, augment: bool = False,
-                     on_epoch: Callable[[dict], None] = lambda m: None, progress: bool = False) -> FinalRun:
+def retrain_and_test(
+    hp,
+    data,
+    *,
+    epochs: int,
+    seed: int,
+    device: torch.device,
+    augment: bool = False,
+    on_epoch: Callable[[dict], None] = lambda m: None,
+    progress: bool = False,
+) -> FinalRun:
     """Train a config from scratch on train+val of a Prepared dataset, then evaluate it on the test split (with
     `progress`, a progress bar within each epoch on a terminal; with `augment`, random shifts, plus flips where the
     dataset's classes allow them)."""
@@ -261,19 +317,34 @@ def retrain_and_test(hp, data, *, epochs: int, seed: int, device: torch.device, 
     model, opt = new_classifier(hp, in_shape=data.x_train.shape[1:], num_classes=len(data.classes), device=device)
     train = Split.of(np.concatenate([data.x_train, data.x_val]), np.concatenate([data.y_train, data.y_val]), device)
     aug = Augment.for_images(data.image_shape, dataset_spec(data.name).flip) if augment else None
-    history = fit(model, opt, train, None, epochs=epochs, batch_size=hp.batch_size, seed=seed, schedule_epochs=epochs,
-                  on_epoch=on_epoch, progress=progress, augment=aug)
+    history = fit(
+        model,
+        opt,
+        train,
+        None,
+        epochs=epochs,
+        batch_size=hp.batch_size,
+        seed=seed,
+        schedule_epochs=epochs,
+        on_epoch=on_epoch,
+        progress=progress,
+        augment=aug,
+    )
     return FinalRun(model, history, evaluate(model, Split.of(data.x_test, data.y_test, device)))
 
 
 def test_metrics(test: dict, data) -> dict:
     """The classifier's test results as the train stage reports them: accuracy, loss, and accuracy per class."""
     per_class = per_class_accuracy(data.y_test, test["pred"].numpy(), len(data.classes))
-    return {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
-            "per_class_accuracy": {c: float(a) for c, a in zip(data.classes, per_class)}}
+    return {
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "per_class_accuracy": {c: float(a) for c, a in zip(data.classes, per_class)},
+    }
 
 
 # --------------------------------------------------------------------------- final model and checkpoints
+
 
 def save_checkpoint(path, model, **extra) -> None:
     """A checkpoint is a dict: weights, the constructor's kwargs (to rebuild it exactly) and plain metadata."""
@@ -296,6 +367,8 @@ def load_classifier(path, data_hash: str, device: torch.device | str = "cpu") ->
     """The `train` stage's classifier and its checkpoint, refusing one trained on other data than `data_hash`."""
     ckpt = load_checkpoint(path, device)
     if ckpt.get("data_hash") != data_hash:
-        raise GrutuneError(f"{path} was trained on other data ({ckpt.get('data_hash')}) than the prepared dataset "
-                           f"({data_hash}): rerun the train stage")
+        raise GrutuneError(
+            f"{path} was trained on other data ({ckpt.get('data_hash')}) than the prepared dataset "
+            f"({data_hash}): rerun the train stage"
+        )
     return build_classifier(ckpt["model_kwargs"], ckpt["model"]).to(device), ckpt

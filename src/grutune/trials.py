@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import ray
 import torch
@@ -36,8 +37,8 @@ class TrialSettings:
     max_epochs: int
     train_subset: int | None
     seed: int
-    threads: int = 1                # torch threads: the trial's CPUs
-    journal: str | None = None      # the sweep's Optuna journal, for replaying finished trials
+    threads: int = 1  # torch threads: the trial's CPUs
+    journal: str | None = None  # the sweep's Optuna journal, for replaying finished trials
     study: str | None = None
 
 
@@ -59,14 +60,21 @@ class GanTrialSettings(TrialSettings):
 class TrialJob:
     """What a trial kind gives the skeleton."""
 
-    parts: dict[str, Any]          # name -> module or optimiser; checkpointed by state_dict under that name
-    kwargs: dict[str, dict]        # name -> a module's constructor arguments; checkpointed as "<name>_kwargs"
+    parts: dict[str, Any]  # name -> module or optimiser; checkpointed by state_dict under that name
+    kwargs: dict[str, dict]  # name -> a module's constructor arguments; checkpointed as "<name>_kwargs"
     fit: Callable[[int, Callable[[dict], None]], Any]  # (start_epoch, on_epoch) -> trains up to max_epochs
-    score: Callable[[dict], dict] = lambda m: {}       # extra metrics for an epoch; may raise Collapsed
+    score: Callable[[dict], dict] = lambda m: {}  # extra metrics for an epoch; may raise Collapsed
 
 
-def run_epochs(config: dict, settings: TrialSettings, *, hp_model: type[BaseModel], metric: str, worst: float,
-               build: Callable[[Any, torch.device], TrialJob]) -> None:
+def run_epochs(
+    config: dict,
+    settings: TrialSettings,
+    *,
+    hp_model: type[BaseModel],
+    metric: str,
+    worst: float,
+    build: Callable[[Any, torch.device], TrialJob],
+) -> None:
     """The skeleton of every trial: build, restore, train reporting `metric` and a checkpoint each epoch."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not one "checkpoint created" line per epoch
     done = finished_result(settings.journal, settings.study, tune.get_context().get_trial_id(), metric)
@@ -93,17 +101,31 @@ def run_epochs(config: dict, settings: TrialSettings, *, hp_model: type[BaseMode
         m = {**m, **job.score(m), "resumed_from_epoch": start_epoch, "node_id": node}
         last_epoch = m["epoch"]
         with tempfile.TemporaryDirectory() as d:
-            torch.save({**{name: part.state_dict() for name, part in job.parts.items()},
-                        **{f"{name}_kwargs": kw for name, kw in job.kwargs.items()},
-                        "epoch": m["epoch"], "config": hp.model_dump()}, Path(d) / CHECKPOINT)
+            torch.save(
+                {
+                    **{name: part.state_dict() for name, part in job.parts.items()},
+                    **{f"{name}_kwargs": kw for name, kw in job.kwargs.items()},
+                    "epoch": m["epoch"],
+                    "config": hp.model_dump(),
+                },
+                Path(d) / CHECKPOINT,
+            )
             tune.report(m, checkpoint=tune.Checkpoint.from_directory(d))
 
     try:
         job.fit(start_epoch, report)
     except (NonFiniteLoss, Collapsed) as e:
         # Stop at once and say so: retrying a diverged or collapsed config would only fail again.
-        tune.report({"epoch": last_epoch + 1, metric: worst, "diverged": 1, "error": str(e),
-                     "resumed_from_epoch": start_epoch, "node_id": node})
+        tune.report(
+            {
+                "epoch": last_epoch + 1,
+                metric: worst,
+                "diverged": 1,
+                "error": str(e),
+                "resumed_from_epoch": start_epoch,
+                "node_id": node,
+            }
+        )
 
 
 def run_trial(config: dict, *, data: dict, settings: ClassifierTrialSettings) -> None:
@@ -123,11 +145,23 @@ def run_trial(config: dict, *, data: dict, settings: ClassifierTrialSettings) ->
             return cost
 
         return TrialJob(
-            parts={"model": model, "optimizer": opt}, kwargs={"model": model.kwargs}, score=score,
-            fit=lambda start, on_epoch: fit(model, opt, train, val, epochs=settings.max_epochs,
-                                            batch_size=hp.batch_size, seed=settings.seed, start_epoch=start,
-                                            subset=settings.train_subset, schedule_epochs=settings.max_epochs,
-                                            on_epoch=on_epoch))
+            parts={"model": model, "optimizer": opt},
+            kwargs={"model": model.kwargs},
+            score=score,
+            fit=lambda start, on_epoch: fit(
+                model,
+                opt,
+                train,
+                val,
+                epochs=settings.max_epochs,
+                batch_size=hp.batch_size,
+                seed=settings.seed,
+                start_epoch=start,
+                subset=settings.train_subset,
+                schedule_epochs=settings.max_epochs,
+                on_epoch=on_epoch,
+            ),
+        )
 
     run_epochs(config, settings, hp_model=TrialConfig, metric="val_accuracy", worst=0.0, build=build)
 
@@ -140,8 +174,13 @@ def run_gan_trial(config: dict, *, data: dict, settings: GanTrialSettings) -> No
     """
 
     def build(hp: GanTrialConfig, device: torch.device) -> TrialJob:
-        gan = new_gan(hp, shape=settings.in_shape, noise_dim=settings.noise_dim, device=device,
-                      ema_decay=settings.recipe.ema_decay)
+        gan = new_gan(
+            hp,
+            shape=settings.in_shape,
+            noise_dim=settings.noise_dim,
+            device=device,
+            ema_decay=settings.recipe.ema_decay,
+        )
         clf = build_classifier(settings.classifier_kwargs, data["classifier"]).to(device)
         n = min(settings.eval_samples, len(data["x_val"]))
         fid = FidScorer(clf, to_float(Split.of(data["x_val"][:n], data["y_val"][:n], device).x), seed=settings.seed)
@@ -154,9 +193,19 @@ def run_gan_trial(config: dict, *, data: dict, settings: GanTrialSettings) -> No
 
         train = Split.of(data["x_train"], data["y_train"], device)
         return TrialJob(
-            parts=gan.parts(), kwargs={"generator": gan.G.kwargs, "discriminator": gan.D.kwargs}, score=score,
-            fit=lambda start, on_epoch: train_gan(gan, train, settings.recipe, epochs=settings.max_epochs,
-                                                  seed=settings.seed, start_epoch=start,
-                                                  subset=settings.train_subset, on_epoch=on_epoch))
+            parts=gan.parts(),
+            kwargs={"generator": gan.G.kwargs, "discriminator": gan.D.kwargs},
+            score=score,
+            fit=lambda start, on_epoch: train_gan(
+                gan,
+                train,
+                settings.recipe,
+                epochs=settings.max_epochs,
+                seed=settings.seed,
+                start_epoch=start,
+                subset=settings.train_subset,
+                on_epoch=on_epoch,
+            ),
+        )
 
     run_epochs(config, settings, hp_model=GanTrialConfig, metric="fid", worst=1e12, build=build)

@@ -285,3 +285,24 @@ def test_a_startup_share_is_of_the_trials_a_budget_of_trial_epochs_pays_for(tmp_
         write(tmp_path, lambda r: r["search"].update(num_samples=10, startup_trials=0.3, max_trial_epochs=200))
     )
     assert p.search.startup_count == 3  # num_samples ends it first
+
+
+@pytest.mark.parametrize(
+    "point, message",
+    [
+        ({"cell": "transformer"}, "search: points_to_evaluate[0].cell: 'transformer' is outside the space (one of"),
+        ({"lr": 10.0}, "search: points_to_evaluate[0].lr: 10.0 is outside the space (loguniform in ["),
+        ({"colour": "red"}, "search: points_to_evaluate[0].colour: not a hyperparameter of the space"),
+        ({"num_layers": 1.5}, "search: points_to_evaluate[0].num_layers: 1.5 is outside the space (int in ["),
+    ],
+)
+def test_points_to_evaluate_must_lie_in_the_space(tmp_path, point, message):
+    with pytest.raises(ConfigError) as e:
+        load_params(write(tmp_path, lambda r: r["search"].update(points_to_evaluate=[point])))
+    assert message in str(e.value)
+
+
+def test_points_to_evaluate_are_kept_in_order(tmp_path):
+    points = [{"cell": "gru", "lr": 0.001}, {"backbone": "conv"}]
+    p = load_params(write(tmp_path, lambda r: r["search"].update(points_to_evaluate=points)))
+    assert p.search.points_to_evaluate == points

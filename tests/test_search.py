@@ -634,6 +634,7 @@ def searcher_at(
     known=(),
     max_trial_epochs=None,
     min_trial_epochs=1,
+    points=(),
 ):
     """grutune's searcher over the journal s.journal, bound as the sweep driver binds it (outside Tune)."""
     from grutune.recovery import GrutuneSearcher, SweepRun, bind
@@ -658,7 +659,28 @@ def searcher_at(
         mode="max",
         max_epochs=max_epochs,
         startup_trials=2,
+        points_to_evaluate=points,
     )
+
+
+def test_points_to_evaluate_are_the_first_trials_of_a_new_study_only(tmp_path):
+    """Known-good configs come first, in order (a partial one gets the rest drawn); a study resumed or extended
+    does not get them again, and a point still queued when the process died is handed out, not lost."""
+    points = [{"lr": 0.005, "cell": "rnn"}, {"cell": "gru"}, {"lr": 0.0002}]
+    s = searcher_at(tmp_path, target=5, points=points)
+    first, second = s.suggest("a"), s.suggest("b")
+    assert first == {"lr": 0.005, "cell": "rnn"} and second["cell"] == "gru"
+    for t in "ab":
+        s.on_trial_complete(t, {"epoch": 2, "val_accuracy": 0.5})
+    s.save(str(tmp_path / "snapshot.json"))  # Tune's snapshot, then a kill
+    resumed = searcher_at(tmp_path, target=5, points=[{"lr": 0.001, "cell": "gru"}])
+    resumed.restore(str(tmp_path / "snapshot.json"))
+    third = resumed.suggest("c")
+    assert third["lr"] == 0.0002  # the last queued point, not a new one
+    resumed.on_trial_complete("c", {"epoch": 2, "val_accuracy": 0.5})
+    rest = [resumed.suggest(t) for t in "de"]
+    assert all(r != {"lr": 0.001, "cell": "gru"} for r in rest)
+    assert len(journal_trials(tmp_path)) == 5
 
 
 def journal_trials(tmp_path):

@@ -210,11 +210,40 @@ class SweepParams(_Section):
     storage: Annotated[str, Field(min_length=1)] | None
     resources: Resources
     space: dict[str, Any]
+    # Configs (all or some of the searched hyperparameters) tried first, in order, before TPE's own start-up trials,
+    # as Tune's and Optuna's searchers take them (points_to_evaluate, Study.enqueue_trial): known-good settings.
+    points_to_evaluate: list[dict[str, Any]] = []
 
     @field_validator("space", mode="before")
     @classmethod
     def _space(cls, v: Any) -> dict[str, Any]:
         return parse_space(v, cls.TRIAL_MODEL)
+
+    @model_validator(mode="after")
+    def _points(self) -> "SweepParams":
+        for i, point in enumerate(self.points_to_evaluate):
+            for key, value in point.items():
+                where = f"points_to_evaluate[{i}].{key}"
+                if key not in self.space:
+                    raise ValueError(f"{where}: not a hyperparameter of the space ({', '.join(self.space)})")
+                dim = self.space[key]
+                if not isinstance(dim, tuple):
+                    if value != dim:
+                        raise ValueError(f"{where}: the space fixes {key} at {dim!r}, got {value!r}")
+                    continue
+                kind, args = dim
+                ok = (
+                    value in args
+                    if kind == "choice"
+                    else isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                    and (kind != "int" or isinstance(value, int))
+                    and args[0] <= value <= args[1]
+                )
+                if not ok:
+                    allowed = f"one of {args}" if kind == "choice" else f"{kind} in [{args[0]}, {args[1]}]"
+                    raise ValueError(f"{where}: {value!r} is outside the space ({allowed})")
+        return self
 
     @field_validator("startup_trials", mode="before")
     @classmethod

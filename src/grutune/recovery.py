@@ -202,6 +202,8 @@ class GrutuneSearcher(Searcher):
     values in such a study, so each epoch's metric is a STEP user attribute instead; PRUNED and FAIL stay as above.
 
     With `SweepRun.max_trial_epochs`, it creates a trial only where the budget pays for it: see `budget_allows_trial`.
+    A new study first gets `points_to_evaluate` (Optuna's `enqueue_trial`): its first trials are those configs, the
+    hyperparameters a point leaves out drawn as usual.
 
     It creates trials until the study holds `SweepRun.target`, at most `SweepRun.max_concurrent` at once, then
     says FINISHED. Pickled (Tune keeps it with the experiment), it holds no path and no study: those come from
@@ -222,9 +224,11 @@ class GrutuneSearcher(Searcher):
         origin: str = "",
         multivariate: bool = False,
         constant_liar: bool = True,
+        points_to_evaluate: list[dict[str, Any]] = (),
     ):
         super().__init__(metric=metric, mode=mode)
         self.multivariate, self.constant_liar = multivariate, constant_liar
+        self.points_to_evaluate = [dict(p) for p in points_to_evaluate]
         self.origin = origin  # `location` of the sweep where this experiment started
         self.study_name, self.space, self.seed = study_name, dict(space), seed
         self.primary, self.mode_, self.costs, self.max_epochs = metric, mode, tuple(costs), max_epochs
@@ -248,6 +252,7 @@ class GrutuneSearcher(Searcher):
 
     def __setstate__(self, state: dict) -> None:
         state.setdefault("constant_liar", True)  # pickled by grutune before the option: it ran with the liar
+        state.setdefault("points_to_evaluate", [])
         self.__dict__.update(state)
         self._reset()
 
@@ -285,7 +290,11 @@ class GrutuneSearcher(Searcher):
         self._study, self._run, self._storage = study, run, storage
         self._study_id = storage.get_study_id_from_name(self.study_name)
         aliased = {v for k, v in study.user_attrs.items() if k.startswith(ALIAS)}
-        for t in study.get_trials(deepcopy=False):
+        trials = study.get_trials(deepcopy=False)
+        if not trials:  # a new study: the known-good points first (Optuna hands enqueued trials out before others)
+            for point in self.points_to_evaluate:
+                study.enqueue_trial(point, skip_if_exists=True)
+        for t in trials:
             tid = t.user_attrs.get(TUNE_ID)
             self._steps[t.number] = set(intermediate(t))
             if t.state.is_finished():
@@ -296,7 +305,7 @@ class GrutuneSearcher(Searcher):
                     self._finished_orphans.append(t)
             elif tid in self.done:  # Tune finished it, but the journal lost the tell (a cut journal): tell it again
                 self._retell(study, t)
-            elif tid not in self.live:
+            elif tid not in self.live and t.state == optuna.trial.TrialState.RUNNING:  # not enqueued ones (WAITING)
                 self._orphans.append(t.number)
         return study
 

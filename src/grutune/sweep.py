@@ -416,6 +416,7 @@ def run_sweep(
                         origin=location(sweep_uri),
                         multivariate=s.multivariate,
                         constant_liar=s.constant_liar,
+                        points_to_evaluate=s.points_to_evaluate,
                     ),
                     scheduler=ASHAScheduler(
                         time_attr="epoch",

@@ -220,7 +220,7 @@ class SweepParams(_Section):
         return parse_space(v, cls.TRIAL_MODEL)
 
     @model_validator(mode="after")
-    def _points(self) -> "SweepParams":
+    def _points(self) -> SweepParams:
         for i, point in enumerate(self.points_to_evaluate):
             for key, value in point.items():
                 where = f"points_to_evaluate[{i}].{key}"

@@ -1,7 +1,7 @@
 """Stage `gan_eval`: score the gan stage's generator on the test split, and draw a grid of its samples.
 
     python pipeline/gan_eval.py data/prepared/mnist.npz models/mnist/classifier.pt models/gan.pt \
-        --metrics metrics/gan.json --samples metrics/gan_samples.png
+        --metrics metrics/gan.json --samples metrics/gan_samples.png --class-samples metrics/gan_samples_by_class.png
 
 FID, Inception Score, precision and recall (Kynkaanniemi et al., 2019) and class shares of gan.eval_samples
 generated images, in the features and class probabilities of the classifier the `train` stage trained on gan.dataset
@@ -15,10 +15,10 @@ from pathlib import Path
 from grutune.config import load_params
 from grutune.data import load_prepared
 from grutune.errors import cli
-from grutune.gan import evaluate_gan, load_generator
+from grutune.gan import class_grid, evaluate_gan, load_generator
 from grutune.io import add_output_options, write_json, write_png
 from grutune.tracking import init_wandb, log_gan_run
-from grutune.training import load_classifier, pick_device
+from grutune.training import Split, load_classifier, pick_device
 
 
 @cli
@@ -27,7 +27,14 @@ def main() -> None:
     ap.add_argument("prepared", type=Path, help="the prepare stage's .npz for gan.dataset")
     ap.add_argument("classifier", type=Path, help="the train stage's classifier for gan.dataset")
     ap.add_argument("generator", type=Path, help="the gan stage's checkpoint")
-    add_output_options(ap, {"metrics": "test FID and Inception Score (JSON)", "samples": "a grid of samples (PNG)"})
+    add_output_options(
+        ap,
+        {
+            "metrics": "test FID, Inception Score, precision and recall (JSON)",
+            "samples": "a grid of samples (PNG)",
+            "class_samples": "per class, real test images beside the samples the classifier assigns to it (PNG)",
+        },
+    )
     args = ap.parse_args()
     params = load_params()
     p = params.gan
@@ -39,6 +46,8 @@ def main() -> None:
     metrics = {**metrics, "best_epoch": ckpt["epoch"], "val_fid": ckpt["val_fid"]}
     write_json(args.metrics, metrics)
     write_png(args.samples, grid)
+    test = Split.of(data.x_test, data.y_test, device)
+    write_png(args.class_samples, class_grid(G, clf, test, seed=params.seed))
     run = init_wandb(
         params.tracking.wandb,
         project=params.tracking.project,

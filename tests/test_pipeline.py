@@ -118,6 +118,7 @@ def test_every_declared_output_exists(project):
         "metrics/gan.json",
         "metrics/gan_log.csv",
         "metrics/gan_samples.png",
+        "metrics/gan_samples_by_class.png",
         "report/index.html",
         "search/gan/best.yaml",
         "search/gan/trials.csv",
@@ -347,6 +348,7 @@ def test_dvc_plots_render_from_the_plot_files(project):
         "confusion.csv",
         "train_log/mnist.csv",
         "gan_samples.png",
+        "gan_samples_by_class.png",
     ):
         assert path in out
     # What each line plot draws: the y columns DVC resolved, per plot.

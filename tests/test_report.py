@@ -284,7 +284,12 @@ def write_inputs(root: Path) -> dict:
         "inception_score_std": 0.0123456789,
         "reference_fid_train_vs_test": 0.54321098,
         "reference_inception_score_test": 9.87654321,
+        "precision": 0.7123,
+        "recall": 0.4567,
+        "reference_precision_train_vs_test": 0.8123,
+        "reference_recall_train_vs_test": 0.8234,
         "eval_samples": 2000,
+        "best_epoch": 3,
     }
     write_json(root / "metrics/gan.json", gan)
     write_json(
@@ -302,6 +307,13 @@ def write_inputs(root: Path) -> dict:
     )
     samples = image_grid(rng.random((64, 28, 28, 1)) ** 3, 8)  # (242, 242, 1)
     matplotlib.image.imsave(root / "metrics/gan_samples.png", samples.squeeze(-1), cmap="gray", vmin=0, vmax=1)
+    by_class = image_grid(rng.random((130, 28, 28, 1)), 13)
+    matplotlib.image.imsave(root / "metrics/gan_samples_by_class.png", by_class.squeeze(-1), cmap="gray")
+    log = [
+        {"epoch": e, "d_loss": 1.0, "g_loss": 0.5, "val_fid": 30 - e if e != 3 else 40, "diversity": 0.4}
+        for e in (1, 2, 3, 4)
+    ]
+    write_csv(root / "metrics/gan_log.csv", log, ["epoch", "d_loss", "g_loss", "val_fid", "diversity"])
     written["gan"] = gan
     return written
 
@@ -407,7 +419,7 @@ def test_numbers_match_dvc_metrics_show(stage):
         for tok in line.split("|")[2:]
         if re.fullmatch(r"-?\d[\d.e+-]*", tok.strip())
     ]
-    assert len(numbers) == 2 * (8 + 2 + 3 + 10) + 6 + 8, out  # classifier.json: test, cost and per-class numbers
+    assert len(numbers) == 2 * (8 + 2 + 3 + 10) + 11 + 8, out  # classifier.json: test, cost and per-class numbers
     assert not [n for n in numbers if n not in cells], out
 
 
@@ -432,8 +444,8 @@ def test_provenance_and_self_contained(stage):
     assert "<script" not in page and "<link" not in page and "http://" not in page and "https://" not in page
     srcs = re.findall(r'<img[^>]* src="([^"]*)"', page)
     # Per dataset: importance, parallel coords, best so far, Pareto front, confusion.
-    # GAN: the sweep's three, samples, real.
-    assert len(srcs) == 5 * len(DATASETS) + 3 + 2
+    # GAN: the sweep's three, samples, real, by class, validation FID.
+    assert len(srcs) == 5 * len(DATASETS) + 3 + 4
     for src in srcs:  # every image is a PNG that decodes and is not blank
         assert src.startswith("data:image/png;base64,")
         img = matplotlib.image.imread(io.BytesIO(base64.b64decode(src.split(",", 1)[1])), format="png")
@@ -605,7 +617,9 @@ def test_report_objectives_are_the_sweeps_own(tmp_path, write_params, prepared_m
         ("metrics/mnist/classifier.json", "train@mnist"),
         ("metrics/mnist/confusion.csv", "train@mnist"),
         ("data/prepared/mnist.npz", "prepare@mnist"),
-        ("metrics/gan_samples.png", "gan"),
+        ("metrics/gan_samples.png", "gan_eval"),
+        ("metrics/gan_samples_by_class.png", "gan_eval"),
+        ("metrics/gan_log.csv", "gan"),
         ("metrics/gan.json", "gan"),
         ("metrics/gan_search.json", "gan_search"),
         ("search/gan/trials.csv", "gan_search"),
@@ -655,3 +669,19 @@ def test_importance_is_empty_when_there_is_nothing_to_rank(objective):
     assert param_importances(sweep(tied, objective)) == {}
     broken = [{**t, "status": "failed", col: float("nan")} for t in trials]
     assert param_importances(sweep(broken, objective)) == {}
+
+
+def test_the_gan_section_shows_precision_recall_the_classes_and_the_kept_epoch(stage):
+    """The GAN's precision and recall with their real references in the metrics table, the by-class picture, and
+    the validation FID curve with the kept epoch (here epoch 3, not the curve's lowest) circled in its legend."""
+    root, page, _, _, _ = stage
+    part = gan_part(page)
+    for key, value in (("precision", "0.7123"), ("reference_recall_train_vs_test", "0.8234")):
+        assert re.search(rf"<code>{key}</code></td><td[^>]*>{value}<", part), key
+    assert "real and generated images by class" in part and "metrics/gan_log.csv" in part
+    (_, gan) = load(root)
+    assert gan.val_fid == [(1, 29.0), (2, 28.0), (3, 40.0), (4, 26.0)]
+    from grutune.report import val_fid_figure
+
+    labels = [t.get_text() for t in val_fid_figure(gan).axes[0].get_legend().get_texts()]
+    assert labels == ["validation FID", "kept: epoch 3"]

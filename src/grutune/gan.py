@@ -388,6 +388,25 @@ def diversity(fake: torch.Tensor, real: torch.Tensor) -> float:
     return float(fake.float().std(0).mean() / real.float().std(0).mean().clamp_min(1e-8))
 
 
+@torch.no_grad()
+def class_grid(G, clf, test: Split, *, per_class: int = 6, candidates: int = 2000, seed: int) -> np.ndarray:
+    """Generated samples beside real ones, one row per class: `per_class` real test images of the class, a blank
+    column, then `per_class` of `candidates` generated samples that the classifier assigns to that class (blank
+    where it assigns fewer: a class the generator misses shows as an empty right half). (rows, cols, C) in [0, 1]."""
+    fake = generate(G, candidates, seed=seed, device=test.x.device)
+    _, probs = classifier_view(clf, fake)
+    assigned = probs.argmax(1)
+    real, labels = to_float(test.x).cpu().numpy(), test.y.cpu().numpy()
+    fake = fake.cpu().numpy()
+    k = probs.shape[1]
+    blank = np.ones_like(real[0])
+    tiles = []
+    for c in range(k):
+        mine, theirs = real[labels == c][:per_class], fake[assigned == c][:per_class]
+        tiles += [*mine, *[blank] * (per_class - len(mine)), blank, *theirs, *[blank] * (per_class - len(theirs))]
+    return image_grid(np.stack(tiles), 2 * per_class + 1)
+
+
 def image_grid(images: np.ndarray, nrow: int, pad: int = 2) -> np.ndarray:
     """Tile (N, H, W, C) images in [0, 1] into one (rows*(H+pad)+pad, nrow*(W+pad)+pad, C) picture."""
     n, h, w, c = images.shape

@@ -117,6 +117,8 @@ class GanResults:
     search: dict[str, Any]  # metrics/gan_search.json: the GAN sweep's counts and best FID
     sweep: SweepResults  # search/gan/trials.csv and metrics/gan_search_progress_time.csv
     samples_png: bytes  # metrics/gan_samples.png, embedded as it is
+    class_png: bytes  # metrics/gan_samples_by_class.png: real and generated, a row per class
+    val_fid: list[tuple[int, float]]  # metrics/gan_log.csv: (epoch, validation FID) of the scored epochs
     real: np.ndarray  # (N, H, W, C) uint8 test images of gan.dataset
     content_hash: str
     files: dict[str, str]
@@ -161,6 +163,15 @@ def read_trials(path: Path, stage: str, objective: Objective) -> list[dict[str, 
         except (ValidationError, ValueError) as e:
             raise GrutuneError(f"{path}: trial {row['trial']!r} is not a valid row: {e}") from None
     return sorted(rows, key=lambda r: r["trial"])  # Optuna's order, as the stage writes it
+
+
+def read_val_fid(path: Path, stage: str) -> list[tuple[int, float]]:
+    """The gan stage's per-epoch log: (epoch, validation FID) where the epoch was scored."""
+    try:
+        rows = _read_csv(path, stage, ("epoch", "val_fid"))
+        return [(int(r["epoch"]), float(r["val_fid"])) for r in rows if r["val_fid"]]
+    except ValueError as e:
+        raise GrutuneError(f"{path}: not a number ({e}); rerun stage {stage}") from None
 
 
 def read_progress_time(path: Path, stage: str, metric: str) -> list[dict[str, float]]:
@@ -216,7 +227,7 @@ def read_pareto(path: Path, stage: str) -> list[dict[str, Any]]:
 
 
 DATASET_FILES = ("search", "trials", "progress_time", "pareto", "classifier", "confusion", "prepared")
-GAN_FILES = ("metrics", "samples", "search", "trials", "progress_time", "prepared")
+GAN_FILES = ("metrics", "samples", "search", "trials", "progress_time", "prepared", "class_samples", "log")
 
 
 def load_dataset_results(
@@ -254,7 +265,9 @@ def load_gan_results(dataset: str, files: dict[str, Path], space: dict[str, Any]
         metrics=read_json(files["metrics"], "gan"),
         search=read_json(files["search"], "gan_search"),
         sweep=load_sweep(files, "gan_search", GAN_SWEEP, space),
-        samples_png=_need(files["samples"], "gan").read_bytes(),
+        samples_png=_need(files["samples"], "gan_eval").read_bytes(),
+        class_png=_need(files["class_samples"], "gan_eval").read_bytes(),
+        val_fid=read_val_fid(files["log"], "gan"),
         real=real,
         content_hash=digest,
         files={k: str(v) for k, v in files.items()},
@@ -503,6 +516,34 @@ def best_so_far_figure(s: SweepResults) -> Figure | None:
     ax_t.set_xlabel("wall time of the sweep (s)")
     ax_t.grid(alpha=0.3)
     ax_t.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    return fig
+
+
+def val_fid_figure(g: GanResults) -> Figure | None:
+    """The final GAN's validation FID by epoch, with the epoch the gan stage kept (metrics/gan.json's best_epoch)."""
+    if not g.val_fid:
+        return None
+    epochs, fid = zip(*g.val_fid)
+    fig = Figure(figsize=(6, 3.2), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(epochs, fid, marker="o", color="#4c72b0", label="validation FID")
+    kept = g.metrics.get("best_epoch")
+    if kept in epochs:
+        ax.scatter(
+            [kept],
+            [fid[epochs.index(kept)]],
+            s=120,
+            facecolors="none",
+            edgecolors="#c44e52",
+            lw=2,
+            zorder=3,
+            label=f"kept: epoch {kept}",
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation FID (lower is better)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
     return fig
 
 
@@ -794,6 +835,18 @@ def gan_section(g: GanResults) -> str:
             f"<figure>{_img(image_png(g.real, 8), 'real test images', 'pixels')}"
             f"<figcaption>Real: the first {n} test images of <code>{_e(g.files['prepared'])}</code>"
             "</figcaption></figure>",
+            f"<figure>{_img(g.class_png, 'real and generated images by class', 'pixels')}"
+            "<figcaption>By class, one row each: real test images (left) and the generated samples that the "
+            "classifier assigns to that class (right; blank where it assigns fewer). Class shares: "
+            f"<code>class_share</code> against <code>reference_class_share_test</code> in "
+            f"<code>{_e(g.files['metrics'])}</code>.</figcaption></figure>",
+            _figure(
+                val_fid_figure(g),
+                "validation FID by epoch",
+                f"Validation FID of each scored epoch (<code>{_e(g.files['log'])}</code>); the gan stage keeps the "
+                "circled epoch.",
+                "No scored epochs in the GAN's log.",
+            ),
         ]
     )
 

@@ -1,0 +1,409 @@
+"""The Performance page's tables, rendered from benchmarks/results/*.json when the site is built.
+
+mkdocs-gen-files runs this script (mkdocs.yml). docs/performance.md holds the prose and, where a table belongs, a
+marker `<!-- table: NAME -->`: NAME is a results file's stem, or `stem:part` for one of several tables from one
+file. Each marker becomes the table, then the command that produced the file, the machine it ran on and the file's
+path. A results file that does not exist yet renders as "not measured yet"; a marker no renderer knows stops the
+build.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import mkdocs_gen_files
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PAGE = "performance.md"
+MARKER = re.compile(r"^<!-- table: ([\w.-]+)(?::(\w+))? -->$", re.M)
+
+
+# --- formatting ------------------------------------------------------------------------------------------------
+
+
+def num(v: object, digits: int = 3) -> str:
+    """A number as the benchmarks print it: floats to `digits` decimals, ints as they are, inf as 'never'."""
+    if v is None:
+        return "—"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, float) and math.isinf(v):
+        return "never"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def p_value(p: float | None) -> str:
+    return "—" if p is None else f"{p:.2g}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def records(rows: list[dict], columns: Sequence[str] | None = None, digits: dict[str, int] | None = None) -> str:
+    """A list of flat records as a table: the given columns, or every column that holds no nested value."""
+    columns = columns or [k for k, v in rows[0].items() if not isinstance(v, (dict, list))]
+    digits = digits or {}
+    return table(columns, [[num(r.get(c), digits.get(c, 3)) for c in columns] for r in rows])
+
+
+def paired(c: dict | None) -> str:
+    """A paired comparison: mean difference (wins-ties-losses over seeds, Wilcoxon p)."""
+    if not c:
+        return ""
+    losses = c["of"] - c["wins"] - c["ties"]
+    return f"{c['mean_diff']:+.4f} ({c['wins']}–{c['ties']}–{losses}, p={p_value(c['wilcoxon_p'])})"
+
+
+def model(cfg: dict) -> str:
+    """A classifier config in a few words: bi-LSTM-256 x 2 layers, resnet backbone."""
+    bi = "bi-" if str(cfg.get("bidirectional")).lower() == "true" else ""
+    layers = int(float(cfg.get("num_layers", 1)))
+    more = f" x {layers} layers" if layers > 1 else ""
+    return f"{bi}{str(cfg['cell']).upper()}-{int(float(cfg['hidden_size']))}{more}, {cfg['backbone']} backbone"
+
+
+# --- one renderer per kind of results file ----------------------------------------------------------------------
+
+
+def trainer_loop(d: dict) -> str:
+    return records(d["loop"], digits={"ratio": 3})
+
+
+def trainer_packing(d: dict) -> str:
+    return records(d["packing"])
+
+
+def tune_overhead(d: dict) -> str:
+    return records([d], ["trials", "slots", "ray_start_s", "wall_s", "ideal_s", "overhead"])
+
+
+READINGS = {
+    "cosine": "cosine (today)",
+    "cosine_ema": "cosine, EMA weights",
+    "const": "constant rate",
+    "wsd": "WSD cool-down copy",
+}
+
+
+def learning_curves(d: dict) -> str:
+    rows = []
+    for r, final in d["final"].items():
+        every, top = d["spearman_vs_own_final"][r], d["spearman_top_half_vs_own_final"][r]
+        rows.append(
+            [READINGS.get(r, r), *(num(x, 2) for x in (every[0], every[2], top[0], top[2]))]
+            + [num(final["median"]), num(final["top10_mean"])]
+        )
+    header = [
+        "reading",
+        "all configs, epoch 1",
+        "epoch 3",
+        "better half, epoch 1",
+        "epoch 3",
+        "final median",
+        "final top-10 mean",
+    ]
+    return table(header, rows)
+
+
+ARMS = {
+    "random": "random",
+    "random_asha": "random + ASHA",
+    "tpe": "TPE, no ASHA",
+    "grutune_v0": "grutune before, 8 random start-up trials",
+    "optuna_hb": "Optuna TPE + Hyperband",
+    "grutune": "**grutune**, today's defaults",
+}
+
+
+def budget_title(key: str) -> str:
+    budget, flight = key.split("x")
+    return f"{budget} trial-epochs, {flight} in flight"
+
+
+def search_replay(d: dict) -> str:
+    header = [
+        "arm",
+        "seeds",
+        "median",
+        "IQR",
+        "vs random",
+        "vs random + ASHA",
+        "vs Optuna TPE + Hyperband",
+        "trial-epochs to random's final median",
+    ]
+    out = []
+    for key, arms in d["summary"].items():
+        rows = [
+            [
+                f"{ARMS.get(a, a)} (`{a}`)" if a in ARMS and ARMS[a] != a else f"`{a}`",
+                num(r["seeds"]),
+                num(r["median"], 4),
+                f"{num(r['iqr'][0], 4)}–{num(r['iqr'][1], 4)}",
+                paired(r.get("vs_random")),
+                paired(r.get("vs_random_asha")),
+                paired(r.get("vs_optuna_hb")),
+                num(r.get("epochs_to_random_median"), 1),
+            ]
+            for a, r in arms.items()
+        ]
+        out.append(f"**{budget_title(key)}**\n\n" + table(header, rows))
+    legend = "Paired columns: the row's mean difference against that arm (wins–ties–losses over seeds, Wilcoxon p)."
+    return "\n\n".join([*out, legend])
+
+
+def search_replay_in_flight(d: dict) -> str:
+    """grutune at each number of trials in flight, each paired by seed with one trial at a time."""
+    user = {}
+    for r in d["runs"]:
+        user.setdefault((r["arm"], r["budget"], r["in_flight"]), {})[r["seed"]] = r["user"]
+    header = ["budget", "in flight", "seeds", "median", "IQR", "against 1 at a time (mean, wins–ties–losses)"]
+    rows = []
+    for key, arms in d["summary"].items():
+        budget, flight = (float(x) for x in key.split("x"))
+        for arm, r in arms.items():
+            mine, ones = user.get((arm, budget, flight), {}), user.get((arm, budget, 1), {})
+            seeds = sorted(set(mine) & set(ones))
+            diff = [mine[s] - ones[s] for s in seeds]
+            against = ""
+            if flight != 1 and diff:
+                wins, ties = sum(x > 0 for x in diff), sum(x == 0 for x in diff)
+                against = f"{sum(diff) / len(diff):+.4f} ({wins}–{ties}–{len(diff) - wins - ties})"
+            iqr = f"{num(r['iqr'][0], 4)}–{num(r['iqr'][1], 4)}"
+            rows.append([num(budget), num(flight), num(r["seeds"]), num(r["median"], 4), iqr, against])
+    return table(header, rows)
+
+
+def search_confirm(d: dict) -> str:
+    s = d["summary"]
+    header = [
+        "arm",
+        "median (held-out)",
+        "IQR",
+        "selection best at 25 / 50 / 100% of the budget",
+        "trial-epochs to random's final best",
+    ]
+    rows = []
+    for arm in ("grutune", "random"):
+        r = s.get(arm)
+        if not r:
+            continue
+        at = r.get("selection_best_at_25_50_100")
+        rows.append(
+            [
+                arm,
+                num(r["median"], 4),
+                f"{num(r['iqr'][0], 4)}–{num(r['iqr'][1], 4)}",
+                " / ".join(num(x, 4) for x in at) if at else "",
+                num(r.get("epochs_to_random_final_best"), 1),
+            ]
+        )
+    p = s.get("paired")
+    line = f"Seeds: {num(s.get('seeds'))}."
+    if p:
+        lo, hi = p["ci95"]
+        line += (
+            f" Paired, grutune − random: mean {p['mean_diff']:+.4f} (95% interval {lo:+.4f} to {hi:+.4f}),"
+            f" {p['wins']}–{p['ties']}–{p['of'] - p['wins'] - p['ties']} (wins–ties–losses), Wilcoxon p:"
+            f" {p_value(p['wilcoxon_p'])}."
+        )
+    return table(header, rows) + "\n\n" + line
+
+
+def search_efficiency(d: dict) -> str:
+    """Per method: best validation accuracy over seeds, and per seed the trial-epochs to random search's final best."""
+    final = {r["seed"]: r["curve"][-1] for r in d["runs"]["random"]}
+    header = [
+        "method",
+        "best_val_median",
+        "best_val_min",
+        "best_val_max",
+        "seeds_reaching_random_best",
+        "trial_epochs_to_reach",
+    ]
+    rows = []
+    for s in d["summary"]:
+        runs = d["runs"][s["method"]]
+        reach = [next((i + 1 for i, v in enumerate(r["curve"]) if v >= final[r["seed"]]), None) for r in runs]
+        rows.append(
+            [
+                s["method"],
+                num(s["best_val_median"]),
+                num(s["best_val_min"]),
+                num(s["best_val_max"]),
+                f"{sum(x is not None for x in reach)}/{len(reach)}",
+                ", ".join("-" if x is None else str(x) for x in reach),
+            ]
+        )
+    return table(header, rows)
+
+
+def final_accuracy(d: dict) -> str:
+    return records(d["summary"])
+
+
+def laptop_run_pareto(d: dict) -> str:
+    header = ["trial", "model", "val_accuracy", "params", "latency_ms (trial)"]
+    picked = d.get("picked", {}).get("trial_id")
+    rows = [
+        [
+            r["trial"],
+            model(r) + (" (picked)" if r["trial_id"] == picked else ""),
+            num(float(r["best_val_accuracy"]), 4),
+            f"{int(float(r['params'])):,}",
+            num(float(r["latency_ms"]), 2),
+        ]
+        for r in d["front"]
+    ]
+    return table(header, rows)
+
+
+def cluster_load(d: dict) -> str:
+    columns = [
+        "slots",
+        "peak_trials",
+        "trials",
+        "all_epochs",
+        "lost_mid_trial",
+        "resumed_from_checkpoint",
+        "from_scratch",
+        "study_finished",
+        "trials_csv_rows",
+        "nodes_killed",
+        "wall_s",
+        "trial_rss_mib_median",
+    ]
+    return records([d], columns)
+
+
+def gan_quality(d: dict) -> str:
+    return records(d["runs"], ["run", "IS", "FID", "IS / real", "FID / real", "best epoch", "minutes"])
+
+
+def laptop_run(d: dict) -> str:
+    columns = [
+        "dataset",
+        "wall_min",
+        "test_accuracy",
+        "search_trials",
+        "search_wall_min",
+        "gan_fid",
+        "gan_real_fid",
+        "gan_is",
+        "gan_real_is",
+        "meets_targets",
+    ]
+    row = dict(d)
+    best = yaml.safe_load(d["best"]) if d.get("best") else None
+    if best:
+        row["picked"] = model(best["config"])
+        row["picked_val_accuracy"] = best.get("val_accuracy")
+        columns += ["picked", "picked_val_accuracy"]
+    return records([row], columns)
+
+
+RENDERERS: dict[tuple[str, str | None], Callable[[dict], str]] = {
+    ("trainer_throughput", "loop"): trainer_loop,
+    ("trainer_throughput", "packing"): trainer_packing,
+    ("tune_overhead", None): tune_overhead,
+    ("learning_curves", None): learning_curves,
+    ("search_replay", None): search_replay,
+    ("search_replay_explore", None): search_replay,
+    ("search_replay_explore2", None): search_replay,
+    ("search_replay_in_flight", None): search_replay_in_flight,
+    ("search_confirm", None): search_confirm,
+    ("search_efficiency_4x4000", None): search_efficiency,
+    ("search_efficiency_4x4000_in_flight", None): search_efficiency,
+    ("final_accuracy", None): final_accuracy,
+    ("laptop_run_pareto", None): laptop_run_pareto,
+    ("cluster_load", None): cluster_load,
+    ("gan_quality_laptop", None): gan_quality,
+    ("gan_quality_long", None): gan_quality,
+    ("laptop_run", None): laptop_run,
+}
+
+
+# --- where a table came from ------------------------------------------------------------------------------------
+
+
+def script_for(stem: str) -> Path | None:
+    """The benchmark that writes <stem>.json: the longest benchmarks/<name>.py whose name starts the stem."""
+    names = [p for p in (ROOT / "benchmarks").glob("*.py") if not p.stem.startswith("_")]
+    names = [p for p in names if stem == p.stem or stem.startswith(p.stem + "_")]
+    return max(names, key=lambda p: len(p.stem), default=None)
+
+
+def command(stem: str, d: dict) -> str:
+    """The command the file names, or else the first command of its benchmark's docstring."""
+    cmd = d.get("command")
+    if cmd:
+        return f"python {cmd}" if cmd.startswith("benchmarks/") else cmd
+    script = script_for(stem)
+    doc = ast.get_docstring(ast.parse(script.read_text())) if script else None
+    for line in (doc or "").splitlines():
+        if line.startswith("    ") and "benchmarks/" in line and not line.strip().startswith("#"):
+            return line.split("#", 1)[0].strip()
+    return ""
+
+
+def machine(m: dict) -> str:
+    gpu = m.get("gpu") or "no GPU"
+    parts = [m.get("cpu"), f"{m['cores']} cores" if m.get("cores") else None]
+    parts += [f"{m['memory_gib']} GiB" if m.get("memory_gib") else None, gpu]
+    parts += [f"torch {m['torch']}" if m.get("torch") else None, f"Python {m['python']}" if m.get("python") else None]
+    when = ", ".join(x for x in (f"commit {m['git_commit']}" if m.get("git_commit") else None, m.get("date")) if x)
+    return ", ".join(str(p) for p in parts if p) + (f" ({when})" if when else "")
+
+
+def footer(stem: str, d: dict) -> str:
+    lines = []
+    cmd = command(stem, d)
+    if cmd:
+        lines.append(f"Command: `{cmd}`.")
+    settings = {k: v for k, v in d.get("settings", {}).items() if k != "data_dir"}
+    if settings:
+        lines.append("Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + ".")
+    if d.get("machine"):
+        lines.append(f"Machine: {machine(d['machine'])}.")
+    if d.get("table_machine"):
+        lines.append(
+            "The table it reads was trained on: " + ", ".join(f"{k} {v}" for k, v in d["table_machine"].items())
+        )
+    lines.append(f"Results: `benchmarks/results/{stem}.json`.")
+    return "  \n".join(lines)
+
+
+def render(stem: str, part: str | None) -> str:
+    fn = RENDERERS.get((stem, part))
+    if fn is None:
+        known = ", ".join(s + (f":{p}" if p else "") for s, p in RENDERERS)
+        raise SystemExit(f"gen_performance: no table named {stem}{':' + part if part else ''}; known: {known}")
+    path = RESULTS / f"{stem}.json"
+    if not path.exists():
+        return f"*Not measured yet: `benchmarks/results/{stem}.json` does not exist.*"
+    d = json.loads(path.read_text())
+    try:
+        body = fn(d)
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise SystemExit(f"gen_performance: cannot render benchmarks/results/{stem}.json ({e!r})") from e
+    return f"{body}\n\n{footer(stem, d)}"
+
+
+def main() -> None:
+    page = (ROOT / "docs" / PAGE).read_text()
+    page = MARKER.sub(lambda m: render(m.group(1), m.group(2)), page)
+    with mkdocs_gen_files.open(PAGE, "w") as f:
+        f.write(page)
+    mkdocs_gen_files.set_edit_path(PAGE, PAGE)
+
+
+main()

@@ -1,14 +1,14 @@
-"""The laptop run: the README's laptop command, exactly as written there, on real Fashion-MNIST, timed end to end.
+"""The laptop run: the laptop command of the docs and README, exactly as written, on real Fashion-MNIST, timed.
 
     python benchmarks/laptop_run.py          # about 15 minutes on 2 cores; needs Debian's dataset-fashion-mnist
     # the multi-objective variant (accuracy and size), written to laptop_run_pareto.json:
     python benchmarks/laptop_run.py --name laptop_run_pareto --set 'search.objectives=[val_accuracy,params]'
 
-Clones this repository's HEAD into a temporary directory, runs the first command of README.md's "A laptop-sized
-run" section there with `mnist` swapped for `fashion_mnist` and GRUTUNE_DATA_MIRROR pointing at the local copy,
-then reads the metrics it wrote. The baseline is the targets: the whole pipeline in 15 minutes or less, test
-accuracy 0.90 or more. Writes benchmarks/results/<name>.json; with several objectives, also the Pareto front's
-figure from the report (<name>_pareto.png) and its points.
+Clones this repository's HEAD into a temporary directory, runs the laptop command there (the `laptop` section of
+docs/snippets/laptop.sh, which the docs include and README.md quotes) with `mnist` swapped for `fashion_mnist` and
+GRUTUNE_DATA_MIRROR pointing at the local copy, then reads the metrics it wrote. The baseline is the targets: the
+whole pipeline in 15 minutes or less, test accuracy 0.90 or more. Writes benchmarks/results/<name>.json; with
+several objectives, also the Pareto front's figure from the report (<name>_pareto.png) and its points.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from _common import RESULTS, save, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"wall_min": 15.0, "test_accuracy": 0.90}
+LAPTOP_SNIPPET = ROOT / "docs" / "snippets" / "laptop.sh"
 
 
 def laptop_command(dataset: str) -> list[str]:
-    """The README's laptop command, for `dataset`."""
-    section = ROOT.joinpath("README.md").read_text().split("## A laptop-sized run", 1)[1]
-    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
-    cmd = block.replace("\\\n", " ").strip()
-    cmd = cmd.replace("dataset=mnist", f"dataset={dataset}")
+    """The laptop command (docs/snippets/laptop.sh, section `laptop`), for `dataset`."""
+    section = re.search(r"# --8<-- \[start:laptop\]\n(.*?)# --8<-- \[end:laptop\]", LAPTOP_SNIPPET.read_text(), re.S)
+    lines = [line for line in section.group(1).replace("\\\n", " ").splitlines() if not line.startswith("#")]
+    cmd = lines[0].strip().replace("dataset=mnist", f"dataset={dataset}")
     return shlex.split(cmd)
 
 

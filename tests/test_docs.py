@@ -1,0 +1,73 @@
+"""The README and the docs pages: one laptop command, a short README, and no relative link to a missing file.
+
+The site itself is built by `mkdocs build --strict` in CI (.ci/run), which also checks anchors and snippets.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+SNIPPET = ROOT / "docs" / "snippets" / "laptop.sh"
+PAGES = sorted((ROOT / "docs").glob("*.md"))
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")  # [text](target "title")
+
+
+def snippet_section(name: str) -> str:
+    """A named section of docs/snippets/laptop.sh, as pymdownx.snippets includes it."""
+    m = re.search(rf"# --8<-- \[start:{name}\]\n(.*?)# --8<-- \[end:{name}\]\n", SNIPPET.read_text(), re.S)
+    assert m, f"{SNIPPET} has no section {name!r}"
+    return m.group(1)
+
+
+def relative_links(page: Path) -> list[str]:
+    """Targets of the page's Markdown links that point into the repository (no URL, no bare anchor), outside code."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    targets = [m.group(1) for m in LINK.finditer(text)]
+    return [t for t in targets if not re.match(r"[a-z][a-z0-9+.-]*:", t) and not t.startswith("#")]
+
+
+def test_readme_quotes_the_laptop_command_verbatim():
+    command = snippet_section("laptop")
+    assert command.strip() and not command.lstrip().startswith("#")
+    assert f"```bash\n{command}```" in README.read_text()
+
+
+def test_the_laptop_benchmark_runs_the_snippets_command():
+    spec = importlib.util.spec_from_file_location("laptop_run", ROOT / "benchmarks" / "laptop_run.py")
+    laptop_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(laptop_run)
+    assert laptop_run.laptop_command("mnist") == shlex.split(snippet_section("laptop"))
+    assert laptop_run.laptop_command("fashion_mnist")[-1] == "dataset=fashion_mnist"
+
+
+def test_the_docs_include_the_snippet_not_a_copy():
+    page = (ROOT / "docs" / "getting-started.md").read_text()
+    assert '--8<-- "laptop.sh:laptop"' in page and '--8<-- "laptop.sh:mirror"' in page
+    for p in PAGES:
+        assert snippet_section("laptop").strip() not in p.read_text(), f"{p.name} copies the laptop command"
+
+
+def test_readme_is_short():
+    lines = README.read_text().splitlines()
+    assert len(lines) <= 150, f"README.md has {len(lines)} lines; move the detail into docs/"
+    assert "## Install" in lines and "## Tests" in lines  # .ci/run's comments name these sections
+
+
+@pytest.mark.parametrize("page", [README, *PAGES], ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_point_at_existing_files(page):
+    missing = [t for t in relative_links(page) if not (page.parent / t.split("#", 1)[0]).exists()]
+    assert not missing, f"{page.relative_to(ROOT)} links to missing files: {missing}"
+
+
+def test_the_link_check_finds_links():
+    """The check above reads real links: the README links every docs page."""
+    linked = {t.split("#", 1)[0] for t in relative_links(README)}
+    assert {f"docs/{p.name}" for p in PAGES if p.name != "index.md"} <= linked

@@ -146,13 +146,18 @@ def flaky_trial(config, *, data, settings):
 
 
 def test_nan_and_raising_trials_leave_the_sweep_complete_and_counted(tmp_path, prepared, local_ray, tiny):
+    first = [{"hidden_size": h} for h in (16, 17, 19)]  # each kind of trial at least once, whatever TPE draws
     p = load_params(
-        tiny(tmp_path / "params.yaml", search={"num_samples": 8}, space={"hidden_size": {"choice": [16, 17, 19]}})
+        tiny(
+            tmp_path / "params.yaml",
+            search={"num_samples": 8, "points_to_evaluate": first},
+            space={"hidden_size": {"choice": [16, 17, 19]}},
+        )
     )
     result = run_search(p, load_prepared(prepared), state_dir=tmp_path / "state", trainable_fn=flaky_trial)
     rows = result.trials
     by_hidden = {h: [r for r in rows if r["hidden_size"] == h] for h in (16, 17, 19)}
-    assert all(by_hidden.values()), "the seeded sampler should pick every hidden size in 8 trials"
+    assert [r["hidden_size"] for r in sorted(rows, key=lambda r: r["trial"])[:3]] == [16, 17, 19]
     assert {r["status"] for r in by_hidden[17]} == {"errored"}
     assert {r["status"] for r in by_hidden[19]} == {"failed"}
     assert {r["status"] for r in by_hidden[16]} <= {"completed", "pruned"}
@@ -443,10 +448,26 @@ def test_optuna_records_each_kind_of_trial_as_tune_ran_it(tmp_path, prepared, lo
     """completed -> COMPLETE with its final epoch's value; pruned by ASHA -> PRUNED; failed (NaN) -> PRUNED at the
     worst value, marked diverged; errored (raised) -> FAIL. Every epoch of a trial that did not fail is an
     intermediate value, the last one included."""
+    # One trial at a time, in this order: a good config runs to the end; one that barely learns is then below it
+    # at ASHA's first rung and pruned; hidden 17 raises; hidden 19 diverges.
+    points = [
+        {"hidden_size": 24, "lr": 1e-2},
+        {"hidden_size": 24, "lr": 1e-4},
+        {"hidden_size": 17},
+        {"hidden_size": 19},
+    ]
     p = load_params(
         tiny(
             tmp_path / "params.yaml",
-            search={"num_samples": 10, "max_epochs": 3, "grace_period": 1, "reduction_factor": 2, "max_failures": 0},
+            search={
+                "num_samples": 4,
+                "max_epochs": 3,
+                "grace_period": 1,
+                "reduction_factor": 2,
+                "max_failures": 0,
+                "max_concurrent_trials": 1,
+                "points_to_evaluate": points,
+            },
             space={"hidden_size": {"choice": [16, 17, 19, 24]}, "lr": {"loguniform": [1e-4, 3e-2]}},
         )
     )
@@ -454,8 +475,9 @@ def test_optuna_records_each_kind_of_trial_as_tune_ran_it(tmp_path, prepared, lo
     by_number = {t.number: t for t in study_trials(tmp_path / "state")}
     state = optuna.trial.TrialState
     expected = {"completed": state.COMPLETE, "pruned": state.PRUNED, "failed": state.PRUNED, "errored": state.FAIL}
-    assert {r["status"] for r in result.trials} == set(expected), [r["status"] for r in result.trials]
-    assert len(by_number) == len(result.trials) == 10
+    ordered = [r["status"] for r in sorted(result.trials, key=lambda r: r["trial"])]
+    assert ordered == ["completed", "pruned", "errored", "failed"], ordered
+    assert len(by_number) == len(result.trials) == 4
     for row in result.trials:
         t = by_number[row["trial"]]
         assert t.state == expected[row["status"]], row
@@ -663,24 +685,33 @@ def searcher_at(
     )
 
 
-def test_points_to_evaluate_are_the_first_trials_of_a_new_study_only(tmp_path):
-    """Known-good configs come first, in order (a partial one gets the rest drawn); a study resumed or extended
-    does not get them again, and a point still queued when the process died is handed out, not lost."""
+def test_points_to_evaluate_come_first_in_order_and_a_resumed_study_goes_on_with_the_next(tmp_path):
+    """Known-good configs come first, in order (a partial one gets the rest drawn). Resumed after a kill, the study
+    goes on with the next point; one enqueued but never asked for (a kill in between) is handed out once, not
+    twice; and the study never holds more trials than num_samples."""
     points = [{"lr": 0.005, "cell": "rnn"}, {"cell": "gru"}, {"lr": 0.0002}]
-    s = searcher_at(tmp_path, target=5, points=points)
+    s = searcher_at(tmp_path, target=4, points=points)
     first, second = s.suggest("a"), s.suggest("b")
     assert first == {"lr": 0.005, "cell": "rnn"} and second["cell"] == "gru"
     for t in "ab":
         s.on_trial_complete(t, {"epoch": 2, "val_accuracy": 0.5})
-    s.save(str(tmp_path / "snapshot.json"))  # Tune's snapshot, then a kill
-    resumed = searcher_at(tmp_path, target=5, points=[{"lr": 0.001, "cell": "gru"}])
+    s.save(str(tmp_path / "snapshot.json"))  # Tune's snapshot, then a kill just after the next point was enqueued
+    journal_study(tmp_path).enqueue_trial(points[2])
+    resumed = searcher_at(tmp_path, target=4, points=points)
     resumed.restore(str(tmp_path / "snapshot.json"))
     third = resumed.suggest("c")
-    assert third["lr"] == 0.0002  # the last queued point, not a new one
+    assert third["lr"] == 0.0002
     resumed.on_trial_complete("c", {"epoch": 2, "val_accuracy": 0.5})
-    rest = [resumed.suggest(t) for t in "de"]
-    assert all(r != {"lr": 0.001, "cell": "gru"} for r in rest)
-    assert len(journal_trials(tmp_path)) == 5
+    fourth = resumed.suggest("d")
+    assert fourth["lr"] != 0.0002  # drawn: every point has been handed out
+    resumed.on_trial_complete("d", {"epoch": 2, "val_accuracy": 0.5})
+    assert resumed.suggest("e") == "FINISHED"
+    trials = journal_trials(tmp_path)
+    assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+def journal_study(tmp_path):
+    return optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(tmp_path / "s.journal"))))
 
 
 def journal_trials(tmp_path):

@@ -202,8 +202,9 @@ class GrutuneSearcher(Searcher):
     values in such a study, so each epoch's metric is a STEP user attribute instead; PRUNED and FAIL stay as above.
 
     With `SweepRun.max_trial_epochs`, it creates a trial only where the budget pays for it: see `budget_allows_trial`.
-    A new study first gets `points_to_evaluate` (Optuna's `enqueue_trial`): its first trials are those configs, the
-    hyperparameters a point leaves out drawn as usual.
+    A study's first trials are `points_to_evaluate`, in order (each enqueued with Optuna's `enqueue_trial` just
+    before it is asked for, so a resumed study goes on with the next point), the hyperparameters a point leaves out
+    drawn as usual.
 
     It creates trials until the study holds `SweepRun.target`, at most `SweepRun.max_concurrent` at once, then
     says FINISHED. Pickled (Tune keeps it with the experiment), it holds no path and no study: those come from
@@ -291,9 +292,6 @@ class GrutuneSearcher(Searcher):
         self._study_id = storage.get_study_id_from_name(self.study_name)
         aliased = {v for k, v in study.user_attrs.items() if k.startswith(ALIAS)}
         trials = study.get_trials(deepcopy=False)
-        if not trials:  # a new study: the known-good points first (Optuna hands enqueued trials out before others)
-            for point in self.points_to_evaluate:
-                study.enqueue_trial(point, skip_if_exists=True)
         for t in trials:
             tid = t.user_attrs.get(TUNE_ID)
             self._steps[t.number] = set(intermediate(t))
@@ -344,13 +342,16 @@ class GrutuneSearcher(Searcher):
             return None
         if self._orphans:
             number = self._orphans.pop(0)
-        elif len(trials := study.get_trials(deepcopy=False)) >= run.target:
+        elif len(created := created_trials(study)) >= run.target:
             return self._finish()
-        elif not budget_allows_trial(trials, run.max_trial_epochs, self.max_epochs, run.min_trial_epochs):
+        elif not budget_allows_trial(created, run.max_trial_epochs, self.max_epochs, run.min_trial_epochs):
             # A running trial that ASHA stops early frees budget: wait for it; with none running, the sweep is done.
-            return None if any(not t.state.is_finished() for t in trials) else self._finish()
+            return None if any(t.state == optuna.trial.TrialState.RUNNING for t in created) else self._finish()
         else:
-            number = study.ask(distributions(self.space)).number
+            waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+            if not waiting and len(created) < len(self.points_to_evaluate):  # a known-good point first
+                study.enqueue_trial(self.points_to_evaluate[len(created)])
+            number = study.ask(distributions(self.space)).number  # Optuna hands out an enqueued trial first
         tid = self._trial_id(number)
         self._storage.set_trial_user_attr(tid, TUNE_ID, trial_id)
         self._storage.set_trial_user_attr(tid, SEGMENT, run.segment)
@@ -494,6 +495,11 @@ def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[
     return out
 
 
+def created_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials that were handed out (not one enqueued and not yet asked for)."""
+    return [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING]
+
+
 def committed_epochs(trials: list[optuna.trial.FrozenTrial], max_epochs: int) -> int:
     """Trial-epochs the study's trials have run, counting each unfinished trial as if it will run to `max_epochs`."""
     return sum(
@@ -516,7 +522,7 @@ def study_counts(journal: Path, study_name: str) -> tuple[int, int]:
     if not journal.exists():
         return 0, 0
     try:
-        trials = load_study(journal, study_name).get_trials(deepcopy=False)
+        trials = created_trials(load_study(journal, study_name))
     except KeyError:  # the journal holds no such study yet
         return 0, 0
     return len(trials), sum(t.state.is_finished() for t in trials)

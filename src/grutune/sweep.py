@@ -36,6 +36,7 @@ from grutune.recovery import (
     bind,
     budget_allows_trial,
     created_all,
+    created_trials,
     journal_progress,
     load_study,
     location,
@@ -438,7 +439,7 @@ def run_sweep(
             results = tuner.fit()
         all_results.append(results)
         study = load_study(journal, sid)
-        done = study.get_trials(deepcopy=False)
+        done = created_trials(study)
         trials, finished = len(done), sum(t.state.is_finished() for t in done)
         if results.num_terminated + results.num_errors < len(results) or not created_all(study, name):
             # Tune stops gracefully on Ctrl-C and returns what it has; a partial sweep must not become the output.

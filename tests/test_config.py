@@ -208,6 +208,8 @@ def test_missing_and_malformed_files(tmp_path):
             "metrics/gan.json",
             "--samples",
             "s.png",
+            "--class-samples",
+            "c.png",
         ],
         [
             "pipeline/gan_search.py",

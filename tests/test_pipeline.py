@@ -110,6 +110,17 @@ def project(tmp_path_factory, write_params):
     return proj, params, env, repro
 
 
+@pytest.fixture
+def own_project(project, tmp_path):
+    """A copy of `project` for a test that changes it (params, experiments, commits, the queue): no test sees what
+    another changed, whatever order they run in. A copied DVC project is a project of its own (and a sweep copied
+    with it extends in the copy: see tests/test_search.py)."""
+    proj, params, env, repro = project
+    copy = tmp_path / "project"
+    shutil.copytree(proj, copy, symlinks=True)
+    return copy, params, env, repro
+
+
 @pytest.mark.slow
 def test_every_declared_output_exists(project):
     proj, params, env, _ = project
@@ -277,10 +288,10 @@ def test_wandb_runs_carry_lineage_and_metrics_and_close_cleanly(project):
 
 
 @pytest.mark.slow
-def test_operational_settings_rerun_nothing_and_eval_settings_only_rescore(project):
+def test_operational_settings_rerun_nothing_and_eval_settings_only_rescore(own_project):
     """Tracking, resources, storage, concurrency and retries change how a stage runs, not what it writes: after
     changing them every stage is up to date. gan.eval_samples only changes the GAN's scoring: gan_eval alone."""
-    proj, params, env, _ = project
+    proj, params, env, _ = own_project
     path = proj / "params.yaml"
     original = path.read_text()
     changed = yaml.safe_load(original)
@@ -301,10 +312,10 @@ def test_operational_settings_rerun_nothing_and_eval_settings_only_rescore(proje
 
 
 @pytest.mark.slow
-def test_exp_run_links_runs_to_the_experiment_and_exp_show_lists_metrics(project):
+def test_exp_run_links_runs_to_the_experiment_and_exp_show_lists_metrics(own_project):
     from wandb_records import read_run
 
-    proj, params, env, _ = project
+    proj, params, env, _ = own_project
     before = set((proj / "wandb").glob("offline-run-*"))
     run([sys.executable, "-m", "dvc", "exp", "run", "-n", "smaller-eval", "-S", "gan.eval_samples=100"], proj, env)
     (new,) = set((proj / "wandb").glob("offline-run-*")) - before  # only gan_eval ran again: no GAN training
@@ -420,13 +431,13 @@ def queue_until_done(proj, env, name: str, timeout: float = 900) -> str:
 
 
 @pytest.mark.slow
-def test_a_queued_sweep_keeps_its_state_and_wandb_runs_in_the_workspace_and_resumes_after_a_kill(project):
+def test_a_queued_sweep_keeps_its_state_and_wandb_runs_in_the_workspace_and_resumes_after_a_kill(own_project):
     """dvc exp run --queue runs stages in a temporary copy that DVC deletes. The sweep's state and offline W&B runs
     go to the workspace: a queued sweep extends the workspace's sweep, and a killed one resumes when queued again,
     with no trial run twice and one W&B run per trial."""
     from wandb_records import read_run
 
-    proj, params, env, _ = project
+    proj, params, env, _ = own_project
     (proj / ".gitignore").write_text("/wandb/\n/.grutune/\n")
     run(["git", "add", "-A"], proj, env)
     run(["git", "commit", "-qm", "pipeline run"], proj, env)  # queued experiments start from a commit

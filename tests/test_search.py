@@ -601,7 +601,7 @@ def test_raising_num_samples_runs_exactly_the_missing_trials(tmp_path, prepared,
 
 @pytest.mark.slow
 def test_a_resumed_sweep_takes_the_concurrency_of_today_not_of_its_start(
-    tmp_path, prepared_mnist, local_ray, tiny, capsys
+    tmp_path, prepared_mnist, local_ray, tiny, caplog
 ):
     """Started one trial at a time, then extended with `max_concurrent_trials: 0` (fill the 2 CPUs): the new trials
     run two at a time. Tune alone would restore the limit of 1 it saved when the sweep started (a laptop's, say).
@@ -621,7 +621,7 @@ def test_a_resumed_sweep_takes_the_concurrency_of_today_not_of_its_start(
             state_dir=state,
         )
     assert more.summary["trials"] == 4 and max(used) == 2
-    assert "from 2 to 4 trials, 2 at a time (was 1)" in capsys.readouterr().out
+    assert "from 2 to 4 trials, 2 at a time (was 1)" in caplog.text
 
 
 @pytest.mark.slow
@@ -893,7 +893,7 @@ def test_storage_under_a_file_is_refused_naming_the_key(tmp_path, tiny, monkeypa
     assert load_params(tiny(tmp_path / "params.yaml", search={"storage": "sweeps/here"})).search.storage
 
 
-def test_a_cut_journal_resumes_a_real_sweep(tmp_path, prepared, local_ray, tiny, capsys):
+def test_a_cut_journal_resumes_a_real_sweep(tmp_path, prepared, local_ray, tiny, caplog):
     """Raising num_samples after the journal's last record was cut (what a kill or a full disk leaves): the journal
     is repaired, the sweep goes on to the new number, and the study holds exactly that many finished trials."""
     data, state = load_prepared(prepared), tmp_path / "state"
@@ -902,7 +902,7 @@ def test_a_cut_journal_resumes_a_real_sweep(tmp_path, prepared, local_ray, tiny,
     text = journal.read_bytes()
     journal.write_bytes(text[: len(text) - 7])  # mid-way through the last record
     more = run_search(load_params(tiny(tmp_path / "b.yaml", search={"num_samples": 4})), data, state_dir=state)
-    assert "its last record was cut" in capsys.readouterr().out
+    assert "its last record was cut" in caplog.text
     assert more.summary["trials"] == 4 and len(list(journal.parent.glob("optuna.journal.damaged-*"))) == 1
     trials = study_trials(state)
     assert len(trials) == 4 and all(t.state.is_finished() for t in trials)
@@ -974,7 +974,7 @@ def test_an_experiment_restored_elsewhere_creates_no_trials(tmp_path):
 
 
 def test_a_tune_experiment_cut_off_while_written_is_set_aside_and_the_study_kept(
-    tmp_path, prepared, local_ray, tiny, capsys
+    tmp_path, prepared, local_ray, tiny, caplog
 ):
     """A kill while Tune writes an experiment's first state leaves a file Tune cannot read back. The experiment is
     moved aside and started again; the finished trials the study holds are handed on, not run again."""
@@ -984,7 +984,7 @@ def test_a_tune_experiment_cut_off_while_written_is_set_aside_and_the_study_kept
     tuner_pkl.write_bytes(b"")
     before = trial_results(state, "*/tune-1/run_trial_*/result.json")
     again = run_search(load_params(tiny(tmp_path / "a.yaml", search={"num_samples": 3})), data, state_dir=state)
-    assert "cannot be restored (EOFError" in capsys.readouterr().out
+    assert "cannot be restored (EOFError" in caplog.text
     assert len(list(state.glob("*/tune-1.unreadable-*"))) == 1
     assert again.summary["trials"] == 3 and len(study_trials(state)) == 3
     assert sorted(r["best_val_accuracy"] for r in again.trials) == sorted(r["best_val_accuracy"] for r in first.trials)

@@ -27,6 +27,28 @@ from grutune.data import DATASETS
 from grutune.errors import ConfigError
 from grutune.models import BACKBONES, CELLS, GENERATORS
 
+__all__ = [
+    "COSTS",
+    "GanParams",
+    "GanSearchParams",
+    "GanTrialConfig",
+    "OBJECTIVES",
+    "PICKS",
+    "Params",
+    "PrepareParams",
+    "Resources",
+    "SPACE_KINDS",
+    "SearchParams",
+    "SweepParams",
+    "TrackingParams",
+    "TrainParams",
+    "TrialConfig",
+    "expected_trial_epochs",
+    "load_params",
+    "parse_space",
+    "read_best",
+]
+
 
 def _one_of(names) -> AfterValidator:
     allowed = tuple(names)

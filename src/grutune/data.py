@@ -29,6 +29,32 @@ import yaml
 from grutune.errors import ConfigError, DataError
 from grutune.io import atomic_path
 
+__all__ = [
+    "CHECKSUMS_ENV",
+    "CIFAR10_MEMBERS",
+    "CIFAR10_META",
+    "DATASETS",
+    "DatasetSpec",
+    "FileHashes",
+    "MIRROR_ENV",
+    "Prepared",
+    "SPLIT_KEYS",
+    "content_hash",
+    "dataset_spec",
+    "expected_hashes",
+    "fetch",
+    "load_checksums",
+    "load_prepared",
+    "load_raw",
+    "prepare",
+    "read_cifar10_binary",
+    "read_idx",
+    "split_indices",
+    "verify_file",
+]
+
+log = logging.getLogger(__name__)
+
 MIRROR_ENV = "GRUTUNE_DATA_MIRROR"  # a local directory or base URL tried before the official URLs
 CHECKSUMS_ENV = "GRUTUNE_CHECKSUMS"  # a YAML file whose hashes replace the pinned ones (re-packaged mirrors, tests)
 
@@ -209,10 +235,12 @@ def expected_hashes(name: str, checksums: str | os.PathLike | None = None) -> di
         overrides = load_checksums(checksums)
         if name in overrides:
             files.update(overrides[name])
-            print(
-                f"{name}: using checksums for {', '.join(overrides[name])} from {checksums} "
-                f"({CHECKSUMS_ENV}), not the pinned ones",
-                file=sys.stderr,
+            log.warning(
+                "%s: using checksums for %s from %s (%s), not the pinned ones",
+                name,
+                ", ".join(overrides[name]),
+                checksums,
+                CHECKSUMS_ENV,
             )
     return files
 
@@ -345,10 +373,10 @@ def fetch(
         if target.is_file():
             why = verify_file(target, hashes[fname])
             if why is None:
-                print(f"{name}: {fname} already present and verified", file=sys.stderr)
+                log.info("%s: %s already present and verified", name, fname)
                 paths.append(target)
                 continue
-            print(f"{name}: removing {target}: {why}", file=sys.stderr)
+            log.warning("%s: removing %s: %s", name, target, why)
             target.unlink()
         failures = []
         for base in _sources(name, mirror):
@@ -368,7 +396,7 @@ def fetch(
                     continue
                 os.chmod(got, 0o666 & ~_umask())  # temp files are created 0600; give it the usual mode
                 os.replace(got, target)
-            print(f"{name}: {fname} from {where}", file=sys.stderr)
+            log.info("%s: %s from %s", name, fname, where)
             paths.append(target)
             break
         else:

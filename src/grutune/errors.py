@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
+
+__all__ = ["ConfigError", "DataError", "GrutuneError", "PlainLines", "cli", "show_log"]
 
 
 class GrutuneError(Exception):
@@ -19,11 +22,31 @@ class DataError(GrutuneError):
     """A download or a data file failed verification or parsing; the message names the file."""
 
 
+class PlainLines(logging.StreamHandler):
+    """grutune's log lines as a stage script prints them: the message alone, on stderr."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+
+def show_log(level: int = logging.INFO) -> None:
+    """grutune's log (the `grutune` logger: downloads, sweeps resumed or repaired, resources, epochs) as plain lines
+    on stderr, as a stage script shows it; other libraries' loggers are left as they are."""
+    logger = logging.getLogger("grutune")
+    if not any(isinstance(h, PlainLines) for h in logger.handlers):
+        logger.addHandler(PlainLines())
+    logger.setLevel(level)
+    logger.propagate = False
+
+
 def cli(main: Callable[..., None]) -> Callable[..., None]:
-    """Wrap a pipeline script's main(): GrutuneError -> message on stderr, exit 2; Ctrl-C -> exit 130."""
+    """Wrap a pipeline script's main(): grutune's log lines on stderr as plain lines; GrutuneError -> message on
+    stderr, exit 2; Ctrl-C -> exit 130."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        show_log()
         try:
             return main(*args, **kwargs)
         except GrutuneError as e:

@@ -28,6 +28,27 @@ from grutune.metrics import class_share, frechet_distance, inception_score, prec
 from grutune.models import Discriminator, Generator, build_generator, to_float
 from grutune.training import EVAL_BATCH, NonFiniteLoss, Split, batches, load_checkpoint
 
+__all__ = [
+    "Collapsed",
+    "FidScorer",
+    "FinalGan",
+    "Gan",
+    "Recipe",
+    "TrainedGan",
+    "class_grid",
+    "classifier_view",
+    "diversity",
+    "evaluate_gan",
+    "generate",
+    "image_grid",
+    "load_generator",
+    "new_gan",
+    "score",
+    "train_and_score",
+    "train_best",
+    "train_gan",
+]
+
 
 class Collapsed(GrutuneError):
     """The generator draws (nearly) one image whatever the noise."""

@@ -15,6 +15,24 @@ from typing import Any
 
 import yaml
 
+__all__ = [
+    "DVC_TEMP_WORKSPACES",
+    "SWEEP_OUTPUTS",
+    "TRAIN_LOG_COLUMNS",
+    "add_output_options",
+    "add_sweep_arguments",
+    "atomic_path",
+    "not_a_directory",
+    "workspace_root",
+    "write_classifier_outputs",
+    "write_csv",
+    "write_json",
+    "write_png",
+    "write_sweep_outputs",
+    "write_text",
+    "write_yaml",
+]
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:

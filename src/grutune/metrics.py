@@ -8,6 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = [
+    "class_share",
+    "confusion_matrix",
+    "dominates",
+    "frechet_distance",
+    "inception_score",
+    "pareto_front",
+    "per_class_accuracy",
+    "precision_recall",
+]
+
 
 def _numpy(x, dtype=None) -> np.ndarray:
     if hasattr(x, "detach"):  # a torch tensor

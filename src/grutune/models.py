@@ -15,6 +15,28 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+__all__ = [
+    "BACKBONES",
+    "BACKBONE_NAMES",
+    "BasicBlock",
+    "CELLS",
+    "CELL_NAMES",
+    "DeconvGenerator",
+    "Discriminator",
+    "GENERATORS",
+    "GENERATOR_NAMES",
+    "Generator",
+    "RecurrentClassifier",
+    "RowConvGenerator",
+    "RowGenerator",
+    "build_classifier",
+    "build_discriminator",
+    "build_generator",
+    "get",
+    "to_float",
+    "to_uint8",
+]
+
 # --------------------------------------------------------------------------- registries
 
 

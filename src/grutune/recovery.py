@@ -56,6 +56,35 @@ from ray.tune.search import Searcher
 
 from grutune.errors import GrutuneError
 
+__all__ = [
+    "ALIAS",
+    "COST",
+    "DIVERGED",
+    "DONE",
+    "GrutuneSearcher",
+    "JOURNAL",
+    "JournalSync",
+    "SEGMENT",
+    "STEP",
+    "SweepRun",
+    "TUNE_ID",
+    "bind",
+    "budget_allows_trial",
+    "committed_epochs",
+    "costs",
+    "created_all",
+    "created_trials",
+    "distributions",
+    "finished_result",
+    "intermediate",
+    "journal_progress",
+    "load_study",
+    "location",
+    "repair_journal",
+    "study_counts",
+    "tpe_sampler",
+]
+
 FORMAT, VERSION = "grutune-searcher", 1  # the searcher's state file
 TUNE_ID = "tune_trial_id"  # the Optuna user attribute holding a trial's Tune trial id
 SEGMENT = "tune_experiment"  # the Optuna user attribute naming the Tune experiment (segment) that ran the trial

@@ -34,6 +34,53 @@ from grutune.errors import GrutuneError
 from grutune.gan import image_grid
 from grutune.metrics import confusion_matrix
 
+__all__ = [
+    "CLASSIFIER_KEYS",
+    "CLASSIFIER_SWEEP",
+    "COST_KEYS",
+    "CSS",
+    "DATASET_FILES",
+    "DatasetResults",
+    "GAN_FILES",
+    "GAN_KEYS",
+    "GAN_SWEEP",
+    "GanResults",
+    "OK_STATUSES",
+    "Objective",
+    "REAL_IMAGES",
+    "SEARCH_KEYS",
+    "SweepResults",
+    "best_so_far_figure",
+    "confusion_figure",
+    "dataset_section",
+    "fmt",
+    "gan_section",
+    "image_png",
+    "importance_figure",
+    "load_dataset_results",
+    "load_gan_results",
+    "load_sweep",
+    "metrics_table",
+    "new_bests",
+    "parallel_coordinates_figure",
+    "param_distributions",
+    "param_importances",
+    "pareto_caption",
+    "pareto_figure",
+    "png_bytes",
+    "read_json",
+    "read_pareto",
+    "read_prepared_meta",
+    "read_progress_time",
+    "read_trials",
+    "read_val_fid",
+    "render_report",
+    "running_best",
+    "sweep_html",
+    "usable_trials",
+    "val_fid_figure",
+]
+
 OK_STATUSES = ("completed", "pruned")  # trials whose best metric counts
 COST_KEYS = ("params", "latency_ms", "latency_batch_ms")  # what each classifier trial measures of its model
 REAL_IMAGES = 64  # real test images shown beside the GAN's 8x8 samples

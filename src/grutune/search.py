@@ -15,6 +15,8 @@ from grutune.sweep import Sweep, identity, run_sweep
 from grutune.sweep_results import SearchResult
 from grutune.trials import ClassifierTrialSettings, GanTrialSettings, run_gan_trial, run_trial
 
+__all__ = ["COST_COLUMNS", "classifier_sweep", "gan_sweep", "run_gan_search", "run_search", "sweep_id"]
+
 METRIC, MODE = "val_accuracy", "max"
 COST_COLUMNS = ("params", "latency_ms", "latency_batch_ms")  # every classifier trial measures these
 

@@ -46,6 +46,26 @@ from grutune.recovery import (
 from grutune.sweep_results import SearchResult, summarise, trial_id, trial_rows
 from grutune.trials import TrialSettings
 
+__all__ = [
+    "AUTOSCALING_CONFIG",
+    "AUTOSCALING_CONFIG_ENV",
+    "SEGMENT_PREFIX",
+    "Sweep",
+    "SweepInterrupted",
+    "autoscaler_slots",
+    "autoscaling_config",
+    "identity",
+    "init_ray",
+    "pending_trials",
+    "run_sweep",
+    "segments",
+    "trial_resources",
+    "trial_slots",
+    "tune_param_space",
+]
+
+log = logging.getLogger(__name__)
+
 
 def tune_param_space(space: dict[str, Any]) -> dict[str, Any]:
     """Turn the validated params.yaml space into Tune distributions (OptunaSearch converts them for TPE)."""
@@ -156,7 +176,9 @@ def trial_resources(resources, remote: bool) -> dict[str, float]:
     if got != want:
         where = "this cluster's" if remote else "this machine's"
         had = {k: have.get(k.upper() if k != "memory" else k, 0) for k in want}
-        print(f"resources per trial {_show(want)} exceed {where} {_show(had)}: each trial gets {_show(got)}")
+        log.warning(
+            "resources per trial %s exceed %s %s: each trial gets %s", _show(want), where, _show(had), _show(got)
+        )
     return got
 
 
@@ -337,9 +359,11 @@ def run_sweep(
     if sync:
         sync.download()
     if (backup := repair_journal(journal)) is not None:
-        print(
-            f"repaired {journal}: its last record was cut (a kill or a full disk while it was written); the "
-            f"original is kept as {backup.name}"
+        log.warning(
+            "repaired %s: its last record was cut (a kill or a full disk while it was written); the original is kept "
+            "as %s",
+            journal,
+            backup.name,
         )
     last = _read_json(local_dir / "sweep.json")
     names = segments(sweep_uri)
@@ -348,9 +372,12 @@ def run_sweep(
         more = f", from {trials} to {s.num_samples} trials" if trials != s.num_samples else ""
         if last.get("max_concurrent") not in (None, concurrency):
             more += f", {concurrency} at a time (was {last['max_concurrent']})"
-        print(
-            f"resuming sweep {sid}{more} from {sweep_uri}: finished trials are kept, unfinished ones continue "
-            f"from their last checkpoint"
+        log.info(
+            "resuming sweep %s%s from %s: finished trials are kept, unfinished ones continue from their last "
+            "checkpoint",
+            sid,
+            more,
+            sweep_uri,
         )
     write_json(
         local_dir / "sweep.json",
@@ -391,9 +418,12 @@ def run_sweep(
                 tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
             except (EOFError, pickle.UnpicklingError) as e:  # killed while Tune wrote its first state
                 aside = f"{name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
-                print(
-                    f"Tune experiment {path} cannot be restored ({type(e).__name__}: its state was cut off while "
-                    f"it was written); moved aside as {aside}, and started again: the study keeps its trials"
+                log.warning(
+                    "Tune experiment %s cannot be restored (%s: its state was cut off while it was written); moved "
+                    "aside as %s, and started again: the study keeps its trials",
+                    path,
+                    type(e).__name__,
+                    aside,
                 )
                 _move(f"{sweep_uri}/{name}", f"{sweep_uri}/{aside}")
         if tuner is None:

@@ -13,6 +13,18 @@ from grutune.config import COSTS
 from grutune.errors import GrutuneError
 from grutune.metrics import pareto_front
 
+__all__ = [
+    "STATUSES",
+    "SearchResult",
+    "best_so_far",
+    "describe",
+    "pareto_rows",
+    "pick",
+    "summarise",
+    "trial_id",
+    "trial_rows",
+]
+
 STATUSES = ("completed", "pruned", "failed", "errored")
 
 

@@ -5,6 +5,7 @@ Models, data and the training loop never import wandb; the pipeline scripts and 
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 import queue
@@ -17,6 +18,25 @@ from typing import Any
 from ray import tune
 
 from grutune.io import workspace_root
+
+__all__ = [
+    "GAN_TRIAL_METRICS",
+    "TRIAL_METRICS",
+    "WandbTrialLogger",
+    "epoch_logger",
+    "init_wandb",
+    "log_classifier_eval",
+    "log_classifier_run",
+    "log_gan_run",
+    "log_model",
+    "log_sweep_summary",
+    "run_context",
+    "trial_loggers",
+    "trial_run_id",
+    "wandb_mode",
+]
+
+log = logging.getLogger(__name__)
 
 TRIAL_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s")
 GAN_TRIAL_METRICS = ("fid", "diversity", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s")
@@ -149,7 +169,7 @@ class WandbTrialLogger(tune.Callback):
                 elif kind == "finish" and trial_id in runs:
                     runs.pop(trial_id).finish(exit_code=payload)
             except Exception as e:  # tracking must never take a sweep down
-                print(f"W&B logging for trial {trial_id} failed: {e}")
+                log.warning("W&B logging for trial %s failed: %s", trial_id, e)
         for run in runs.values():
             run.finish()
 
@@ -189,7 +209,7 @@ def trial_loggers(
     """The sweep's Tune callbacks for W&B: one `WandbTrialLogger`, or none when tracking.wandb is off."""
     if not tracking.wandb:
         return []
-    print(f"W&B ({wandb_mode()}): one run per trial in group {group}")
+    log.info("W&B (%s): one run per trial in group %s", wandb_mode(), group)
     return [
         WandbTrialLogger(
             project=tracking.project,
@@ -207,7 +227,7 @@ def epoch_logger(run, epochs: int, shown: tuple[str, ...]):
 
     def on_epoch(m: dict) -> None:
         values = "  ".join(f"{k} {m[k]:.4f}" for k in shown if k in m)  # some are only on some epochs
-        print(f"epoch {m['epoch']:>3}/{epochs}  {values}  {m['images_per_s']:.0f} img/s", flush=True)
+        log.info("epoch %3d/%d  %s  %.0f img/s", m["epoch"], epochs, values, m["images_per_s"])
         if run is not None:
             run.log({k: v for k, v in m.items() if k != "epoch"}, step=m["epoch"])
 

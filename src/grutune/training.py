@@ -23,6 +23,30 @@ from grutune.io import atomic_path
 from grutune.metrics import per_class_accuracy
 from grutune.models import RecurrentClassifier, build_classifier, to_float
 
+__all__ = [
+    "Augment",
+    "EVAL_BATCH",
+    "FinalRun",
+    "LATENCY_BATCH",
+    "NonFiniteLoss",
+    "Split",
+    "as_tensor",
+    "batches",
+    "cosine",
+    "evaluate",
+    "fit",
+    "hardware",
+    "inference_cost",
+    "load_checkpoint",
+    "load_classifier",
+    "new_classifier",
+    "pick_device",
+    "retrain_and_test",
+    "save_checkpoint",
+    "test_metrics",
+    "train_epoch",
+]
+
 EVAL_BATCH = 1024  # images per evaluation step: memory only, results do not depend on it
 
 

@@ -25,6 +25,17 @@ from grutune.models import build_classifier, to_float
 from grutune.recovery import finished_result
 from grutune.training import NonFiniteLoss, Split, fit, inference_cost, new_classifier, pick_device
 
+__all__ = [
+    "CHECKPOINT",
+    "ClassifierTrialSettings",
+    "GanTrialSettings",
+    "TrialJob",
+    "TrialSettings",
+    "run_epochs",
+    "run_gan_trial",
+    "run_trial",
+]
+
 CHECKPOINT = "checkpoint.pt"
 
 

@@ -433,6 +433,19 @@ def summarise(runs: list[dict], arms: list[str], budgets: list[float], flights: 
                         "of": len(d),
                         "wilcoxon_p": float(wilcoxon(d).pvalue),
                     }
+                if f != 1:  # the price of trials in flight: the same arm and seeds, one trial at a time
+                    ones = {r["seed"]: r for r in runs if r["arm"] == a and r["budget"] == b and r["in_flight"] == 1}
+                    seeds = sorted(set(by[a]) & set(ones))
+                    d = [by[a][s]["user"] - ones[s]["user"] for s in seeds]
+                    if len(seeds) >= 5 and any(d):
+                        row["vs_one_at_a_time"] = {
+                            "mean_diff": round(float(np.mean(d)), 4),
+                            "median_diff": round(float(np.median(d)), 4),
+                            "wins": sum(x > 0 for x in d),
+                            "ties": sum(x == 0 for x in d),
+                            "of": len(d),
+                            "wilcoxon_p": float(wilcoxon(d).pvalue),
+                        }
                 block[a] = row
             out[key] = block
     return out
@@ -474,23 +487,27 @@ def main() -> None:
         flush=True,
     )
     t0 = time.time()
+
+    def write() -> None:
+        save(
+            args.name,
+            {
+                "command": " ".join(sys.argv),
+                "surrogate": {**_SUR.quality, "seed_sd": _SUR.seed_sd, "eval_sd": _SUR.eval_sd},
+                "arms": {a: vars(ARMS[a]) for a in arms},
+                "summary": summarise(runs, arms, budgets, flights),
+                "runs": runs,
+            },
+        )
+
     with cf.ProcessPoolExecutor(args.workers, initializer=_init) as pool:
         futures = [pool.submit(_one, *u) for u in todo]
         for k, fut in enumerate(cf.as_completed(futures), 1):
             runs.append(fut.result())
             if k % 50 == 0 or k == len(todo):
-                summary = summarise(runs, arms, budgets, flights)
-                save(
-                    args.name,
-                    {
-                        "command": " ".join(sys.argv),
-                        "surrogate": {**_SUR.quality, "seed_sd": _SUR.seed_sd, "eval_sd": _SUR.eval_sd},
-                        "arms": {a: vars(ARMS[a]) for a in arms},
-                        "summary": summary,
-                        "runs": runs,
-                    },
-                )
+                write()
                 print(f"[{k}/{len(todo)}] {time.time() - t0:.0f} s", flush=True)
+    write()  # also when every run was done already: the summary as this code computes it
     for key, block in summarise(runs, arms, budgets, flights).items():
         print(f"\n{key} (budget x in flight)")
         for a, row in block.items():

@@ -162,24 +162,24 @@ def search_replay(d: dict) -> str:
 
 
 def search_replay_in_flight(d: dict) -> str:
-    """grutune at each number of trials in flight, each paired by seed with one trial at a time."""
-    user = {}
-    for r in d["runs"]:
-        user.setdefault((r["arm"], r["budget"], r["in_flight"]), {})[r["seed"]] = r["user"]
-    header = ["budget", "in flight", "seeds", "median", "IQR", "against 1 at a time (mean, wins–ties–losses)"]
+    """Each arm at each number of trials in flight, paired by seed with the same arm one trial at a time."""
+    header = ["arm", "in flight", "seeds", "median", "IQR", "against 1 at a time (mean, median, wins–ties–losses, p)"]
     rows = []
     for key, arms in d["summary"].items():
-        budget, flight = (float(x) for x in key.split("x"))
+        _, flight = (float(x) for x in key.split("x"))
         for arm, r in arms.items():
-            mine, ones = user.get((arm, budget, flight), {}), user.get((arm, budget, 1), {})
-            seeds = sorted(set(mine) & set(ones))
-            diff = [mine[s] - ones[s] for s in seeds]
+            c = r.get("vs_one_at_a_time")
             against = ""
-            if flight != 1 and diff:
-                wins, ties = sum(x > 0 for x in diff), sum(x == 0 for x in diff)
-                against = f"{sum(diff) / len(diff):+.4f} ({wins}–{ties}–{len(diff) - wins - ties})"
+            if c:
+                losses = c["of"] - c["wins"] - c["ties"]
+                against = (
+                    f"{c['mean_diff']:+.4f}, {c['median_diff']:+.4f} ({c['wins']}–{c['ties']}–{losses}, "
+                    f"p={p_value(c['wilcoxon_p'])})"
+                )
             iqr = f"{num(r['iqr'][0], 4)}–{num(r['iqr'][1], 4)}"
-            rows.append([num(budget), num(flight), num(r["seeds"]), num(r["median"], 4), iqr, against])
+            name = f"{ARMS.get(arm, arm)} (`{arm}`)" if arm in ARMS else f"`{arm}`"
+            rows.append([name, num(flight), num(r["seeds"]), num(r["median"], 4), iqr, against])
+    rows.sort(key=lambda row: (row[0], float(row[1])))
     return table(header, rows)
 
 

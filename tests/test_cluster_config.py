@@ -108,8 +108,14 @@ def test_cpu_head_and_autoscaling_gpu_workers(config):
     assert gpu_workers, "no worker node type declares GPUs"
     for name, t in gpu_workers.items():
         assert t["min_workers"] == 0, f"{name}: GPU nodes should start only when trials wait for them"
-        assert t["max_workers"] >= 1, f"{name}: the autoscaler could never add one"
+    assert any(t["max_workers"] >= 1 for t in gpu_workers.values()), "the autoscaler could never add a GPU node"
     assert config["max_workers"] >= max(t["max_workers"] for t in gpu_workers.values())
+    # A spot type is offered beside the on-demand one, with the same resources (so the same trials fit).
+    market = {k: t["node_config"].get("InstanceMarketOptions", {}).get("MarketType") for k, t in gpu_workers.items()}
+    spot = [k for k, m in market.items() if m == "spot"]
+    on_demand = [k for k, m in market.items() if m is None]
+    assert spot and on_demand, market
+    assert {str(gpu_workers[k]["resources"]) for k in spot + on_demand} == {str(gpu_workers[on_demand[0]]["resources"])}
 
 
 def test_every_node_uses_the_same_image(config):

@@ -245,26 +245,31 @@ class SweepParams(_Section):
     def _points(self) -> SweepParams:
         for i, point in enumerate(self.points_to_evaluate):
             for key, value in point.items():
-                where = f"points_to_evaluate[{i}].{key}"
+                problem = None
+                dim = self.space.get(key)
                 if key not in self.space:
-                    raise ValueError(f"{where}: not a hyperparameter of the space ({', '.join(self.space)})")
-                dim = self.space[key]
-                if not isinstance(dim, tuple):
+                    problem = f"not a hyperparameter of the space ({', '.join(self.space)})"
+                elif not isinstance(dim, tuple):
                     if value != dim:
-                        raise ValueError(f"{where}: the space fixes {key} at {dim!r}, got {value!r}")
-                    continue
-                kind, args = dim
-                ok = (
-                    value in args
-                    if kind == "choice"
-                    else isinstance(value, (int, float))
-                    and not isinstance(value, bool)
-                    and (kind != "int" or isinstance(value, int))
-                    and args[0] <= value <= args[1]
-                )
-                if not ok:
-                    allowed = f"one of {args}" if kind == "choice" else f"{kind} in [{args[0]}, {args[1]}]"
-                    raise ValueError(f"{where}: {value!r} is outside the space ({allowed})")
+                        problem = f"the space fixes {key} at {dim!r}, got {value!r}"
+                else:
+                    kind, args = dim
+                    ok = (
+                        value in args
+                        if kind == "choice"
+                        else isinstance(value, (int, float))
+                        and not isinstance(value, bool)
+                        and (kind != "int" or isinstance(value, int))
+                        and args[0] <= value <= args[1]
+                    )
+                    if not ok:
+                        allowed = f"one of {args}" if kind == "choice" else f"{kind} in [{args[0]}, {args[1]}]"
+                        problem = f"{value!r} is outside the space ({allowed})"
+                if problem:
+                    raise ValueError(
+                        f"points_to_evaluate[{i}].{key}: {problem}; a point must lie in the space: change it, or "
+                        f"set points_to_evaluate to []"
+                    )
         return self
 
     @field_validator("startup_trials", mode="before")

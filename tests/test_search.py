@@ -6,6 +6,7 @@ and diverging / raising trials that leave the sweep complete and counted.
 
 import csv
 import json
+import logging
 import math
 import os
 import re
@@ -606,6 +607,7 @@ def test_a_resumed_sweep_takes_the_concurrency_of_today_not_of_its_start(
     """Started one trial at a time, then extended with `max_concurrent_trials: 0` (fill the 2 CPUs): the new trials
     run two at a time. Tune alone would restore the limit of 1 it saved when the sweep started (a laptop's, say).
     Epochs of a few seconds, so that two trials at once show in the CPUs Ray has handed out."""
+    caplog.set_level(logging.INFO, logger="grutune")  # the resume line is an INFO record
     data, state = load_prepared(prepared_mnist(n_train=12000, n_test=100, val_fraction=0.1)), tmp_path / "state"
     budget = {"train_subset": None, "max_concurrent_trials": 1}
     space = {"hidden_size": {"choice": [96, 128]}, "bidirectional": True}

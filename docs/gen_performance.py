@@ -178,7 +178,7 @@ def search_replay_in_flight(d: dict) -> str:
                 )
             iqr = f"{num(r['iqr'][0], 4)}–{num(r['iqr'][1], 4)}"
             name = f"{ARMS.get(arm, arm)} (`{arm}`)" if arm in ARMS else f"`{arm}`"
-            rows.append([name, num(flight), num(r["seeds"]), num(r["median"], 4), iqr, against])
+            rows.append([name, str(int(flight)), num(r["seeds"]), num(r["median"], 4), iqr, against])
     rows.sort(key=lambda row: (row[0], float(row[1])))
     return table(header, rows)
 

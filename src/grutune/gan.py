@@ -252,7 +252,9 @@ class FidScorer:
         }
 
 
-def score(G, clf, real_test: Split, real_train: Split, *, n: int, seed: int) -> dict:
+def score(
+    G, clf, real_test: Split, real_train: Split, *, n: int, seed: int, classes: tuple[str, ...] | None = None
+) -> dict:
     """n generated images against n real test images, in the classifier's features and class probabilities: FID,
     Inception Score, precision and recall (Kynkaanniemi et al.) and the share of samples the classifier assigns to
     each class, each beside the same score for n real train images against the test images (the real reference)."""
@@ -267,6 +269,7 @@ def score(G, clf, real_test: Split, real_train: Split, *, n: int, seed: int) -> 
     real_precision, real_recall = precision_recall(test_f, train_f)
     k = fake_p.shape[1]
     fake_share = class_share(fake_p, k)
+    names = list(classes) if classes is not None and len(classes) == k else [str(i) for i in range(k)]
     real_share = np.bincount(real_test.y[:n].cpu().numpy().astype(np.int64), minlength=k)[:k] / n
     return {
         "fid": float(frechet_distance(fake_f, test_f)),
@@ -279,8 +282,9 @@ def score(G, clf, real_test: Split, real_train: Split, *, n: int, seed: int) -> 
         "reference_precision_train_vs_test": real_precision,
         "reference_recall_train_vs_test": real_recall,
         # the class mix: per class, and its total variation distance from the real mix (0: the same; 1: disjoint)
-        "class_share": [round(float(v), 4) for v in fake_share],
-        "reference_class_share_test": [round(float(v), 4) for v in real_share],
+        # keyed by class name, as per_class_accuracy is (DVC's metrics show leaves lists out)
+        "class_share": {name: round(float(v), 4) for name, v in zip(names, fake_share)},
+        "reference_class_share_test": {name: round(float(v), 4) for name, v in zip(names, real_share)},
         "class_share_distance": round(float(np.abs(fake_share - real_share).sum() / 2), 4),
         "eval_samples": n,
     }
@@ -378,7 +382,7 @@ def evaluate_gan(
     """A trained generator's test scores (FID and IS against the test split, with the real-data references) and a
     grid of samples, (rows, cols, C) in [0, 1]."""
     test, train = Split.of(data.x_test, data.y_test, device), Split.of(data.x_train, data.y_train, device)
-    metrics = score(G, clf, test, train, n=eval_samples, seed=seed)
+    metrics = score(G, clf, test, train, n=eval_samples, seed=seed, classes=tuple(data.classes))
     samples = generate(G, grid * grid, seed=seed + 1, device=device).cpu().numpy()
     return metrics, image_grid(samples, grid)
 

@@ -14,7 +14,9 @@ correlation with held-out configs is reported.
 A sweep is an event loop over simulated time with N trials in flight: the searcher under test proposes (grutune's
 `GrutuneSearcher`, the very class the search stage runs, on an Optuna journal), Tune's `ASHAScheduler` decides at
 every reported epoch (through its public scheduler interface), and the sweep stops when it has spent its budget of
-trial-epochs (WSD's cool-down copies are charged too). What a user gets is scored, not the noisy maximum: each arm
+trial-epochs (WSD's cool-down copies are charged too). Every arm creates trials under the search stage's budget rule
+(`recovery.budget_allows_trial`: a new trial only if the budget also pays for every running trial to the end), as
+Tune would: every free slot is offered a trial. What a user gets is scored, not the noisy maximum: each arm
 picks the trial with the best reported accuracy, as the search stage does, and is credited with that config's
 noise-free final accuracy under the cosine schedule the final training uses.
 

@@ -369,15 +369,16 @@ class GrutuneSearcher(Searcher):
             return dict(finished.params)
         if len(self.live) >= run.max_concurrent:
             return None
+        every = [] if self._orphans else study.get_trials(deepcopy=False)  # one read of the study per suggestion
         if self._orphans:
             number = self._orphans.pop(0)
-        elif len(created := created_trials(study)) >= run.target:
+        elif len(created := [t for t in every if t.state != WAITING]) >= run.target:
             return self._finish()
         elif not budget_allows_trial(created, run.max_trial_epochs, self.max_epochs, run.min_trial_epochs):
             # A running trial that ASHA stops early frees budget: wait for it; with none running, the sweep is done.
             return None if any(t.state == optuna.trial.TrialState.RUNNING for t in created) else self._finish()
         else:
-            waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+            waiting = len(every) > len(created)  # a point enqueued before a kill, not yet asked for
             if not waiting and len(created) < len(self.points_to_evaluate):  # a known-good point first
                 study.enqueue_trial(self.points_to_evaluate[len(created)])
             number = study.ask(distributions(self.space)).number  # Optuna hands out an enqueued trial first
@@ -524,9 +525,12 @@ def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[
     return out
 
 
+WAITING = optuna.trial.TrialState.WAITING
+
+
 def created_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The study's trials that were handed out (not one enqueued and not yet asked for)."""
-    return [t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.WAITING]
+    return [t for t in study.get_trials(deepcopy=False) if t.state != WAITING]
 
 
 def committed_epochs(trials: list[optuna.trial.FrozenTrial], max_epochs: int) -> int:

@@ -54,7 +54,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, save  # noqa: E402
-from grutune.config import expected_trial_epochs  # noqa: E402
+from grutune.config import asha_rungs, expected_trial_epochs  # noqa: E402
 from grutune.recovery import GrutuneSearcher, SweepRun, bind, budget_allows_trial, distributions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,14 +194,6 @@ def space() -> dict:
     return SPACE
 
 
-def rungs(arm: Arm, E: int) -> list[int]:
-    out, r = [], arm.grace
-    while r < E:
-        out.append(int(r))
-        r = math.ceil(r * arm.rf)
-    return out + [E]
-
-
 def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int, tmp: Path) -> dict:
     """One simulated sweep; returns the user's accuracy and best-so-far by trial-epochs spent."""
     E = sur.epochs
@@ -211,7 +203,7 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
         startup = 10**9
     cfg_space = space()
     fixed = {k: v for k, v in cfg_space.items() if not isinstance(v, tuple)}
-    rung_set = set(rungs(arm, E))
+    rung_set = set(asha_rungs(arm.grace, arm.rf, E))
     noise: dict[str, tuple] = {}
 
     def reading(c: dict, epoch: int) -> float:

@@ -261,6 +261,16 @@ def test_startup_trials_is_a_count_or_a_share_of_num_samples(tmp_path, value, co
     assert p.search.startup_count == count
 
 
+def test_asha_rungs_are_rays_milestones_rounded_up_to_a_whole_epoch():
+    """Ray's ASHA puts its rungs at grace_period * reduction_factor**k (1, 2.5, 6.25 for a factor of 2.5); a trial
+    reports whole epochs, so it is decided at 1, 3 and 7, then runs to max_epochs. Rounding each rung up before the
+    next (1, 3, 8) would be wrong."""
+    from grutune.config import asha_rungs
+
+    assert asha_rungs(1, 2.5, 9) == [1, 3, 7, 9]
+    assert asha_rungs(1, 3, 9) == [1, 3, 9] and asha_rungs(2, 3, 12) == [2, 6, 12] and asha_rungs(3, 3, 3) == [3]
+
+
 def test_a_startup_share_is_of_the_trials_a_budget_of_trial_epochs_pays_for(tmp_path):
     """With max_trial_epochs, the sweep runs fewer trials than num_samples: ASHA's trials (grace 1, factor 3, 9
     epochs) run 1 + 2/3 + 6/9 epochs on average, so 200 trial-epochs pay for about 86 trials, and 30% of those

@@ -43,6 +43,7 @@ __all__ = [
     "TrackingParams",
     "TrainParams",
     "TrialConfig",
+    "asha_rungs",
     "expected_trial_epochs",
     "load_params",
     "parse_space",
@@ -202,13 +203,18 @@ class Resources(_Section):
         return v
 
 
+def asha_rungs(grace_period: int, reduction_factor: float, max_epochs: int) -> list[int]:
+    """The epochs at which Ray's ASHA decides, and the last: grace_period * reduction_factor**k below max_epochs (a
+    trial reports whole epochs, so a rung at 2.5 is decided at epoch 3), then max_epochs."""
+    rungs = int(math.log(max_epochs / grace_period) / math.log(reduction_factor) + 1)
+    at = {math.ceil(grace_period * reduction_factor**k) for k in range(rungs)}
+    return sorted(m for m in at if m < max_epochs) + [max_epochs]
+
+
 def expected_trial_epochs(grace_period: int, reduction_factor: float, max_epochs: int) -> float:
     """Epochs an ASHA trial runs on average: all of them reach the grace period, and a share 1/reduction_factor of
-    each rung goes on to the next (Ray's rungs: grace_period * reduction_factor**k below max_epochs, then
-    max_epochs)."""
-    rungs = int(math.log(max_epochs / grace_period) / math.log(reduction_factor) + 1)
-    at = sorted({math.ceil(grace_period * reduction_factor**k) for k in range(rungs)} - {max_epochs})
-    at = [m for m in at if m < max_epochs] + [max_epochs]
+    each rung goes on to the next (`asha_rungs`)."""
+    at = asha_rungs(grace_period, reduction_factor, max_epochs)
     return at[0] + sum((b - a) / reduction_factor ** (k + 1) for k, (a, b) in enumerate(zip(at, at[1:])))
 
 

@@ -267,7 +267,7 @@ def main() -> None:
         ap.error(f"--methods: unknown {unknown}; allowed: {', '.join(METHODS)}")
     os.environ.setdefault("GRUTUNE_DATA_MIRROR", "/usr/share/datasets/fashion-mnist")
     data = dataset(args.data_dir, args.val_images)
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     runs: dict[str, list[dict]] = {m: [] for m in methods}
     name = f"search_efficiency_{args.max_epochs}x{args.subset}{'_' + args.name if args.name else ''}"
     for seed in range(args.seeds):

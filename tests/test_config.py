@@ -128,6 +128,19 @@ def test_wrong_type(tmp_path, mutate, key, got):
         ),
         (lambda r: r["search"].update(startup_trials=0), "search.startup_trials: must be a number of trials"),
         (lambda r: r["search"].update(max_trial_epochs=0), "search.max_trial_epochs: Input should be greater than 0"),
+        (
+            lambda r: r["search"]["budget"].update(gpu_hours=-1),
+            "search.budget.gpu_hours: Input should be greater than 0",
+        ),
+        (
+            lambda r: r["search"]["budget"].update(hours=2),
+            "search.budget.hours: unknown key; allowed here: trial_hours, cpu_hours, gpu_hours, dollars",
+        ),
+        (lambda r: r["gan_search"]["price_per_hour"].update(gpu=-2), "gan_search.price_per_hour.gpu: Input should be"),
+        (
+            lambda r: r["search"]["budget"].update(dollars=10),
+            "search: budget.dollars needs a price: set price_per_hour.gpu (dollars per GPU-hour a trial holds)",
+        ),
     ],
 )
 def test_impossible_value(tmp_path, mutate, needle):

@@ -100,6 +100,10 @@ def trial_columns(objective: Objective) -> list[str]:
         *objective.hp_model.model_fields,
         column(objective),
         *(COSTS if objective is CLASSIFIER_SWEEP else []),
+        "train_s",
+        "cpu_s",
+        "gpu_s",
+        "cost_usd",
         "epochs",
         "resumed_from_epoch",
         "error",
@@ -121,6 +125,10 @@ def random_trials(n: int, seed: int, score=None, objective: Objective = CLASSIFI
             "error": "",
         }
         t[column(objective)] = score(t) if score else float(rng.uniform(0.5, 0.99))
+        # What it spent: a quarter of a GPU; priced for the classifier's sweeps, not for the GAN's (no prices set).
+        t["train_s"] = t["cpu_s"] = round(float(rng.uniform(10, 100)), 1)
+        t["gpu_s"] = round(t["train_s"] / 4, 1)
+        t["cost_usd"] = round(t["gpu_s"] / 3600 * 2.0, 4) if objective is CLASSIFIER_SWEEP else math.nan
         if objective is CLASSIFIER_SWEEP:
             t.update(
                 params=int(rng.integers(10_000, 2_000_000)),
@@ -436,6 +444,19 @@ def test_the_pareto_front_is_drawn_with_the_picked_model_named(stage):
             assert [p["picked"] for p in d.pareto].count(True) == 1
 
 
+def test_each_sweep_shows_what_its_accuracy_cost_and_its_total(stage):
+    """The cost figure in the most telling unit trials.csv has for every trial: dollars where the sweep had prices
+    (the classifiers'), else GPU-hours (the GAN's, whose cost_usd is empty); the caption gives the sweep's total."""
+    _, page, written, *_ = stage
+    for name in DATASETS:
+        total = sum(t["cost_usd"] for t in written[name]["trials"])
+        part = dataset_part(page, name)
+        assert f'alt="cost against best_val_accuracy, {name}"' in part
+        assert f"The sweep's total: <strong>{total:.3g} dollars</strong>" in part
+    gpu_hours = sum(t["gpu_s"] for t in written["gan_trials"]) / 3600
+    assert f"The sweep's total: <strong>{gpu_hours:.3g} GPU-hours</strong>" in gan_part(page)
+
+
 def test_provenance_and_self_contained(stage):
     _, page, written, commit, _ = stage
     assert commit in page and "sunny-crab" in page
@@ -443,9 +464,9 @@ def test_provenance_and_self_contained(stage):
         assert written[d]["content_hash"] in page
     assert "<script" not in page and "<link" not in page and "http://" not in page and "https://" not in page
     srcs = re.findall(r'<img[^>]* src="([^"]*)"', page)
-    # Per dataset: importance, parallel coords, best so far, Pareto front, confusion.
-    # GAN: the sweep's three, samples, real, by class, validation FID.
-    assert len(srcs) == 5 * len(DATASETS) + 3 + 4
+    # Per dataset: importance, parallel coords, best so far, cost, Pareto front, confusion.
+    # GAN: the sweep's four, samples, real, by class, validation FID.
+    assert len(srcs) == 6 * len(DATASETS) + 4 + 4
     for src in srcs:  # every image is a PNG that decodes and is not blank
         assert src.startswith("data:image/png;base64,")
         img = matplotlib.image.imread(io.BytesIO(base64.b64decode(src.split(",", 1)[1])), format="png")

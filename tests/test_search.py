@@ -69,7 +69,8 @@ def prepared(prepared_mnist) -> Path:
 def local_ray():
     # Trial processes cannot import this test module: ship its functions (flaky_trial) by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # A Ray of its own ("local"), never one already on the machine (a ray.cluster_utils.Cluster of another run).
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -111,9 +112,14 @@ def test_sweep_identity(tmp_path, tiny):
     other_space = load_params(tiny(tmp_path / "c.yaml", space={"hidden_size": {"choice": [16, 32]}}))
     other_budget = load_params(tiny(tmp_path / "d.yaml", search={"max_epochs": 3}))
     more_trials = load_params(tiny(tmp_path / "e.yaml", search={"num_samples": 7}))  # extends the same sweep
+    more_money = load_params(  # so does a larger budget
+        tiny(
+            tmp_path / "f.yaml", search={"budget": {"dollars": 5}, "price_per_hour": {"gpu": 2}, "max_trial_epochs": 9}
+        )
+    )
     sid = sweep_id(base, "mnist", "sha256:aa")
     assert sid.startswith("mnist-") and sid == sweep_id(same, "mnist", "sha256:aa")
-    assert sid == sweep_id(more_trials, "mnist", "sha256:aa")
+    assert sid == sweep_id(more_trials, "mnist", "sha256:aa") == sweep_id(more_money, "mnist", "sha256:aa")
     assert (
         len(
             {
@@ -659,6 +665,7 @@ def searcher_at(
     max_trial_epochs=None,
     min_trial_epochs=1,
     points=(),
+    max_trial_seconds=None,
 ):
     """grutune's searcher over the journal s.journal, bound as the sweep driver binds it (outside Tune)."""
     from grutune.recovery import GrutuneSearcher, SweepRun, bind
@@ -673,6 +680,7 @@ def searcher_at(
             known=frozenset(known),
             max_trial_epochs=max_trial_epochs,
             min_trial_epochs=min_trial_epochs,
+            max_trial_seconds=max_trial_seconds,
         ),
     )
     return GrutuneSearcher(
@@ -1020,6 +1028,59 @@ def test_a_budget_keeps_room_for_running_trials_to_finish(tmp_path):
         s.on_trial_complete(t, {"epoch": 3, "val_accuracy": 0.6})
     assert s.suggest("e") == Searcher.FINISHED  # 1 + 3 + 3 + 3 = 10: nothing running, and no room
     assert len(journal_trials(tmp_path)) == 4
+
+
+def test_a_budget_of_trial_seconds_charges_each_epoch_at_the_pace_measured(tmp_path):
+    """A time budget (search.budget, as trial-seconds): a new trial must fit beside every running trial run to the
+    end at its own measured pace, plus the new trial's first epochs at the sweep's pace. Before anything is measured
+    nothing can be charged; after that the searcher waits while a running trial may free budget, and says FINISHED
+    when none runs."""
+    from ray.tune.search import Searcher
+
+    s = searcher_at(tmp_path, target=100, max_concurrent=10, max_epochs=2, max_trial_seconds=25)
+    assert isinstance(s.suggest("a"), dict) and isinstance(s.suggest("b"), dict)  # nothing measured yet
+    s.on_trial_result("a", {"epoch": 1, "val_accuracy": 0.5, "time_total_s": 5.0})
+    assert isinstance(s.suggest("c"), dict)  # a: 5 + 1 more epoch at 5; b: 2 epochs at 5; c's first: 5 -> 25
+    assert s.suggest("d") is None  # + c's 2 epochs at 5 = 35 > 25: wait, a running trial may stop early
+    s.on_trial_complete("a", {"epoch": 1, "val_accuracy": 0.5, "time_total_s": 5.0})  # ASHA stopped a: 5 + 10 + 10 + 5
+    assert s.suggest("d") is None
+    for t in "bc":
+        s.on_trial_result(t, {"epoch": 1, "val_accuracy": 0.6, "time_total_s": 2.0})
+        s.on_trial_complete(t, {"epoch": 2, "val_accuracy": 0.6, "time_total_s": 4.0})
+    assert isinstance(s.suggest("d"), dict)  # 5 + 4 + 4 spent, pace 13/5 a epoch: 13 + 2.6 <= 25
+    s.on_trial_complete("d", {"epoch": 2, "val_accuracy": 0.7, "time_total_s": 12.0})
+    assert s.suggest("e") == Searcher.FINISHED  # 25 spent, nothing running: no room
+    assert [t.user_attrs.get("seconds") for t in journal_trials(tmp_path)] == [5.0, 4.0, 4.0, 12.0]
+
+
+def test_a_sweep_with_a_budget_in_hours_stops_within_one_trial_of_it_and_reports_its_cost(
+    tmp_path, prepared, local_ray, tiny, caplog
+):
+    """search.budget.trial_hours ends the sweep before num_samples, within one trial's cost of the budget; every
+    trial row carries its seconds and its price at price_per_hour, and the summary the sweep's total."""
+    budget_s = 5.0
+    params = load_params(
+        tiny(
+            tmp_path / "p.yaml",
+            search={
+                "num_samples": 30,
+                "max_concurrent_trials": 1,
+                "budget": {"trial_hours": budget_s / 3600},
+                "price_per_hour": {"cpu": 3.6},  # a dollar per 1,000 CPU-seconds
+            },
+        )
+    )
+    with caplog.at_level(logging.INFO, logger="grutune"):
+        result = run_search(params, load_prepared(prepared), state_dir=tmp_path / "state")
+    rows = result.trials
+    spent = sum(r["train_s"] for r in rows)
+    assert 1 <= len(rows) < 30 and budget_s - max(r["train_s"] for r in rows) <= spent  # it used its budget
+    assert spent <= budget_s + max(r["train_s"] for r in rows)  # and stopped within one trial of it
+    assert all(r["train_s"] > 0 and r["cpu_s"] == r["train_s"] and r["gpu_s"] == 0 for r in rows)
+    assert all(r["cost_usd"] == pytest.approx(r["train_s"] / 1000, abs=1e-4) for r in rows)
+    assert result.summary["trial_hours"] == pytest.approx(spent / 3600, abs=1e-4)
+    assert result.summary["cost_usd"] == pytest.approx(spent / 1000, abs=0.01)
+    assert "trial_hours pays for no further trial" in caplog.text
 
 
 def test_a_sweep_saved_by_the_earlier_layout_is_refused_with_what_to_do(tmp_path, prepared, tiny):

@@ -29,6 +29,7 @@ from grutune.models import BACKBONES, CELLS, GENERATORS
 
 __all__ = [
     "COSTS",
+    "Budget",
     "GanParams",
     "GanSearchParams",
     "GanTrialConfig",
@@ -36,6 +37,7 @@ __all__ = [
     "PICKS",
     "Params",
     "PrepareParams",
+    "Prices",
     "Resources",
     "SPACE_KINDS",
     "SearchParams",
@@ -203,6 +205,47 @@ class Resources(_Section):
         return v
 
 
+class Budget(_Section):
+    """A cap on what a sweep spends, in any of these units (the first one reached ends it); none: no cap."""
+
+    trial_hours: PositiveFloat | None = None
+    cpu_hours: PositiveFloat | None = None
+    gpu_hours: PositiveFloat | None = None
+    dollars: PositiveFloat | None = None
+
+    def trial_seconds(self, resources: dict[str, float], prices: Prices) -> tuple[float, str] | None:
+        """The budget as seconds of one trial holding `resources`, and the setting that gives it (the tightest), or
+        None where nothing bounds the sweep (no budget, or one in a resource its trials do not hold)."""
+        per_second = {
+            "trial_hours": 1 / 3600,
+            "cpu_hours": resources.get("cpu", 0) / 3600,
+            "gpu_hours": resources.get("gpu", 0) / 3600,
+            "dollars": prices.per_second(resources),
+        }
+        caps = [
+            (getattr(self, unit) / rate, unit)
+            for unit, rate in per_second.items()
+            if getattr(self, unit) is not None and rate > 0
+        ]
+        return min(caps) if caps else None
+
+
+class Prices(_Section):
+    """Dollars per hour of each resource a trial holds: a node's hourly price shared out over its CPUs and GPUs (an
+    instance of 1 GPU at $1.00/h: gpu 1.0, cpu 0). They give trials.csv its cost_usd and `budget.dollars` its unit."""
+
+    cpu: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    gpu: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+
+    @property
+    def set(self) -> bool:
+        return bool(self.cpu or self.gpu)
+
+    def per_second(self, resources: dict[str, float]) -> float:
+        """Dollars one trial holding `resources` costs a second."""
+        return (resources.get("cpu", 0) * self.cpu + resources.get("gpu", 0) * self.gpu) / 3600
+
+
 def asha_rungs(grace_period: int, reduction_factor: float, max_epochs: int) -> list[int]:
     """The epochs at which Ray's ASHA decides, and the last: grace_period * reduction_factor**k below max_epochs (a
     trial reports whole epochs, so a rung at 2.5 is decided at epoch 3), then max_epochs."""
@@ -232,6 +275,9 @@ class SweepParams(_Section):
     multivariate: bool
     constant_liar: bool
     max_trial_epochs: PositiveInt | None
+    # A cap on what the sweep spends (hours of trials, CPU- or GPU-hours, dollars at `price_per_hour`), measured.
+    budget: Budget = Budget()
+    price_per_hour: Prices = Prices()
     max_concurrent_trials: Annotated[int, Field(ge=0)]
     train_subset: PositiveInt | None
     max_failures: Annotated[int, Field(ge=0)]
@@ -322,6 +368,15 @@ class SweepParams(_Section):
         if isinstance(self.startup_trials, int):
             return self.startup_trials
         return max(1, math.ceil(self.startup_trials * self.expected_trials))
+
+    @model_validator(mode="after")
+    def _dollars(self) -> SweepParams:
+        if self.budget.dollars is not None and not self.price_per_hour.set:
+            raise ValueError(
+                "budget.dollars needs a price: set price_per_hour.gpu (dollars per GPU-hour a trial holds) and/or "
+                "price_per_hour.cpu, or give the budget in trial_hours, cpu_hours or gpu_hours"
+            )
+        return self
 
     @model_validator(mode="after")
     def _grace(self) -> SweepParams:

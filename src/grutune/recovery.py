@@ -64,6 +64,7 @@ __all__ = [
     "GrutuneSearcher",
     "JOURNAL",
     "JournalSync",
+    "SECONDS",
     "SEGMENT",
     "STEP",
     "SweepRun",
@@ -71,6 +72,7 @@ __all__ = [
     "bind",
     "budget_allows_trial",
     "committed_epochs",
+    "committed_seconds",
     "costs",
     "created_all",
     "created_trials",
@@ -82,7 +84,9 @@ __all__ = [
     "location",
     "repair_journal",
     "study_counts",
+    "time_allows_trial",
     "tpe_sampler",
+    "trial_seconds",
 ]
 
 FORMAT, VERSION = "grutune-searcher", 1  # the searcher's state file
@@ -90,6 +94,7 @@ TUNE_ID = "tune_trial_id"  # the Optuna user attribute holding a trial's Tune tr
 SEGMENT = "tune_experiment"  # the Optuna user attribute naming the Tune experiment (segment) that ran the trial
 ALIAS = "tune_alias:"  # study user attribute ALIAS + <new Tune id> -> the Tune id of the finished trial it replays
 STEP = "value@epoch"  # multi-objective studies: trial user attribute STEP + <epoch> -> that epoch's metric
+SECONDS = "seconds"  # trial user attribute -> the training seconds it has run (Tune's time_total_s)
 COST = "cost:"  # trial user attribute COST + <name> -> a cost the trial reported (params, latency_ms, ...)
 JOURNAL = "optuna.journal"  # the study, in the sweep's folder
 DONE = "created_all:"  # study user attribute DONE + <Tune experiment>: that experiment created all its trials
@@ -194,6 +199,7 @@ class SweepRun:
     journal_uri: str | None = None  # with cloud storage, where the journal is copied up to
     max_trial_epochs: int | None = None  # create no trial that would take the study past this many trial-epochs
     min_trial_epochs: int = 1  # epochs a new trial runs at least (ASHA's grace period): see `budget_allows_trial`
+    max_trial_seconds: float | None = None  # create no trial that would take the study past this many trial-seconds
     origin: str = ""  # a fingerprint (not the path) of where the sweep's folder is now: see `location`
     known: frozenset = frozenset()  # Tune ids of the trials of the sweep's earlier Tune experiments
 
@@ -230,7 +236,8 @@ class GrutuneSearcher(Searcher):
     COMPLETE trial holds every objective, and multi-objective TPE proposes from them. Optuna keeps no intermediate
     values in such a study, so each epoch's metric is a STEP user attribute instead; PRUNED and FAIL stay as above.
 
-    With `SweepRun.max_trial_epochs`, it creates a trial only where the budget pays for it: see `budget_allows_trial`.
+    With `SweepRun.max_trial_epochs` or `max_trial_seconds`, it creates a trial only where the budget pays for it: see
+    `budget_allows_trial` and `time_allows_trial` (each trial's training seconds are its SECONDS user attribute).
     A study's first trials are `points_to_evaluate`, in order (each enqueued with Optuna's `enqueue_trial` just
     before it is asked for, so a resumed study goes on with the next point), the hyperparameters a point leaves out
     drawn as usual.
@@ -374,7 +381,9 @@ class GrutuneSearcher(Searcher):
             number = self._orphans.pop(0)
         elif len(created := [t for t in every if t.state != WAITING]) >= run.target:
             return self._finish()
-        elif not budget_allows_trial(created, run.max_trial_epochs, self.max_epochs, run.min_trial_epochs):
+        elif not budget_allows_trial(
+            created, run.max_trial_epochs, self.max_epochs, run.min_trial_epochs
+        ) or not time_allows_trial(created, run.max_trial_seconds, self.max_epochs, run.min_trial_epochs):
             # A running trial that ASHA stops early frees budget: wait for it; with none running, the sweep is done.
             return None if any(t.state == optuna.trial.TrialState.RUNNING for t in created) else self._finish()
         else:
@@ -401,6 +410,8 @@ class GrutuneSearcher(Searcher):
         tid = self._trial_id(number)
         step, steps = int(result["epoch"]), self._steps.setdefault(number, set())
         if step not in steps:
+            if "time_total_s" in result:  # Tune's measure of the trial's training time so far
+                self._storage.set_trial_user_attr(tid, SECONDS, float(result["time_total_s"]))
             if not steps:
                 for key in ("params", "latency_ms", "latency_batch_ms"):
                     if key in result:
@@ -548,6 +559,32 @@ def budget_allows_trial(
     So a sweep ends within one trial of its budget, and with many trials in flight the end of the budget goes to the
     trials ASHA promotes, not to new trials that it would cut off (benchmarks/search_replay.py measured both)."""
     return budget is None or committed_epochs(trials, max_epochs) + min_trial_epochs <= budget
+
+
+def trial_seconds(t: optuna.trial.FrozenTrial) -> float:
+    """The training seconds a trial has run (Tune's time_total_s at its last reported epoch)."""
+    return float(t.user_attrs.get(SECONDS, 0.0))
+
+
+def committed_seconds(trials: list[optuna.trial.FrozenTrial], max_epochs: int, min_trial_epochs: int) -> float:
+    """Trial-seconds the study's trials have run, each unfinished one counted as if it will run to `max_epochs` at
+    the pace it has run so far (or at the sweep's, before its first epoch), and a new trial's first
+    `min_trial_epochs` at the sweep's pace: what a sweep commits to if it starts one more trial."""
+    ran = [(trial_seconds(t), max([t.user_attrs.get("epochs", 0), *intermediate(t)])) for t in trials]
+    seconds, epochs = sum(s for s, _ in ran), sum(e for _, e in ran)
+    pace = seconds / epochs if epochs else 0.0  # before any epoch is measured nothing can be charged
+    total = pace * min_trial_epochs
+    for t, (s, e) in zip(trials, ran):
+        total += s if t.state.is_finished() else s + (max_epochs - e) * (s / e if e and s else pace)
+    return total
+
+
+def time_allows_trial(
+    trials: list[optuna.trial.FrozenTrial], budget: float | None, max_epochs: int, min_trial_epochs: int
+) -> bool:
+    """Whether a new trial fits in a budget of `budget` trial-seconds (None: no budget), as `budget_allows_trial`
+    does for trial-epochs, with each epoch charged at the pace measured (`committed_seconds`)."""
+    return budget is None or committed_seconds(trials, max_epochs, min_trial_epochs) <= budget
 
 
 def study_counts(journal: Path, study_name: str) -> tuple[int, int]:

@@ -49,9 +49,11 @@ __all__ = [
     "Objective",
     "REAL_IMAGES",
     "SEARCH_KEYS",
+    "SPEND",
     "SweepResults",
     "best_so_far_figure",
     "confusion_figure",
+    "cost_figure",
     "dataset_section",
     "fmt",
     "gan_section",
@@ -76,6 +78,7 @@ __all__ = [
     "read_val_fid",
     "render_report",
     "running_best",
+    "spend",
     "sweep_html",
     "usable_trials",
     "val_fid_figure",
@@ -83,6 +86,9 @@ __all__ = [
 
 OK_STATUSES = ("completed", "pruned")  # trials whose best metric counts
 COST_KEYS = ("params", "latency_ms", "latency_batch_ms")  # what each classifier trial measures of its model
+# What each trial spent (trials.csv of grutune 0.x after sweep budgets; older files lack them): training seconds,
+# GPU-seconds, dollars at the sweep's price_per_hour (empty without prices). Most telling first, with its unit.
+SPEND = (("cost_usd", "dollars", 1.0), ("gpu_s", "GPU-hours", 1 / 3600), ("train_s", "trial-hours", 1 / 3600))
 REAL_IMAGES = 64  # real test images shown beside the GAN's 8x8 samples
 # Known metric keys in the order the page lists them; keys not listed here follow, sorted.
 SEARCH_KEYS = ("best_val_accuracy", "trials", "completed", "pruned", "failed", "errored", "epochs_run", "wall_time_s")
@@ -206,7 +212,8 @@ def read_trials(path: Path, stage: str, objective: Objective) -> list[dict[str, 
             hp = objective.hp_model(**{k: row[k] for k in hparams}).model_dump()
             value = float(row[column] or "nan")
             costs = {k: float(row[k] or "nan") for k in COST_KEYS if k in row}  # the classifier's trials measure them
-            rows.append({"trial": int(row["trial"]), "status": row["status"], **hp, column: value, **costs})
+            spent = {k: float(row[k] or "nan") for k, _, _ in SPEND if k in row}
+            rows.append({"trial": int(row["trial"]), "status": row["status"], **hp, column: value, **costs, **spent})
         except (ValidationError, ValueError) as e:
             raise GrutuneError(f"{path}: trial {row['trial']!r} is not a valid row: {e}") from None
     return sorted(rows, key=lambda r: r["trial"])  # Optuna's order, as the stage writes it
@@ -566,6 +573,45 @@ def best_so_far_figure(s: SweepResults) -> Figure | None:
     return fig
 
 
+def spend(s: SweepResults) -> tuple[str, np.ndarray] | None:
+    """What each trial of the sweep cost, in the most telling unit its trials.csv has for every trial (dollars,
+    GPU-hours, trial-hours), and that unit; None for a trials.csv without costs."""
+    for key, unit, scale in SPEND:
+        v = np.array([t.get(key, math.nan) for t in s.trials], dtype=float) * scale
+        if len(v) and np.isfinite(v).all() and v.sum() > 0:
+            return unit, v
+    return None
+
+
+def cost_figure(s: SweepResults) -> Figure | None:
+    """What the sweep's accuracy cost: each trial's metric against its own cost, and the best so far against the
+    sweep's cumulative spend (in Optuna's order of the trials)."""
+    paid, metric = spend(s), s.column
+    v = np.array([t[metric] if t["status"] in OK_STATUSES else math.nan for t in s.trials], dtype=float)
+    if paid is None or not np.isfinite(v).any():
+        return None
+    unit, cost = paid
+    fig = Figure(figsize=(11, 3.6), layout="constrained")
+    ax, ax_c = fig.subplots(1, 2, sharey=True)
+    for status, (marker, color) in {"completed": ("o", "#4c72b0"), "pruned": ("x", "#8c8c8c")}.items():
+        m = np.array([t["status"] == status for t in s.trials]) & np.isfinite(v)
+        if m.any():
+            ax.scatter(cost[m], v[m], marker=marker, color=color, s=20, zorder=3, label=f"{status} ({m.sum()})")
+    ax.set_xlabel(f"the trial's cost ({unit})")
+    ax.set_ylabel(f"{metric} ({s.goal})")
+    ax.grid(alpha=0.3)
+    best, total = running_best(s), np.cumsum(cost)
+    shown = np.isfinite(best)
+    ax_c.step(total[shown], best[shown], where="post", color="#c44e52", lw=2, label="best so far")
+    ax_c.set_xlabel(f"the sweep's spend so far ({unit})")
+    ax_c.set_xlim(0, total[-1] * 1.02)
+    ax_c.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    h2, l2 = ax_c.get_legend_handles_labels()
+    ax_c.legend(handles + h2, labels + l2, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    return fig
+
+
 def val_fid_figure(g: GanResults) -> Figure | None:
     """The final GAN's validation FID by epoch, with the epoch the gan stage kept (metrics/gan.json's best_epoch)."""
     if not g.val_fid:
@@ -817,8 +863,25 @@ def sweep_html(s: SweepResults, name: str, files: dict[str, str]) -> str:
                 f"ended (<code>{_e(files['progress_time'])}</code>).",
                 f"No trial reached a {col}.",
             ),
+            _cost_html(s, name, files),
             steps_html,
         ]
+    )
+
+
+def _cost_html(s: SweepResults, name: str, files: dict[str, str]) -> str:
+    paid = spend(s)
+    if paid is None:
+        return ""
+    unit, cost = paid
+    return _figure(
+        cost_figure(s),
+        f"cost against {s.column}, {name}",
+        f"What <code>{_e(s.column)}</code> cost: each trial against its own cost, and the best so far against the "
+        f"sweep's spend, in {unit} (<code>{_e(files['trials'])}</code>: <code>train_s</code>, <code>gpu_s</code>, "
+        f"<code>cost_usd</code>). The sweep's total: <strong>{cost.sum():.3g} {unit}</strong> over "
+        f"{len(s.trials)} trials.",
+        f"No trial reached a {s.column}.",
     )
 
 

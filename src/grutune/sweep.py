@@ -42,6 +42,8 @@ from grutune.recovery import (
     location,
     repair_journal,
     study_counts,
+    time_allows_trial,
+    trial_seconds,
 )
 from grutune.sweep_results import SearchResult, summarise, trial_id, trial_rows
 from grutune.trials import TrialSettings
@@ -180,6 +182,33 @@ def trial_resources(resources, remote: bool) -> dict[str, float]:
             "resources per trial %s exceed %s %s: each trial gets %s", _show(want), where, _show(had), _show(got)
         )
     return got
+
+
+def spend_limit(sweep: Sweep, resources: dict[str, float]) -> tuple[float, str] | None:
+    """The sweep's `budget` as trial-seconds of trials holding `resources`, and the setting that gives it; where a
+    budget is set in a resource the trials do not hold here (gpu_hours without GPUs), it says so."""
+    s = sweep.budget
+    for unit, held in (("cpu_hours", "cpu"), ("gpu_hours", "gpu")):
+        if getattr(s.budget, unit) is not None and not resources.get(held):
+            log.warning(
+                "%s.budget.%s does not bound this sweep: its trials hold no %s here (resources per trial %s)",
+                sweep.key,
+                unit,
+                held.upper(),
+                _show(resources),
+            )
+    return s.budget.trial_seconds(resources, s.price_per_hour)
+
+
+def _spent(seconds: float, resources: dict[str, float], prices) -> str:
+    """Trial-seconds as a user reads a sweep's spend: trial-hours, GPU-hours where trials hold GPUs, dollars where
+    there are prices."""
+    out = [f"{seconds / 3600:.3g} trial-hours"]
+    if resources.get("gpu"):
+        out.append(f"{seconds * resources['gpu'] / 3600:.3g} GPU-hours")
+    if prices.set:
+        out.append(f"${seconds * prices.per_second(resources):.2f}")
+    return ", ".join(out)
 
 
 def _show(resources: dict[str, float]) -> str:
@@ -333,6 +362,7 @@ def run_sweep(
     except OSError as e:
         raise GrutuneError(f"{key}: cannot create the sweep's folder {local_dir}: {e.strerror}") from None
     resources = trial_resources(s.resources, remote)
+    max_seconds = spend_limit(sweep, resources)
     settings = replace(settings, threads=max(1, int(resources["cpu"])), journal=str(journal), study=sid)
     trainable = tune.with_resources(tune.with_parameters(sweep.trainable, data=arrays, settings=settings), resources)
     sync = JournalSync(sid) if journal_uri else None
@@ -409,6 +439,7 @@ def run_sweep(
                 known=known,
                 max_trial_epochs=s.max_trial_epochs,
                 min_trial_epochs=s.grace_period,
+                max_trial_seconds=max_seconds[0] if max_seconds else None,
             ),
         )
         tuner = None
@@ -477,9 +508,24 @@ def run_sweep(
                 f"sweep {sid} stopped with {finished} of {s.num_samples} trials finished; its "
                 f"state is kept in {sweep_uri}: run `dvc repro` again to resume it"
             )
-        if (finished >= s.num_samples and trials >= s.num_samples) or (
-            finished == trials and not budget_allows_trial(done, s.max_trial_epochs, s.max_epochs, s.grace_period)
+        if finished >= s.num_samples and trials >= s.num_samples:
+            break
+        if finished == trials and not budget_allows_trial(done, s.max_trial_epochs, s.max_epochs, s.grace_period):
+            log.info("sweep %s: its budget of %d trial-epochs pays for no further trial", sid, s.max_trial_epochs)
+            break
+        if finished == trials and not time_allows_trial(
+            done, max_seconds[0] if max_seconds else None, s.max_epochs, s.grace_period
         ):
+            spent = sum(trial_seconds(t) for t in done)
+            unit = max_seconds[1]
+            log.info(
+                "sweep %s: its budget of %g %s pays for no further trial (%d trials spent %s)",
+                sid,
+                getattr(s.budget, unit),
+                unit,
+                trials,
+                _spent(spent, resources, s.price_per_hour),
+            )
             break
         if not len(results):  # an experiment that ran nothing would be followed by another forever
             raise GrutuneError(
@@ -492,6 +538,10 @@ def run_sweep(
     for name in names:  # a trial that never reported has no config in its Result; the experiment's trials have
         configs.update(tune.ExperimentAnalysis(f"{sweep_uri}/{name}").get_all_configs())
     rows = trial_rows(
-        [r for results in all_results for r in results], sweep, journal_progress(journal, sid, sweep.better), configs
+        [r for results in all_results for r in results],
+        sweep,
+        journal_progress(journal, sid, sweep.better),
+        configs,
+        resources,
     )
     return summarise(sweep, rows, sweep_uri)

@@ -41,13 +41,21 @@ class SearchResult:
 
 
 def trial_rows(
-    results, sweep, journal: dict[str, tuple[int, float, int, bool]], configs: dict[str, dict] | None = None
+    results,
+    sweep,
+    journal: dict[str, tuple[int, float, int, bool]],
+    configs: dict[str, dict] | None = None,
+    resources: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per trial: completed (ran max_epochs), pruned (stopped by ASHA), failed (diverged), errored (raised).
 
     `results` is Tune's ResultGrid; `journal` is `recovery.journal_progress` of the sweep's study; `configs` is
-    {Tune trial id: config} for every trial, where a trial that never reported has no config in `results`.
+    {Tune trial id: config} for every trial, where a trial that never reported has no config in `results`. Each row
+    says what the trial cost: its training seconds (Tune's time_total_s), those times the CPUs and GPUs it held
+    (`resources`), and their price at the sweep's `price_per_hour` (NaN without prices).
     """
+    resources = resources or {}
+    prices = sweep.budget.price_per_hour
     rows, metric = [], sweep.metric
     for r in results:
         df = r.metrics_dataframe
@@ -90,10 +98,13 @@ def trial_rows(
                 f"best_{metric}": best,
                 **extra,
                 "epochs": epochs,
+                "train_s": round(time_s, 1),
+                "cpu_s": round(time_s * resources.get("cpu", 0), 1),
+                "gpu_s": round(time_s * resources.get("gpu", 0), 1),
+                "cost_usd": round(time_s * prices.per_second(resources), 4) if prices.set else math.nan,
                 "resumed_from_epoch": int(df["resumed_from_epoch"].max()) if has and "resumed_from_epoch" in df else 0,
                 "error": str(error_file) if errored and error_file.exists() else "",
                 "_ended": ended,
-                "_time_s": round(time_s, 1),
             }
         )
     return sorted(rows, key=lambda r: (r["trial"], r["trial_id"]))  # in the order Optuna proposed them
@@ -135,7 +146,7 @@ def summarise(sweep, rows: list[dict[str, Any]], where: str) -> SearchResult:
     }
     counts = {st: sum(r["status"] == st for r in rows) for st in STATUSES}
     by_time = sorted((r for r in rows if not math.isnan(r["_ended"])), key=lambda r: r["_ended"])
-    t0 = min((r["_ended"] - r["_time_s"] for r in by_time), default=0.0)
+    t0 = min((r["_ended"] - r["train_s"] for r in by_time), default=0.0)
     # The sweep's wall time: from its first trial's start to its last trial's end, across resumes.
     wall = by_time[-1]["_ended"] - t0 if by_time else 0.0
     summary = {
@@ -144,6 +155,9 @@ def summarise(sweep, rows: list[dict[str, Any]], where: str) -> SearchResult:
         **counts,
         "epochs_run": sum(r["epochs"] for r in rows),
         "wall_time_s": round(wall, 1),
+        "trial_hours": round(sum(r["train_s"] for r in rows) / 3600, 4),
+        "gpu_hours": round(sum(r["gpu_s"] for r in rows) / 3600, 4),
+        **({"cost_usd": round(sum(r["cost_usd"] for r in rows), 2)} if sweep.budget.price_per_hour.set else {}),
         **({"pareto_points": len(front), f"picked_{sweep.metric}": picked[key]} if sweep.costs else {}),
     }
     public = lambda r: {k: v for k, v in r.items() if not k.startswith("_")}  # noqa: E731

@@ -2,6 +2,7 @@
 references.
 
     python benchmarks/gan_quality.py [--budget laptop|long] [--only deconv,...]
+    python benchmarks/gan_quality.py --budget laptop --variants   # rows_conv with more steps or faster rates
 
 Every run trains one GAN config with `gan.train_and_score` (the final `gan` stage's code, which keeps the epoch with
 the best validation FID) and scores it on the test split in the feature space of one classifier, trained once and
@@ -11,7 +12,10 @@ scored samples) and a longer one (8 epochs of the whole train split, 10,000 scor
 
 Runs, in order: each generator kind with params.yaml's recipe (hinge loss, EMA of G, R1 penalty, a discriminator
 learning rate 4x the generator's); then, on the best kind, each stabiliser taken out, one at a time.
-Writes benchmarks/results/gan_quality_<budget>.json; the data is prepared as in benchmarks/search_efficiency.py.
+With --variants, instead: rows_conv with what might buy quality at a short budget (smaller batches, so more
+steps for the same images; higher learning rates), against the recipe as it is, written to
+gan_quality_<budget>_variants.json. Writes benchmarks/results/gan_quality_<budget>.json; the data is prepared as in
+benchmarks/search_efficiency.py.
 """
 
 from __future__ import annotations
@@ -48,6 +52,13 @@ ABLATIONS = {  # name -> (config change, recipe change): each stabiliser of the 
     "no EMA": ({}, {"ema_decay": 0.0}),
     "no R1 penalty": ({}, {"r1_gamma": 0.0}),
     "equal learning rates (two-timescale off)": ({"lr_d": 5e-4}, {}),
+}
+
+VARIANTS = {  # name -> (config change, recipe change): for a short budget
+    "as it is": ({}, {}),
+    "batch 32": ({}, {"batch_size": 32}),
+    "learning rates x2": ({"lr_g": 1e-3, "lr_d": 4e-3}, {}),
+    "batch 32, learning rates x2": ({"lr_g": 1e-3, "lr_d": 4e-3}, {"batch_size": 32}),
 }
 
 
@@ -138,6 +149,7 @@ def main() -> None:
     ap.add_argument("--budget", choices=BUDGETS, default="laptop")
     ap.add_argument("--only", default="", help="comma-separated generator kinds (default: all); no ablations")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", action="store_true", help="rows_conv's short-budget variants instead")
     args = ap.parse_args()
     torch.set_num_threads(2)
     data = load_prepared(DATA / "fashion_mnist.npz", verify=False)
@@ -147,10 +159,19 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     kinds = [k for k in args.only.split(",") if k] or list(GENERATOR_NAMES)
     rows = []
+    name = f"gan_quality_{args.budget}"
+    if args.variants:
+        kinds, name = [], f"{name}_variants"
+        for label, (cfg, rec) in VARIANTS.items():
+            recipe = dataclasses.replace(RECIPE, **rec)
+            rows.append(
+                run(f"rows_conv: {label}", "rows_conv", {**CONFIG, **cfg}, recipe, data, clf, budget, args.seed, out)
+            )
+            print(table(rows[-1:], ["run", "IS", "FID", "IS / real", "best epoch", "minutes"]), flush=True)
     for kind in kinds:
         rows.append(run(kind, kind, CONFIG, RECIPE, data, clf, budget, args.seed, out))
         print(table(rows[-1:], ["run", "IS", "FID", "real IS", "real FID", "best epoch", "minutes"]), flush=True)
-    if not args.only:
+    if not args.only and not args.variants:
         scored = [r for r in rows if "FID" in r]
         best = min(scored, key=lambda r: r["FID"])["generator"] if scored else kinds[0]
         for name, (cfg, rec) in ABLATIONS.items():
@@ -172,7 +193,7 @@ def main() -> None:
     print(table(rows, columns))
     print("real data:", {k: rows[0].get(k) for k in ("real IS", "real FID")})
     path = save(
-        f"gan_quality_{args.budget}",
+        name,
         {
             "command": " ".join(["python", "benchmarks/gan_quality.py", *sys.argv[1:]]),
             "budget": budget,

@@ -158,7 +158,7 @@ def test_slots_of_an_autoscaling_cluster_at_its_largest():
 def test_a_sweep_fills_a_fixed_cluster_and_loses_nothing_with_a_node(tmp_path, write_params, prepared_mnist):
     """Two 4-CPU workers, one CPU per trial: 8 slots, all busy; a worker is lost mid-sweep, its trials resume.
     The trials ask for a quarter GPU, as params.yaml does: on a cluster with no GPU and no autoscaler, that is
-    dropped (else they would wait forever)."""
+    dropped because resources.cpu_fallback allows it (else they would wait for a GPU node)."""
     params = load_params(
         write_params(
             tmp_path / "params.yaml",
@@ -170,7 +170,7 @@ def test_a_sweep_fills_a_fixed_cluster_and_loses_nothing_with_a_node(tmp_path, w
                     "train_subset": 1024,
                     "max_failures": 3,
                     "max_concurrent_trials": 0,
-                    "resources": {"cpu": 1, "gpu": 0.25},  # no GPU here: dropped, not waited for
+                    "resources": {"cpu": 1, "gpu": 0.25, "cpu_fallback": True},  # no GPU here: dropped, as allowed
                     "space": {
                         "hidden_size": 16,
                         "num_layers": 1,
@@ -256,10 +256,14 @@ def stop_cluster(temp_dir: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_sweep_grows_an_autoscaling_cluster_to_its_largest(tmp_path, write_params, prepared_mnist):
+@pytest.mark.parametrize("config_seen", [True, False], ids=["config-seen", "config-unseen"])
+def test_a_sweep_grows_an_autoscaling_cluster_to_its_largest(tmp_path, write_params, prepared_mnist, config_seen):
     """Ray's real autoscaler with its fake multi-node provider (worker nodes are local processes): a head with no
     CPUs and up to 4 workers shaped like cluster.yaml's (4 CPUs, 1 GPU). 16 trials of 1 CPU and 0.25 GPU grow the
-    cluster from 0 workers to 4, and all 16 slots hold a trial."""
+    cluster from 0 workers to 4, and all 16 slots hold a trial: where the stage reads the autoscaler's config
+    (GRUTUNE_AUTOSCALING_CONFIG), and where it cannot (started with `ray start --autoscaling-config` and nothing
+    else): then the trials keep their GPU request, the stage says once that they wait for a GPU node, and every
+    trial is kept pending so that the autoscaler sees the whole demand."""
     worker = yaml.safe_load((ROOT / "cluster.yaml").read_text())["available_node_types"]["ray.worker.gpu"]
     config = {
         "cluster_name": "grutune-fake",
@@ -356,6 +360,8 @@ def test_a_sweep_grows_an_autoscaling_cluster_to_its_largest(tmp_path, write_par
             ).stdout
             if m := re.search(r"([0-9.]+)/([0-9.]+) CPU", out):
                 seen["used"], seen["cpus"] = max(seen["used"], float(m[1])), max(seen["cpus"], float(m[2]))
+            if m := re.search(r"([0-9.]+)/([0-9.]+) GPU", out):
+                seen["gpus_used"] = max(seen.get("gpus_used", 0.0), float(m[1]))
             time.sleep(1)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -383,7 +389,7 @@ def test_a_sweep_grows_an_autoscaling_cluster_to_its_largest(tmp_path, write_par
                 "out/pareto.csv",
             ],
             cwd=tmp_path,
-            env={**env, "RAY_ADDRESS": address, "GRUTUNE_AUTOSCALING_CONFIG": str(path)},
+            env={**env, "RAY_ADDRESS": address, **({"GRUTUNE_AUTOSCALING_CONFIG": str(path)} if config_seen else {})},
             capture_output=True,
             text=True,
             timeout=900,
@@ -394,7 +400,9 @@ def test_a_sweep_grows_an_autoscaling_cluster_to_its_largest(tmp_path, write_par
         stop_cluster(temp_dir)
     assert stage.returncode == 0, stage.stdout[-3000:] + stage.stderr[-3000:]
     assert "best of 16 trials (16 completed" in stage.stdout
-    assert seen == {"cpus": 16.0, "used": 16.0}  # 4 workers of 4 CPUs, every CPU held by a trial
+    assert seen == {"cpus": 16.0, "used": 16.0, "gpus_used": 4.0}  # 4 workers, every CPU and GPU held by trials
+    assert stage.stderr.count("the trials wait for a GPU node") == (0 if config_seen else 1), stage.stderr[-3000:]
+    assert "exceed" not in stage.stderr  # the GPU request was kept, not dropped
 
 
 def test_slots_count_a_memory_reservation_where_a_node_declares_its_memory():

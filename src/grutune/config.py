@@ -196,6 +196,8 @@ class Resources(_Section):
     # Ray's `memory` resource per trial, in bytes or with a unit ("600MB", "1GiB"); 0 reserves none. Ray then places
     # no more trials on a node than its memory resource holds. It is a reservation, not a limit on the process.
     memory: ByteSize = ByteSize(0)
+    # Where a cluster has no GPU and grutune sees no autoscaler that adds one: train on CPUs (true) or wait (false).
+    cpu_fallback: bool = False
 
     @field_validator("gpu")
     @classmethod

@@ -156,13 +156,14 @@ def init_ray() -> bool:
     return not ctx.address_info["session_dir"].endswith(f"_{os.getpid()}")
 
 
-def trial_resources(resources, remote: bool) -> dict[str, float]:
-    """Per-trial resources from params, changed only where trials could never start.
+def trial_resources(resources, remote: bool, key: str = "search") -> dict[str, float]:
+    """Per-trial resources from params (section `key`), changed only where trials could never start.
 
-    On a Ray started here, they are capped to what this machine has. On a cluster they are taken as asked (the
-    autoscaler adds the nodes they need), except that GPUs are dropped where the cluster has none and its
-    autoscaler (if any) can add none: a fixed CPU cluster, such as a few `ray start` nodes. Ray's `memory` resource
-    is asked for only where `resources.memory` is set.
+    On a Ray started here, they are capped to what this machine has. On a cluster they are taken as asked: the
+    autoscaler adds the nodes they need. Where the cluster has no GPU and no autoscaler config that grutune can see
+    adds one (`autoscaling_config`), the trials keep their GPU request and wait for a GPU node, and the stage says
+    so once; they train on CPUs instead only where `resources.cpu_fallback` allows it (a fixed CPU cluster, such as
+    a few `ray start` nodes). Ray's `memory` resource is asked for only where `resources.memory` is set.
     """
     want = {"cpu": resources.cpu, "gpu": resources.gpu}
     if resources.memory:
@@ -172,14 +173,35 @@ def trial_resources(resources, remote: bool) -> dict[str, float]:
     gpus = have.get("GPU", 0) or any(
         t.get("resources", {}).get("GPU", 0) for t in (config or {}).get("available_node_types", {}).values()
     )
-    got = {"cpu": want["cpu"] if remote else min(want["cpu"], have.get("CPU", 1)), "gpu": want["gpu"] if gpus else 0.0}
+    drop_gpu = not gpus and (not remote or resources.cpu_fallback)
+    got = {
+        "cpu": want["cpu"] if remote else min(want["cpu"], have.get("CPU", 1)),
+        "gpu": 0.0 if drop_gpu else want["gpu"],
+    }
     if "memory" in want:
         got["memory"] = want["memory"] if remote else min(want["memory"], have.get("memory", 0))
-    if got != want:
+    if remote and want["gpu"] and not gpus and not drop_gpu:
+        log.warning(
+            "resources per trial %s: this cluster has no GPU now, and no autoscaler config that adds one is on this "
+            "node (%s, or %s); the trials wait for a GPU node. To train on CPUs instead, set %s.resources.gpu: 0 or "
+            "%s.resources.cpu_fallback: true",
+            _show(want),
+            AUTOSCALING_CONFIG,
+            AUTOSCALING_CONFIG_ENV,
+            key,
+            key,
+        )
+    elif got != want:
         where = "this cluster's" if remote else "this machine's"
         had = {k: have.get(k.upper() if k != "memory" else k, 0) for k in want}
+        why = f" ({key}.resources.cpu_fallback)" if remote and drop_gpu else ""
         log.warning(
-            "resources per trial %s exceed %s %s: each trial gets %s", _show(want), where, _show(had), _show(got)
+            "resources per trial %s exceed %s %s: each trial gets %s%s",
+            _show(want),
+            where,
+            _show(had),
+            _show(got),
+            why,
         )
     return got
 
@@ -260,11 +282,16 @@ def autoscaling_config() -> dict | None:
 
 def trial_slots(resources: dict[str, float], num_samples: int, remote: bool) -> int:
     """How many trials of these resources the Ray cluster holds at once (on an autoscaling cluster, `remote`: once
-    it has grown to its largest), at most `num_samples` and at least 1."""
+    it has grown to its largest; on a cluster that has no room for one yet and whose autoscaler grutune cannot see:
+    all of them), at most `num_samples` and at least 1."""
     # Node by node: a trial's bundle lives on one node, so CPUs (or memory) left over on two nodes do not add up.
     slots = sum(_fits(node["Resources"], resources) for node in ray.nodes() if node["Alive"])
     if remote and (config := autoscaling_config()) is not None:
         slots = max(slots, autoscaler_slots(config, resources))
+    elif remote and not slots:
+        # Nothing here can run a trial yet, and how far the cluster grows is unknown (its autoscaler's config is not
+        # on this node): every trial is kept pending, so the autoscaler sees the whole demand and adds what it can.
+        slots = num_samples
     return max(1, min(slots, num_samples))
 
 
@@ -361,7 +388,7 @@ def run_sweep(
         local_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise GrutuneError(f"{key}: cannot create the sweep's folder {local_dir}: {e.strerror}") from None
-    resources = trial_resources(s.resources, remote)
+    resources = trial_resources(s.resources, remote, sweep.key)
     max_seconds = spend_limit(sweep, resources)
     settings = replace(settings, threads=max(1, int(resources["cpu"])), journal=str(journal), study=sid)
     trainable = tune.with_resources(tune.with_parameters(sweep.trainable, data=arrays, settings=settings), resources)

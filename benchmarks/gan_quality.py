@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import re
 import sys
 import time
@@ -160,14 +161,18 @@ def main() -> None:
     kinds = [k for k in args.only.split(",") if k] or list(GENERATOR_NAMES)
     rows = []
     name = f"gan_quality_{args.budget}"
-    if args.variants:
+    if args.variants:  # resumable: each variant is saved as it finishes, and a rerun skips those done
         kinds, name = [], f"{name}_variants"
+        done = RESULTS / f"{name}.json"
+        rows = [r for r in json.loads(done.read_text())["runs"] if r.get("seed") == args.seed] if done.is_file() else []
         for label, (cfg, rec) in VARIANTS.items():
+            if any(r["run"] == f"rows_conv: {label}" for r in rows):
+                continue
             recipe = dataclasses.replace(RECIPE, **rec)
-            rows.append(
-                run(f"rows_conv: {label}", "rows_conv", {**CONFIG, **cfg}, recipe, data, clf, budget, args.seed, out)
-            )
+            row = run(f"rows_conv: {label}", "rows_conv", {**CONFIG, **cfg}, recipe, data, clf, budget, args.seed, out)
+            rows.append({**row, "seed": args.seed})
             print(table(rows[-1:], ["run", "IS", "FID", "IS / real", "best epoch", "minutes"]), flush=True)
+            save(name, {"command": " ".join(["python", "benchmarks/gan_quality.py", *sys.argv[1:]]), "runs": rows})
     for kind in kinds:
         rows.append(run(kind, kind, CONFIG, RECIPE, data, clf, budget, args.seed, out))
         print(table(rows[-1:], ["run", "IS", "FID", "real IS", "real FID", "best epoch", "minutes"]), flush=True)

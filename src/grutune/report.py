@@ -87,7 +87,7 @@ __all__ = [
 OK_STATUSES = ("completed", "pruned")  # trials whose best metric counts
 COST_KEYS = ("params", "latency_ms", "latency_batch_ms")  # what each classifier trial measures of its model
 # What each trial spent (trials.csv of grutune 0.x after sweep budgets; older files lack them): training seconds,
-# GPU-seconds, dollars at the sweep's price_per_hour (empty without prices). Most telling first, with its unit.
+# GPU-seconds, dollars at the sweep's price_per_hour (nan without prices). Most telling first, with its unit.
 SPEND = (("cost_usd", "dollars", 1.0), ("gpu_s", "GPU-hours", 1 / 3600), ("train_s", "trial-hours", 1 / 3600))
 REAL_IMAGES = 64  # real test images shown beside the GAN's 8x8 samples
 # Known metric keys in the order the page lists them; keys not listed here follow, sorted.

@@ -1057,8 +1057,10 @@ def test_a_sweep_with_a_budget_in_hours_stops_within_one_trial_of_it_and_reports
     tmp_path, prepared, local_ray, tiny, caplog
 ):
     """search.budget.trial_hours ends the sweep before num_samples, within one trial's cost of the budget; every
-    trial row carries its seconds and its price at price_per_hour, and the summary the sweep's total."""
-    budget_s = 5.0
+    trial row carries its seconds and its price at price_per_hour, and the summary the sweep's total. The budget is
+    half a trial-second: a few of these tiny trials on a fast machine, one on a slow one, and never all 30 (each
+    trial is a Ray round trip of more than 1/60 s)."""
+    budget_s = 0.5
     params = load_params(
         tiny(
             tmp_path / "p.yaml",

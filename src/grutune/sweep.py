@@ -210,15 +210,12 @@ def spend_limit(sweep: Sweep, resources: dict[str, float]) -> tuple[float, str] 
     """The sweep's `budget` as trial-seconds of trials holding `resources`, and the setting that gives it; where a
     budget is set in a resource the trials do not hold here (gpu_hours without GPUs), it says so."""
     s = sweep.budget
-    for unit, held in (("cpu_hours", "cpu"), ("gpu_hours", "gpu")):
-        if getattr(s.budget, unit) is not None and not resources.get(held):
-            log.warning(
-                "%s.budget.%s does not bound this sweep: its trials hold no %s here (resources per trial %s)",
-                sweep.key,
-                unit,
-                held.upper(),
-                _show(resources),
-            )
+    if s.budget.gpu_hours is not None and not resources.get("gpu"):  # a trial always holds CPUs: cpu_hours binds
+        log.warning(
+            "%s.budget.gpu_hours does not bound this sweep: its trials hold no GPU here (resources per trial %s)",
+            sweep.key,
+            _show(resources),
+        )
     return s.budget.trial_seconds(resources, s.price_per_hour)
 
 

@@ -59,6 +59,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "grutune"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+        # The clone's own code, not this checkout's (an editable install points at this checkout's src/, where
+        # uncommitted edits would leak into the run).
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo / "src"), os.environ.get("PYTHONPATH")) if p)
         print("$", shlex.join(cmd), flush=True)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=repo, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -25,10 +25,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save, table  # noqa: E402
+from grutune.cluster import init_ray  # noqa: E402
 from grutune.config import Params, TrialConfig  # noqa: E402
 from grutune.data import Prepared  # noqa: E402
 from grutune.search import run_search  # noqa: E402
-from grutune.sweep import init_ray  # noqa: E402
 from grutune.trials import TrialJob, run_epochs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

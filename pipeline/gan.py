@@ -9,17 +9,22 @@ gan.eval_every epochs the generator is scored on gan_search.eval_samples validat
 of the classifier the `train` stage trained on that dataset. The epoch with the lowest FID among those not collapsed
 (diversity at least gan_search.min_diversity) is kept; if every one collapsed, the stage fails and writes nothing.
 Writes the kept generator (EMA weights when gan.ema_decay > 0) and its discriminator, and the per-epoch losses and
-validation FID. The gan_eval stage scores it on the test split.
+validation FID. The gan_eval stage scores it on the test split. On a Ray cluster (RAY_ADDRESS, or `ray start` on
+this node) the training runs there, on a worker with gan.resources, restarting from its last epoch after a lost node.
 """
 
 import argparse
 from pathlib import Path
 
+import torch
+
+from grutune.cluster import join_cluster, show_resources
 from grutune.config import GanTrialConfig, load_params, read_best
 from grutune.data import load_prepared
 from grutune.errors import cli
 from grutune.gan import Recipe, train_best
 from grutune.io import add_output_options, write_csv
+from grutune.remote import placement, train_gan
 from grutune.tracking import epoch_logger, init_wandb
 from grutune.training import load_classifier, pick_device, save_checkpoint
 
@@ -37,8 +42,14 @@ def main() -> None:
     p = params.gan
     best, hp = read_best(args.best, GanTrialConfig)
     data = load_prepared(args.prepared, name=p.dataset)
-    device = pick_device()
+    on_cluster = join_cluster()
+    device = torch.device("cpu") if on_cluster else pick_device()  # on a cluster, the classifier travels from here
     clf, _ = load_classifier(args.classifier, data.content_hash, device)
+    if on_cluster:
+        where = placement(p.resources, key="gan", storage=params.gan_search.storage, max_failures=p.max_failures)
+        device_text = f"the Ray cluster (one Ray Train worker of {show_resources(where.resources)})"
+    else:
+        device_text = str(device)
     group = best.get("sweep_id", f"gan-{data.name}")  # the final GAN's W&B runs sit with its sweep's trials
     run = init_wandb(
         params.tracking.wandb,
@@ -51,24 +62,34 @@ def main() -> None:
     )
     print(
         f"training the {hp.generator} GAN on {min(p.train_subset or len(data.y_train), len(data.y_train))} "
-        f"images/epoch of {data.name} for {p.epochs} epochs on {device}"
+        f"images/epoch of {data.name} for {p.epochs} epochs on {device_text}"
     )
-    trained = train_best(
-        hp,
-        Recipe.of(p),
-        clf,
-        data,
-        epochs=p.epochs,
-        noise_dim=p.noise_dim,
-        subset=p.train_subset,
-        eval_samples=params.gan_search.eval_samples,
-        eval_every=p.eval_every,
-        min_diversity=params.gan_search.min_diversity,
-        seed=params.seed,
-        device=device,
-        progress=True,
-        on_epoch=epoch_logger(run, p.epochs, ("d_loss", "g_loss", "val_fid", "diversity")),
-    )
+    settings = {
+        "epochs": p.epochs,
+        "noise_dim": p.noise_dim,
+        "subset": p.train_subset,
+        "eval_samples": params.gan_search.eval_samples,
+        "eval_every": p.eval_every,
+        "min_diversity": params.gan_search.min_diversity,
+        "seed": params.seed,
+    }
+    shown = ("d_loss", "g_loss", "val_fid", "diversity")
+    if on_cluster:
+        trained = train_gan(hp, Recipe.of(p), clf, data, settings=settings, where=where)
+        on_epoch = epoch_logger(run, p.epochs, shown, lines=False)
+        for m in trained.history:  # W&B gets the worker's epochs once they are back (its log showed them)
+            on_epoch(m)
+    else:
+        trained = train_best(
+            hp,
+            Recipe.of(p),
+            clf,
+            data,
+            **settings,
+            device=device,
+            progress=True,
+            on_epoch=epoch_logger(run, p.epochs, shown),
+        )
     save_checkpoint(
         args.model_out,
         trained.G,

@@ -6,17 +6,22 @@
 FID, Inception Score, precision and recall (Kynkaanniemi et al., 2019) and class shares of gan.eval_samples
 generated images, in the features and class probabilities of the classifier the `train` stage trained on gan.dataset
 (nothing is downloaded), next to the same scores for real images. A separate stage, so that changing
-gan.eval_samples scores the GAN again without training it again.
+gan.eval_samples scores the GAN again without training it again. On a Ray cluster (RAY_ADDRESS, or `ray start` on
+this node) the scoring runs there, on a worker with gan.resources.
 """
 
 import argparse
 from pathlib import Path
 
+import torch
+
+from grutune.cluster import join_cluster
 from grutune.config import load_params
 from grutune.data import load_prepared
 from grutune.errors import cli
 from grutune.gan import class_grid, evaluate_gan, load_generator
 from grutune.io import add_output_options, write_json, write_png
+from grutune.remote import evaluate_gan_on, placement
 from grutune.tracking import init_wandb, log_gan_run
 from grutune.training import Split, load_classifier, pick_device
 
@@ -39,15 +44,20 @@ def main() -> None:
     params = load_params()
     p = params.gan
     data = load_prepared(args.prepared, name=p.dataset)
-    device = pick_device()
+    on_cluster = join_cluster()
+    device = torch.device("cpu") if on_cluster else pick_device()  # on a cluster, the models travel from here
     clf, _ = load_classifier(args.classifier, data.content_hash, device)
     G, ckpt = load_generator(args.generator, data.content_hash, device)
-    metrics, grid = evaluate_gan(G, clf, data, eval_samples=p.eval_samples, seed=params.seed, device=device)
+    if on_cluster:
+        where = placement(p.resources, key="gan", storage=params.gan_search.storage, max_failures=p.max_failures)
+        metrics, grid, by_class = evaluate_gan_on(where, G, clf, data, eval_samples=p.eval_samples, seed=params.seed)
+    else:
+        metrics, grid = evaluate_gan(G, clf, data, eval_samples=p.eval_samples, seed=params.seed, device=device)
+        by_class = class_grid(G, clf, Split.of(data.x_test, data.y_test, device), seed=params.seed)
     metrics = {**metrics, "best_epoch": ckpt["epoch"], "val_fid": ckpt["val_fid"]}
     write_json(args.metrics, metrics)
     write_png(args.samples, grid)
-    test = Split.of(data.x_test, data.y_test, device)
-    write_png(args.class_samples, class_grid(G, clf, test, seed=params.seed))
+    write_png(args.class_samples, by_class)
     run = init_wandb(
         params.tracking.wandb,
         project=params.tracking.project,

@@ -11,12 +11,12 @@ import argparse
 import hashlib
 from pathlib import Path
 
+from grutune.cluster import init_ray
 from grutune.config import load_params
 from grutune.data import load_prepared
 from grutune.errors import cli
 from grutune.io import add_sweep_arguments, write_sweep_outputs
 from grutune.search import gan_sweep, run_gan_search
-from grutune.sweep import init_ray
 from grutune.sweep_results import describe
 from grutune.tracking import GAN_TRIAL_METRICS, log_sweep_summary, trial_loggers
 from grutune.training import load_classifier

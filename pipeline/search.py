@@ -11,12 +11,12 @@ in .grutune/ (git-ignored), outside the stage's outputs, which DVC deletes befor
 import argparse
 from pathlib import Path
 
+from grutune.cluster import init_ray
 from grutune.config import load_params
 from grutune.data import DATASETS, load_prepared
 from grutune.errors import cli
 from grutune.io import add_sweep_arguments, write_csv, write_sweep_outputs
 from grutune.search import run_search, sweep_id
-from grutune.sweep import init_ray
 from grutune.sweep_results import describe
 from grutune.tracking import log_sweep_summary, trial_loggers
 

@@ -5,17 +5,21 @@
         --log metrics/train_log/mnist.csv
 
 Writes the checkpoint (a dict loaded with weights_only=True), the test metrics (with the model's parameter count,
-its latency measured here, and which point of the sweep's Pareto front it is and why), the confusion pairs (one row
-per test image, for `dvc plots`) and the per-epoch curves.
+its latency measured where it trained, and which point of the sweep's Pareto front it is and why), the confusion pairs
+(one row per test image, for `dvc plots`) and the per-epoch curves. On a Ray cluster (RAY_ADDRESS, or `ray start` on
+this node) the training runs there, on a worker with train.resources (a GPU node the autoscaler adds), restarting from
+its last epoch after a lost node; the outputs are written here all the same. Without one, it trains in this process.
 """
 
 import argparse
 from pathlib import Path
 
+from grutune.cluster import join_cluster, show_resources
 from grutune.config import load_params, read_best
 from grutune.data import DATASETS, load_prepared
 from grutune.errors import cli
 from grutune.io import add_output_options, write_classifier_outputs
+from grutune.remote import placement, train_classifier
 from grutune.tracking import epoch_logger, init_wandb, log_classifier_run
 from grutune.training import hardware, inference_cost, pick_device, retrain_and_test, save_checkpoint, test_metrics
 
@@ -39,7 +43,18 @@ def main() -> None:
     params = load_params()
     data = load_prepared(args.prepared, name=args.dataset)
     best, hp = read_best(args.best)
-    device, epochs = pick_device(), params.train.epochs
+    epochs, on_cluster = params.train.epochs, join_cluster()
+    if on_cluster:
+        where = placement(
+            params.train.resources,
+            key="train",
+            storage=params.search.storage,
+            max_failures=params.train.max_failures,
+        )
+        device_text = f"the Ray cluster (one Ray Train worker of {show_resources(where.resources)})"
+    else:
+        device = pick_device()
+        device_text = str(device)
     run = init_wandb(
         params.tracking.wandb,
         project=params.tracking.project,
@@ -57,23 +72,35 @@ def main() -> None:
     )
     print(
         f"training {hp.model_dump()} on {len(data.y_train) + len(data.y_val)} images of {data.name} for {epochs} "
-        f"epochs on {device}{' with augmentation' if params.train.augment else ''}"
+        f"epochs on {device_text}{' with augmentation' if params.train.augment else ''}"
     )
-    final = retrain_and_test(
-        hp,
-        data,
-        epochs=epochs,
-        seed=params.seed,
-        device=device,
-        augment=params.train.augment,
-        progress=True,
-        on_epoch=epoch_logger(run, epochs, ("train_loss", "train_accuracy")),
-    )
-    cost = inference_cost(final.model, data.image_shape, device)  # the deployed model's size and speed, here
+    shown = ("train_loss", "train_accuracy")
+    if on_cluster:
+        final, measured = train_classifier(
+            hp, data, epochs=epochs, seed=params.seed, augment=params.train.augment, where=where
+        )
+        on_epoch = epoch_logger(run, epochs, shown, lines=False)
+        for m in final.history:  # W&B gets the worker's epochs once they are back (its log showed them)
+            on_epoch(m)
+        cost = {k: measured[k] for k in ("params", "latency_ms", "latency_batch_ms")}
+        where_measured = measured["hardware"]
+    else:
+        final = retrain_and_test(
+            hp,
+            data,
+            epochs=epochs,
+            seed=params.seed,
+            device=device,
+            augment=params.train.augment,
+            progress=True,
+            on_epoch=epoch_logger(run, epochs, shown),
+        )
+        cost = inference_cost(final.model, data.image_shape, device)  # the deployed model's size and speed, here
+        where_measured = hardware(device)
     metrics = {
         **test_metrics(final.test, data),
         **cost,
-        "latency_hardware": hardware(device),
+        "latency_hardware": where_measured,
         "picked": {
             "trial_id": best["trial_id"],
             "rule": best.get("pick", "most_accurate"),

@@ -2,6 +2,7 @@
 node, filling every slot of a fixed cluster, and growing an autoscaling one."""
 
 import contextlib
+import csv
 import json
 import os
 import re
@@ -20,10 +21,10 @@ import yaml
 from ray import tune
 from ray.cluster_utils import Cluster
 
+from grutune.cluster import autoscaler_slots, trial_resources, trial_slots
 from grutune.config import load_params
 from grutune.data import load_prepared
 from grutune.search import run_search
-from grutune.sweep import autoscaler_slots, trial_resources, trial_slots
 from tune_results import cpus_in_use, peak_concurrency, trial_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -462,3 +463,135 @@ def test_a_memory_reservation_keeps_a_node_from_taking_more_trials_than_its_memo
         cluster.shutdown()
     assert len(result.trials) == 4 and all(r["status"] == "completed" for r in result.trials)
     assert max(used) == 2  # two trials at once on 4 free CPUs: the memory, not the CPUs, bound them
+
+
+# --------------------------------------------------------------------------- the final stages on the cluster
+
+
+def train_project(tmp_path: Path, write_params, prepared: Path, over: dict) -> tuple[Path, dict]:
+    """A git+DVC project holding this repo's pipeline, the prepared dataset and a search stage's best.yaml written by
+    hand, so that `dvc repro -s train@mnist` runs the train stage alone."""
+    proj = tmp_path / "project"
+    proj.mkdir()
+    for name in ["dvc.yaml", "pipeline", "src", ".dvcignore"]:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, proj / name)
+    write_params(proj / "params.yaml", over)
+    (proj / "data/prepared").mkdir(parents=True)
+    shutil.copy(prepared, proj / "data/prepared/mnist.npz")
+    config = {
+        "cell": "gru",
+        "hidden_size": 32,
+        "num_layers": 1,
+        "bidirectional": False,
+        "dropout": 0.2,  # dropout draws random numbers: a resume must restore their state to match a straight run
+        "backbone": "none",
+        "lr": 3e-3,
+        "weight_decay": 1e-4,
+        "batch_size": 64,
+    }
+    (proj / "search/mnist").mkdir(parents=True)
+    (proj / "search/mnist/best.yaml").write_text(yaml.safe_dump({"trial_id": "t1", "config": config}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "RAY_", "DVC_"))}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", WANDB_MODE="offline")
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=proj, env=env, check=True, capture_output=True)
+    return proj, env
+
+
+def state_of(checkpoint: Path) -> dict:
+    import torch
+
+    return torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)
+
+
+@pytest.mark.slow
+def test_the_train_stage_trains_on_a_gpu_worker_and_resumes_after_losing_it(tmp_path, write_params, prepared_mnist):
+    """`dvc repro train@mnist` on a cluster whose head has no GPU and whose two workers declare one each: the
+    training runs as a Ray Train worker holding a GPU, on a worker node; that node is removed after an epoch's
+    checkpoint, and the training restarts on the other worker from that checkpoint. The outputs are written on the
+    head, and they are what a straight run of the same training in one process gives, to the last prediction."""
+    import torch
+
+    from grutune.config import read_best
+    from grutune.training import retrain_and_test
+
+    epochs = 6
+    prepared = prepared_mnist(n_train=3000, n_test=200, val_fraction=0.1)
+    proj, env = train_project(
+        tmp_path,
+        write_params,
+        prepared,
+        {"train": {"epochs": epochs, "augment": True, "resources": {"cpu": 1, "gpu": 1}, "max_failures": 2}},
+    )
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    final = proj / ".grutune/final"
+    seen: dict = {}
+
+    def remove_the_workers_node_after_a_checkpoint():
+        """Once Ray Train has persisted a checkpoint of an epoch before the last, note its epoch and the node the
+        worker trains on (its own record in the checkpoint) and how many GPUs Ray counts as held, then remove that
+        node."""
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            for ckpt in sorted(c for c in final.glob("train-mnist-*/checkpoint_*") if c.is_dir()):
+                with contextlib.suppress(Exception):  # a checkpoint being written
+                    state = state_of(ckpt)
+                    if 1 <= state["epoch"] < epochs - 1:
+                        seen.update(epoch=state["epoch"], gpus_held=2 - ray.available_resources().get("GPU", 0))
+                        node = next(w for w in workers if w.node_id == state["node_id"])
+                        seen["node"] = node.node_id
+                        cluster.remove_node(node)
+                        return
+            time.sleep(0.05)  # polling for the event above, not waiting for it to happen
+
+    watcher = threading.Thread(target=remove_the_workers_node_after_a_checkpoint, daemon=True)
+    watcher.start()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "dvc", "repro", "-s", "train@mnist"],
+            cwd=proj,
+            env={**env, "RAY_ADDRESS": cluster.address},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        watcher.join(timeout=5)
+        ray.shutdown()
+        cluster.shutdown()
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert seen.get("node"), "no checkpoint of an epoch before the last appeared"
+    assert seen["gpus_held"] == 1  # Ray's record: the training held one of the cluster's two GPUs
+    (run,) = final.glob("train-mnist-*")
+    last = state_of(max(c for c in run.glob("checkpoint_*") if c.is_dir()))
+    gpu_nodes = {w.node_id for w in workers}
+    assert last["node_id"] in gpu_nodes and last["node_id"] != seen["node"]  # moved to the other GPU worker
+    assert last["resumed_from_epoch"] >= seen["epoch"] >= 1
+    assert "one Ray Train worker of {'cpu': 1, 'gpu': 1}" in proc.stdout + proc.stderr
+
+    # The outputs, written on the head: the same files as a laptop's run, and the same training as one in a process
+    metrics = json.loads((proj / "metrics/mnist/classifier.json").read_text())
+    log_rows = list(csv.DictReader((proj / "metrics/train_log/mnist.csv").open()))
+    assert [int(r["epoch"]) for r in log_rows] == list(range(1, epochs + 1))
+    ckpt = torch.load(proj / "models/mnist/classifier.pt", weights_only=True)
+    assert ckpt["epoch"] == epochs and ckpt["dataset"] == "mnist"
+    _, hp = read_best(proj / "search/mnist/best.yaml")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the worker, which holds one CPU
+    try:
+        straight = retrain_and_test(
+            hp, load_prepared(prepared), epochs=epochs, seed=0, device=torch.device("cpu"), augment=True
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert metrics["test_accuracy"] == pytest.approx(straight.test["accuracy"], abs=1e-9)
+    predicted = [r["predicted"] for r in csv.DictReader((proj / "metrics/mnist/confusion.csv").open())]
+    classes = load_prepared(prepared).classes
+    assert predicted == [classes[p] for p in straight.test["pred"].tolist()]
+    assert [float(r["train_loss"]) for r in log_rows] == pytest.approx(
+        [m["train_loss"] for m in straight.history], rel=1e-6
+    )

@@ -30,6 +30,7 @@ from grutune.models import BACKBONES, CELLS, GENERATORS
 __all__ = [
     "COSTS",
     "Budget",
+    "FinalResources",
     "GanParams",
     "GanSearchParams",
     "GanTrialConfig",
@@ -205,6 +206,14 @@ class Resources(_Section):
         if v > 1 and v != int(v):
             raise ValueError(f"fractions are allowed only up to 1 (Ray shares one GPU, not several); got {v}")
         return v
+
+
+class FinalResources(Resources):
+    """What a final stage (train, gan) asks of a Ray cluster it joins, for its one Ray Train worker. Unused on a Ray
+    the stage would start itself (a laptop): there it trains in its own process, on the GPU if one is visible."""
+
+    cpu: PositiveFloat | None = None  # None: 1 beside a GPU, else every CPU of the cluster's largest node
+    gpu: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
 
 
 class Budget(_Section):
@@ -437,6 +446,8 @@ class GanSearchParams(SweepParams):
 class TrainParams(_Section):
     epochs: PositiveInt
     augment: bool
+    resources: FinalResources = FinalResources()
+    max_failures: Annotated[int, Field(ge=0)] = 3
 
 
 class GanParams(_Section):
@@ -450,6 +461,8 @@ class GanParams(_Section):
     loss: Literal["hinge", "nonsaturating"]
     ema_decay: Annotated[float, Field(ge=0, lt=1)]
     r1_gamma: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    resources: FinalResources = FinalResources()
+    max_failures: Annotated[int, Field(ge=0)] = 3
 
 
 class TrackingParams(_Section):

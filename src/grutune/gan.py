@@ -318,6 +318,8 @@ def train_best(
     device: torch.device,
     on_epoch: Callable[[dict], None] = lambda m: None,
     progress: bool = False,
+    resume: dict | None = None,
+    checkpoint: Callable[[dict], None] | None = None,
 ) -> TrainedGan:
     """Train a GAN config from scratch on a Prepared dataset's train split and keep its epoch with the best
     validation FID (`eval_samples` samples against as many validation images, in `clf`'s features).
@@ -325,6 +327,10 @@ def train_best(
     Every `eval_every` epochs (and the last) the generator is scored: an epoch whose samples are less diverse than
     `min_diversity` is collapsed and never kept. If every scored epoch collapsed, raises Collapsed (naming the config
     and the diversities), so that nothing is written.
+
+    With `checkpoint`, it is called after every epoch with the run's state (both players, their optimisers and EMA,
+    the best epoch so far, the history and the random state the noise is drawn from); such a state given back as
+    `resume` continues the run after that epoch as if it had not stopped.
     """
     torch.manual_seed(seed)
     gan = new_gan(hp, shape=data.x_train.shape[1:], noise_dim=noise_dim, device=device, ema_decay=recipe.ema_decay)
@@ -332,6 +338,14 @@ def train_best(
     val_fid = FidScorer(clf, to_float(val.x[: min(eval_samples, len(val))]), seed=seed)
     best: dict = {}
     scored: list[tuple[int, float]] = []
+    history: list[dict] = []
+    if resume is not None:
+        for name, part in gan.parts().items():
+            part.load_state_dict(resume[name])
+        best, scored, history = dict(resume["best"]), [tuple(x) for x in resume["scored"]], list(resume["history"])
+        torch.set_rng_state(resume["rng"])
+        if device.type == "cuda" and "cuda_rng" in resume:
+            torch.cuda.set_rng_state(resume["cuda_rng"], device)
 
     def epoch_end(m: dict) -> None:
         if m["epoch"] % eval_every == 0 or m["epoch"] == epochs:
@@ -345,10 +359,25 @@ def train_best(
                     G=copy.deepcopy(gan.sampler.state_dict()),
                     D=copy.deepcopy(gan.D.state_dict()),
                 )
+        history.append(m)
         on_epoch(m)
+        if checkpoint is not None:
+            state = {name: part.state_dict() for name, part in gan.parts().items()}
+            state.update(epoch=m["epoch"], best=best, scored=scored, history=history, rng=torch.get_rng_state())
+            if device.type == "cuda":
+                state["cuda_rng"] = torch.cuda.get_rng_state(device)
+            checkpoint(state)
 
-    history = train_gan(
-        gan, train, recipe, epochs=epochs, seed=seed, subset=subset, on_epoch=epoch_end, progress=progress
+    train_gan(
+        gan,
+        train,
+        recipe,
+        epochs=epochs,
+        seed=seed,
+        start_epoch=len(history),
+        subset=subset,
+        on_epoch=epoch_end,
+        progress=progress,
     )
     if not best:
         spread = ", ".join(f"epoch {e}: {d:.3f}" for e, d in scored)

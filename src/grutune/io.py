@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 __all__ = [
+    "is_uri",
     "DVC_TEMP_WORKSPACES",
     "SWEEP_OUTPUTS",
     "TRAIN_LOG_COLUMNS",
@@ -170,3 +171,7 @@ def write_classifier_outputs(metrics: dict, final, data, *, metrics_path, confus
         fieldnames=["actual", "predicted"],
     )
     write_csv(log, final.history, fieldnames=TRAIN_LOG_COLUMNS)
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path

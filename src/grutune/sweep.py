@@ -19,15 +19,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import ray
-import yaml
 from pydantic import BaseModel
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
+from grutune.cluster import show_resources, trial_resources, trial_slots
 from grutune.config import SweepParams
 from grutune.errors import GrutuneError
-from grutune.io import not_a_directory, workspace_root, write_json
+from grutune.io import is_uri, not_a_directory, workspace_root, write_json
 from grutune.recovery import (
     JOURNAL,
     GrutuneSearcher,
@@ -49,20 +48,13 @@ from grutune.sweep_results import SearchResult, summarise, trial_id, trial_rows
 from grutune.trials import TrialSettings
 
 __all__ = [
-    "AUTOSCALING_CONFIG",
-    "AUTOSCALING_CONFIG_ENV",
     "SEGMENT_PREFIX",
     "Sweep",
     "SweepInterrupted",
-    "autoscaler_slots",
-    "autoscaling_config",
     "identity",
-    "init_ray",
     "pending_trials",
     "run_sweep",
     "segments",
-    "trial_resources",
-    "trial_slots",
     "tune_param_space",
 ]
 
@@ -133,79 +125,6 @@ class SweepInterrupted(GrutuneError):
     """The sweep stopped before all its trials finished; its state is kept for a resume."""
 
 
-def _quiet_auth_notice(record: logging.LogRecord) -> bool:
-    """Drop Ray's notice that token authentication is on by default (it stays on; the notice is all that goes)."""
-    return not (record.levelno < logging.ERROR and "authentication" in record.name)
-
-
-def init_ray() -> bool:
-    """Join a running Ray cluster (RAY_ADDRESS, or one started with `ray start` on this node), else start one.
-
-    Returns True when joining an existing cluster. Token authentication stays on (Ray's default); only Ray's notice
-    that it is on by default is quieted. A Ray started here runs without its dashboard. Trial processes' own output
-    stays in Ray's logs: Tune reports each trial's progress and errors (with the traceback saved in the trial's
-    directory), and Ray's worker-shutdown noise stays out of the run's output.
-    """
-    for handler in logging.getLogger("ray").handlers:  # Ray's own handler, which its modules' records reach
-        handler.addFilter(_quiet_auth_notice)
-    if ray.is_initialized():
-        return True
-    # Ray's own lookup: RAY_ADDRESS, else a cluster started with `ray start` on this machine, else a new local one.
-    ctx = ray.init(include_dashboard=False if not os.environ.get("RAY_ADDRESS") else None, log_to_driver=False)
-    # A session's name ends with the id of the process that started it: this one, if no cluster was running.
-    return not ctx.address_info["session_dir"].endswith(f"_{os.getpid()}")
-
-
-def trial_resources(resources, remote: bool, key: str = "search") -> dict[str, float]:
-    """Per-trial resources from params (section `key`), changed only where trials could never start.
-
-    On a Ray started here, they are capped to what this machine has. On a cluster they are taken as asked: the
-    autoscaler adds the nodes they need. Where the cluster has no GPU and no autoscaler config that grutune can see
-    adds one (`autoscaling_config`), the trials keep their GPU request and wait for a GPU node, and the stage says
-    so once; they train on CPUs instead only where `resources.cpu_fallback` allows it (a fixed CPU cluster, such as
-    a few `ray start` nodes). Ray's `memory` resource is asked for only where `resources.memory` is set.
-    """
-    want = {"cpu": resources.cpu, "gpu": resources.gpu}
-    if resources.memory:
-        want["memory"] = float(resources.memory)
-    have = ray.cluster_resources()
-    config = autoscaling_config() if remote else None
-    gpus = have.get("GPU", 0) or any(
-        t.get("resources", {}).get("GPU", 0) for t in (config or {}).get("available_node_types", {}).values()
-    )
-    drop_gpu = not gpus and (not remote or resources.cpu_fallback)
-    got = {
-        "cpu": want["cpu"] if remote else min(want["cpu"], have.get("CPU", 1)),
-        "gpu": 0.0 if drop_gpu else want["gpu"],
-    }
-    if "memory" in want:
-        got["memory"] = want["memory"] if remote else min(want["memory"], have.get("memory", 0))
-    if remote and want["gpu"] and not gpus and not drop_gpu:
-        log.warning(
-            "resources per trial %s: this cluster has no GPU now, and no autoscaler config that adds one is on this "
-            "node (%s, or %s); the trials wait for a GPU node. To train on CPUs instead, set %s.resources.gpu: 0 or "
-            "%s.resources.cpu_fallback: true",
-            _show(want),
-            AUTOSCALING_CONFIG,
-            AUTOSCALING_CONFIG_ENV,
-            key,
-            key,
-        )
-    elif got != want:
-        where = "this cluster's" if remote else "this machine's"
-        had = {k: have.get(k.upper() if k != "memory" else k, 0) for k in want}
-        why = f" ({key}.resources.cpu_fallback)" if remote and drop_gpu else ""
-        log.warning(
-            "resources per trial %s exceed %s %s: each trial gets %s%s",
-            _show(want),
-            where,
-            _show(had),
-            _show(got),
-            why,
-        )
-    return got
-
-
 def spend_limit(sweep: Sweep, resources: dict[str, float]) -> tuple[float, str] | None:
     """The sweep's `budget` as trial-seconds of trials holding `resources`, and the setting that gives it; where a
     budget is set in a resource the trials do not hold here (gpu_hours without GPUs), it says so."""
@@ -214,7 +133,7 @@ def spend_limit(sweep: Sweep, resources: dict[str, float]) -> tuple[float, str] 
         log.warning(
             "%s.budget.gpu_hours does not bound this sweep: its trials hold no GPU here (resources per trial %s)",
             sweep.key,
-            _show(resources),
+            show_resources(resources),
         )
     return s.budget.trial_seconds(resources, s.price_per_hour)
 
@@ -228,72 +147,6 @@ def _spent(seconds: float, resources: dict[str, float], prices) -> str:
     if prices.set:
         out.append(f"${seconds * prices.per_second(resources):.2f}")
     return ", ".join(out)
-
-
-def _show(resources: dict[str, float]) -> str:
-    return (
-        "{"
-        + ", ".join(f"'{k}': " + (f"{v / 2**20:.0f}MiB" if k == "memory" else f"{v:g}") for k, v in resources.items())
-        + "}"
-    )
-
-
-AUTOSCALING_CONFIG_ENV = "GRUTUNE_AUTOSCALING_CONFIG"  # the autoscaler's cluster config, where it is not the default
-AUTOSCALING_CONFIG = "~/ray_bootstrap_config.yaml"  # where `ray up` puts it on the head node
-
-
-def _fits(node: dict[str, float], resources: dict[str, float]) -> int:
-    """How many trials of `resources` one node of these resources holds. A node type that declares no `memory` (an
-    autoscaler's, whose memory comes from its instance type) is not limited by it."""
-    n = int(node.get("CPU", 0) // resources["cpu"]) if resources["cpu"] else 10**6
-    if resources.get("memory") and "memory" in node:
-        n = min(n, int(node["memory"] // resources["memory"]))
-    return min(n, int(node.get("GPU", 0) // resources["gpu"])) if resources["gpu"] else n
-
-
-def autoscaler_slots(config: dict, resources: dict[str, float]) -> int:
-    """Trial slots of an autoscaling cluster at its largest: the head plus every worker type at its `max_workers`,
-    within the cluster's own `max_workers`, the roomiest types first."""
-    types = config.get("available_node_types", {})
-    head = config.get("head_node_type")
-    slots = _fits(types.get(head, {}).get("resources", {}), resources) if head in types else 0
-    budget = config.get("max_workers", 10**6)
-    for per_node, count in sorted(
-        (
-            (_fits(t.get("resources", {}), resources), t.get("max_workers", 0))
-            for name, t in types.items()
-            if name != head
-        ),
-        reverse=True,
-    ):
-        count = min(count, budget)
-        slots, budget = slots + per_node * count, budget - count
-    return slots
-
-
-def autoscaling_config() -> dict | None:
-    """The autoscaler's cluster config, where this node has one (a `ray up` head, or GRUTUNE_AUTOSCALING_CONFIG)."""
-    path = Path(os.environ.get(AUTOSCALING_CONFIG_ENV) or AUTOSCALING_CONFIG).expanduser()
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else None
-
-
-def trial_slots(resources: dict[str, float], num_samples: int, remote: bool) -> int:
-    """How many trials of these resources the Ray cluster holds at once (on an autoscaling cluster, `remote`: once
-    it has grown to its largest; on a cluster that has no room for one yet and whose autoscaler grutune cannot see:
-    all of them), at most `num_samples` and at least 1."""
-    # Node by node: a trial's bundle lives on one node, so CPUs (or memory) left over on two nodes do not add up.
-    slots = sum(_fits(node["Resources"], resources) for node in ray.nodes() if node["Alive"])
-    if remote and (config := autoscaling_config()) is not None:
-        slots = max(slots, autoscaler_slots(config, resources))
-    elif remote and not slots:
-        # Nothing here can run a trial yet, and how far the cluster grows is unknown (its autoscaler's config is not
-        # on this node): every trial is kept pending, so the autoscaler sees the whole demand and adds what it can.
-        slots = num_samples
-    return max(1, min(slots, num_samples))
-
-
-def _is_uri(path: str) -> bool:
-    return "://" in path
 
 
 SEGMENT_PREFIX = "tune-"  # a sweep's Tune experiments: tune-1, tune-2, ... (see recovery.py)
@@ -363,12 +216,12 @@ def run_sweep(
     sid, s = sweep.sweep_id, sweep.budget
     key = f"{sweep.key}.storage"
     storage = s.storage or str(Path(state_dir).resolve())
-    if not _is_uri(storage):  # a relative path is the DVC workspace's, also in a queued experiment's temp copy
+    if not is_uri(storage):  # a relative path is the DVC workspace's, also in a queued experiment's temp copy
         storage = str((workspace_root() / storage).resolve())
-    if not _is_uri(storage) and (file := not_a_directory(storage)) is not None:  # state_dir; params are checked
+    if not is_uri(storage) and (file := not_a_directory(storage)) is not None:  # state_dir; params are checked
         raise GrutuneError(f"{key}: {storage} cannot hold sweeps: {file} is a file, not a directory")
     sweep_uri = f"{storage.rstrip('/')}/{sid}"
-    if not _is_uri(storage) and (
+    if not is_uri(storage) and (
         Path(f"{sweep_uri}.optuna.journal").exists() or any(Path(sweep_uri).glob("experiment_state-*.json"))
     ):
         raise GrutuneError(
@@ -378,9 +231,9 @@ def run_sweep(
         )
     # The Optuna journal is in the sweep's folder when that is a (shared) path. With a cloud URI it is kept locally
     # and copied up after every finished trial (JournalSync).
-    local_dir = Path(sweep_uri) if not _is_uri(storage) else Path(state_dir).resolve() / sid
+    local_dir = Path(sweep_uri) if not is_uri(storage) else Path(state_dir).resolve() / sid
     journal = local_dir / JOURNAL
-    journal_uri = f"{sweep_uri}/{JOURNAL}" if _is_uri(storage) else None
+    journal_uri = f"{sweep_uri}/{JOURNAL}" if is_uri(storage) else None
     try:
         local_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:

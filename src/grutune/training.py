@@ -333,15 +333,42 @@ def retrain_and_test(
     augment: bool = False,
     on_epoch: Callable[[dict], None] = lambda m: None,
     progress: bool = False,
+    resume: dict | None = None,
+    checkpoint: Callable[[dict], None] | None = None,
 ) -> FinalRun:
     """Train a config from scratch on train+val of a Prepared dataset, then evaluate it on the test split (with
     `progress`, a progress bar within each epoch on a terminal; with `augment`, random shifts, plus flips where the
-    dataset's classes allow them)."""
+    dataset's classes allow them).
+
+    With `checkpoint`, it is called after every epoch with the run's state (`{"model", "optimizer", "epoch",
+    "history", "rng"}`); such a state given back as `resume` continues the run after that epoch as if it had not
+    stopped: the data order and learning rate of each epoch depend only on the seed and the epoch, and the random
+    state that dropout draws from is restored.
+    """
     torch.manual_seed(seed)
     model, opt = new_classifier(hp, in_shape=data.x_train.shape[1:], num_classes=len(data.classes), device=device)
+    history: list[dict] = []
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        history = list(resume["history"])
+        torch.set_rng_state(resume["rng"])
+        if device.type == "cuda" and "cuda_rng" in resume:
+            torch.cuda.set_rng_state(resume["cuda_rng"], device)
     train = Split.of(np.concatenate([data.x_train, data.x_val]), np.concatenate([data.y_train, data.y_val]), device)
     aug = Augment.for_images(data.image_shape, dataset_spec(data.name).flip) if augment else None
-    history = fit(
+
+    def epoch_end(m: dict) -> None:
+        history.append(m)
+        on_epoch(m)
+        if checkpoint is not None:
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": m["epoch"]}
+            state.update(history=history, rng=torch.get_rng_state())
+            if device.type == "cuda":
+                state["cuda_rng"] = torch.cuda.get_rng_state(device)
+            checkpoint(state)
+
+    fit(
         model,
         opt,
         train,
@@ -349,8 +376,9 @@ def retrain_and_test(
         epochs=epochs,
         batch_size=hp.batch_size,
         seed=seed,
+        start_epoch=len(history),
         schedule_epochs=epochs,
-        on_epoch=on_epoch,
+        on_epoch=epoch_end,
         progress=progress,
         augment=aug,
     )

@@ -1,0 +1,200 @@
+"""What the Ray cluster a stage runs on has and can grow to: joining it, and the resources a trial or a final
+stage's worker asks of it (never quietly less than the user asked: see `trial_resources`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import ray
+import yaml
+
+from grutune.errors import ConfigError
+
+__all__ = [
+    "AUTOSCALING_CONFIG",
+    "AUTOSCALING_CONFIG_ENV",
+    "autoscaler_slots",
+    "autoscaling_config",
+    "init_ray",
+    "join_cluster",
+    "largest_node_cpus",
+    "quiet_ray_notices",
+    "show_resources",
+    "trial_resources",
+    "trial_slots",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _quiet_auth_notice(record: logging.LogRecord) -> bool:
+    """Drop Ray's notice that token authentication is on by default (it stays on; the notice is all that goes)."""
+    return not (record.levelno < logging.ERROR and "authentication" in record.name)
+
+
+def quiet_ray_notices() -> None:
+    """Quiet Ray's notice that token authentication is on by default, on Ray's own log handler (the records of
+    Ray's modules reach it). Authentication stays on."""
+    for handler in logging.getLogger("ray").handlers:
+        if _quiet_auth_notice not in handler.filters:
+            handler.addFilter(_quiet_auth_notice)
+
+
+def init_ray() -> bool:
+    """Join a running Ray cluster (RAY_ADDRESS, or one started with `ray start` on this node), else start one.
+
+    Returns True when joining an existing cluster. Token authentication stays on (Ray's default); only Ray's notice
+    that it is on by default is quieted. A Ray started here runs without its dashboard. Trial processes' own output
+    stays in Ray's logs: Tune reports each trial's progress and errors (with the traceback saved in the trial's
+    directory), and Ray's worker-shutdown noise stays out of the run's output.
+    """
+    quiet_ray_notices()
+    if ray.is_initialized():
+        return True
+    # Ray's own lookup: RAY_ADDRESS, else a cluster started with `ray start` on this machine, else a new local one.
+    ctx = ray.init(include_dashboard=False if not os.environ.get("RAY_ADDRESS") else None, log_to_driver=False)
+    # A session's name ends with the id of the process that started it: this one, if no cluster was running.
+    return not ctx.address_info["session_dir"].endswith(f"_{os.getpid()}")
+
+
+def join_cluster() -> bool:
+    """Join the Ray cluster in RAY_ADDRESS, or one started with `ray start` on this node; start none (False)."""
+    quiet_ray_notices()
+    if ray.is_initialized():
+        return True
+    try:
+        ray.init(address="auto", log_to_driver=True)
+    except ConnectionError:
+        return False
+    return True
+
+
+def trial_resources(resources, remote: bool, key: str = "search") -> dict[str, float]:
+    """Per-trial resources from params (section `key`), changed only where trials could never start.
+
+    On a Ray started here, they are capped to what this machine has. On a cluster they are taken as asked: the
+    autoscaler adds the nodes they need. Where the cluster has no GPU and no autoscaler config that grutune can see
+    adds one (`autoscaling_config`), the trials keep their GPU request and wait for a GPU node, and the stage says
+    so once; they train on CPUs instead only where `resources.cpu_fallback` allows it (a fixed CPU cluster, such as
+    a few `ray start` nodes). Where the autoscaler's config is seen and adds no GPU either, no GPU can ever come:
+    without `cpu_fallback` that is an error naming the settings. Ray's `memory` resource is asked for only where
+    `resources.memory` is set.
+    """
+    want = {"cpu": resources.cpu, "gpu": resources.gpu}
+    if resources.memory:
+        want["memory"] = float(resources.memory)
+    have = ray.cluster_resources()
+    config = autoscaling_config() if remote else None
+    gpus = have.get("GPU", 0) or any(
+        t.get("resources", {}).get("GPU", 0) for t in (config or {}).get("available_node_types", {}).values()
+    )
+    drop_gpu = not gpus and (not remote or resources.cpu_fallback)
+    got = {
+        "cpu": want["cpu"] if remote else min(want["cpu"], have.get("CPU", 1)),
+        "gpu": 0.0 if drop_gpu else want["gpu"],
+    }
+    if "memory" in want:
+        got["memory"] = want["memory"] if remote else min(want["memory"], have.get("memory", 0))
+    if remote and want["gpu"] and not gpus and not drop_gpu and config is not None:
+        raise ConfigError(
+            f"{key}.resources.gpu is {want['gpu']:g}, but this cluster has no GPU and its autoscaler config "
+            f"({os.environ.get(AUTOSCALING_CONFIG_ENV) or AUTOSCALING_CONFIG}) has no node type with one: set "
+            f"{key}.resources.gpu: 0, or {key}.resources.cpu_fallback: true to train on CPUs"
+        )
+    if remote and want["gpu"] and not gpus and not drop_gpu:
+        log.warning(
+            "resources per trial %s: this cluster has no GPU now, and no autoscaler config that adds one is on this "
+            "node (%s, or %s); the trials wait for a GPU node. To train on CPUs instead, set %s.resources.gpu: 0 or "
+            "%s.resources.cpu_fallback: true",
+            show_resources(want),
+            AUTOSCALING_CONFIG,
+            AUTOSCALING_CONFIG_ENV,
+            key,
+            key,
+        )
+    elif got != want:
+        where = "this cluster's" if remote else "this machine's"
+        had = {k: have.get(k.upper() if k != "memory" else k, 0) for k in want}
+        why = f" ({key}.resources.cpu_fallback)" if remote and drop_gpu else ""
+        log.warning(
+            "resources per trial %s exceed %s %s: each trial gets %s%s",
+            show_resources(want),
+            where,
+            show_resources(had),
+            show_resources(got),
+            why,
+        )
+    return got
+
+
+def show_resources(resources: dict[str, float]) -> str:
+    return (
+        "{"
+        + ", ".join(f"'{k}': " + (f"{v / 2**20:.0f}MiB" if k == "memory" else f"{v:g}") for k, v in resources.items())
+        + "}"
+    )
+
+
+AUTOSCALING_CONFIG_ENV = "GRUTUNE_AUTOSCALING_CONFIG"  # the autoscaler's cluster config, where it is not the default
+AUTOSCALING_CONFIG = "~/ray_bootstrap_config.yaml"  # where `ray up` puts it on the head node
+
+
+def _fits(node: dict[str, float], resources: dict[str, float]) -> int:
+    """How many trials of `resources` one node of these resources holds. A node type that declares no `memory` (an
+    autoscaler's, whose memory comes from its instance type) is not limited by it."""
+    n = int(node.get("CPU", 0) // resources["cpu"]) if resources["cpu"] else 10**6
+    if resources.get("memory") and "memory" in node:
+        n = min(n, int(node["memory"] // resources["memory"]))
+    return min(n, int(node.get("GPU", 0) // resources["gpu"])) if resources["gpu"] else n
+
+
+def autoscaler_slots(config: dict, resources: dict[str, float]) -> int:
+    """Trial slots of an autoscaling cluster at its largest: the head plus every worker type at its `max_workers`,
+    within the cluster's own `max_workers`, the roomiest types first."""
+    types = config.get("available_node_types", {})
+    head = config.get("head_node_type")
+    slots = _fits(types.get(head, {}).get("resources", {}), resources) if head in types else 0
+    budget = config.get("max_workers", 10**6)
+    for per_node, count in sorted(
+        (
+            (_fits(t.get("resources", {}), resources), t.get("max_workers", 0))
+            for name, t in types.items()
+            if name != head
+        ),
+        reverse=True,
+    ):
+        count = min(count, budget)
+        slots, budget = slots + per_node * count, budget - count
+    return slots
+
+
+def autoscaling_config() -> dict | None:
+    """The autoscaler's cluster config, where this node has one (a `ray up` head, or GRUTUNE_AUTOSCALING_CONFIG)."""
+    path = Path(os.environ.get(AUTOSCALING_CONFIG_ENV) or AUTOSCALING_CONFIG).expanduser()
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else None
+
+
+def trial_slots(resources: dict[str, float], num_samples: int, remote: bool) -> int:
+    """How many trials of these resources the Ray cluster holds at once (on an autoscaling cluster, `remote`: once
+    it has grown to its largest; on a cluster that has no room for one yet and whose autoscaler grutune cannot see:
+    all of them), at most `num_samples` and at least 1."""
+    # Node by node: a trial's bundle lives on one node, so CPUs (or memory) left over on two nodes do not add up.
+    slots = sum(_fits(node["Resources"], resources) for node in ray.nodes() if node["Alive"])
+    if remote and (config := autoscaling_config()) is not None:
+        slots = max(slots, autoscaler_slots(config, resources))
+    elif remote and not slots:
+        # Nothing here can run a trial yet, and how far the cluster grows is unknown (its autoscaler's config is not
+        # on this node): every trial is kept pending, so the autoscaler sees the whole demand and adds what it can.
+        slots = num_samples
+    return max(1, min(slots, num_samples))
+
+
+def largest_node_cpus() -> float:
+    """The CPUs of the cluster's largest node: alive now, or of a node type its autoscaler may add (where grutune sees
+    its config)."""
+    cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]]
+    config = autoscaling_config() or {}
+    cpus += [t.get("resources", {}).get("CPU", 0) for t in config.get("available_node_types", {}).values()]
+    return max([c for c in cpus if c] or [1])

@@ -1,0 +1,364 @@
+"""The final stages on the Ray cluster they run beside, through Ray Train.
+
+When a final stage (`train`, `gan`, `gan_eval`) joins a running Ray cluster (RAY_ADDRESS, or one started with
+`ray start` on this node: `cluster.join_cluster`), its work runs as one Ray Train worker (`TorchTrainer`) with the
+stage's `resources`, so the autoscaler adds a GPU node for it and the head needs none. On a Ray the stage would have
+to start itself (a laptop) nothing changes: the stage trains in its own process.
+
+The protocol, for a run that loses its worker or node:
+- after every epoch the worker reports a checkpoint: one file, `state.pt`, a dict of tensors and plain values (loaded
+  with weights_only=True), through `ray.train.report`; Ray Train keeps the last two under `<storage>/final/<name>`;
+- the run's name is a hash of everything that decides its result (stage, config, data, epochs, seed), so Ray Train
+  restarts a lost worker from the last checkpoint (`FailureConfig(max_failures)`), and a stage run again after its
+  driver died resumes the same run, while any change of input starts a new one;
+- the last report holds the result (the final weights and what the stage writes), which the stage reads back on the
+  head and writes where dvc.yaml says, as on a laptop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import train
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from grutune.cluster import largest_node_cpus, show_resources, trial_resources
+from grutune.config import FinalResources
+from grutune.gan import TrainedGan, class_grid, evaluate_gan, train_best
+from grutune.io import is_uri, workspace_root
+from grutune.models import build_classifier, build_discriminator, build_generator
+from grutune.training import FinalRun, Split, hardware, inference_cost, retrain_and_test
+
+__all__ = [
+    "STATE",
+    "ClassifierJob",
+    "GanEvalJob",
+    "GanJob",
+    "Placement",
+    "placement",
+    "run_name",
+    "evaluate_gan_on",
+    "train_classifier",
+    "train_gan",
+]
+
+log = logging.getLogger(__name__)
+
+STATE = "state.pt"  # the one file of every checkpoint a final stage reports
+
+
+# --------------------------------------------------------------------------- where the work runs
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What a final stage's Ray Train worker holds, where its checkpoints live, and how often it may restart."""
+
+    resources: dict[str, float]  # {"cpu", "gpu"[, "memory"]} of the one worker
+    storage: str  # Ray Train's storage_path: a path every node reaches, or a URI
+    max_failures: int
+
+    def scaling(self) -> ScalingConfig:
+        res = {"CPU": self.resources["cpu"]}
+        if self.resources["gpu"]:
+            res["GPU"] = self.resources["gpu"]
+        if self.resources.get("memory"):
+            res["memory"] = self.resources["memory"]
+        return ScalingConfig(num_workers=1, use_gpu=bool(self.resources["gpu"]), resources_per_worker=res)
+
+
+def placement(resources: FinalResources, *, key: str, storage: str | None, max_failures: int) -> Placement:
+    """The stage's worker on the cluster it joined: a GPU where the cluster has or can add one (as a sweep's trials
+    decide: `cluster.trial_resources`, no quiet downgrade), with `cpu: null` one CPU beside it, else every CPU of the
+    largest node. Checkpoints go to `<storage>/final` (storage: the sweep's `storage` param, else .grutune/)."""
+    asked = resources.model_copy(update={"cpu": resources.cpu or 1.0})
+    got = trial_resources(asked, remote=True, key=key)
+    if resources.cpu is None:
+        got["cpu"] = 1.0 if got["gpu"] else largest_node_cpus()
+    root = storage or str(workspace_root() / ".grutune")
+    if not is_uri(root):
+        root = str((workspace_root() / root).resolve())
+    return Placement(resources=got, storage=f"{root.rstrip('/')}/final", max_failures=max_failures)
+
+
+def run_name(stage: str, **inputs: Any) -> str:
+    """The run's name: the stage and a hash of everything that decides its result (see the module's protocol)."""
+    blob = json.dumps(inputs, sort_keys=True, default=str)
+    return f"{stage}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def _fit(loop, config: dict, *, name: str, where: Placement) -> dict:
+    """Run `loop(config)` as one Ray Train worker; the state of its last report (read back here, on the CPU)."""
+    backend = "nccl" if where.resources["gpu"] and torch.distributed.is_nccl_available() else "gloo"
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config=config,
+        torch_config=TorchConfig(backend=backend),
+        scaling_config=where.scaling(),
+        run_config=RunConfig(
+            name=name,
+            storage_path=where.storage,
+            failure_config=FailureConfig(max_failures=where.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    log.info(
+        "running %s on the Ray cluster: one Ray Train worker of %s, checkpoints in %s/%s",
+        name,
+        show_resources(where.resources),
+        where.storage,
+        name,
+    )
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as d:
+        return torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)
+
+
+# --------------------------------------------------------------------------- in the worker
+
+
+def _resumed(device: torch.device) -> dict | None:
+    """The state of the run's last checkpoint, where Ray Train restarted it after a failure (or a new driver)."""
+    ckpt = train.get_checkpoint()
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d:
+        return torch.load(Path(d) / STATE, map_location=device, weights_only=True)
+
+
+def _report(metrics: dict, state: dict) -> None:
+    """Report an epoch's metrics with the run's state as a checkpoint (one file; Ray Train uploads it at once)."""
+    with tempfile.TemporaryDirectory() as d:
+        torch.save(state, Path(d) / STATE)
+        train.report(metrics, checkpoint=Checkpoint.from_directory(d))
+
+
+@dataclass(frozen=True)
+class ClassifierJob:
+    """What the train stage hands its Ray Train worker: the prepared data (in Ray's object store) and the run."""
+
+    data: Any  # ObjectRef of a Prepared
+    hp: Any  # TrialConfig
+    epochs: int
+    seed: int
+    augment: bool
+
+
+def _classifier_loop(config: dict) -> None:
+    job: ClassifierJob = config["job"]
+    data = ray.get(job.data)
+    device = _device()
+    resume = _resumed(device)
+    if resume is not None and "result" in resume:  # the run had finished: report its result again
+        _report({"epoch": job.epochs}, resume)
+        return
+    node = ray.get_runtime_context().get_node_id()
+
+    def on_epoch(m: dict) -> None:  # one line per epoch in the worker's log, which Ray shows on the head
+        print(
+            f"epoch {m['epoch']}/{job.epochs}  train_loss {m['train_loss']:.4f}  "
+            f"train_accuracy {m['train_accuracy']:.4f}  {m['images_per_s']:.0f} images/s",
+            flush=True,
+        )
+
+    if resume is not None:
+        print(f"resuming after epoch {resume['epoch']} of {job.epochs} on node {node}", flush=True)
+    final = retrain_and_test(
+        job.hp,
+        data,
+        epochs=job.epochs,
+        seed=job.seed,
+        device=device,
+        augment=job.augment,
+        on_epoch=on_epoch,
+        resume=resume,
+        checkpoint=lambda state: _report({"epoch": state["epoch"]}, {**state, "node_id": node}),
+    )
+    _report(
+        {"epoch": job.epochs, "node_id": node},
+        {
+            "result": True,
+            "model": final.model.state_dict(),
+            "model_kwargs": dict(final.model.kwargs),
+            "history": final.history,
+            "test": final.test,
+            "cost": inference_cost(final.model, data.image_shape, device),
+            "hardware": hardware(device),
+            "node_id": node,
+            "resumed_from_epoch": 0 if resume is None else resume["epoch"],
+        },
+    )
+
+
+def train_classifier(hp, data, *, epochs: int, seed: int, augment: bool, where: Placement) -> tuple[FinalRun, dict]:
+    """`training.retrain_and_test` as one Ray Train worker on the cluster: the final run (its model back on this
+    node's CPU) and what the worker measured there (params, latencies, hardware, node, the epoch it resumed from)."""
+    name = run_name(
+        f"train-{data.name}", hp=hp.model_dump(), data=data.content_hash, epochs=epochs, seed=seed, augment=augment
+    )
+    job = ClassifierJob(data=ray.put(data), hp=hp, epochs=epochs, seed=seed, augment=augment)
+    state = _fit(_classifier_loop, {"job": job}, name=name, where=where)
+    model = build_classifier(state["model_kwargs"], state["model"])
+    measured = {
+        **state["cost"],
+        "hardware": state["hardware"],
+        "node_id": state["node_id"],
+        "resumed_from_epoch": state["resumed_from_epoch"],
+    }
+    return FinalRun(model, list(state["history"]), dict(state["test"])), measured
+
+
+# --------------------------------------------------------------------------- the GAN
+
+
+@dataclass(frozen=True)
+class GanJob:
+    """What the gan stage hands its Ray Train worker: the data and the classifier (in Ray's object store), the
+    config and the training's settings (`gan.train_best`'s arguments)."""
+
+    data: Any  # ObjectRef of a Prepared
+    classifier: Any  # ObjectRef of (the classifier's kwargs, its weights)
+    hp: Any  # GanTrialConfig
+    recipe: Any  # gan.Recipe
+    settings: dict  # epochs, noise_dim, subset, eval_samples, eval_every, min_diversity, seed
+
+
+def _device() -> torch.device:
+    """The worker's GPU where Ray gave it one (CUDA_VISIBLE_DEVICES), else the CPU."""
+    return torch.device(f"cuda:{torch.cuda.current_device()}") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _gan_loop(config: dict) -> None:
+    job: GanJob = config["job"]
+    data, (kwargs, weights) = ray.get(job.data), ray.get(job.classifier)
+    device, node = _device(), ray.get_runtime_context().get_node_id()
+    resume = _resumed(device)
+    if resume is not None and "result" in resume:
+        _report({"epoch": job.settings["epochs"]}, resume)
+        return
+    if resume is not None:
+        print(f"resuming after epoch {resume['epoch']} of {job.settings['epochs']} on node {node}", flush=True)
+    clf = build_classifier(kwargs, weights).to(device)
+
+    def on_epoch(m: dict) -> None:
+        fid = f"  val_fid {m['val_fid']:.3f}" if "val_fid" in m else ""
+        print(
+            f"epoch {m['epoch']}/{job.settings['epochs']}  d_loss {m['d_loss']:.4f}  g_loss {m['g_loss']:.4f}"
+            f"{fid}  {m['images_per_s']:.0f} images/s",
+            flush=True,
+        )
+
+    trained = train_best(
+        job.hp,
+        job.recipe,
+        clf,
+        data,
+        **job.settings,
+        device=device,
+        on_epoch=on_epoch,
+        resume=resume,
+        checkpoint=lambda state: _report({"epoch": state["epoch"]}, {**state, "node_id": node}),
+    )
+    _report(
+        {"epoch": job.settings["epochs"]},
+        {
+            "result": True,
+            "generator": trained.G.state_dict(),
+            "generator_kwargs": dict(trained.G.kwargs),
+            "discriminator": trained.D.state_dict(),
+            "discriminator_kwargs": dict(trained.D.kwargs),
+            "history": trained.history,
+            "best_epoch": trained.best_epoch,
+            "val_fid": trained.val_fid,
+            "node_id": node,
+            "resumed_from_epoch": 0 if resume is None else resume["epoch"],
+        },
+    )
+
+
+def train_gan(hp, recipe, clf, data, *, settings: dict, where: Placement):
+    """`gan.train_best` (with `settings`) as one Ray Train worker on the cluster: a TrainedGan back on this node's
+    CPU, and the node it ended on."""
+    name = run_name(
+        f"gan-{data.name}",
+        hp=hp.model_dump(),
+        recipe=repr(recipe),
+        clf=_digest(clf),
+        data=data.content_hash,
+        **settings,
+    )
+    classifier = ray.put(_weights(clf))
+    job = GanJob(data=ray.put(data), classifier=classifier, hp=hp, recipe=recipe, settings=settings)
+    state = _fit(_gan_loop, {"job": job}, name=name, where=where)
+    G = build_generator(state["generator_kwargs"])
+    G.load_state_dict(state["generator"])
+    D = build_discriminator(state["discriminator_kwargs"])
+    D.load_state_dict(state["discriminator"])
+    return TrainedGan(G, D, list(state["history"]), state["best_epoch"], state["val_fid"])
+
+
+@dataclass(frozen=True)
+class GanEvalJob:
+    """What the gan_eval stage hands its Ray Train worker: the data, classifier and generator (in Ray's object
+    store) and the evaluation's settings."""
+
+    data: Any  # ObjectRef of a Prepared
+    classifier: Any  # ObjectRef of (kwargs, weights)
+    generator: Any  # ObjectRef of (kwargs, weights)
+    eval_samples: int
+    seed: int
+
+
+def _gan_eval_loop(config: dict) -> None:
+    job: GanEvalJob = config["job"]
+    data, device = ray.get(job.data), _device()
+    (ck, cw), (gk, gw) = ray.get(job.classifier), ray.get(job.generator)
+    clf = build_classifier(ck, cw).to(device)
+    G = build_generator(gk)
+    G.load_state_dict(gw)
+    G = G.to(device)
+    metrics, grid = evaluate_gan(G, clf, data, eval_samples=job.eval_samples, seed=job.seed, device=device)
+    by_class = class_grid(G, clf, Split.of(data.x_test, data.y_test, device), seed=job.seed)
+    _report(
+        {"done": 1},
+        {"result": True, "metrics": metrics, "grid": torch.from_numpy(grid), "class_grid": torch.from_numpy(by_class)},
+    )
+
+
+def _weights(model: torch.nn.Module) -> tuple[dict, dict]:
+    """A model as it travels to a worker: its constructor's kwargs and its weights on the CPU."""
+    return dict(model.kwargs), {k: v.cpu() for k, v in model.state_dict().items()}
+
+
+def _digest(model: torch.nn.Module) -> str:
+    """A hash of a model's weights, for a run's name."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def evaluate_gan_on(where: Placement, G, clf, data, *, eval_samples: int, seed: int):
+    """`gan.evaluate_gan` and `gan.class_grid` as one Ray Train worker on the cluster (an evaluation has no epochs to
+    checkpoint: after a lost node it starts again): the metrics, the sample grid and the by-class grid."""
+    name = run_name(
+        f"gan-eval-{data.name}",
+        G=_digest(G),
+        clf=_digest(clf),
+        data=data.content_hash,
+        eval_samples=eval_samples,
+        seed=seed,
+    )
+    job = GanEvalJob(ray.put(data), ray.put(_weights(clf)), ray.put(_weights(G)), eval_samples, seed)
+    state = _fit(_gan_eval_loop, {"job": job}, name=name, where=where)
+    return dict(state["metrics"]), state["grid"].numpy(), state["class_grid"].numpy()

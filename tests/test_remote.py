@@ -1,0 +1,93 @@
+"""The final stages' work as a Ray Train worker (remote.py) on a local Ray, and how a stage decides to use a cluster.
+
+The multi-node case (a GPU worker, a node lost mid-training, `dvc repro train@mnist`) is in tests/test_cluster.py.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import ray
+import torch
+
+from grutune.config import FinalResources, TrialConfig
+from grutune.data import load_prepared
+from grutune.remote import placement, run_name, train_classifier
+from grutune.training import retrain_and_test
+
+HP = TrialConfig(
+    cell="gru",
+    hidden_size=16,
+    num_layers=1,
+    bidirectional=False,
+    dropout=0.2,
+    backbone="none",
+    lr=3e-3,
+    weight_decay=1e-4,
+    batch_size=64,
+)
+
+
+def test_a_stage_without_a_running_ray_does_not_join_or_start_one_and_prints_nothing(tmp_path):
+    """On a laptop (no RAY_ADDRESS, no `ray start`), join_cluster says no, quietly, and leaves no Ray behind."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    code = "import ray; from grutune.cluster import join_cluster; print(join_cluster(), ray.is_initialized())"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "RAY_TMPDIR": str(tmp_path)},  # a temp dir no cluster registered itself in
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False"]
+    assert proc.stderr == ""
+
+
+def test_run_names_change_with_every_input_that_decides_the_result():
+    base = {"hp": HP.model_dump(), "data": "abc", "epochs": 3, "seed": 0, "augment": False}
+    name = run_name("train-mnist", **base)
+    assert name == run_name("train-mnist", **dict(reversed(base.items())))  # not on the order of the keys
+    for key, other in [("data", "abd"), ("epochs", 4), ("seed", 1), ("augment", True)]:
+        assert run_name("train-mnist", **{**base, key: other}) != name, key
+    assert run_name("train-cifar10", **base) != name
+
+
+@pytest.fixture
+def local_ray():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_the_classifier_trained_by_a_ray_train_worker_is_the_one_trained_in_process(
+    local_ray, prepared_mnist, tmp_path, monkeypatch
+):
+    """`train_classifier` on a CPU worker: the model, curves and test predictions that come back are those of
+    `retrain_and_test` in this process with the worker's one thread, and the checkpoints are under <storage>/final."""
+    monkeypatch.chdir(tmp_path)
+    data = load_prepared(prepared_mnist(n_train=600, n_test=100))
+    where = placement(FinalResources(cpu=1, gpu=0), key="train", storage=None, max_failures=0)
+    assert where.resources == {"cpu": 1, "gpu": 0} and where.storage == f"{tmp_path.resolve()}/.grutune/final"
+    final, measured = train_classifier(HP, data, epochs=2, seed=1, augment=True, where=where)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        straight = retrain_and_test(HP, data, epochs=2, seed=1, device=torch.device("cpu"), augment=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(final.test["pred"], straight.test["pred"])
+    assert [m["train_loss"] for m in final.history] == pytest.approx([m["train_loss"] for m in straight.history])
+    for k, w in straight.model.state_dict().items():
+        assert torch.allclose(final.model.state_dict()[k], w, atol=1e-6), k
+    assert measured["params"] == sum(p.numel() for p in straight.model.parameters())
+    assert measured["resumed_from_epoch"] == 0 and "torch thread" in measured["hardware"]
+    (run,) = (tmp_path / ".grutune/final").glob("train-mnist-*")
+    assert len([c for c in run.glob("checkpoint_*") if c.is_dir()]) == 2  # the last two of its three reports kept
+
+
+def test_a_final_stage_with_cpu_null_and_no_gpu_takes_every_cpu_of_the_largest_node(local_ray):
+    where = placement(FinalResources(gpu=0), key="train", storage="s3://bucket/grutune", max_failures=1)
+    assert where.resources == {"cpu": 2, "gpu": 0}
+    assert where.storage == "s3://bucket/grutune/final"

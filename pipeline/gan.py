@@ -73,12 +73,9 @@ def main() -> None:
         "min_diversity": params.gan_search.min_diversity,
         "seed": params.seed,
     }
-    shown = ("d_loss", "g_loss", "val_fid", "diversity")
+    on_epoch = epoch_logger(run, p.epochs, ("d_loss", "g_loss", "val_fid", "diversity"))
     if on_cluster:
-        trained = train_gan(hp, Recipe.of(p), clf, data, settings=settings, where=where)
-        on_epoch = epoch_logger(run, p.epochs, shown, lines=False)
-        for m in trained.history:  # W&B gets the worker's epochs once they are back (its log showed them)
-            on_epoch(m)
+        trained = train_gan(hp, Recipe.of(p), clf, data, settings=settings, where=where, on_epoch=on_epoch)
     else:
         trained = train_best(
             hp,
@@ -88,7 +85,7 @@ def main() -> None:
             **settings,
             device=device,
             progress=True,
-            on_epoch=epoch_logger(run, p.epochs, shown),
+            on_epoch=on_epoch,
         )
     save_checkpoint(
         args.model_out,

@@ -74,14 +74,11 @@ def main() -> None:
         f"training {hp.model_dump()} on {len(data.y_train) + len(data.y_val)} images of {data.name} for {epochs} "
         f"epochs on {device_text}{' with augmentation' if params.train.augment else ''}"
     )
-    shown = ("train_loss", "train_accuracy")
+    on_epoch = epoch_logger(run, epochs, ("train_loss", "train_accuracy"))
     if on_cluster:
         final, measured = train_classifier(
-            hp, data, epochs=epochs, seed=params.seed, augment=params.train.augment, where=where
+            hp, data, epochs=epochs, seed=params.seed, augment=params.train.augment, where=where, on_epoch=on_epoch
         )
-        on_epoch = epoch_logger(run, epochs, shown, lines=False)
-        for m in final.history:  # W&B gets the worker's epochs once they are back (its log showed them)
-            on_epoch(m)
         cost = {k: measured[k] for k in ("params", "latency_ms", "latency_batch_ms")}
         where_measured = measured["hardware"]
     else:
@@ -93,7 +90,7 @@ def main() -> None:
             device=device,
             augment=params.train.augment,
             progress=True,
-            on_epoch=epoch_logger(run, epochs, shown),
+            on_epoch=on_epoch,
         )
         cost = inference_cost(final.model, data.image_shape, device)  # the deployed model's size and speed, here
         where_measured = hardware(device)

@@ -13,7 +13,7 @@ import yaml
 
 from grutune.config import GanTrialConfig
 from grutune.data import load_prepared
-from grutune.gan import Collapsed, FidScorer, Recipe, new_gan, train_and_score, train_gan
+from grutune.gan import Collapsed, FidScorer, Recipe, new_gan, train_and_score, train_best, train_gan
 from grutune.models import GENERATOR_NAMES, RecurrentClassifier, to_float
 from grutune.training import Split, save_checkpoint
 
@@ -258,3 +258,29 @@ def test_the_class_grid_puts_real_images_beside_the_samples_assigned_to_their_cl
         assert (tile(r, 0) == first).all()  # the class's own first test image
         assert (tile(r, 2) == 1).all()  # the blank column
         assert (tile(r, 3) == 1).all() != (r == 3)  # generated samples only in the row of the class assigned
+
+
+def test_a_final_gan_resumed_from_an_epochs_checkpoint_ends_as_a_straight_run(data, clf):
+    """`train_best` with `checkpoint` and `resume` (as the gan stage uses them on a cluster): restarted from its
+    epoch-2 state, it keeps the same epoch with the same weights as a run that never stopped. The noise comes from
+    torch's global random state, so this depends on restoring it."""
+    import io
+
+    saved = []
+
+    def checkpoint(state: dict) -> None:  # written at once, as a checkpoint is (the state holds live tensors)
+        f = io.BytesIO()
+        torch.save(state, f)
+        saved.append(f.getvalue())
+
+    kw = dict(epochs=4, noise_dim=8, subset=128, eval_samples=50, eval_every=1, min_diversity=0.0, seed=0, device=CPU)
+    args = (hp(lr_g=2e-2, lr_d=2e-2), Recipe(batch_size=32, ema_decay=0.9), clf, data)
+    straight = train_best(*args, **kw, checkpoint=checkpoint)
+    states = [torch.load(io.BytesIO(b), weights_only=True) for b in saved]
+    assert [s["epoch"] for s in states] == [1, 2, 3, 4]
+    torch.rand(1000)  # other random draws between the stop and the resume
+    resumed = train_best(*args, **kw, resume=states[1])
+    assert (resumed.best_epoch, resumed.val_fid) == (straight.best_epoch, straight.val_fid)
+    assert [m["g_loss"] for m in resumed.history] == [m["g_loss"] for m in straight.history]
+    for name, w in straight.G.state_dict().items():
+        assert torch.equal(w, resumed.G.state_dict()[name]), name

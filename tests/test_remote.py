@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import ray
 import torch
@@ -91,3 +92,48 @@ def test_a_final_stage_with_cpu_null_and_no_gpu_takes_every_cpu_of_the_largest_n
     where = placement(FinalResources(gpu=0), key="train", storage="s3://bucket/grutune", max_failures=1)
     assert where.resources == {"cpu": 2, "gpu": 0}
     assert where.storage == "s3://bucket/grutune/final"
+
+
+def test_the_gan_and_its_scores_from_ray_train_workers_are_those_of_this_process(
+    local_ray, prepared_mnist, tmp_path, monkeypatch
+):
+    """`train_gan` and `evaluate_gan_on` on CPU workers: the kept epoch, its generator, and the test scores and
+    grids that come back are what `train_best` and `evaluate_gan` give in this process with one thread."""
+    from grutune.config import GanTrialConfig
+    from grutune.gan import Recipe, class_grid, evaluate_gan, train_best
+    from grutune.models import RecurrentClassifier
+    from grutune.remote import evaluate_gan_on, train_gan
+    from grutune.training import Split
+
+    monkeypatch.chdir(tmp_path)
+    data = load_prepared(prepared_mnist(n_train=600, n_test=100))
+    torch.manual_seed(0)
+    clf = RecurrentClassifier(
+        in_shape=(28, 28, 1),
+        num_classes=10,
+        cell="gru",
+        hidden_size=8,
+        num_layers=1,
+        bidirectional=False,
+        dropout=0.0,
+        backbone="none",
+    )
+    hp = GanTrialConfig(generator="deconv", hidden_size=16, num_layers=1, backbone="none", lr_g=2e-3, lr_d=2e-3)
+    recipe = Recipe(batch_size=32, ema_decay=0.9)
+    settings = dict(epochs=2, noise_dim=8, subset=128, eval_samples=50, eval_every=1, min_diversity=0.0, seed=0)
+    where = placement(FinalResources(cpu=1, gpu=0), key="gan", storage=None, max_failures=0)
+    shown = []
+    remote = train_gan(hp, recipe, clf, data, settings=settings, where=where, on_epoch=shown.append)
+    metrics, grid, by_class = evaluate_gan_on(where, remote.G, clf, data, eval_samples=50, seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = train_best(hp, recipe, clf, data, **settings, device=torch.device("cpu"))
+        here_metrics, here_grid = evaluate_gan(here.G, clf, data, eval_samples=50, seed=0, device=torch.device("cpu"))
+        here_by_class = class_grid(here.G, clf, Split.of(data.x_test, data.y_test, torch.device("cpu")), seed=0)
+    finally:
+        torch.set_num_threads(threads)
+    assert [m["epoch"] for m in shown] == [1, 2]  # each epoch shown here as the worker reported it
+    assert (remote.best_epoch, remote.val_fid) == pytest.approx((here.best_epoch, here.val_fid), rel=1e-6)
+    assert metrics["fid"] == pytest.approx(here_metrics["fid"], rel=1e-6)
+    assert np.allclose(grid, here_grid, atol=1e-5) and np.allclose(by_class, here_by_class, atol=1e-5)

@@ -60,12 +60,13 @@ def init_ray() -> bool:
 
 
 def join_cluster() -> bool:
-    """Join the Ray cluster in RAY_ADDRESS, or one started with `ray start` on this node; start none (False)."""
+    """Join the Ray cluster in RAY_ADDRESS, or one started with `ray start` on this node; start none (False). The
+    processes' own output stays in Ray's logs on their nodes."""
     quiet_ray_notices()
     if ray.is_initialized():
         return True
     try:
-        ray.init(address="auto", log_to_driver=True)
+        ray.init(address="auto", log_to_driver=False)
     except ConnectionError:
         return False
     return True

@@ -21,6 +21,8 @@ import hashlib
 import json
 import logging
 import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +30,9 @@ from typing import Any
 import ray
 import torch
 from ray import train
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchConfig, TorchTrainer
+from ray.util.queue import Empty, Queue
 
 from grutune.cluster import largest_node_cpus, show_resources, trial_resources
 from grutune.config import FinalResources
@@ -96,9 +99,30 @@ def run_name(stage: str, **inputs: Any) -> str:
     return f"{stage}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def _fit(loop, config: dict, *, name: str, where: Placement) -> dict:
-    """Run `loop(config)` as one Ray Train worker; the state of its last report (read back here, on the CPU)."""
+class _Relay(UserCallback):
+    """On Ray Train's controller: passes each epoch the worker reported (after its checkpoint is registered) and
+    each failure of the worker to the stage's process, through a Ray queue."""
+
+    def __init__(self, queue: Queue):
+        self.queue = queue
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        self.queue.put(("epoch", metrics[0]))
+
+    def after_exception(self, run_context, worker_exceptions) -> None:
+        why = "; ".join(str(e).strip().splitlines()[0] for e in worker_exceptions.values() if str(e).strip())
+        self.queue.put(("failure", why or "a worker failed"))
+
+
+def _fit(loop, config: dict, *, name: str, where: Placement, on_epoch: Callable[[dict], None]) -> dict:
+    """Run `loop(config)` as one Ray Train worker; `on_epoch(metrics)` here, for each epoch it reports; the state of
+    its last report (read back here, on the CPU).
+
+    Ray's worker logs stay on their nodes (Ray Train's own are many lines per epoch): the stage shows its epochs
+    and any lost worker through `_Relay`.
+    """
     backend = "nccl" if where.resources["gpu"] and torch.distributed.is_nccl_available() else "gloo"
+    queue = Queue(actor_options={"num_cpus": 0})  # lives wherever there is room, even on a head with no CPUs
     trainer = TorchTrainer(
         loop,
         train_loop_config=config,
@@ -109,6 +133,7 @@ def _fit(loop, config: dict, *, name: str, where: Placement) -> dict:
             storage_path=where.storage,
             failure_config=FailureConfig(max_failures=where.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=[_Relay(queue)],
         ),
     )
     log.info(
@@ -118,7 +143,36 @@ def _fit(loop, config: dict, *, name: str, where: Placement) -> dict:
         where.storage,
         name,
     )
-    result = trainer.fit()
+    done, failures = threading.Event(), 0
+
+    def relay() -> None:
+        nonlocal failures
+        while not (done.is_set() and queue.empty()):
+            try:
+                kind, value = queue.get(timeout=0.5)
+            except Empty:
+                continue
+            if kind == "epoch" and "result" not in value:
+                on_epoch(value)
+            elif kind == "failure":
+                failures += 1
+                log.warning(
+                    "%s lost its worker (%s); Ray Train restarts it from its last epoch's checkpoint (failure %d of "
+                    "%d allowed)",
+                    name,
+                    value,
+                    failures,
+                    where.max_failures,
+                )
+
+    shown = threading.Thread(target=relay, name="grutune-relay", daemon=True)
+    shown.start()
+    try:
+        result = trainer.fit()
+    finally:
+        done.set()
+        shown.join(timeout=30)
+        ray.kill(queue.actor)
     with result.checkpoint.as_directory() as d:
         return torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)
 
@@ -159,11 +213,11 @@ def _classifier_loop(config: dict) -> None:
     device = _device()
     resume = _resumed(device)
     if resume is not None and "result" in resume:  # the run had finished: report its result again
-        _report({"epoch": job.epochs}, resume)
+        _report({"result": 1}, resume)
         return
     node = ray.get_runtime_context().get_node_id()
 
-    def on_epoch(m: dict) -> None:  # one line per epoch in the worker's log, which Ray shows on the head
+    def on_epoch(m: dict) -> None:  # the worker's own log, on its node
         print(
             f"epoch {m['epoch']}/{job.epochs}  train_loss {m['train_loss']:.4f}  "
             f"train_accuracy {m['train_accuracy']:.4f}  {m['images_per_s']:.0f} images/s",
@@ -181,10 +235,10 @@ def _classifier_loop(config: dict) -> None:
         augment=job.augment,
         on_epoch=on_epoch,
         resume=resume,
-        checkpoint=lambda state: _report({"epoch": state["epoch"]}, {**state, "node_id": node}),
+        checkpoint=lambda state: _report(state["history"][-1], {**state, "node_id": node}),
     )
     _report(
-        {"epoch": job.epochs, "node_id": node},
+        {"result": 1},
         {
             "result": True,
             "model": final.model.state_dict(),
@@ -199,14 +253,23 @@ def _classifier_loop(config: dict) -> None:
     )
 
 
-def train_classifier(hp, data, *, epochs: int, seed: int, augment: bool, where: Placement) -> tuple[FinalRun, dict]:
+def train_classifier(
+    hp,
+    data,
+    *,
+    epochs: int,
+    seed: int,
+    augment: bool,
+    where: Placement,
+    on_epoch: Callable[[dict], None] = lambda m: None,
+) -> tuple[FinalRun, dict]:
     """`training.retrain_and_test` as one Ray Train worker on the cluster: the final run (its model back on this
     node's CPU) and what the worker measured there (params, latencies, hardware, node, the epoch it resumed from)."""
     name = run_name(
         f"train-{data.name}", hp=hp.model_dump(), data=data.content_hash, epochs=epochs, seed=seed, augment=augment
     )
     job = ClassifierJob(data=ray.put(data), hp=hp, epochs=epochs, seed=seed, augment=augment)
-    state = _fit(_classifier_loop, {"job": job}, name=name, where=where)
+    state = _fit(_classifier_loop, {"job": job}, name=name, where=where, on_epoch=on_epoch)
     model = build_classifier(state["model_kwargs"], state["model"])
     measured = {
         **state["cost"],
@@ -243,7 +306,7 @@ def _gan_loop(config: dict) -> None:
     device, node = _device(), ray.get_runtime_context().get_node_id()
     resume = _resumed(device)
     if resume is not None and "result" in resume:
-        _report({"epoch": job.settings["epochs"]}, resume)
+        _report({"result": 1}, resume)
         return
     if resume is not None:
         print(f"resuming after epoch {resume['epoch']} of {job.settings['epochs']} on node {node}", flush=True)
@@ -266,10 +329,10 @@ def _gan_loop(config: dict) -> None:
         device=device,
         on_epoch=on_epoch,
         resume=resume,
-        checkpoint=lambda state: _report({"epoch": state["epoch"]}, {**state, "node_id": node}),
+        checkpoint=lambda state: _report(state["history"][-1], {**state, "node_id": node}),
     )
     _report(
-        {"epoch": job.settings["epochs"]},
+        {"result": 1},
         {
             "result": True,
             "generator": trained.G.state_dict(),
@@ -285,7 +348,9 @@ def _gan_loop(config: dict) -> None:
     )
 
 
-def train_gan(hp, recipe, clf, data, *, settings: dict, where: Placement):
+def train_gan(
+    hp, recipe, clf, data, *, settings: dict, where: Placement, on_epoch: Callable[[dict], None] = lambda m: None
+) -> TrainedGan:
     """`gan.train_best` (with `settings`) as one Ray Train worker on the cluster: a TrainedGan back on this node's
     CPU, and the node it ended on."""
     name = run_name(
@@ -298,7 +363,7 @@ def train_gan(hp, recipe, clf, data, *, settings: dict, where: Placement):
     )
     classifier = ray.put(_weights(clf))
     job = GanJob(data=ray.put(data), classifier=classifier, hp=hp, recipe=recipe, settings=settings)
-    state = _fit(_gan_loop, {"job": job}, name=name, where=where)
+    state = _fit(_gan_loop, {"job": job}, name=name, where=where, on_epoch=on_epoch)
     G = build_generator(state["generator_kwargs"])
     G.load_state_dict(state["generator"])
     D = build_discriminator(state["discriminator_kwargs"])
@@ -329,7 +394,7 @@ def _gan_eval_loop(config: dict) -> None:
     metrics, grid = evaluate_gan(G, clf, data, eval_samples=job.eval_samples, seed=job.seed, device=device)
     by_class = class_grid(G, clf, Split.of(data.x_test, data.y_test, device), seed=job.seed)
     _report(
-        {"done": 1},
+        {"result": 1},
         {"result": True, "metrics": metrics, "grid": torch.from_numpy(grid), "class_grid": torch.from_numpy(by_class)},
     )
 
@@ -360,5 +425,5 @@ def evaluate_gan_on(where: Placement, G, clf, data, *, eval_samples: int, seed: 
         seed=seed,
     )
     job = GanEvalJob(ray.put(data), ray.put(_weights(clf)), ray.put(_weights(G)), eval_samples, seed)
-    state = _fit(_gan_eval_loop, {"job": job}, name=name, where=where)
+    state = _fit(_gan_eval_loop, {"job": job}, name=name, where=where, on_epoch=lambda m: None)
     return dict(state["metrics"]), state["grid"].numpy(), state["class_grid"].numpy()

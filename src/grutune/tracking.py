@@ -222,14 +222,12 @@ def trial_loggers(
     ]
 
 
-def epoch_logger(run, epochs: int, shown: tuple[str, ...], *, lines: bool = True):
-    """An `on_epoch` callback for a final training: one line per epoch (unless `lines` is false: the epochs of a
-    Ray Train worker, which showed its own), and the epoch's metrics on the W&B run."""
+def epoch_logger(run, epochs: int, shown: tuple[str, ...]):
+    """An `on_epoch` callback for a final training: one line per epoch, and the epoch's metrics on the W&B run."""
 
     def on_epoch(m: dict) -> None:
         values = "  ".join(f"{k} {m[k]:.4f}" for k in shown if k in m)  # some are only on some epochs
-        if lines:
-            log.info("epoch %3d/%d  %s  %.0f img/s", m["epoch"], epochs, values, m["images_per_s"])
+        log.info("epoch %3d/%d  %s  %.0f img/s", m["epoch"], epochs, values, m["images_per_s"])
         if run is not None:
             run.log({k: v for k, v in m.items() if k != "epoch"}, step=m["epoch"])
 

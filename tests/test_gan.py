@@ -3,6 +3,7 @@ collapsed generator."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -214,6 +215,7 @@ def test_the_gan_stage_writes_nothing_when_the_gan_collapsed(tmp_path, prepared_
             outs[1],
         ],
         cwd=tmp_path,
+        env={**os.environ, "RAY_ADDRESS": "local"},  # trains in this process, whatever Ray runs on the machine
         capture_output=True,
         text=True,
         timeout=300,

@@ -92,6 +92,7 @@ def project(tmp_path_factory, write_params):
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
         GRUTUNE_CHECKSUMS=str(tmp / "checksums.yaml"),
         WANDB_MODE="offline",
+        RAY_ADDRESS="local",  # the stages' own Ray (the sweeps) or none (the final stages), whatever else runs here
         GIT_AUTHOR_NAME="t",
         GIT_AUTHOR_EMAIL="t@t",
         GIT_COMMITTER_NAME="t",

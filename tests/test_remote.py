@@ -50,6 +50,37 @@ def test_a_stage_without_a_running_ray_does_not_join_or_start_one_and_prints_not
     assert proc.stderr == ""
 
 
+def test_ray_address_local_keeps_a_final_stage_in_its_own_process_whatever_runs_on_the_machine(tmp_path):
+    """RAY_ADDRESS=local, Ray's way of asking for a Ray of one's own: a final stage joins nothing and starts nothing."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    code = "import ray; from grutune.cluster import join_cluster; print(join_cluster(), ray.is_initialized())"
+    with_ray = subprocess.Popen(  # another Ray on the machine, which a plain lookup would find
+        [
+            sys.executable,
+            "-c",
+            "import ray, sys; ray.init(num_cpus=1, include_dashboard=False); print(1, flush=True); sys.stdin.read()",
+        ],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert with_ray.stdout.readline().strip() == "1"  # its Ray is up
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**env, "RAY_ADDRESS": "local"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        with_ray.stdin.close()
+        with_ray.wait(timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False"] and proc.stderr == ""
+
+
 def test_run_names_change_with_every_input_that_decides_the_result():
     base = {"hp": HP.model_dump(), "data": "abc", "epochs": 3, "seed": 0, "augment": False}
     name = run_name("train-mnist", **base)

@@ -238,7 +238,8 @@ def run_stage(cwd: Path, prepared: Path, **popen):
         "--pareto",
         "out/pareto.csv",
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    # A Ray of the stage's own (RAY_ADDRESS=local), whatever else runs on the machine
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "RAY_ADDRESS": "local"}
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 

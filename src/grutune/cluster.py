@@ -43,7 +43,8 @@ def quiet_ray_notices() -> None:
 
 
 def init_ray() -> bool:
-    """Join a running Ray cluster (RAY_ADDRESS, or one started with `ray start` on this node), else start one.
+    """Join a running Ray cluster (RAY_ADDRESS, or else the latest Ray started on this machine), else start one
+    (also where RAY_ADDRESS=local).
 
     Returns True when joining an existing cluster. Token authentication stays on (Ray's default); only Ray's notice
     that it is on by default is quieted. A Ray started here runs without its dashboard. Trial processes' own output
@@ -54,17 +55,21 @@ def init_ray() -> bool:
     if ray.is_initialized():
         return True
     # Ray's own lookup: RAY_ADDRESS, else a cluster started with `ray start` on this machine, else a new local one.
-    ctx = ray.init(include_dashboard=False if not os.environ.get("RAY_ADDRESS") else None, log_to_driver=False)
+    joining = os.environ.get("RAY_ADDRESS", "local") != "local"
+    ctx = ray.init(include_dashboard=None if joining else False, log_to_driver=False)
     # A session's name ends with the id of the process that started it: this one, if no cluster was running.
     return not ctx.address_info["session_dir"].endswith(f"_{os.getpid()}")
 
 
 def join_cluster() -> bool:
-    """Join the Ray cluster in RAY_ADDRESS, or one started with `ray start` on this node; start none (False). The
+    """Join the Ray cluster in RAY_ADDRESS, or else the latest one started on this machine, as `ray.init()` finds
+    it; start none (False). RAY_ADDRESS=local, Ray's way of asking for a Ray of one's own, joins none either. The
     processes' own output stays in Ray's logs on their nodes."""
     quiet_ray_notices()
     if ray.is_initialized():
         return True
+    if os.environ.get("RAY_ADDRESS") == "local":
+        return False
     try:
         ray.init(address="auto", log_to_driver=False)
     except ConnectionError:

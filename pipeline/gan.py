@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from grutune.cluster import join_cluster, show_resources
+from grutune.cluster import join_cluster
 from grutune.config import GanTrialConfig, load_params, read_best
 from grutune.data import load_prepared
 from grutune.errors import cli
@@ -47,7 +47,7 @@ def main() -> None:
     clf, _ = load_classifier(args.classifier, data.content_hash, device)
     if on_cluster:
         where = placement(p.resources, key="gan", storage=params.gan_search.storage, max_failures=p.max_failures)
-        device_text = f"the Ray cluster (one Ray Train worker of {show_resources(where.resources)})"
+        device_text = f"the Ray cluster ({where})"
     else:
         device_text = str(device)
     group = best.get("sweep_id", f"gan-{data.name}")  # the final GAN's W&B runs sit with its sweep's trials

@@ -14,7 +14,7 @@ its last epoch after a lost node; the outputs are written here all the same. Wit
 import argparse
 from pathlib import Path
 
-from grutune.cluster import join_cluster, show_resources
+from grutune.cluster import join_cluster
 from grutune.config import load_params, read_best
 from grutune.data import DATASETS, load_prepared
 from grutune.errors import cli
@@ -51,7 +51,7 @@ def main() -> None:
             storage=params.search.storage,
             max_failures=params.train.max_failures,
         )
-        device_text = f"the Ray cluster (one Ray Train worker of {show_resources(where.resources)})"
+        device_text = f"the Ray cluster ({where})"
     else:
         device = pick_device()
         device_text = str(device)

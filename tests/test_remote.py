@@ -172,3 +172,23 @@ def test_the_gan_and_its_scores_from_ray_train_workers_are_those_of_this_process
     assert (remote.best_epoch, remote.val_fid) == pytest.approx((here.best_epoch, here.val_fid), rel=1e-6)
     assert metrics["fid"] == pytest.approx(here_metrics["fid"], rel=1e-6)
     assert np.allclose(grid, here_grid, atol=1e-5) and np.allclose(by_class, here_by_class, atol=1e-5)
+
+
+def test_two_data_parallel_workers_train_the_model_one_process_trains(local_ray, prepared_mnist, tmp_path, monkeypatch):
+    """`train.resources.num_workers: 2`: each worker takes half of every batch and DDP averages their gradients, so
+    the two train the same model as one process over whole batches (up to float rounding). Without dropout and
+    augmentation nothing else differs; a worker that kept its gradients to itself would end far from it."""
+    monkeypatch.chdir(tmp_path)
+    data = load_prepared(prepared_mnist(n_train=640, n_test=100, val_fraction=0.2))  # 512 + 128: whole batches
+    hp = HP.model_copy(update={"dropout": 0.0})
+    where = placement(FinalResources(cpu=1, gpu=0, num_workers=2), key="train", storage=None, max_failures=0)
+    assert str(where) == "2 Ray Train workers of {'cpu': 1, 'gpu': 0}"
+    shown = []
+    final, _ = train_classifier(hp, data, epochs=2, seed=1, augment=False, where=where, on_epoch=shown.append)
+    straight = retrain_and_test(hp, data, epochs=2, seed=1, device=torch.device("cpu"))
+    assert [m["epoch"] for m in shown] == [1, 2]
+    assert [m["train_loss"] for m in final.history] == pytest.approx(
+        [m["train_loss"] for m in straight.history], rel=1e-4
+    )
+    for k, w in straight.model.state_dict().items():
+        assert torch.allclose(final.model.state_dict()[k], w, atol=1e-4), k

@@ -209,11 +209,12 @@ class Resources(_Section):
 
 
 class FinalResources(Resources):
-    """What a final stage (train, gan) asks of a Ray cluster it joins, for its one Ray Train worker. Unused on a Ray
-    the stage would start itself (a laptop): there it trains in its own process, on the GPU if one is visible."""
+    """What a final stage (train, gan) asks of a Ray cluster it joins, for each of its Ray Train workers. Unused on a
+    Ray the stage would start itself (a laptop): there it trains in its own process, on the GPU if one is visible."""
 
     cpu: PositiveFloat | None = None  # None: 1 beside a GPU, else every CPU of the cluster's largest node
     gpu: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
+    num_workers: PositiveInt = 1  # Ray Train workers of these resources each; above 1, data-parallel (DDP)
 
 
 class Budget(_Section):
@@ -463,6 +464,13 @@ class GanParams(_Section):
     r1_gamma: Annotated[float, Field(ge=0, allow_inf_nan=False)]
     resources: FinalResources = FinalResources()
     max_failures: Annotated[int, Field(ge=0)] = 3
+
+    @field_validator("resources")
+    @classmethod
+    def _one_worker(cls, v: FinalResources) -> FinalResources:
+        if v.num_workers != 1:
+            raise ValueError(f"num_workers must be 1: the GAN trains on one Ray Train worker; got {v.num_workers}")
+        return v
 
 
 class TrackingParams(_Section):

@@ -66,9 +66,14 @@ STATE = "state.pt"  # the one file of every checkpoint a final stage reports
 class Placement:
     """What a final stage's Ray Train worker holds, where its checkpoints live, and how often it may restart."""
 
-    resources: dict[str, float]  # {"cpu", "gpu"[, "memory"]} of the one worker
+    resources: dict[str, float]  # {"cpu", "gpu"[, "memory"]} of each worker
     storage: str  # Ray Train's storage_path: a path every node reaches, or a URI
     max_failures: int
+    num_workers: int = 1  # above 1: data-parallel
+
+    def __str__(self) -> str:
+        workers = "one Ray Train worker" if self.num_workers == 1 else f"{self.num_workers} Ray Train workers"
+        return f"{workers} of {show_resources(self.resources)}"
 
     def scaling(self) -> ScalingConfig:
         res = {"CPU": self.resources["cpu"]}
@@ -76,7 +81,9 @@ class Placement:
             res["GPU"] = self.resources["gpu"]
         if self.resources.get("memory"):
             res["memory"] = self.resources["memory"]
-        return ScalingConfig(num_workers=1, use_gpu=bool(self.resources["gpu"]), resources_per_worker=res)
+        return ScalingConfig(
+            num_workers=self.num_workers, use_gpu=bool(self.resources["gpu"]), resources_per_worker=res
+        )
 
 
 def placement(resources: FinalResources, *, key: str, storage: str | None, max_failures: int) -> Placement:
@@ -90,7 +97,12 @@ def placement(resources: FinalResources, *, key: str, storage: str | None, max_f
     root = storage or str(workspace_root() / ".grutune")
     if not is_uri(root):
         root = str((workspace_root() / root).resolve())
-    return Placement(resources=got, storage=f"{root.rstrip('/')}/final", max_failures=max_failures)
+    return Placement(
+        resources=got,
+        storage=f"{root.rstrip('/')}/final",
+        max_failures=max_failures,
+        num_workers=resources.num_workers,
+    )
 
 
 def run_name(stage: str, **inputs: Any) -> str:
@@ -115,7 +127,7 @@ class _Relay(UserCallback):
 
 
 def _fit(loop, config: dict, *, name: str, where: Placement, on_epoch: Callable[[dict], None]) -> dict:
-    """Run `loop(config)` as one Ray Train worker; `on_epoch(metrics)` here, for each epoch it reports; the state of
+    """Run `loop(config)` on Ray Train workers; `on_epoch(metrics)` here, for each epoch it reports; the state of
     its last report (read back here, on the CPU).
 
     Ray's worker logs stay on their nodes (Ray Train's own are many lines per epoch): the stage shows its epochs
@@ -137,9 +149,9 @@ def _fit(loop, config: dict, *, name: str, where: Placement, on_epoch: Callable[
         ),
     )
     log.info(
-        "running %s on the Ray cluster: one Ray Train worker of %s, checkpoints in %s/%s",
+        "running %s on the Ray cluster: %s, checkpoints in %s/%s",
         name,
-        show_resources(where.resources),
+        where,
         where.storage,
         name,
     )
@@ -190,7 +202,11 @@ def _resumed(device: torch.device) -> dict | None:
 
 
 def _report(metrics: dict, state: dict) -> None:
-    """Report an epoch's metrics with the run's state as a checkpoint (one file; Ray Train uploads it at once)."""
+    """Report an epoch's metrics with the run's state as a checkpoint (one file; Ray Train uploads it at once). Of
+    data-parallel workers, every one reports and the first writes the checkpoint (they hold the same weights)."""
+    if train.get_context().get_world_rank() != 0:
+        train.report(metrics, checkpoint=None)
+        return
     with tempfile.TemporaryDirectory() as d:
         torch.save(state, Path(d) / STATE)
         train.report(metrics, checkpoint=Checkpoint.from_directory(d))
@@ -226,6 +242,7 @@ def _classifier_loop(config: dict) -> None:
 
     if resume is not None:
         print(f"resuming after epoch {resume['epoch']} of {job.epochs} on node {node}", flush=True)
+    context = train.get_context()
     final = retrain_and_test(
         job.hp,
         data,
@@ -235,6 +252,7 @@ def _classifier_loop(config: dict) -> None:
         augment=job.augment,
         on_epoch=on_epoch,
         resume=resume,
+        shard=(context.get_world_rank(), context.get_world_size()),
         checkpoint=lambda state: _report(state["history"][-1], {**state, "node_id": node}),
     )
     _report(
@@ -246,6 +264,7 @@ def _classifier_loop(config: dict) -> None:
             "history": final.history,
             "test": final.test,
             "cost": inference_cost(final.model, data.image_shape, device),
+            "workers": context.get_world_size(),
             "hardware": hardware(device),
             "node_id": node,
             "resumed_from_epoch": 0 if resume is None else resume["epoch"],
@@ -263,8 +282,9 @@ def train_classifier(
     where: Placement,
     on_epoch: Callable[[dict], None] = lambda m: None,
 ) -> tuple[FinalRun, dict]:
-    """`training.retrain_and_test` as one Ray Train worker on the cluster: the final run (its model back on this
-    node's CPU) and what the worker measured there (params, latencies, hardware, node, the epoch it resumed from)."""
+    """`training.retrain_and_test` on Ray Train workers on the cluster (data-parallel where there are several):
+    the final run (its model back on this node's CPU) and what the first worker measured there (params, latencies,
+    hardware, node, the epoch it resumed from)."""
     name = run_name(
         f"train-{data.name}", hp=hp.model_dump(), data=data.content_hash, epochs=epochs, seed=seed, augment=augment
     )

@@ -160,14 +160,21 @@ def train_epoch(
     lr_at: Callable[[float], float] | None = None,
     progress: str | None = None,
     augment: Augment | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> dict:
     """One pass over (a seeded random subset of) the training split; raises NonFiniteLoss on divergence.
+
+    With `shard` (rank, world size), data-parallel: this process takes every world-th image of each batch (the same
+    batches in every process, from the same seeded order), the model is a DistributedDataParallel that averages the
+    gradients, and the reported loss and accuracy are summed over every process's images.
 
     With `lr_at`, each step's learning rate is each group's `initial_lr` times lr_at(fraction of the epoch done).
     With `augment`, every batch is augmented first (the reported train accuracy is on the augmented images).
     """
     model.train()
     n = len(data) if subset is None else min(subset, len(data))
+    if shard is not None:
+        n -= n % shard[1]  # every batch, the last too, has at least one image for each process
     order = torch.randperm(len(data), generator=generator)[:n].to(data.x.device)
     loss_sum, correct = torch.zeros((), device=data.x.device), torch.zeros((), device=data.x.device)
     for i in batches(n, batch_size, progress):
@@ -175,6 +182,8 @@ def train_epoch(
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * lr_at(i / n)
         idx = order[i : i + batch_size]
+        if shard is not None:
+            idx = idx[shard[0] :: shard[1]]  # (batch / world,) this process's part of the batch
         x, y = data.x[idx], data.y[idx]
         x = to_float(x if augment is None else augment(x, generator))
         logits = model(x)
@@ -186,10 +195,14 @@ def train_epoch(
         opt.step()
         loss_sum += loss.detach() * len(idx)
         correct += (logits.argmax(1) == y).sum()
+    if shard is not None:
+        totals = torch.stack([loss_sum, correct.to(loss_sum.dtype)])
+        torch.distributed.all_reduce(totals)
+        loss_sum, correct = totals[0], totals[1]
     loss = loss_sum.item() / n
     if not math.isfinite(loss):
         raise NonFiniteLoss(f"training loss is {loss}")
-    return {"loss": loss, "accuracy": correct.item() / n}
+    return {"loss": loss, "accuracy": round(correct.item()) / n}
 
 
 def fit(
@@ -207,6 +220,7 @@ def fit(
     on_epoch: Callable[[dict], None] = lambda m: None,
     progress: bool = False,
     augment: Augment | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> list[dict]:
     """Train from `start_epoch` up to `epochs`, calling `on_epoch(metrics)` after each epoch (and, with `progress`,
     showing a progress bar within each epoch on a terminal). With `augment`, training batches are augmented.
@@ -232,6 +246,7 @@ def fit(
             lr_at=lr_at,
             progress=f"epoch {epoch + 1}/{epochs}" if progress else None,
             augment=augment,
+            shard=shard,
         )
         dt = time.perf_counter() - t0
         m = {
@@ -335,6 +350,7 @@ def retrain_and_test(
     progress: bool = False,
     resume: dict | None = None,
     checkpoint: Callable[[dict], None] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> FinalRun:
     """Train a config from scratch on train+val of a Prepared dataset, then evaluate it on the test split (with
     `progress`, a progress bar within each epoch on a terminal; with `augment`, random shifts, plus flips where the
@@ -368,8 +384,13 @@ def retrain_and_test(
                 state["cuda_rng"] = torch.cuda.get_rng_state(device)
             checkpoint(state)
 
+    trained = model
+    if shard is not None and shard[1] > 1:  # gradients averaged over the processes; its start broadcast from rank 0
+        trained = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
     fit(
-        model,
+        trained,
         opt,
         train,
         None,
@@ -377,6 +398,7 @@ def retrain_and_test(
         batch_size=hp.batch_size,
         seed=seed,
         start_epoch=len(history),
+        shard=shard if shard is not None and shard[1] > 1 else None,
         schedule_epochs=epochs,
         on_epoch=epoch_end,
         progress=progress,

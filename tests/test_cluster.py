@@ -522,8 +522,22 @@ def test_the_train_stage_trains_on_a_gpu_worker_and_resumes_after_losing_it(tmp_
         tmp_path,
         write_params,
         prepared,
-        {"train": {"epochs": epochs, "augment": True, "resources": {"cpu": 1, "gpu": 1}, "max_failures": 2}},
+        {
+            "train": {"epochs": epochs, "augment": True, "resources": {"cpu": 1, "gpu": 1}, "max_failures": 2},
+            "gan": {"epochs": 2, "train_subset": 256, "eval_samples": 100, "resources": {"cpu": 1, "gpu": 1}},
+            "gan_search": {"eval_samples": 100, "min_diversity": 0.0},
+        },
     )
+    gan_config = {
+        "generator": "deconv",
+        "hidden_size": 16,
+        "num_layers": 1,
+        "backbone": "none",
+        "lr_g": 2e-3,
+        "lr_d": 2e-3,
+    }
+    (proj / "search/gan").mkdir(parents=True)
+    (proj / "search/gan/best.yaml").write_text(yaml.safe_dump({"trial_id": "g1", "config": gan_config}))
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
@@ -553,6 +567,15 @@ def test_the_train_stage_trains_on_a_gpu_worker_and_resumes_after_losing_it(tmp_
                 )
                 cluster.remove_node(next(w for w in workers if w.node_id == seen["node"]))
         stage.wait(timeout=900)
+        # Then the GAN and its scoring, on the worker that is left (the stages' own code paths on a cluster)
+        gan = subprocess.run(
+            [sys.executable, "-m", "dvc", "repro", "-s", "gan", "gan_eval"],
+            cwd=proj,
+            env={**env, "RAY_ADDRESS": cluster.address},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
     finally:
         stage.kill()
         ray.shutdown()
@@ -569,6 +592,12 @@ def test_the_train_stage_trains_on_a_gpu_worker_and_resumes_after_losing_it(tmp_
     gpu_nodes = {w.node_id for w in workers}
     assert last["node_id"] in gpu_nodes and last["node_id"] != seen["node"]  # moved to the other GPU worker
     assert last["resumed_from_epoch"] >= seen["epoch"] >= 1
+    assert gan.returncode == 0, gan.stdout[-3000:] + gan.stderr[-3000:]
+    assert gan.stdout.count("on the Ray cluster (one Ray Train worker of {'cpu': 1, 'gpu': 1})") == 1  # the gan stage
+    gan_metrics = json.loads((proj / "metrics/gan.json").read_text())
+    assert gan_metrics["best_epoch"] in (1, 2) and gan_metrics["fid"] > 0
+    assert (proj / "metrics/gan_samples_by_class.png").stat().st_size > 0
+    assert [c.name.split("-")[0] for c in sorted(final.iterdir())] == ["gan", "gan", "train"]  # gan-, gan-eval-, train-
 
     # The outputs, written on the head: the same files as a laptop's run, and the same training as one in a process
     metrics = json.loads((proj / "metrics/mnist/classifier.json").read_text())

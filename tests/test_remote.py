@@ -192,3 +192,34 @@ def test_two_data_parallel_workers_train_the_model_one_process_trains(local_ray,
     )
     for k, w in straight.model.state_dict().items():
         assert torch.allclose(final.model.state_dict()[k], w, atol=1e-4), k
+
+
+def test_a_gpu_the_autoscaler_can_never_add_is_an_error_and_cpu_fallback_takes_a_whole_node(
+    local_ray, tmp_path, monkeypatch
+):
+    """The autoscaler's config is seen and has no GPU node type: a final stage asking for a GPU stops with an error
+    naming the settings (no waiting for ever, no quiet downgrade); with cpu_fallback it takes every CPU of the
+    largest node type the autoscaler can add."""
+    import yaml
+
+    from grutune.errors import ConfigError
+
+    config = tmp_path / "autoscaler.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "head_node_type": "head",
+                "available_node_types": {
+                    "head": {"resources": {"CPU": 0}, "max_workers": 0},
+                    "cpu8": {"resources": {"CPU": 8}, "max_workers": 2},
+                },
+            }
+        )
+    )
+    monkeypatch.setenv("GRUTUNE_AUTOSCALING_CONFIG", str(config))
+    with pytest.raises(ConfigError) as e:
+        placement(FinalResources(), key="train", storage=None, max_failures=1)
+    assert "train.resources.gpu: 0" in str(e.value) and "train.resources.cpu_fallback: true" in str(e.value)
+    assert str(config) in str(e.value)
+    where = placement(FinalResources(cpu_fallback=True), key="train", storage=None, max_failures=1)
+    assert where.resources == {"cpu": 8, "gpu": 0}

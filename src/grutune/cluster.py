@@ -77,8 +77,9 @@ def join_cluster() -> bool:
     return True
 
 
-def trial_resources(resources, remote: bool, key: str = "search") -> dict[str, float]:
-    """Per-trial resources from params (section `key`), changed only where trials could never start.
+def trial_resources(resources, remote: bool, key: str = "search", what: str = "trial") -> dict[str, float]:
+    """Per-trial resources from params (section `key`), changed only where trials could never start (`what`: what
+    holds them, as the messages name it: a sweep's trial, a final stage's worker).
 
     On a Ray started here, they are capped to what this machine has. On a cluster they are taken as asked: the
     autoscaler adds the nodes they need. Where the cluster has no GPU and no autoscaler config that grutune can see
@@ -111,12 +112,14 @@ def trial_resources(resources, remote: bool, key: str = "search") -> dict[str, f
         )
     if remote and want["gpu"] and not gpus and not drop_gpu:
         log.warning(
-            "resources per trial %s: this cluster has no GPU now, and no autoscaler config that adds one is on this "
-            "node (%s, or %s); the trials wait for a GPU node. To train on CPUs instead, set %s.resources.gpu: 0 or "
+            "resources per %s %s: this cluster has no GPU now, and no autoscaler config that adds one is on this "
+            "node (%s, or %s); the %ss wait for a GPU node. To train on CPUs instead, set %s.resources.gpu: 0 or "
             "%s.resources.cpu_fallback: true",
+            what,
             show_resources(want),
             AUTOSCALING_CONFIG,
             AUTOSCALING_CONFIG_ENV,
+            what,
             key,
             key,
         )
@@ -125,10 +128,12 @@ def trial_resources(resources, remote: bool, key: str = "search") -> dict[str, f
         had = {k: have.get(k.upper() if k != "memory" else k, 0) for k in want}
         why = f" ({key}.resources.cpu_fallback)" if remote and drop_gpu else ""
         log.warning(
-            "resources per trial %s exceed %s %s: each trial gets %s%s",
+            "resources per %s %s exceed %s %s: each %s gets %s%s",
+            what,
             show_resources(want),
             where,
             show_resources(had),
+            what,
             show_resources(got),
             why,
         )

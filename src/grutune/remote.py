@@ -91,7 +91,7 @@ def placement(resources: FinalResources, *, key: str, storage: str | None, max_f
     decide: `cluster.trial_resources`, no quiet downgrade), with `cpu: null` one CPU beside it, else every CPU of the
     largest node. Checkpoints go to `<storage>/final` (storage: the sweep's `storage` param, else .grutune/)."""
     asked = resources.model_copy(update={"cpu": resources.cpu or 1.0})
-    got = trial_resources(asked, remote=True, key=key)
+    got = trial_resources(asked, remote=True, key=key, what="worker")
     if resources.cpu is None:
         got["cpu"] = 1.0 if got["gpu"] else largest_node_cpus()
     root = storage or str(workspace_root() / ".grutune")

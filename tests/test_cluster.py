@@ -563,7 +563,15 @@ def test_the_train_stage_trains_on_a_gpu_worker_and_resumes_after_losing_it(tmp_
                     c for c in final.glob("train-mnist-*/checkpoint_*") if c.is_dir() and state_of(c)["epoch"] == 2
                 ]
                 seen.update(
-                    epoch=2, node=state_of(ckpt)["node_id"], gpus_held=2 - ray.available_resources().get("GPU", 0)
+                    epoch=2,
+                    node=state_of(ckpt)["node_id"],
+                    gpus_held=2 - ray.available_resources().get("GPU", 0),
+                    # Ray's own record of where the training's resources are: its worker group's placement group
+                    placed=[
+                        pg["bundles_to_node_id"][0]
+                        for pg in ray.util.placement_group_table().values()
+                        if pg["state"] == "CREATED" and pg["bundles"][0].get("GPU")
+                    ],
                 )
                 cluster.remove_node(next(w for w in workers if w.node_id == seen["node"]))
         stage.wait(timeout=900)
@@ -583,7 +591,9 @@ def test_the_train_stage_trains_on_a_gpu_worker_and_resumes_after_losing_it(tmp_
     out = "".join(lines)
     assert stage.returncode == 0, out[-6000:]
     assert seen, "the stage showed no second epoch"
-    assert seen["gpus_held"] == 1  # Ray's record: the training held one of the cluster's two GPUs
+    assert seen["gpus_held"] == 1  # Ray's record: the training held one of the cluster's two GPUs,
+    assert seen["placed"] == [seen["node"]]  # on the node the worker says it runs on,
+    assert seen["node"] in {w.node_id for w in workers}  # a GPU worker, not the head
     assert "one Ray Train worker of {'cpu': 1, 'gpu': 1}" in out
     assert "lost its worker" in out and out.count("epoch   2/6") == 1  # said once; no epoch shown twice
     assert "Traceback" not in out  # Ray's logs of the lost worker stay on the cluster

@@ -33,6 +33,7 @@ from ray import train
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.util.queue import Empty, Queue
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from grutune.cluster import largest_node_cpus, show_resources, trial_resources
 from grutune.config import FinalResources
@@ -134,7 +135,9 @@ def _fit(loop, config: dict, *, name: str, where: Placement, on_epoch: Callable[
     and any lost worker through `_Relay`.
     """
     backend = "nccl" if where.resources["gpu"] and torch.distributed.is_nccl_available() else "gloo"
-    queue = Queue(actor_options={"num_cpus": 0})  # lives wherever there is room, even on a head with no CPUs
+    # On this process's node (the head), which outlives any worker node; no CPU, so a head with none holds it too
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     trainer = TorchTrainer(
         loop,
         train_loop_config=config,

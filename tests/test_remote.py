@@ -223,3 +223,36 @@ def test_a_gpu_the_autoscaler_can_never_add_is_an_error_and_cpu_fallback_takes_a
     assert str(config) in str(e.value)
     where = placement(FinalResources(cpu_fallback=True), key="train", storage=None, max_failures=1)
     assert where.resources == {"cpu": 8, "gpu": 0}
+
+
+def test_a_gan_that_collapses_on_a_worker_fails_the_stage_as_on_a_laptop_without_retries(
+    local_ray, prepared_mnist, tmp_path, monkeypatch, caplog
+):
+    """A failure of the work itself (every scored epoch collapsed) is not a lost node: Ray Train must not run the
+    training again `max_failures` times; the stage gets the same GrutuneError as on a laptop."""
+    from grutune.config import GanTrialConfig
+    from grutune.errors import GrutuneError
+    from grutune.gan import Recipe
+    from grutune.models import RecurrentClassifier
+    from grutune.remote import train_gan
+
+    monkeypatch.chdir(tmp_path)
+    data = load_prepared(prepared_mnist(n_train=600, n_test=100))
+    clf = RecurrentClassifier(
+        in_shape=(28, 28, 1),
+        num_classes=10,
+        cell="gru",
+        hidden_size=8,
+        num_layers=1,
+        bidirectional=False,
+        dropout=0.0,
+        backbone="none",
+    )
+    hp = GanTrialConfig(generator="deconv", hidden_size=16, num_layers=1, backbone="none", lr_g=2e-3, lr_d=2e-3)
+    settings = dict(epochs=2, noise_dim=8, subset=64, eval_samples=20, eval_every=1, min_diversity=10.0, seed=0)
+    where = placement(FinalResources(cpu=1, gpu=0), key="gan", storage=None, max_failures=3)
+    shown = []
+    with pytest.raises(GrutuneError, match="the GAN collapsed at every scored epoch"):
+        train_gan(hp, Recipe(batch_size=32), clf, data, settings=settings, where=where, on_epoch=shown.append)
+    assert [m["epoch"] for m in shown] == [1, 2]  # trained once
+    assert "lost its worker" not in caplog.text

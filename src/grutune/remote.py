@@ -30,17 +30,26 @@ from typing import Any
 import ray
 import torch
 from ray import train
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    FailureConfig,
+    RunConfig,
+    ScalingConfig,
+    TrainingFailedError,
+    UserCallback,
+)
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.util.queue import Empty, Queue
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from grutune.cluster import largest_node_cpus, show_resources, trial_resources
 from grutune.config import FinalResources
+from grutune.errors import GrutuneError
 from grutune.gan import TrainedGan, class_grid, evaluate_gan, train_best
 from grutune.io import is_uri, workspace_root
 from grutune.models import build_classifier, build_discriminator, build_generator
-from grutune.training import FinalRun, Split, hardware, inference_cost, retrain_and_test
+from grutune.training import FinalRun, NonFiniteLoss, Split, hardware, inference_cost, retrain_and_test
 
 __all__ = [
     "STATE",
@@ -139,8 +148,8 @@ def _fit(loop, config: dict, *, name: str, where: Placement, on_epoch: Callable[
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     trainer = TorchTrainer(
-        loop,
-        train_loop_config=config,
+        _guarded,
+        train_loop_config={**config, "loop": loop},
         torch_config=TorchConfig(backend=backend),
         scaling_config=where.scaling(),
         run_config=RunConfig(
@@ -172,8 +181,8 @@ def _fit(loop, config: dict, *, name: str, where: Placement, on_epoch: Callable[
             elif kind == "failure":
                 failures += 1
                 log.warning(
-                    "%s lost its worker (%s); Ray Train restarts it from its last epoch's checkpoint (failure %d of "
-                    "%d allowed)",
+                    "%s lost its worker (%s): failure %d, of %d that Ray Train restarts from the last epoch's "
+                    "checkpoint",
                     name,
                     value,
                     failures,
@@ -184,12 +193,31 @@ def _fit(loop, config: dict, *, name: str, where: Placement, on_epoch: Callable[
     shown.start()
     try:
         result = trainer.fit()
+    except TrainingFailedError as e:
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise GrutuneError(
+            f"{name} failed on the Ray cluster after {failures} lost worker(s) ({first.strip()}); its checkpoints "
+            f"stay in {where.storage}/{name}, and running the stage again resumes from the last one (the workers' "
+            f"own logs are in Ray's logs on their nodes)"
+        ) from None
     finally:
         done.set()
         shown.join(timeout=30)
         ray.kill(queue.actor)
     with result.checkpoint.as_directory() as d:
-        return torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)
+        state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)
+    if "error" in state:  # the work itself refused (a collapsed GAN, a diverged training): as on a laptop
+        raise GrutuneError(state["error"])
+    return state
+
+
+def _guarded(config: dict) -> None:
+    """The worker's entry point: the stage's loop, where a failure of the work itself (not of a node) is reported as
+    the run's result, so that Ray Train does not retry what would fail again, and the stage says it as on a laptop."""
+    try:
+        config["loop"](config)
+    except (GrutuneError, NonFiniteLoss) as e:
+        _report({"result": 1}, {"result": True, "error": f"{e}"})
 
 
 # --------------------------------------------------------------------------- in the worker

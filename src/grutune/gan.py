@@ -26,7 +26,7 @@ from torch.optim.swa_utils import AveragedModel
 from grutune.errors import GrutuneError
 from grutune.metrics import class_share, frechet_distance, inception_score, precision_recall
 from grutune.models import Discriminator, Generator, build_generator, to_float
-from grutune.training import EVAL_BATCH, NonFiniteLoss, Split, batches, load_checkpoint
+from grutune.training import EVAL_BATCH, NonFiniteLoss, Split, batches, load_checkpoint, restore_rng, rng_state
 
 __all__ = [
     "Collapsed",
@@ -343,9 +343,7 @@ def train_best(
         for name, part in gan.parts().items():
             part.load_state_dict(resume[name])
         best, scored, history = dict(resume["best"]), [tuple(x) for x in resume["scored"]], list(resume["history"])
-        torch.set_rng_state(resume["rng"])
-        if device.type == "cuda" and "cuda_rng" in resume:
-            torch.cuda.set_rng_state(resume["cuda_rng"], device)
+        restore_rng(resume, device)
 
     def epoch_end(m: dict) -> None:
         if m["epoch"] % eval_every == 0 or m["epoch"] == epochs:
@@ -363,9 +361,7 @@ def train_best(
         on_epoch(m)
         if checkpoint is not None:
             state = {name: part.state_dict() for name, part in gan.parts().items()}
-            state.update(epoch=m["epoch"], best=best, scored=scored, history=history, rng=torch.get_rng_state())
-            if device.type == "cuda":
-                state["cuda_rng"] = torch.cuda.get_rng_state(device)
+            state.update(epoch=m["epoch"], best=best, scored=scored, history=history, **rng_state(device))
             checkpoint(state)
 
     train_gan(

@@ -41,7 +41,9 @@ __all__ = [
     "load_classifier",
     "new_classifier",
     "pick_device",
+    "restore_rng",
     "retrain_and_test",
+    "rng_state",
     "save_checkpoint",
     "test_metrics",
     "train_epoch",
@@ -338,6 +340,21 @@ class FinalRun:
     test: dict  # loss, accuracy, pred (the test split's predicted labels)
 
 
+def rng_state(device: torch.device) -> dict:
+    """torch's random state, as a resumable run's checkpoint keeps it (`rng`, and `cuda_rng` on a GPU)."""
+    state = {"rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(state: dict, device: torch.device) -> None:
+    """Put back the random state `rng_state` saved, so a resumed run draws what the uninterrupted one would."""
+    torch.set_rng_state(state["rng"])
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+
+
 def retrain_and_test(
     hp,
     data,
@@ -368,9 +385,7 @@ def retrain_and_test(
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
         history = list(resume["history"])
-        torch.set_rng_state(resume["rng"])
-        if device.type == "cuda" and "cuda_rng" in resume:
-            torch.cuda.set_rng_state(resume["cuda_rng"], device)
+        restore_rng(resume, device)
     train = Split.of(np.concatenate([data.x_train, data.x_val]), np.concatenate([data.y_train, data.y_val]), device)
     aug = Augment.for_images(data.image_shape, dataset_spec(data.name).flip) if augment else None
 
@@ -379,10 +394,7 @@ def retrain_and_test(
         on_epoch(m)
         if checkpoint is not None:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": m["epoch"]}
-            state.update(history=history, rng=torch.get_rng_state())
-            if device.type == "cuda":
-                state["cuda_rng"] = torch.cuda.get_rng_state(device)
-            checkpoint(state)
+            checkpoint({**state, "history": history, **rng_state(device)})
 
     trained = model
     if shard is not None and shard[1] > 1:  # gradients averaged over the processes; its start broadcast from rank 0

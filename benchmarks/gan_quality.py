@@ -3,6 +3,7 @@ references.
 
     python benchmarks/gan_quality.py [--budget laptop|long] [--only deconv,...]
     python benchmarks/gan_quality.py --budget laptop --variants   # rows_conv with more steps or faster rates
+    python benchmarks/gan_quality.py --budget full   # the final GAN at params.yaml's budget; resumes by epoch
 
 Every run trains one GAN config with `gan.train_and_score` (the final `gan` stage's code, which keeps the epoch with
 the best validation FID) and scores it on the test split in the feature space of one classifier, trained once and
@@ -10,10 +11,17 @@ cached under benchmarks/.data/. The baseline is the same code on real images: IS
 train against real test images. The budgets are the README laptop command's (3 epochs of 20,000 images, 2,000
 scored samples) and a longer one (8 epochs of the whole train split, 10,000 scored samples).
 
+--budget full trains only the measured best config (the first of gan_search.points_to_evaluate) with params.yaml's
+gan section (30 epochs of the whole train split, validation FID on gan_search.eval_samples images every epoch,
+10,000 test samples), as the `gan` stage does. About 3 minutes an epoch on 2 cores, so it saves its state after every
+epoch to benchmarks/.data/gan_quality_full_state.pt and its history so far to the results file: a rerun resumes
+after the last finished epoch. It writes gan_quality_full.json and, at the end, the sample grid and the per-class grid.
+
 Runs, in order: each generator kind with params.yaml's recipe (hinge loss, EMA of G, R1 penalty, a discriminator
 learning rate 4x the generator's); then, on the best kind, each stabiliser taken out, one at a time.
 With --variants, instead: rows_conv with what might buy quality at a short budget (smaller batches, so more
-steps for the same images; higher learning rates), against the recipe as it is, written to
+steps for the same images; higher learning rates; the R1 penalty on every k-th step only, which makes a step cheaper,
+with an epoch more), against the recipe as it is, written to
 gan_quality_<budget>_variants.json. Writes benchmarks/results/gan_quality_<budget>.json; the data is prepared as in
 benchmarks/search_efficiency.py.
 """
@@ -33,10 +41,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, save, table  # noqa: E402
-from grutune.config import GanTrialConfig, TrialConfig  # noqa: E402
+from grutune.config import GanTrialConfig, TrialConfig, load_params  # noqa: E402
 from grutune.data import load_prepared  # noqa: E402
-from grutune.gan import Collapsed, Recipe, train_and_score  # noqa: E402
-from grutune.io import write_png  # noqa: E402
+from grutune.gan import Collapsed, Recipe, class_grid, evaluate_gan, train_and_score, train_best  # noqa: E402
+from grutune.io import atomic_path, write_png  # noqa: E402
 from grutune.models import GENERATOR_NAMES, build_classifier  # noqa: E402
 from grutune.training import Split, evaluate, fit, new_classifier  # noqa: E402
 
@@ -44,7 +52,9 @@ DATA = Path(__file__).resolve().parent / ".data"
 BUDGETS = {
     "laptop": dict(epochs=3, subset=20_000, eval_samples=2_000),
     "long": dict(epochs=8, subset=None, eval_samples=10_000),
+    "full": None,  # params.yaml's gan section: see full_budget()
 }
+ROOT = Path(__file__).resolve().parents[1]
 # A config from gan_search's space (the best of a few probes); the recipe is params.yaml's gan section.
 CONFIG = dict(hidden_size=256, num_layers=1, backbone="resnet", lr_g=5e-4, lr_d=2e-3)
 RECIPE = Recipe(batch_size=64, loss="hinge", ema_decay=0.999, r1_gamma=1.0)
@@ -55,11 +65,14 @@ ABLATIONS = {  # name -> (config change, recipe change): each stabiliser of the 
     "equal learning rates (two-timescale off)": ({"lr_d": 5e-4}, {}),
 }
 
-VARIANTS = {  # name -> (config change, recipe change): for a short budget
-    "as it is": ({}, {}),
-    "batch 32": ({}, {"batch_size": 32}),
-    "learning rates x2": ({"lr_g": 1e-3, "lr_d": 4e-3}, {}),
-    "batch 32, learning rates x2": ({"lr_g": 1e-3, "lr_d": 4e-3}, {"batch_size": 32}),
+VARIANTS = {  # name -> (config change, recipe change, budget change): for a short budget
+    "as it is": ({}, {}, {}),
+    "batch 32": ({}, {"batch_size": 32}, {}),
+    "learning rates x2": ({"lr_g": 1e-3, "lr_d": 4e-3}, {}, {}),
+    "batch 32, learning rates x2": ({"lr_g": 1e-3, "lr_d": 4e-3}, {"batch_size": 32}, {}),
+    "lazy R1 (every 16 steps)": ({}, {"r1_every": 16}, {}),
+    "lazy R1 (every 16 steps), 4 epochs": ({}, {"r1_every": 16}, {"epochs": 4}),
+    "lazy R1 (every 4 steps), 4 epochs": ({}, {"r1_every": 4}, {"epochs": 4}),
 }
 
 
@@ -145,6 +158,91 @@ def run(name: str, kind: str, config: dict, recipe: Recipe, data, clf, budget: d
     }
 
 
+def full_budget(data, clf, clf_acc: float, seed: int) -> None:
+    """The final GAN at params.yaml's budget, resumable by epoch; see the module's docstring."""
+    params = load_params(ROOT / "params.yaml")
+    p, sweep = params.gan, params.gan_search
+    config = dict(sweep.points_to_evaluate[0]) if sweep.points_to_evaluate else {"generator": "rows_conv", **CONFIG}
+    hp, recipe = GanTrialConfig(**config), Recipe.of(p)
+    settings = dict(
+        epochs=p.epochs,
+        noise_dim=p.noise_dim,
+        subset=p.train_subset,
+        eval_samples=sweep.eval_samples,
+        eval_every=p.eval_every,
+        min_diversity=sweep.min_diversity,
+        seed=seed,
+    )
+    key = {"config": hp.model_dump(), "recipe": dataclasses.asdict(recipe), **settings, "data": data.content_hash}
+    state_path = DATA / "gan_quality_full_state.pt"
+    resume = None
+    if state_path.is_file():
+        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        if saved["key"] == json.loads(json.dumps(key)):
+            resume = saved["state"]
+            print(f"resuming after epoch {resume['epoch']} of {p.epochs} ({state_path})", flush=True)
+    head = {
+        "command": " ".join(["python", "benchmarks/gan_quality.py", *sys.argv[1:]]),
+        "budget": {**settings, "test_samples": p.eval_samples, "batch_size": p.batch_size},
+        "classifier_test_accuracy": clf_acc,
+        "config": hp.model_dump(),
+        "recipe": dataclasses.asdict(recipe),
+    }
+    t0 = time.perf_counter()
+
+    def checkpoint(state: dict) -> None:
+        with atomic_path(state_path) as tmp:
+            torch.save({"key": key, "state": state}, tmp)
+        done = state["history"]
+        print(
+            f"epoch {state['epoch']:3d}/{p.epochs}  val FID {done[-1].get('val_fid', float('nan')):8.3f}  "
+            f"diversity {done[-1].get('diversity', float('nan')):.3f}  {done[-1]['images_per_s']:.0f} img/s  "
+            f"({(time.perf_counter() - t0) / 60:.1f} min this run)",
+            flush=True,
+        )
+        best = state["best"]
+        save(
+            "gan_quality_full",
+            {
+                **head,
+                "finished": False,
+                "epochs_done": state["epoch"],
+                "best_epoch_so_far": best.get("epoch"),
+                "history": done,
+            },
+        )
+
+    device = torch.device("cpu")
+    trained = train_best(hp, recipe, clf, data, **settings, device=device, resume=resume, checkpoint=checkpoint)
+    metrics, grid = evaluate_gan(trained.G, clf, data, eval_samples=p.eval_samples, seed=seed, device=device)
+    by_class = class_grid(trained.G, clf, Split.of(data.x_test, data.y_test, device), seed=seed)
+    out = RESULTS / "gan_quality_full_samples"
+    write_png(out / "samples.png", grid)
+    write_png(out / "by_class.png", by_class)
+    row = {
+        "IS": metrics["inception_score"],
+        "FID": metrics["fid"],
+        "real IS": metrics["reference_inception_score_test"],
+        "real FID": metrics["reference_fid_train_vs_test"],
+        "IS / real": metrics["inception_score"] / metrics["reference_inception_score_test"],
+        "best epoch": trained.best_epoch,
+        "val FID": trained.val_fid,
+    }
+    print(table([row], list(row)))
+    path = save(
+        "gan_quality_full",
+        {
+            **head,
+            "finished": True,
+            **row,
+            "metrics": metrics,
+            "samples": str(out.relative_to(RESULTS.parent.parent)),
+            "history": trained.history,
+        },
+    )
+    print(f"-> {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", choices=BUDGETS, default="laptop")
@@ -156,6 +254,8 @@ def main() -> None:
     data = load_prepared(DATA / "fashion_mnist.npz", verify=False)
     clf, clf_acc = classifier(data, args.seed)
     print(f"scoring classifier: test accuracy {clf_acc:.3f}")
+    if args.budget == "full":
+        return full_budget(data, clf, clf_acc, args.seed)
     budget, out = BUDGETS[args.budget], RESULTS / f"gan_quality_{args.budget}_samples"
     out.mkdir(parents=True, exist_ok=True)
     kinds = [k for k in args.only.split(",") if k] or list(GENERATOR_NAMES)
@@ -165,11 +265,22 @@ def main() -> None:
         kinds, name = [], f"{name}_variants"
         done = RESULTS / f"{name}.json"
         rows = [r for r in json.loads(done.read_text())["runs"] if r.get("seed") == args.seed] if done.is_file() else []
-        for label, (cfg, rec) in VARIANTS.items():
+        for label, (cfg, rec, bud) in VARIANTS.items():
             if any(r["run"] == f"rows_conv: {label}" for r in rows):
                 continue
             recipe = dataclasses.replace(RECIPE, **rec)
-            row = run(f"rows_conv: {label}", "rows_conv", {**CONFIG, **cfg}, recipe, data, clf, budget, args.seed, out)
+            row = run(
+                f"rows_conv: {label}",
+                "rows_conv",
+                {**CONFIG, **cfg},
+                recipe,
+                data,
+                clf,
+                {**budget, **bud},
+                args.seed,
+                out,
+            )
+            row["epochs"] = {**budget, **bud}["epochs"]
             rows.append({**row, "seed": args.seed})
             print(table(rows[-1:], ["run", "IS", "FID", "IS / real", "best epoch", "minutes"]), flush=True)
             save(name, {"command": " ".join(["python", "benchmarks/gan_quality.py", *sys.argv[1:]]), "runs": rows})

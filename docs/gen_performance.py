@@ -289,6 +289,32 @@ def gan_quality(d: dict) -> str:
     return records(d["runs"], ["run", "IS", "FID", "IS / real", "FID / real", "best epoch", "minutes"])
 
 
+def gan_quality_variants(d: dict) -> str:
+    rows = [{"epochs": 3, **r, "images/s": r["history"][-1].get("images_per_s")} for r in d["runs"]]
+    return records(
+        rows, ["run", "epochs", "IS", "FID", "IS / real", "best epoch", "images/s", "minutes"], {"images/s": 0}
+    )
+
+
+def gan_quality_full(d: dict) -> str:
+    if not d.get("finished"):
+        h = d.get("history") or [{}]
+        best = min((m for m in h if m.get("val_fid") is not None), key=lambda m: m["val_fid"], default={})
+        return (
+            f"Not finished: {d.get('epochs_done', 0)} of {d['budget']['epochs']} epochs so far; best validation FID "
+            f"{num(best.get('val_fid'))} at epoch {best.get('epoch', '—')}."
+        )
+    row = {
+        **d,
+        "epochs": d["budget"]["epochs"],
+        "precision": d["metrics"].get("precision"),
+        "recall": d["metrics"].get("recall"),
+    }
+    return records(
+        [row], ["epochs", "IS", "real IS", "IS / real", "FID", "real FID", "precision", "recall", "best epoch"]
+    )
+
+
 def laptop_run(d: dict) -> str:
     columns = [
         "dataset",
@@ -300,6 +326,7 @@ def laptop_run(d: dict) -> str:
         "gan_real_fid",
         "gan_is",
         "gan_real_is",
+        *(["gan_is_over_real"] if "gan_is_over_real" in d else []),
         "meets_targets",
     ]
     row = dict(d)
@@ -308,7 +335,10 @@ def laptop_run(d: dict) -> str:
         row["picked"] = model(best["config"])
         row["picked_val_accuracy"] = best.get("val_accuracy")
         columns += ["picked", "picked_val_accuracy"]
-    return records([row], columns)
+    text = records([row], columns)
+    if d.get("stage_min"):
+        text += "\n\nMinutes by stage: " + ", ".join(f"{k} {v:.1f}" for k, v in d["stage_min"].items()) + "."
+    return text
 
 
 RENDERERS: dict[tuple[str, str | None], Callable[[dict], str]] = {
@@ -328,6 +358,8 @@ RENDERERS: dict[tuple[str, str | None], Callable[[dict], str]] = {
     ("cluster_load", None): cluster_load,
     ("gan_quality_laptop", None): gan_quality,
     ("gan_quality_long", None): gan_quality,
+    ("gan_quality_laptop_variants", None): gan_quality_variants,
+    ("gan_quality_full", None): gan_quality_full,
     ("laptop_run", None): laptop_run,
 }
 

@@ -125,32 +125,6 @@ def test_r1_penalises_the_gradient_at_real_images(data):
     assert "r1" not in m
 
 
-def _trained_weights(data, recipe: Recipe, subset: int) -> dict[str, torch.Tensor]:
-    torch.manual_seed(0)
-    gan = new_gan(hp(), shape=(28, 28, 1), noise_dim=8, device=CPU)
-    train_gan(gan, Split.of(data.x_train, data.y_train, CPU), recipe, epochs=1, seed=0, subset=subset)
-    return {
-        **{f"G.{k}": v for k, v in gan.G.state_dict().items()},
-        **{f"D.{k}": v for k, v in gan.D.state_dict().items()},
-    }
-
-
-def _same(a: dict, b: dict) -> bool:
-    return all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_lazy_r1_takes_the_penalty_on_the_first_of_every_k_steps_weighted_k_times(data):
-    # One step: lazy R1 (every 4) takes it on that step with 4 x gamma, so it is plain R1 with 4 x gamma.
-    one = dict(batch_size=64, ema_decay=0.0)
-    lazy = _trained_weights(data, Recipe(**one, r1_gamma=0.25, r1_every=4), subset=64)
-    assert _same(lazy, _trained_weights(data, Recipe(**one, r1_gamma=1.0), subset=64))
-    assert not _same(lazy, _trained_weights(data, Recipe(**one, r1_gamma=0.25), subset=64))  # the weight counts
-    # Two steps with R1 every 2: the second step has none, so it is neither R1 on both nor R1 on neither.
-    lazy2 = _trained_weights(data, Recipe(**one, r1_gamma=1.0, r1_every=2), subset=128)
-    assert not _same(lazy2, _trained_weights(data, Recipe(**one, r1_gamma=2.0), subset=128))
-    assert not _same(lazy2, _trained_weights(data, Recipe(**one, r1_gamma=0.0), subset=128))
-
-
 def test_the_final_gan_is_the_epoch_with_the_best_validation_fid(data, clf):
     torch.manual_seed(0)
     final = train_and_score(

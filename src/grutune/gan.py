@@ -62,7 +62,6 @@ class Recipe:
     loss: str = "hinge"  # "hinge" or "nonsaturating"
     ema_decay: float = 0.999  # 0: sample from the raw generator
     r1_gamma: float = 0.0  # 0: no R1 penalty
-    r1_every: int = 1  # R1 on every this many D steps, weighted by as many (StyleGAN2's lazy regularisation)
 
     @classmethod
     def of(cls, gan_params) -> Recipe:
@@ -72,7 +71,6 @@ class Recipe:
             loss=gan_params.loss,
             ema_decay=gan_params.ema_decay,
             r1_gamma=gan_params.r1_gamma,
-            r1_every=gan_params.r1_every,
         )
 
 
@@ -157,10 +155,6 @@ def train_gan(
     """Train from `start_epoch` up to `epochs`, one D step and one G step per batch; raises NonFiniteLoss on
     divergence. `on_epoch` sees each epoch's mean losses and D's mean belief (sigmoid of its logit) in real and fake.
     With `progress`, a progress bar within each epoch on a terminal.
-
-    The R1 penalty (`recipe.r1_gamma`) needs a second backward pass through D; with `recipe.r1_every` = k it is
-    taken on every k-th D step of an epoch (the first included), weighted k times (Karras et al., 2020, "lazy
-    regularisation"), which costs about a k-th as much.
     """
     G, D, device = gan.G, gan.D, data.x.device
     history = []
@@ -171,19 +165,17 @@ def train_gan(
         n = len(data) if subset is None else min(subset, len(data))
         order = torch.randperm(len(data), generator=g)[:n].to(device)
         sums = torch.zeros(5, device=device)  # d_loss, g_loss, D(real), D(fake), r1
-        steps = r1_steps = 0
+        steps = 0
         for i in batches(n, recipe.batch_size, f"epoch {epoch + 1}/{epochs}" if progress else None):
-            with_r1 = recipe.r1_gamma > 0 and steps % recipe.r1_every == 0
-            real = to_float(data.x[order[i : i + recipe.batch_size]]).requires_grad_(with_r1)
+            real = to_float(data.x[order[i : i + recipe.batch_size]]).requires_grad_(recipe.r1_gamma > 0)
             fake = G(torch.randn(len(real), G.noise_dim, device=device))
             d_real, d_fake = D(real), D(fake.detach())
             d_loss = _d_loss(recipe.loss, d_real, d_fake)
             r1 = torch.zeros((), device=device)
-            if with_r1:  # R1: the gradient of D at real images, pushed towards 0
+            if recipe.r1_gamma > 0:  # R1: the gradient of D at real images, pushed towards 0
                 (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
                 r1 = grad.pow(2).flatten(1).sum(1).mean()
-                d_loss = d_loss + recipe.r1_gamma / 2 * recipe.r1_every * r1
-                r1_steps += 1
+                d_loss = d_loss + recipe.r1_gamma / 2 * r1
             gan.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             gan.opt_d.step()
@@ -203,8 +195,7 @@ def train_gan(
                 ]
             )
             steps += 1
-        d_loss, g_loss, p_real, p_fake, _ = (sums / steps).tolist()
-        r1 = float(sums[4]) / max(r1_steps, 1)  # the mean penalty where it was taken
+        d_loss, g_loss, p_real, p_fake, r1 = (sums / steps).tolist()
         if not (math.isfinite(d_loss) and math.isfinite(g_loss)):
             raise NonFiniteLoss(f"GAN losses are d={d_loss}, g={g_loss} in epoch {epoch + 1}")
         m = {

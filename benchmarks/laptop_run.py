@@ -118,7 +118,9 @@ def main() -> None:
         "gan_real_is": gan["reference_inception_score_test"],
         "gan_is_over_real": gan["inception_score"] / gan["reference_inception_score_test"],
         "gan_precision": gan.get("precision"),
+        "gan_real_precision": gan.get("reference_precision_train_vs_test"),
         "gan_recall": gan.get("recall"),
+        "gan_real_recall": gan.get("reference_recall_train_vs_test"),
     }
     row["meets_targets"] = (
         row["wall_min"] <= TARGETS["wall_min"]

@@ -326,7 +326,11 @@ def laptop_run(d: dict) -> str:
         "gan_real_fid",
         "gan_is",
         "gan_real_is",
-        *(["gan_is_over_real"] if "gan_is_over_real" in d else []),
+        *[
+            k
+            for k in ("gan_is_over_real", "gan_precision", "gan_real_precision", "gan_recall", "gan_real_recall")
+            if k in d
+        ],
         "meets_targets",
     ]
     row = dict(d)

@@ -118,6 +118,17 @@ def classifier(data, seed: int):
     return model, acc
 
 
+def scores(m: dict) -> dict:
+    """A GAN's test scores (gan.evaluate_gan's metrics) as the tables show them, beside the real-data references."""
+    return {
+        "IS": m["inception_score"],
+        "FID": m["fid"],
+        "real IS": m["reference_inception_score_test"],
+        "real FID": m["reference_fid_train_vs_test"],
+        "IS / real": m["inception_score"] / m["reference_inception_score_test"],
+    }
+
+
 def run(name: str, kind: str, config: dict, recipe: Recipe, data, clf, budget: dict, seed: int, out: Path) -> dict:
     hp = GanTrialConfig(generator=kind, **config)
     t0 = time.perf_counter()
@@ -143,11 +154,7 @@ def run(name: str, kind: str, config: dict, recipe: Recipe, data, clf, budget: d
     m = final.metrics
     return {
         **row,
-        "IS": m["inception_score"],
-        "FID": m["fid"],
-        "real IS": m["reference_inception_score_test"],
-        "real FID": m["reference_fid_train_vs_test"],
-        "IS / real": m["inception_score"] / m["reference_inception_score_test"],
+        **scores(m),
         "FID / real": m["fid"] / m["reference_fid_train_vs_test"],
         "best epoch": m["best_epoch"],
         "minutes": (time.perf_counter() - t0) / 60,
@@ -217,11 +224,7 @@ def full_budget(data, clf, clf_acc: float, seed: int) -> None:
     write_png(out / "samples.png", grid)
     write_png(out / "by_class.png", by_class)
     row = {
-        "IS": metrics["inception_score"],
-        "FID": metrics["fid"],
-        "real IS": metrics["reference_inception_score_test"],
-        "real FID": metrics["reference_fid_train_vs_test"],
-        "IS / real": metrics["inception_score"] / metrics["reference_inception_score_test"],
+        **scores(metrics),
         "best epoch": trained.best_epoch,
         "val FID": trained.val_fid,
     }

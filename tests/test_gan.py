@@ -3,6 +3,8 @@ collapsed generator."""
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 import subprocess
 import sys
@@ -123,6 +125,50 @@ def test_r1_penalises_the_gradient_at_real_images(data):
         subset=256,
     )
     assert "r1" not in m
+
+
+def test_cosine_schedule_anneals_both_rates_to_zero_and_resumes_on_the_same_curve(data):
+    """4 steps an epoch over 2 epochs: after epoch 1 (step 3 of 8 was the last) both rates are their peak times
+    (1 + cos(3/8 pi)) / 2; the last step runs at (1 + cos(7/8 pi)) / 2 of the peak. A run stopped after epoch 1 and
+    resumed from the optimisers' saved state ends with the same weights as one that did not stop."""
+    train = Split.of(data.x_train, data.y_train, CPU)
+    recipe = Recipe(batch_size=64, ema_decay=0.0, lr_schedule="cosine")
+    factor = [0.5 * (1 + math.cos(math.pi * s / 8)) for s in range(8)]
+
+    def fresh():
+        torch.manual_seed(0)
+        return new_gan(hp(lr_g=1e-3, lr_d=4e-3), shape=(28, 28, 1), noise_dim=8, device=CPU)
+
+    straight = fresh()
+    history = train_gan(straight, train, recipe, epochs=2, seed=0, subset=256)
+    assert history[0]["lr_g"] == pytest.approx(1e-3 * factor[3])
+    assert history[1]["lr_g"] == pytest.approx(1e-3 * factor[7])
+    assert straight.opt_d.param_groups[0]["lr"] == pytest.approx(4e-3 * factor[7])
+
+    stopped = fresh()  # a run of 2 epochs, killed after the first
+    with pytest.raises(_Stop):
+        train_gan(stopped, train, recipe, epochs=2, seed=0, subset=256, on_epoch=_stop)
+    saved = {k: copy.deepcopy(v.state_dict()) for k, v in stopped.parts().items()}
+    noise = torch.get_rng_state()  # the noise G draws comes from torch's global generator (train_best saves it too)
+    resumed = fresh()
+    torch.set_rng_state(noise)
+    for k, part in resumed.parts().items():
+        part.load_state_dict(saved[k])
+    train_gan(resumed, train, recipe, epochs=2, seed=0, subset=256, start_epoch=1)
+    for k, v in straight.G.state_dict().items():
+        assert torch.allclose(resumed.G.state_dict()[k], v), k
+
+    constant = fresh()
+    (m,) = train_gan(constant, train, Recipe(batch_size=64, ema_decay=0.0), epochs=1, seed=0, subset=256)
+    assert "lr_g" not in m and constant.opt_g.param_groups[0]["lr"] == 1e-3
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop(m: dict) -> None:
+    raise _Stop
 
 
 def test_the_final_gan_is_the_epoch_with_the_best_validation_fid(data, clf):

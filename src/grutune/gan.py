@@ -6,8 +6,9 @@ not with published Inception-network numbers).
 
 How a GAN is trained, whatever its architecture, is a `Recipe` (gan.* in params.yaml): the hinge or the
 non-saturating loss, an exponential moving average (EMA) of the generator's weights that is used for sampling and
-scoring, and an optional R1 penalty on the discriminator's gradient at real images. The two learning rates
-(two-timescale updates) are part of the searched config. benchmarks/gan_quality.py measured which of these help.
+scoring, an optional R1 penalty on the discriminator's gradient at real images, and the learning rates' schedule
+over the run (constant, or annealed to 0 on a cosine). The two peak learning rates (two-timescale updates) are part of
+the searched config. benchmarks/gan_quality.py measured which of these help.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Recipe:
     loss: str = "hinge"  # "hinge" or "nonsaturating"
     ema_decay: float = 0.999  # 0: sample from the raw generator
     r1_gamma: float = 0.0  # 0: no R1 penalty
+    lr_schedule: str = "constant"  # "constant" or "cosine": both learning rates annealed to 0 over the run's steps
 
     @classmethod
     def of(cls, gan_params) -> Recipe:
@@ -71,6 +73,7 @@ class Recipe:
             loss=gan_params.loss,
             ema_decay=gan_params.ema_decay,
             r1_gamma=gan_params.r1_gamma,
+            lr_schedule=gan_params.lr_schedule,
         )
 
 
@@ -136,6 +139,17 @@ def _d_loss(loss: str, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tens
     return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()  # = BCE(real, 1) + BCE(fake, 0)
 
 
+def _anneal(opt: torch.optim.Optimizer, schedule: str, step: int, total: int) -> None:
+    """Set `opt`'s learning rate for `step` of `total`: its peak (kept in the param group's "initial_lr", as
+    torch's LR schedulers keep it, so that it is saved and resumed with the optimiser) times the schedule's factor."""
+    if schedule == "constant":
+        return
+    factor = 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    for group in opt.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+        group["lr"] = group["initial_lr"] * factor
+
+
 def _g_loss(loss: str, d_gen: torch.Tensor) -> torch.Tensor:
     return -d_gen.mean() if loss == "hinge" else F.softplus(-d_gen).mean()  # non-saturating: BCE(fake, 1)
 
@@ -153,7 +167,9 @@ def train_gan(
     progress: bool = False,
 ) -> list[dict]:
     """Train from `start_epoch` up to `epochs`, one D step and one G step per batch; raises NonFiniteLoss on
-    divergence. `on_epoch` sees each epoch's mean losses and D's mean belief (sigmoid of its logit) in real and fake.
+    divergence. With `recipe.lr_schedule` "cosine", both learning rates fall from their peak to 0 over the `epochs`
+    epochs' steps (from the optimisers' state, so a resumed run continues the same curve). `on_epoch` sees each
+    epoch's mean losses and D's mean belief (sigmoid of its logit) in real and fake.
     With `progress`, a progress bar within each epoch on a terminal.
     """
     G, D, device = gan.G, gan.D, data.x.device
@@ -165,8 +181,10 @@ def train_gan(
         n = len(data) if subset is None else min(subset, len(data))
         order = torch.randperm(len(data), generator=g)[:n].to(device)
         sums = torch.zeros(5, device=device)  # d_loss, g_loss, D(real), D(fake), r1
-        steps = 0
+        steps, per_epoch = 0, math.ceil(n / recipe.batch_size)
         for i in batches(n, recipe.batch_size, f"epoch {epoch + 1}/{epochs}" if progress else None):
+            for opt in (gan.opt_d, gan.opt_g):
+                _anneal(opt, recipe.lr_schedule, epoch * per_epoch + steps, epochs * per_epoch)
             real = to_float(data.x[order[i : i + recipe.batch_size]]).requires_grad_(recipe.r1_gamma > 0)
             fake = G(torch.randn(len(real), G.noise_dim, device=device))
             d_real, d_fake = D(real), D(fake.detach())
@@ -205,6 +223,7 @@ def train_gan(
             "d_real": p_real,
             "d_fake": p_fake,
             **({"r1": r1} if recipe.r1_gamma > 0 else {}),
+            **({"lr_g": gan.opt_g.param_groups[0]["lr"]} if recipe.lr_schedule != "constant" else {}),
             "images_per_s": n / (time.perf_counter() - t0),
         }
         history.append(m)

@@ -1,10 +1,13 @@
 """dvc.yaml against the code: each stage's deps list exactly the grutune modules its script imports."""
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
+
+from grutune.gan import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -61,3 +64,12 @@ def test_no_output_path_is_derived_in_code():
             "gan_search.json",
         ):
             assert f'/ "{name}"' not in text and f'/{name}"' not in text, f"{path.name} derives {name}"
+
+
+@pytest.mark.parametrize("name", ["gan_search", "gan"])
+def test_every_key_of_the_gan_recipe_is_a_param_of_the_stages_that_train_a_gan(name):
+    """A change to the recipe (gan.loss, ema_decay, r1_gamma, lr_schedule, batch_size) reruns both GAN stages."""
+    stage = STAGES[name].get("do", STAGES[name])
+    params = {p for p in stage["params"] if isinstance(p, str)}
+    missing = {f"gan.{f.name}" for f in dataclasses.fields(Recipe)} - params
+    assert not missing, f"{name}: params lack {sorted(missing)}"

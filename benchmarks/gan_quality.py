@@ -20,7 +20,7 @@ after the last finished epoch. It writes gan_quality_full.json and, at the end, 
 Runs, in order: each generator kind with params.yaml's recipe (hinge loss, EMA of G, R1 penalty, a discriminator
 learning rate 4x the generator's); then, on the best kind, each stabiliser taken out, one at a time.
 With --variants, instead: rows_conv with what might buy quality at a short budget (smaller batches, so more
-steps for the same images; higher learning rates; an epoch more), against the recipe as it is, written to
+steps for the same images; higher learning rates; more epochs; learning rates annealed on a cosine), against the recipe as it is, written to
 gan_quality_<budget>_variants.json. Writes benchmarks/results/gan_quality_<budget>.json; the data is prepared as in
 benchmarks/search_efficiency.py.
 """
@@ -70,6 +70,8 @@ VARIANTS = {  # name -> (config change, recipe change, budget change): for a sho
     "learning rates x2": ({"lr_g": 1e-3, "lr_d": 4e-3}, {}, {}),
     "4 epochs": ({}, {}, {"epochs": 4}),
     "batch 32, learning rates x2": ({"lr_g": 1e-3, "lr_d": 4e-3}, {"batch_size": 32}, {}),
+    "5 epochs (the laptop preset)": ({}, {}, {"epochs": 5}),
+    "5 epochs, cosine learning rates": ({}, {"lr_schedule": "cosine"}, {"epochs": 5}),
 }
 
 

@@ -20,9 +20,9 @@ after the last finished epoch. It writes gan_quality_full.json and, at the end, 
 Runs, in order: each generator kind with params.yaml's recipe (hinge loss, EMA of G, R1 penalty, a discriminator
 learning rate 4x the generator's); then, on the best kind, each stabiliser taken out, one at a time.
 With --variants, instead: rows_conv with what might buy quality at a short budget (smaller batches, so more
-steps for the same images; higher learning rates; more epochs; learning rates annealed on a cosine), against the recipe as it is, written to
-gan_quality_<budget>_variants.json. Writes benchmarks/results/gan_quality_<budget>.json; the data is prepared as in
-benchmarks/search_efficiency.py.
+steps for the same images; higher learning rates; more epochs; learning rates annealed on a cosine), against the
+recipe as it is, written to gan_quality_<budget>_variants.json. Writes benchmarks/results/gan_quality_<budget>.json;
+the data is prepared as in benchmarks/search_efficiency.py.
 """
 
 from __future__ import annotations
@@ -42,7 +42,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, save, table  # noqa: E402
 from grutune.config import GanTrialConfig, TrialConfig, load_params  # noqa: E402
 from grutune.data import load_prepared  # noqa: E402
-from grutune.gan import Collapsed, Recipe, class_grid, evaluate_gan, train_and_score, train_best  # noqa: E402
+from grutune.gan import (  # noqa: E402
+    Collapsed,
+    Recipe,
+    class_grid,
+    evaluate_gan,
+    final_settings,
+    train_and_score,
+    train_best,
+)
 from grutune.io import atomic_path, write_png  # noqa: E402
 from grutune.models import GENERATOR_NAMES, build_classifier  # noqa: E402
 from grutune.training import Split, evaluate, fit, new_classifier  # noqa: E402
@@ -170,15 +178,7 @@ def full_budget(data, clf, clf_acc: float, seed: int) -> None:
     p, sweep = params.gan, params.gan_search
     config = dict(sweep.points_to_evaluate[0]) if sweep.points_to_evaluate else {"generator": "rows_conv", **CONFIG}
     hp, recipe = GanTrialConfig(**config), Recipe.of(p)
-    settings = dict(
-        epochs=p.epochs,
-        noise_dim=p.noise_dim,
-        subset=p.train_subset,
-        eval_samples=sweep.eval_samples,
-        eval_every=p.eval_every,
-        min_diversity=sweep.min_diversity,
-        seed=seed,
-    )
+    settings = final_settings(params) | {"seed": seed}
     key = {"config": hp.model_dump(), "recipe": dataclasses.asdict(recipe), **settings, "data": data.content_hash}
     state_path = DATA / "gan_quality_full_state.pt"
     resume = None

@@ -22,7 +22,7 @@ from grutune.cluster import join_cluster
 from grutune.config import GanTrialConfig, load_params, read_best
 from grutune.data import load_prepared
 from grutune.errors import cli
-from grutune.gan import Recipe, train_best
+from grutune.gan import Recipe, final_settings, train_best
 from grutune.io import add_output_options, write_csv
 from grutune.remote import placement, train_gan
 from grutune.tracking import epoch_logger, init_wandb
@@ -64,15 +64,7 @@ def main() -> None:
         f"training the {hp.generator} GAN on {min(p.train_subset or len(data.y_train), len(data.y_train))} "
         f"images/epoch of {data.name} for {p.epochs} epochs on {device_text}"
     )
-    settings = {
-        "epochs": p.epochs,
-        "noise_dim": p.noise_dim,
-        "subset": p.train_subset,
-        "eval_samples": params.gan_search.eval_samples,
-        "eval_every": p.eval_every,
-        "min_diversity": params.gan_search.min_diversity,
-        "seed": params.seed,
-    }
+    settings = final_settings(params)
     on_epoch = epoch_logger(run, p.epochs, ("d_loss", "g_loss", "val_fid", "diversity"))
     if on_cluster:
         trained = train_gan(hp, Recipe.of(p), clf, data, settings=settings, where=where, on_epoch=on_epoch)

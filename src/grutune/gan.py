@@ -40,6 +40,7 @@ __all__ = [
     "classifier_view",
     "diversity",
     "evaluate_gan",
+    "final_settings",
     "generate",
     "image_grid",
     "load_generator",
@@ -319,6 +320,21 @@ class TrainedGan:
     history: list[dict]
     best_epoch: int
     val_fid: float
+
+
+def final_settings(params) -> dict:
+    """`train_best`'s settings (but the device) for the final GAN of a Params: the gan section's budget, scored as
+    the GAN sweep scores its trials (gan_search.eval_samples validation images, gan_search.min_diversity)."""
+    p = params.gan
+    return {
+        "epochs": p.epochs,
+        "noise_dim": p.noise_dim,
+        "subset": p.train_subset,
+        "eval_samples": params.gan_search.eval_samples,
+        "eval_every": p.eval_every,
+        "min_diversity": params.gan_search.min_diversity,
+        "seed": params.seed,
+    }
 
 
 def train_best(

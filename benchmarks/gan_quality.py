@@ -4,6 +4,7 @@ references.
     python benchmarks/gan_quality.py [--budget laptop|long] [--only deconv,...]
     python benchmarks/gan_quality.py --budget laptop --variants   # rows_conv with more steps or faster rates
     python benchmarks/gan_quality.py --budget full   # the final GAN at params.yaml's budget; resumes by epoch
+    python benchmarks/gan_quality.py --budget full --set gan.epochs=8 --set gan.lr_schedule=cosine --name NAME
 
 Every run trains one GAN config with `gan.train_and_score` (the final `gan` stage's code, which keeps the epoch with
 the best validation FID) and scores it on the test split in the feature space of one classifier, trained once and
@@ -16,6 +17,8 @@ gan section (30 epochs of the whole train split, validation FID on gan_search.ev
 10,000 test samples), as the `gan` stage does. About 3 minutes an epoch on 2 cores, so it saves its state after every
 epoch to benchmarks/.data/gan_quality_full_state.pt and its history so far to the results file: a rerun resumes
 after the last finished epoch. It writes gan_quality_full.json and, at the end, the sample grid and the per-class grid.
+--set KEY=VALUE (as `dvc exp run -S`) changes a key of params.yaml for this run only, validated as the stages
+validate params.yaml; such a run needs its own --name, used for its results file, samples and saved state.
 
 Runs, in order: each generator kind with params.yaml's recipe (hinge loss, EMA of G, R1 penalty, a discriminator
 learning rate 4x the generator's); then, on the best kind, each stabiliser taken out, one at a time.
@@ -32,16 +35,19 @@ import dataclasses
 import json
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, save, table  # noqa: E402
 from grutune.config import GanTrialConfig, TrialConfig, load_params  # noqa: E402
 from grutune.data import load_prepared  # noqa: E402
+from grutune.errors import ConfigError  # noqa: E402
 from grutune.gan import (  # noqa: E402
     Collapsed,
     Recipe,
@@ -172,15 +178,38 @@ def run(name: str, kind: str, config: dict, recipe: Recipe, data, clf, budget: d
     }
 
 
-def full_budget(data, clf, clf_acc: float, seed: int) -> None:
-    """The final GAN at params.yaml's budget, resumable by epoch; see the module's docstring."""
-    params = load_params(ROOT / "params.yaml")
+def with_changes(changes: list[str]):
+    """params.yaml with `changes` ("section.key=value", the value read as YAML) applied, validated as a whole."""
+    if not changes:
+        return load_params(ROOT / "params.yaml")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for change in changes:
+        key, sep, value = change.partition("=")
+        *path, leaf = key.split(".")
+        node = raw
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not sep or not isinstance(node, dict) or leaf not in node:
+            raise SystemExit(f"--set {change!r}: expected KEY=VALUE with KEY a key of params.yaml, like gan.epochs=8")
+        node[leaf] = yaml.safe_load(value)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "params.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        try:
+            return load_params(path)
+        except ConfigError as e:
+            raise SystemExit(f"--set {' '.join(changes)}: {str(e).replace(str(path), 'params.yaml')}") from None
+
+
+def full_budget(data, clf, clf_acc: float, seed: int, changes: list[str], name: str) -> None:
+    """The final GAN at params.yaml's budget (with `changes`), resumable by epoch; see the module's docstring."""
+    params = with_changes(changes)
     p, sweep = params.gan, params.gan_search
     config = dict(sweep.points_to_evaluate[0]) if sweep.points_to_evaluate else {"generator": "rows_conv", **CONFIG}
     hp, recipe = GanTrialConfig(**config), Recipe.of(p)
     settings = final_settings(params) | {"seed": seed}
     key = {"config": hp.model_dump(), "recipe": dataclasses.asdict(recipe), **settings, "data": data.content_hash}
-    state_path = DATA / "gan_quality_full_state.pt"
+    state_path = DATA / f"{name}_state.pt"
     resume = None
     if state_path.is_file():
         saved = torch.load(state_path, map_location="cpu", weights_only=True)
@@ -189,6 +218,7 @@ def full_budget(data, clf, clf_acc: float, seed: int) -> None:
             print(f"resuming after epoch {resume['epoch']} of {p.epochs} ({state_path})", flush=True)
     head = {
         "command": " ".join(["python", "benchmarks/gan_quality.py", *sys.argv[1:]]),
+        "changes": changes,
         "budget": {**settings, "test_samples": p.eval_samples, "batch_size": p.batch_size},
         "classifier_test_accuracy": clf_acc,
         "config": hp.model_dump(),
@@ -208,7 +238,7 @@ def full_budget(data, clf, clf_acc: float, seed: int) -> None:
         )
         best = state["best"]
         save(
-            "gan_quality_full",
+            name,
             {
                 **head,
                 "finished": False,
@@ -222,7 +252,7 @@ def full_budget(data, clf, clf_acc: float, seed: int) -> None:
     trained = train_best(hp, recipe, clf, data, **settings, device=device, resume=resume, checkpoint=checkpoint)
     metrics, grid = evaluate_gan(trained.G, clf, data, eval_samples=p.eval_samples, seed=seed, device=device)
     by_class = class_grid(trained.G, clf, Split.of(data.x_test, data.y_test, device), seed=seed)
-    out = RESULTS / "gan_quality_full_samples"
+    out = RESULTS / f"{name}_samples"
     write_png(out / "samples.png", grid)
     write_png(out / "by_class.png", by_class)
     row = {
@@ -232,7 +262,7 @@ def full_budget(data, clf, clf_acc: float, seed: int) -> None:
     }
     print(table([row], list(row)))
     path = save(
-        "gan_quality_full",
+        name,
         {
             **head,
             "finished": True,
@@ -252,13 +282,24 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", action="store_true", help="rows_conv's short-budget variants instead")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s, the laptop's cores)")
+    ap.add_argument(
+        "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="with --budget full: a params.yaml change"
+    )
+    ap.add_argument("--name", default="gan_quality_full", help="with --budget full: the results' name (%(default)s)")
     args = ap.parse_args()
+    if (args.set or args.name != "gan_quality_full") and args.budget != "full":
+        ap.error("--set and --name go with --budget full")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):
+        ap.error(f"--name {args.name!r}: letters, digits, _ and - only (it names files under benchmarks/results/)")
+    if args.set and args.name == "gan_quality_full":
+        ap.error("--set changes params.yaml's budget: give the run a --name of its own")
+    with_changes(args.set)  # bad keys or values fail before the data and the classifier load
     torch.set_num_threads(args.threads)
     data = load_prepared(DATA / "fashion_mnist.npz", verify=False)
     clf, clf_acc = classifier(data, args.seed)
     print(f"scoring classifier: test accuracy {clf_acc:.3f}")
     if args.budget == "full":
-        return full_budget(data, clf, clf_acc, args.seed)
+        return full_budget(data, clf, clf_acc, args.seed, args.set, args.name)
     budget, out = BUDGETS[args.budget], RESULTS / f"gan_quality_{args.budget}_samples"
     out.mkdir(parents=True, exist_ok=True)
     kinds = [k for k in args.only.split(",") if k] or list(GENERATOR_NAMES)

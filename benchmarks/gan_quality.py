@@ -86,6 +86,7 @@ VARIANTS = {  # name -> (config change, recipe change, budget change): for a sho
     "batch 32, learning rates x2": ({"lr_g": 1e-3, "lr_d": 4e-3}, {"batch_size": 32}, {}),
     "5 epochs (the laptop preset)": ({}, {}, {"epochs": 5}),
     "5 epochs, cosine learning rates": ({}, {"lr_schedule": "cosine"}, {"epochs": 5}),
+    "5 epochs, R1 gamma 0.1": ({}, {"r1_gamma": 0.1}, {"epochs": 5}),
 }
 
 

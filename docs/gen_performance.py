@@ -307,12 +307,58 @@ def gan_quality_full(d: dict) -> str:
     row = {
         **d,
         "epochs": d["budget"]["epochs"],
+        "learning rates": d["recipe"].get("lr_schedule", "constant"),
+        "R1 gamma": d["recipe"].get("r1_gamma"),
         "precision": d["metrics"].get("precision"),
         "recall": d["metrics"].get("recall"),
     }
-    return records(
-        [row], ["epochs", "IS", "real IS", "IS / real", "FID", "real FID", "precision", "recall", "best epoch"]
-    )
+    columns = ["epochs", "learning rates", "R1 gamma", "IS", "real IS", "IS / real", "FID", "real FID"]
+    return records([row], [*columns, "precision", "recall", "best epoch"])
+
+
+# The full-budget runs behind params.yaml's GAN recipe, in the order they were measured: (results stem, what it
+# changed against the recipe as it was). Each row is its own results file, made by the command listed under the table.
+GAN_FULL_STEPS = [
+    ("gan_quality_full_constant_30", "the recipe as it was"),
+    ("gan_quality_full_cosine_8", "cosine learning rates"),
+    ("gan_quality_full", "cosine learning rates (the default)"),
+    ("gan_quality_full_r1_01_8", "R1 gamma 0.1"),
+    ("gan_quality_full_cosine_8_r1_01", "R1 gamma 0.1, cosine learning rates"),
+    ("gan_quality_full_r1_01_8_seed1", "R1 gamma 0.1, seed 1"),
+]
+
+
+def gan_quality_full_steps(_: dict) -> str:
+    rows, commands = [], []
+    for stem, change in GAN_FULL_STEPS:
+        path = RESULTS / f"{stem}.json"
+        if not path.exists():
+            continue
+        d = json.loads(path.read_text())
+        if not d.get("finished"):
+            continue
+        m = d["metrics"]
+        rows.append(
+            {
+                **d,
+                "run": change,
+                "epochs": d["budget"]["epochs"],
+                "learning rates": d["recipe"].get("lr_schedule", "constant"),
+                "R1 gamma": d["recipe"].get("r1_gamma"),
+                "precision": m.get("precision"),
+                "recall": m.get("recall"),
+            }
+        )
+        commands.append(
+            f"- {change}, {rows[-1]['epochs']} epochs: `{command(stem, d)}`; {machine(d['machine'])}"
+            + (f"; {d['note']}" if d.get("note") else "")
+            + f". Results: `benchmarks/results/{stem}.json`."
+        )
+    columns = ["run", "epochs", "learning rates", "R1 gamma", "IS", "IS / real", "FID", "precision", "recall"]
+    return records(rows, [*columns, "best epoch"]) + "\n\n" + "\n".join(commands)
+
+
+gan_quality_full_steps.own_footer = True  # each row is its own file: the commands and machines are listed per row
 
 
 def laptop_run(d: dict) -> str:
@@ -364,6 +410,7 @@ RENDERERS: dict[tuple[str, str | None], Callable[[dict], str]] = {
     ("gan_quality_long", None): gan_quality,
     ("gan_quality_laptop_variants", None): gan_quality_variants,
     ("gan_quality_full", None): gan_quality_full,
+    ("gan_quality_full", "steps"): gan_quality_full_steps,
     ("laptop_run", None): laptop_run,
 }
 
@@ -410,6 +457,8 @@ def footer(stem: str, d: dict) -> str:
         lines.append("Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + ".")
     if d.get("machine"):
         lines.append(f"Machine: {machine(d['machine'])}.")
+    if d.get("note"):
+        lines.append(f"Note: {d['note']}.")
     if d.get("table_machine"):
         lines.append(
             "The table it reads was trained on: " + ", ".join(f"{k} {v}" for k, v in d["table_machine"].items())
@@ -431,7 +480,7 @@ def render(stem: str, part: str | None) -> str:
         body = fn(d)
     except (KeyError, IndexError, TypeError, ValueError) as e:
         raise SystemExit(f"gen_performance: cannot render benchmarks/results/{stem}.json ({e!r})") from e
-    return f"{body}\n\n{footer(stem, d)}"
+    return body if getattr(fn, "own_footer", False) else f"{body}\n\n{footer(stem, d)}"
 
 
 def main() -> None:

@@ -304,7 +304,13 @@ def gan_quality_full(d: dict) -> str:
             f"Not finished: {d.get('epochs_done', 0)} of {d['budget']['epochs']} epochs so far; best validation FID "
             f"{num(best.get('val_fid'))} at epoch {best.get('epoch', '—')}."
         )
-    row = {
+    columns = ["epochs", "learning rates", "R1 gamma", "IS", "real IS", "IS / real", "FID", "real FID"]
+    return records([gan_full_row(d)], [*columns, "precision", "recall", "best epoch"])
+
+
+def gan_full_row(d: dict) -> dict:
+    """A finished gan_quality --budget full file as a table row: its scores, budget and recipe."""
+    return {
         **d,
         "epochs": d["budget"]["epochs"],
         "learning rates": d["recipe"].get("lr_schedule", "constant"),
@@ -312,8 +318,6 @@ def gan_quality_full(d: dict) -> str:
         "precision": d["metrics"].get("precision"),
         "recall": d["metrics"].get("recall"),
     }
-    columns = ["epochs", "learning rates", "R1 gamma", "IS", "real IS", "IS / real", "FID", "real FID"]
-    return records([row], [*columns, "precision", "recall", "best epoch"])
 
 
 # The full-budget runs behind params.yaml's GAN recipe, in the order they were measured: (results stem, what it
@@ -337,18 +341,7 @@ def gan_quality_full_steps(_: dict) -> str:
         d = json.loads(path.read_text())
         if not d.get("finished"):
             continue
-        m = d["metrics"]
-        rows.append(
-            {
-                **d,
-                "run": change,
-                "epochs": d["budget"]["epochs"],
-                "learning rates": d["recipe"].get("lr_schedule", "constant"),
-                "R1 gamma": d["recipe"].get("r1_gamma"),
-                "precision": m.get("precision"),
-                "recall": m.get("recall"),
-            }
-        )
+        rows.append({**gan_full_row(d), "run": change})
         commands.append(
             f"- {change}, {rows[-1]['epochs']} epochs: `{command(stem, d)}`; {machine(d['machine'])}"
             + (f"; {d['note']}" if d.get("note") else "")

@@ -27,7 +27,16 @@ from torch.optim.swa_utils import AveragedModel
 from grutune.errors import GrutuneError
 from grutune.metrics import class_share, frechet_distance, inception_score, precision_recall
 from grutune.models import Discriminator, Generator, build_generator, to_float
-from grutune.training import EVAL_BATCH, NonFiniteLoss, Split, batches, load_checkpoint, restore_rng, rng_state
+from grutune.training import (
+    EVAL_BATCH,
+    NonFiniteLoss,
+    Split,
+    batches,
+    cosine,
+    load_checkpoint,
+    restore_rng,
+    rng_state,
+)
 
 __all__ = [
     "Collapsed",
@@ -145,10 +154,9 @@ def _anneal(opt: torch.optim.Optimizer, schedule: str, step: int, total: int) ->
     torch's LR schedulers keep it, so that it is saved and resumed with the optimiser) times the schedule's factor."""
     if schedule == "constant":
         return
-    factor = 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
     for group in opt.param_groups:
         group.setdefault("initial_lr", group["lr"])
-        group["lr"] = group["initial_lr"] * factor
+        group["lr"] = group["initial_lr"] * cosine(step / total)
 
 
 def _g_loss(loss: str, d_gen: torch.Tensor) -> torch.Tensor:

@@ -354,6 +354,52 @@ def gan_quality_full_steps(_: dict) -> str:
 gan_quality_full_steps.own_footer = True  # each row is its own file: the commands and machines are listed per row
 
 
+# Runs of the default recipe (and two changes to it) over seeds, finished or not: (results stem, what it is).
+GAN_FULL_SEEDS = [
+    ("gan_quality_full", "default, seed 0"),
+    ("gan_quality_full_seed1", "default, seed 1"),
+    ("gan_quality_full_gpu_seed1", "default, seed 1"),
+    ("gan_quality_full_gpu_seed2", "default, seed 2"),
+    ("gan_quality_full_gpu_seed3", "default, seed 3"),
+    ("gan_quality_full_gpu_seed4", "default, seed 4"),
+    ("gan_quality_full_gpu_r1_03_seed1", "R1 gamma 0.3, seed 1"),
+    ("gan_quality_full_gpu_r1_03_seed2", "R1 gamma 0.3, seed 2"),
+    ("gan_quality_full_gpu_cosine_24_seed1", "24 epochs, seed 1"),
+    ("gan_quality_full_gpu_cosine_24_seed2", "24 epochs, seed 2"),
+]
+SEED_EPOCHS = (1, 2, 3, 4, 5, 6, 7, 10, 13, 16)
+
+
+def gan_quality_full_seeds(_: dict) -> str:
+    """The validation FID after each of the first epochs, per seed: how far apart seeds start and how they go on."""
+    rows, notes = [], []
+    for stem, label in GAN_FULL_SEEDS:
+        path = RESULTS / f"{stem}.json"
+        if not path.exists():
+            continue
+        d = json.loads(path.read_text())
+        fid = {m["epoch"]: m.get("val_fid") for m in d.get("history", [])}
+        row = {
+            "run": label,
+            "device": d["device"] if "NVIDIA" in d.get("device", "") else "CPU",
+            "epochs": f"{len(fid)} of {d['budget']['epochs']}",
+            "diversity after 1": (d.get("history") or [{}])[0].get("diversity"),
+            **{str(e): fid.get(e) for e in SEED_EPOCHS},
+            "test IS / real": d.get("IS / real"),
+        }
+        rows.append(row)
+        notes.append(
+            f"- {label} ({row['device']}): `{command(stem, d)}`; {machine(d['machine'])}"
+            + (f"; {d['note']}" if d.get("note") else "")
+            + f". Results: `benchmarks/results/{stem}.json`."
+        )
+    columns = ["run", "device", "epochs", "diversity after 1", *map(str, SEED_EPOCHS), "test IS / real"]
+    return records(rows, columns, dict.fromkeys(map(str, SEED_EPOCHS), 1)) + "\n\n" + "\n".join(notes)
+
+
+gan_quality_full_seeds.own_footer = True
+
+
 def laptop_run(d: dict) -> str:
     columns = [
         "dataset",
@@ -404,6 +450,7 @@ RENDERERS: dict[tuple[str, str | None], Callable[[dict], str]] = {
     ("gan_quality_laptop_variants", None): gan_quality_variants,
     ("gan_quality_full", None): gan_quality_full,
     ("gan_quality_full", "steps"): gan_quality_full_steps,
+    ("gan_quality_full", "seeds"): gan_quality_full_seeds,
     ("laptop_run", None): laptop_run,
 }
 

@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import yaml
 
 from grutune.config import GanTrialConfig
 from grutune.data import load_prepared
-from grutune.gan import Collapsed, FidScorer, Recipe, new_gan, train_and_score, train_best, train_gan
+from grutune.gan import Collapsed, FidScorer, Recipe, generate, new_gan, train_and_score, train_best, train_gan
 from grutune.models import GENERATOR_NAMES, RecurrentClassifier, to_float
 from grutune.training import Split, save_checkpoint
 
@@ -101,6 +102,23 @@ def test_ema_warms_up_so_a_short_run_is_not_its_initial_weights(data):
     moved = (gan.G.state_dict()[k] - start[k]).norm()
     ema_moved = (gan.ema.module.state_dict()[k] - start[k]).norm()
     assert 0.2 * moved < ema_moved < moved
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", GENERATOR_NAMES)
+def test_on_a_gpu_training_and_sampling_the_ema_generator_warn_of_nothing(kind, data):
+    """AveragedModel deep-copies G, and a copied GRU's weights lie in pieces: cuDNN warned at every sampling and
+    re-packed them at every call (seen on an H200) until new_gan flattened them."""
+    cuda = torch.device("cuda")
+    torch.manual_seed(0)
+    gan = new_gan(hp(generator=kind), shape=(28, 28, 1), noise_dim=8, device=cuda, ema_decay=0.999)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        recipe = Recipe(batch_size=64, ema_decay=0.999, r1_gamma=1.0, lr_schedule="cosine")
+        train_gan(gan, Split.of(data.x_train, data.y_train, cuda), recipe, epochs=1, seed=0, subset=128)
+        samples = generate(gan.sampler, 16, seed=0, device=cuda)
+    assert samples.device.type == "cuda" and samples.shape == (16, 28, 28, 1)
+    assert all(p.device.type == "cuda" for p in gan.sampler.parameters())
 
 
 def test_r1_penalises_the_gradient_at_real_images(data):

@@ -134,6 +134,10 @@ def new_gan(hp, *, shape, noise_dim: int, device: torch.device, ema_decay: float
     ).to(device)
     D = Discriminator(in_shape=shape, backbone=hp.backbone).to(device)
     ema = AveragedModel(G, avg_fn=_ema(ema_decay), use_buffers=True) if ema_decay > 0 else None
+    if ema is not None:  # its deep copy of G leaves a GRU's weights in pieces, which cuDNN re-packs at every call
+        for m in ema.modules():
+            if isinstance(m, torch.nn.RNNBase):
+                m.flatten_parameters()  # in place; a no-op on the CPU
     return Gan(
         G,
         D,

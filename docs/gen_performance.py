@@ -13,7 +13,7 @@ import ast
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import mkdocs_gen_files
@@ -332,23 +332,29 @@ GAN_FULL_STEPS = [
 ]
 
 
-def gan_quality_full_steps(_: dict) -> str:
-    rows, commands = [], []
-    for stem, change in GAN_FULL_STEPS:
+def listed_runs(runs: Sequence[tuple[str, str]], *, finished: bool) -> Iterator[tuple[str, str, dict]]:
+    """(stem, label, results) of each listed run whose results file exists (with `finished`, only finished ones)."""
+    for stem, label in runs:
         path = RESULTS / f"{stem}.json"
-        if not path.exists():
-            continue
-        d = json.loads(path.read_text())
-        if not d.get("finished"):
-            continue
+        if path.exists():
+            d = json.loads(path.read_text())
+            if d.get("finished") or not finished:
+                yield stem, label, d
+
+
+def run_line(what: str, stem: str, d: dict) -> str:
+    """One run's line under a table of several runs: its command, machine, note and results file."""
+    note = f"; {d['note']}" if d.get("note") else ""
+    return f"- {what}: `{command(stem, d)}`; {machine(d['machine'])}{note}. Results: `benchmarks/results/{stem}.json`."
+
+
+def gan_quality_full_steps(_: dict) -> str:
+    rows, lines = [], []
+    for stem, change, d in listed_runs(GAN_FULL_STEPS, finished=True):
         rows.append({**gan_full_row(d), "run": change})
-        commands.append(
-            f"- {change}, {rows[-1]['epochs']} epochs: `{command(stem, d)}`; {machine(d['machine'])}"
-            + (f"; {d['note']}" if d.get("note") else "")
-            + f". Results: `benchmarks/results/{stem}.json`."
-        )
+        lines.append(run_line(f"{change}, {rows[-1]['epochs']} epochs", stem, d))
     columns = ["run", "epochs", "learning rates", "R1 gamma", "IS", "IS / real", "FID", "precision", "recall"]
-    return records(rows, [*columns, "best epoch"]) + "\n\n" + "\n".join(commands)
+    return records(rows, [*columns, "best epoch"]) + "\n\n" + "\n".join(lines)
 
 
 gan_quality_full_steps.own_footer = True  # each row is its own file: the commands and machines are listed per row
@@ -358,6 +364,7 @@ gan_quality_full_steps.own_footer = True  # each row is its own file: the comman
 GAN_FULL_SEEDS = [
     ("gan_quality_full", "default, seed 0"),
     ("gan_quality_full_seed1", "default, seed 1"),
+    ("gan_quality_full_seed3", "default, seed 3"),
     ("gan_quality_full_gpu_seed1", "default, seed 1"),
     ("gan_quality_full_gpu_seed2", "default, seed 2"),
     ("gan_quality_full_gpu_seed3", "default, seed 3"),
@@ -372,29 +379,23 @@ SEED_EPOCHS = (1, 2, 3, 4, 5, 6, 7, 10, 13, 16)
 
 def gan_quality_full_seeds(_: dict) -> str:
     """The validation FID after each of the first epochs, per seed: how far apart seeds start and how they go on."""
-    rows, notes = [], []
-    for stem, label in GAN_FULL_SEEDS:
-        path = RESULTS / f"{stem}.json"
-        if not path.exists():
-            continue
-        d = json.loads(path.read_text())
+    rows, lines = [], []
+    for stem, label, d in listed_runs(GAN_FULL_SEEDS, finished=False):
         fid = {m["epoch"]: m.get("val_fid") for m in d.get("history", [])}
-        row = {
-            "run": label,
-            "device": d["device"] if "NVIDIA" in d.get("device", "") else "CPU",
-            "epochs": f"{len(fid)} of {d['budget']['epochs']}",
-            "diversity after 1": (d.get("history") or [{}])[0].get("diversity"),
-            **{str(e): fid.get(e) for e in SEED_EPOCHS},
-            "test IS / real": d.get("IS / real"),
-        }
-        rows.append(row)
-        notes.append(
-            f"- {label} ({row['device']}): `{command(stem, d)}`; {machine(d['machine'])}"
-            + (f"; {d['note']}" if d.get("note") else "")
-            + f". Results: `benchmarks/results/{stem}.json`."
+        device = d["device"] if "NVIDIA" in d.get("device", "") else "CPU"
+        rows.append(
+            {
+                "run": label,
+                "device": device,
+                "epochs": f"{len(fid)} of {d['budget']['epochs']}",
+                "diversity after 1": (d.get("history") or [{}])[0].get("diversity"),
+                **{str(e): fid.get(e) for e in SEED_EPOCHS},
+                "test IS / real": d.get("IS / real"),
+            }
         )
+        lines.append(run_line(f"{label} ({device})", stem, d))
     columns = ["run", "device", "epochs", "diversity after 1", *map(str, SEED_EPOCHS), "test IS / real"]
-    return records(rows, columns, dict.fromkeys(map(str, SEED_EPOCHS), 1)) + "\n\n" + "\n".join(notes)
+    return records(rows, columns, dict.fromkeys(map(str, SEED_EPOCHS), 1)) + "\n\n" + "\n".join(lines)
 
 
 gan_quality_full_seeds.own_footer = True

@@ -401,6 +401,27 @@ def gan_quality_full_seeds(_: dict) -> str:
 gan_quality_full_seeds.own_footer = True
 
 
+def gan_start(d: dict) -> str:
+    s = d["summary"]
+    arms = [a for a in s if isinstance(s[a], dict) and "collapsed" in s[a]]
+    rows = [
+        {
+            "arm": a,
+            "collapsed": f"{s[a]['collapsed']} of {s['paired_seeds']}",
+            "diversity at init (median)": s[a]["diversity_before_median"],
+            "after (median)": s[a]["diversity_after_median"],
+            "after (IQR)": "–".join(num(q) for q in s[a]["diversity_after_iqr"] or []),
+        }
+        for a in arms
+    ]
+    text = records(rows, ["arm", "collapsed", "diversity at init (median)", "after (median)", "after (IQR)"])
+    for k, c in s.items():
+        if k.endswith(" vs torch default") and c:
+            text += f"\n\nPaired over seeds, {k}: diversity after {paired({**c, 'ties': 0})}."
+    steps = {r["steps"] for r in d["runs"]}
+    return text + f"\n\nAfter {', '.join(map(str, sorted(steps)))} steps; collapsed: below {s['min_diversity']}."
+
+
 def laptop_run(d: dict) -> str:
     columns = [
         "dataset",
@@ -452,6 +473,7 @@ RENDERERS: dict[tuple[str, str | None], Callable[[dict], str]] = {
     ("gan_quality_full", None): gan_quality_full,
     ("gan_quality_full", "steps"): gan_quality_full_steps,
     ("gan_quality_full", "seeds"): gan_quality_full_seeds,
+    ("gan_start", None): gan_start,
     ("laptop_run", None): laptop_run,
 }
 

@@ -24,7 +24,8 @@ from grutune.data import load_prepared
 from grutune.errors import cli
 from grutune.gan import Recipe, final_settings, train_best
 from grutune.io import add_output_options, write_csv
-from grutune.remote import placement, train_gan
+from grutune.remote import placement
+from grutune.remote_gan import train_gan
 from grutune.tracking import epoch_logger, init_wandb
 from grutune.training import load_classifier, pick_device, save_checkpoint
 

@@ -21,7 +21,8 @@ from grutune.data import load_prepared
 from grutune.errors import cli
 from grutune.gan import class_grid, evaluate_gan, load_generator
 from grutune.io import add_output_options, write_json, write_png
-from grutune.remote import evaluate_gan_on, placement
+from grutune.remote import placement
+from grutune.remote_gan import evaluate_gan_on
 from grutune.tracking import init_wandb, log_gan_run
 from grutune.training import Split, load_classifier, pick_device
 

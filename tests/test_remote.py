@@ -137,7 +137,7 @@ def test_the_gan_and_its_scores_from_ray_train_workers_are_those_of_this_process
     from grutune.config import GanTrialConfig
     from grutune.gan import Recipe, class_grid, evaluate_gan, train_best
     from grutune.models import RecurrentClassifier
-    from grutune.remote import evaluate_gan_on, train_gan
+    from grutune.remote_gan import evaluate_gan_on, train_gan
     from grutune.training import Split
 
     monkeypatch.chdir(tmp_path)
@@ -234,7 +234,7 @@ def test_a_gan_that_collapses_on_a_worker_fails_the_stage_as_on_a_laptop_without
     from grutune.errors import GrutuneError
     from grutune.gan import Recipe
     from grutune.models import RecurrentClassifier
-    from grutune.remote import train_gan
+    from grutune.remote_gan import train_gan
 
     monkeypatch.chdir(tmp_path)
     data = load_prepared(prepared_mnist(n_train=600, n_test=100))

@@ -55,8 +55,12 @@ __all__ = [
     "ClassifierJob",
     "Placement",
     "placement",
+    "report_state",
+    "resumed_state",
     "run_name",
+    "run_on_worker",
     "train_classifier",
+    "worker_device",
 ]
 
 log = logging.getLogger(__name__)
@@ -131,7 +135,7 @@ class _Relay(UserCallback):
         self.queue.put(("failure", why or "a worker failed"))
 
 
-def _fit(loop, config: dict, *, name: str, where: Placement, on_epoch: Callable[[dict], None]) -> dict:
+def run_on_worker(loop, config: dict, *, name: str, where: Placement, on_epoch: Callable[[dict], None]) -> dict:
     """Run `loop(config)` on Ray Train workers; `on_epoch(metrics)` here, for each epoch it reports; the state of
     its last report (read back here, on the CPU).
 
@@ -212,18 +216,18 @@ def _guarded(config: dict) -> None:
     try:
         config["loop"](config)
     except (GrutuneError, NonFiniteLoss) as e:
-        _report({"result": 1}, {"result": True, "error": f"{e}"})
+        report_state({"result": 1}, {"result": True, "error": f"{e}"})
 
 
 # --------------------------------------------------------------------------- in the worker
 
 
-def _device() -> torch.device:
+def worker_device() -> torch.device:
     """The worker's GPU where Ray gave it one (CUDA_VISIBLE_DEVICES), else the CPU."""
     return torch.device(f"cuda:{torch.cuda.current_device()}") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def _resumed(device: torch.device) -> dict | None:
+def resumed_state(device: torch.device) -> dict | None:
     """The state of the run's last checkpoint, where Ray Train restarted it after a failure (or a new driver)."""
     ckpt = train.get_checkpoint()
     if ckpt is None:
@@ -232,7 +236,7 @@ def _resumed(device: torch.device) -> dict | None:
         return torch.load(Path(d) / STATE, map_location=device, weights_only=True)
 
 
-def _report(metrics: dict, state: dict) -> None:
+def report_state(metrics: dict, state: dict) -> None:
     """Report an epoch's metrics with the run's state as a checkpoint (one file; Ray Train uploads it at once). Of
     data-parallel workers, every one reports and the first writes the checkpoint (they hold the same weights)."""
     if train.get_context().get_world_rank() != 0:
@@ -257,10 +261,10 @@ class ClassifierJob:
 def _classifier_loop(config: dict) -> None:
     job: ClassifierJob = config["job"]
     data = ray.get(job.data)
-    device = _device()
-    resume = _resumed(device)
+    device = worker_device()
+    resume = resumed_state(device)
     if resume is not None and "result" in resume:  # the run had finished: report its result again
-        _report({"result": 1}, resume)
+        report_state({"result": 1}, resume)
         return
     node = ray.get_runtime_context().get_node_id()
 
@@ -284,9 +288,9 @@ def _classifier_loop(config: dict) -> None:
         on_epoch=on_epoch,
         resume=resume,
         shard=(context.get_world_rank(), context.get_world_size()),
-        checkpoint=lambda state: _report(state["history"][-1], {**state, "node_id": node}),
+        checkpoint=lambda state: report_state(state["history"][-1], {**state, "node_id": node}),
     )
-    _report(
+    report_state(
         {"result": 1},
         {
             "result": True,
@@ -320,7 +324,7 @@ def train_classifier(
         f"train-{data.name}", hp=hp.model_dump(), data=data.content_hash, epochs=epochs, seed=seed, augment=augment
     )
     job = ClassifierJob(data=ray.put(data), hp=hp, epochs=epochs, seed=seed, augment=augment)
-    state = _fit(_classifier_loop, {"job": job}, name=name, where=where, on_epoch=on_epoch)
+    state = run_on_worker(_classifier_loop, {"job": job}, name=name, where=where, on_epoch=on_epoch)
     model = build_classifier(state["model_kwargs"], state["model"])
     measured = {
         **state["cost"],

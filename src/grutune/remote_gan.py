@@ -14,7 +14,7 @@ import torch
 
 from grutune.gan import TrainedGan, class_grid, evaluate_gan, train_best
 from grutune.models import build_classifier, build_discriminator, build_generator
-from grutune.remote import Placement, _device, _fit, _report, _resumed, run_name
+from grutune.remote import Placement, report_state, resumed_state, run_name, run_on_worker, worker_device
 from grutune.training import Split
 
 __all__ = ["GanEvalJob", "GanJob", "evaluate_gan_on", "train_gan"]
@@ -35,10 +35,10 @@ class GanJob:
 def _gan_loop(config: dict) -> None:
     job: GanJob = config["job"]
     data, (kwargs, weights) = ray.get(job.data), ray.get(job.classifier)
-    device, node = _device(), ray.get_runtime_context().get_node_id()
-    resume = _resumed(device)
+    device, node = worker_device(), ray.get_runtime_context().get_node_id()
+    resume = resumed_state(device)
     if resume is not None and "result" in resume:
-        _report({"result": 1}, resume)
+        report_state({"result": 1}, resume)
         return
     if resume is not None:
         print(f"resuming after epoch {resume['epoch']} of {job.settings['epochs']} on node {node}", flush=True)
@@ -61,9 +61,9 @@ def _gan_loop(config: dict) -> None:
         device=device,
         on_epoch=on_epoch,
         resume=resume,
-        checkpoint=lambda state: _report(state["history"][-1], {**state, "node_id": node}),
+        checkpoint=lambda state: report_state(state["history"][-1], {**state, "node_id": node}),
     )
-    _report(
+    report_state(
         {"result": 1},
         {
             "result": True,
@@ -95,7 +95,7 @@ def train_gan(
     )
     classifier = ray.put(_weights(clf))
     job = GanJob(data=ray.put(data), classifier=classifier, hp=hp, recipe=recipe, settings=settings)
-    state = _fit(_gan_loop, {"job": job}, name=name, where=where, on_epoch=on_epoch)
+    state = run_on_worker(_gan_loop, {"job": job}, name=name, where=where, on_epoch=on_epoch)
     G = build_generator(state["generator_kwargs"])
     G.load_state_dict(state["generator"])
     D = build_discriminator(state["discriminator_kwargs"])
@@ -117,7 +117,7 @@ class GanEvalJob:
 
 def _gan_eval_loop(config: dict) -> None:
     job: GanEvalJob = config["job"]
-    data, device = ray.get(job.data), _device()
+    data, device = ray.get(job.data), worker_device()
     (ck, cw), (gk, gw) = ray.get(job.classifier), ray.get(job.generator)
     clf = build_classifier(ck, cw).to(device)
     G = build_generator(gk)
@@ -125,7 +125,7 @@ def _gan_eval_loop(config: dict) -> None:
     G = G.to(device)
     metrics, grid = evaluate_gan(G, clf, data, eval_samples=job.eval_samples, seed=job.seed, device=device)
     by_class = class_grid(G, clf, Split.of(data.x_test, data.y_test, device), seed=job.seed)
-    _report(
+    report_state(
         {"result": 1},
         {"result": True, "metrics": metrics, "grid": torch.from_numpy(grid), "class_grid": torch.from_numpy(by_class)},
     )
@@ -157,5 +157,5 @@ def evaluate_gan_on(where: Placement, G, clf, data, *, eval_samples: int, seed: 
         seed=seed,
     )
     job = GanEvalJob(ray.put(data), ray.put(_weights(clf)), ray.put(_weights(G)), eval_samples, seed)
-    state = _fit(_gan_eval_loop, {"job": job}, name=name, where=where, on_epoch=lambda m: None)
+    state = run_on_worker(_gan_eval_loop, {"job": job}, name=name, where=where, on_epoch=lambda m: None)
     return dict(state["metrics"]), state["grid"].numpy(), state["class_grid"].numpy()

@@ -89,7 +89,7 @@ def run(arm: str, seed: int, steps: int, data, params) -> dict:
 
 
 def summary(rows: list[dict], min_diversity: float) -> dict:
-    from scipy.stats import wilcoxon
+    from scipy.stats import binomtest, wilcoxon
 
     by = {(r["arm"], r["seed"]): r for r in rows}
     seeds = sorted({s for _, s in by if all((a, s) in by for a in ARMS)})
@@ -113,7 +113,27 @@ def summary(rows: list[dict], min_diversity: float) -> dict:
             "of": len(d),
             "wilcoxon_p": float(wilcoxon(d).pvalue) if d.any() else None,
         }
+        # collapses, paired: seeds where only one arm collapsed (McNemar's exact test on those)
+        a, b = ARMS
+        only = {x: sum(by[x, s]["collapsed"] and not by[y, s]["collapsed"] for s in seeds) for x, y in ((a, b), (b, a))}
+        n = sum(only.values())
+        out["collapsed in one arm only"] = {
+            **only,
+            "exact_p": float(binomtest(only["torch default"], n).pvalue) if n else None,
+        }
     return out
+
+
+def write(rows: list[dict], params) -> None:
+    save(
+        NAME,
+        {
+            "command": " ".join(["python", "benchmarks/gan_start.py", *sys.argv[1:]]),
+            "config": params.gan_search.points_to_evaluate[0],
+            "summary": summary(rows, params.gan_search.min_diversity),
+            "runs": rows,
+        },
+    )
 
 
 def main() -> None:
@@ -141,15 +161,8 @@ def main() -> None:
                 f"{'  collapsed' if r['collapsed'] else ''}",
                 flush=True,
             )
-            save(
-                NAME,
-                {
-                    "command": " ".join(["python", "benchmarks/gan_start.py", *sys.argv[1:]]),
-                    "config": params.gan_search.points_to_evaluate[0],
-                    "summary": summary(rows, params.gan_search.min_diversity),
-                    "runs": rows,
-                },
-            )
+            write(rows, params)
+    write(rows, params)  # the summary as this version computes it, also when every run was done before
     s = summary(rows, params.gan_search.min_diversity)
     print(
         table(
@@ -157,8 +170,9 @@ def main() -> None:
             ["arm", "collapsed", "diversity_before_median", "diversity_after_median"],
         )
     )
-    if "variance-preserving vs torch default" in s:
-        print(s["variance-preserving vs torch default"])
+    for key in ("variance-preserving vs torch default", "collapsed in one arm only"):
+        if key in s:
+            print(f"{key}: {s[key]}")
 
 
 if __name__ == "__main__":

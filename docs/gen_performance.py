@@ -418,6 +418,10 @@ def gan_start(d: dict) -> str:
     for k, c in s.items():
         if k.endswith(" vs torch default") and c:
             text += f"\n\nPaired over seeds, {k}: diversity after {paired({**c, 'ties': 0})}."
+    one = s.get("collapsed in one arm only")
+    if one:
+        arms_only = ", ".join(f"{k} {v}" for k, v in one.items() if k != "exact_p")
+        text += f" Seeds where only one arm collapsed: {arms_only} (exact test p={p_value(one['exact_p'])})."
     steps = {r["steps"] for r in d["runs"]}
     return text + f"\n\nAfter {', '.join(map(str, sorted(steps)))} steps; collapsed: below {s['min_diversity']}."
 

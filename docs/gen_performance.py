@@ -329,6 +329,7 @@ GAN_FULL_STEPS = [
     ("gan_quality_full_r1_01_8", "R1 gamma 0.1"),
     ("gan_quality_full_cosine_8_r1_01", "R1 gamma 0.1, cosine learning rates"),
     ("gan_quality_full_r1_01_8_seed1", "R1 gamma 0.1, seed 1"),
+    ("gan_quality_full_kaiming_seed0", "cosine learning rates, variance-preserving init (not the default)"),
 ]
 
 

@@ -56,12 +56,14 @@ def variance_preserving(m: nn.Module) -> None:
 ARMS = {"torch default": torch_default, "variance-preserving": variance_preserving}
 
 
-def run(arm: str, seed: int, steps: int, data, params) -> dict:
+def run(arm: str, seed: int, steps: int, train: Split, real: torch.Tensor, params) -> dict:
     p = params.gan
     hp = GanTrialConfig(**params.gan_search.points_to_evaluate[0])
     recipe = dataclasses.replace(Recipe.of(p), lr_schedule="constant")  # the first steps of a long run: peak rates
     torch.manual_seed(seed)
-    gan = new_gan(hp, shape=data.image_shape, noise_dim=p.noise_dim, device=torch.device("cpu"), ema_decay=p.ema_decay)
+    gan = new_gan(
+        hp, shape=tuple(train.x.shape[1:]), noise_dim=p.noise_dim, device=torch.device("cpu"), ema_decay=p.ema_decay
+    )
     state = torch.get_rng_state()
     for m in (gan.G.head, *gan.G.render):
         if isinstance(m, (nn.Linear, nn.Conv2d)):
@@ -69,9 +71,7 @@ def run(arm: str, seed: int, steps: int, data, params) -> dict:
     torch.set_rng_state(state)  # both arms draw the same noise from here on
     if gan.ema is not None:
         gan.ema.module.load_state_dict(gan.G.state_dict())  # the EMA starts as the re-initialised G, as in new_gan
-    real = to_float(torch.as_tensor(data.x_val[:2000]))
     before = diversity(generate(gan.sampler, len(real), seed=seed, device=real.device), real)
-    train = Split.of(data.x_train, data.y_train, "cpu")
     t0 = time.perf_counter()
     m = train_gan(gan, train, recipe, epochs=1, seed=seed, subset=steps * recipe.batch_size)[0]
     after = diversity(generate(gan.sampler, len(real), seed=seed, device=real.device), real)
@@ -147,6 +147,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     params = load_params(ROOT / "params.yaml")
     data = load_prepared(DATA / "fashion_mnist.npz", verify=False)
+    train = Split.of(data.x_train, data.y_train, "cpu")  # once: every run reads the same tensors
+    real = to_float(torch.as_tensor(data.x_val[:2000]))
     path = RESULTS / f"{NAME}.json"
     rows = json.loads(path.read_text())["runs"] if path.is_file() else []
     rows = [r for r in rows if r["steps"] == args.steps]
@@ -154,7 +156,7 @@ def main() -> None:
         for arm in ARMS:
             if any(r["arm"] == arm and r["seed"] == seed for r in rows):
                 continue
-            rows.append(run(arm, seed, args.steps, data, params))
+            rows.append(run(arm, seed, args.steps, train, real, params))
             r = rows[-1]
             print(
                 f"seed {seed:3d}  {arm:20s} diversity {r['diversity_before']:.3f} -> {r['diversity_after']:.3f}"

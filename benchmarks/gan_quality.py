@@ -58,8 +58,9 @@ from grutune.gan import (  # noqa: E402
     train_and_score,
     train_best,
 )
+from grutune.gan_models import GENERATOR_NAMES  # noqa: E402
 from grutune.io import atomic_path, write_png  # noqa: E402
-from grutune.models import GENERATOR_NAMES, build_classifier  # noqa: E402
+from grutune.models import build_classifier  # noqa: E402
 from grutune.training import Split, evaluate, fit, hardware, new_classifier, pick_device  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / ".data"

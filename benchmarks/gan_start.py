@@ -12,7 +12,8 @@ Arms, on rows_conv (the full budget's generator): its head (GRU state -> feature
 initialised with torch's defaults, or variance-preserving (Kaiming normal for the LeakyReLU(0.2) they feed). Both
 arms of a seed share everything else: the other weights, the data order and the noise (the random state is set
 aside around the re-initialisation). Paired: the difference in diversity after the steps (Wilcoxon), and the
-collapses of each arm.
+collapses of each arm. The generators start variance-preserving since this benchmark (gan_models.py);
+the torch-default arm is how they started before it.
 
 Each (arm, seed) is appended to benchmarks/results/gan_start.json as it finishes; a rerun skips those done. About
 40 seconds a run on 2 cores.
@@ -110,6 +111,7 @@ def summary(rows: list[dict], min_diversity: float) -> dict:
         out["variance-preserving vs torch default"] = {
             "mean_diff": float(d.mean()),
             "wins": int((d > 0).sum()),
+            "ties": int((d == 0).sum()),
             "of": len(d),
             "wilcoxon_p": float(wilcoxon(d).pvalue) if d.any() else None,
         }

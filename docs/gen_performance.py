@@ -325,11 +325,11 @@ def gan_full_row(d: dict) -> dict:
 GAN_FULL_STEPS = [
     ("gan_quality_full_constant_30", "the recipe as it was"),
     ("gan_quality_full_cosine_8", "cosine learning rates"),
-    ("gan_quality_full", "cosine learning rates (the default)"),
+    ("gan_quality_full", "cosine learning rates (the default until d0bc918)"),
     ("gan_quality_full_r1_01_8", "R1 gamma 0.1"),
     ("gan_quality_full_cosine_8_r1_01", "R1 gamma 0.1, cosine learning rates"),
     ("gan_quality_full_r1_01_8_seed1", "R1 gamma 0.1, seed 1"),
-    ("gan_quality_full_kaiming_seed0", "cosine learning rates, variance-preserving init (not the default)"),
+    ("gan_quality_full_kaiming_seed0", "cosine learning rates, variance-preserving init (the default since d0bc918)"),
 ]
 
 
@@ -418,7 +418,7 @@ def gan_start(d: dict) -> str:
     text = records(rows, ["arm", "collapsed", "diversity at init (median)", "after (median)", "after (IQR)"])
     for k, c in s.items():
         if k.endswith(" vs torch default") and c:
-            text += f"\n\nPaired over seeds, {k}: diversity after {paired({**c, 'ties': 0})}."
+            text += f"\n\nPaired over seeds, {k}: diversity after {paired({'ties': 0, **c})}."
     one = s.get("collapsed in one arm only")
     if one:
         arms_only = ", ".join(f"{k} {v}" for k, v in one.items() if k != "exact_p")

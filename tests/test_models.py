@@ -4,19 +4,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from grutune.config import GENERATOR_KINDS
+from grutune.gan_models import (
+    GENERATOR_NAMES,
+    GENERATORS,
+    Discriminator,
+    RowGenerator,
+    build_discriminator,
+    build_generator,
+)
 from grutune.models import (
     BACKBONE_NAMES,
     BACKBONES,
     CELL_NAMES,
     CELLS,
-    GENERATOR_NAMES,
-    GENERATORS,
-    Discriminator,
     RecurrentClassifier,
-    RowGenerator,
     build_classifier,
-    build_discriminator,
-    build_generator,
     get,
     to_float,
     to_uint8,
@@ -157,7 +160,7 @@ def generator(shape, num_layers=1, kind="rows"):
 
 
 def test_generator_registry():
-    assert GENERATOR_NAMES == ("rows", "rows_conv", "deconv") == tuple(GENERATORS)
+    assert GENERATOR_NAMES == ("rows", "rows_conv", "deconv") == tuple(GENERATORS) == GENERATOR_KINDS
     assert all(GENERATORS[k].kind == k for k in GENERATORS)
     with pytest.raises(ValueError, match="unknown generator 'vae'; valid: rows, rows_conv, deconv"):
         build_generator(dict(kind="vae", out_shape=(28, 28, 1), noise_dim=6, hidden_size=16, num_layers=1))

@@ -395,7 +395,8 @@ def test_gan_trials_that_collapse_are_stopped_and_counted_not_picked(tmp_path, p
 
 def test_the_gan_sweep_searches_over_generator_kinds(tmp_path, prepared, local_ray, write_params):
     """Trials draw the generator kind from the space, and each trial trains the kind it drew."""
-    from grutune.models import GENERATOR_NAMES, RecurrentClassifier
+    from grutune.gan_models import GENERATOR_NAMES
+    from grutune.models import RecurrentClassifier
     from grutune.search import run_gan_search
 
     p = load_params(

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
 from grutune.errors import GrutuneError
+from grutune.gan_models import Discriminator, Generator, build_generator
 from grutune.metrics import class_share, frechet_distance, inception_score, precision_recall
-from grutune.models import Discriminator, Generator, build_generator, to_float
+from grutune.models import to_float
 from grutune.training import (
     EVAL_BATCH,
     NonFiniteLoss,

@@ -13,7 +13,8 @@ import ray
 import torch
 
 from grutune.gan import TrainedGan, class_grid, evaluate_gan, train_best
-from grutune.models import build_classifier, build_discriminator, build_generator
+from grutune.gan_models import build_discriminator, build_generator
+from grutune.models import build_classifier
 from grutune.remote import Placement, report_state, resumed_state, run_name, run_on_worker, worker_device
 from grutune.training import Split
 

@@ -179,3 +179,27 @@ def test_a_final_run_resumed_from_an_epochs_checkpoint_ends_as_a_straight_run(pr
     # and the test can tell: the same resume with another random state (dropout's masks) ends elsewhere
     other = retrain_and_test(hp, data, **kw, resume={**states[1], "rng": torch.Generator().manual_seed(99).get_state()})
     assert not torch.equal(other.model.state_dict()["head.weight"], straight.model.state_dict()["head.weight"])
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (b"\x00" * 7 + b"not a checkpoint", "damaged or not one of grutune's"),  # unpickling refused
+        (b"PK\x03\x04truncated", "damaged or truncated"),  # a zip that ends early
+        (None, "not one of grutune's"),  # a torch file without grutune's keys
+    ],
+)
+def test_a_damaged_or_foreign_checkpoint_is_a_clear_error(tmp_path, content, says):
+    from grutune.errors import GrutuneError
+    from grutune.training import load_checkpoint
+
+    path = tmp_path / "classifier.pt"
+    if content is None:
+        torch.save({"weights": torch.zeros(2)}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(GrutuneError) as e:
+        load_checkpoint(path)
+    message = str(e.value)
+    assert str(path) in message and says in message and "rerun the stage" in message
+    assert "weights_only` set to `False`" not in message and "\n" not in message  # no advice to unpickle, one line

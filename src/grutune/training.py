@@ -6,6 +6,7 @@ Callers add reporting and checkpoints through the `on_epoch` callback; nothing h
 from __future__ import annotations
 
 import math
+import pickle
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -444,9 +445,26 @@ def load_checkpoint(path, device: torch.device | str = "cpu") -> dict:
     if not path.is_file():
         raise GrutuneError(f"checkpoint {path} not found")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # a truncated or foreign file: name it rather than dump torch's traceback
-        raise GrutuneError(f"checkpoint {path} cannot be loaded: {e}") from None
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's message advises weights_only=False: not for a file we cannot trust
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        raise GrutuneError(
+            f"checkpoint {path} cannot be loaded: it holds more than weights and plain values, which grutune never "
+            f"unpickles ({lines[-1].strip() if lines else type(e).__name__}); the file is damaged or not one of "
+            f"grutune's: rerun the stage that writes it"
+        ) from None
+    except Exception as e:  # a truncated file, or not a torch file at all: name it rather than dump a traceback
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise GrutuneError(
+            f"checkpoint {path} cannot be loaded ({first}): the file is damaged or truncated: rerun the stage that "
+            f"writes it"
+        ) from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_kwargs" not in ckpt:
+        raise GrutuneError(
+            f"checkpoint {path} is not one of grutune's (no model weights and model_kwargs in it): rerun the stage "
+            f"that writes it"
+        )
+    return ckpt
 
 
 def load_classifier(path, data_hash: str, device: torch.device | str = "cpu") -> tuple[RecurrentClassifier, dict]:

@@ -447,7 +447,8 @@ def load_checkpoint(path, device: torch.device | str = "cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:  # torch's message advises weights_only=False: not for a file we cannot trust
-        lines = [line for line in str(e).splitlines() if line.strip()]
+        boilerplate = ("weights_only", "torch.load", "Please file an issue")  # torch's advice around the cause
+        lines = [line for line in str(e).splitlines() if line.strip() and not any(b in line for b in boilerplate)]
         raise GrutuneError(
             f"checkpoint {path} cannot be loaded: it holds more than weights and plain values, which grutune never "
             f"unpickles ({lines[-1].strip() if lines else type(e).__name__}); the file is damaged or not one of "

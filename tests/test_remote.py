@@ -4,8 +4,10 @@ The multi-node case (a GPU worker, a node lost mid-training, `dvc repro train@mn
 """
 
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -15,7 +17,7 @@ import torch
 
 from grutune.config import FinalResources, TrialConfig
 from grutune.data import load_prepared
-from grutune.remote import placement, run_name, train_classifier
+from grutune.remote import code_digest, placement, run_name, train_classifier
 from grutune.training import retrain_and_test
 
 HP = TrialConfig(
@@ -88,6 +90,24 @@ def test_run_names_change_with_every_input_that_decides_the_result():
     for key, other in [("data", "abd"), ("epochs", 4), ("seed", 1), ("augment", True)]:
         assert run_name("train-mnist", **{**base, key: other}) != name, key
     assert run_name("train-cifar10", **base) != name
+
+
+def test_run_names_change_with_grutune_s_code(tmp_path, monkeypatch):
+    """A finished run on the cluster is not handed back to changed code (say, a generator that starts otherwise)."""
+    import grutune
+    import grutune.remote
+
+    package = Path(grutune.__file__).parent
+    copy = tmp_path / "grutune"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert code_digest(copy) == code_digest()
+    (copy / "gan_models.py").write_text((copy / "gan_models.py").read_text().replace("a=0.2", "a=0.1"))
+    changed = code_digest(copy)
+    assert changed != code_digest()
+    base = {"hp": HP.model_dump(), "data": "abc", "epochs": 3, "seed": 0}
+    name = run_name("gan-mnist", **base)
+    monkeypatch.setattr(grutune.remote, "code_digest", lambda: changed)
+    assert run_name("gan-mnist", **base) != name
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ to start itself (a laptop) nothing changes: the stage trains in its own process.
 The protocol, for a run that loses its worker or node:
 - after every epoch the worker reports a checkpoint: one file, `state.pt`, a dict of tensors and plain values (loaded
   with weights_only=True), through `ray.train.report`; Ray Train keeps the last two under `<storage>/final/<name>`;
-- the run's name is a hash of everything that decides its result (stage, config, data, epochs, seed), so Ray Train
-  restarts a lost worker from the last checkpoint (`FailureConfig(max_failures)`), and a stage run again after its
-  driver died resumes the same run, while any change of input starts a new one;
+- the run's name is a hash of everything that decides its result (stage, config, data, epochs, seed, and grutune's
+  source code), so Ray Train restarts a lost worker from the last checkpoint (`FailureConfig(max_failures)`), and a
+  stage run again after its driver died resumes the same run, while any change of input or of grutune's code starts
+  a new one (a finished run is never handed back to code that would have trained otherwise);
 - the last report holds the result (the final weights and what the stage writes), which the stage reads back on the
   head and writes where dvc.yaml says, as on a laptop.
 """
@@ -54,6 +55,7 @@ __all__ = [
     "STATE",
     "ClassifierJob",
     "Placement",
+    "code_digest",
     "placement",
     "report_state",
     "resumed_state",
@@ -114,9 +116,18 @@ def placement(resources: FinalResources, *, key: str, storage: str | None, max_f
     )
 
 
+def code_digest(package: Path = Path(__file__).parent) -> str:
+    """A hash of grutune's own source (every module of the package): code is an input of a run too."""
+    h = hashlib.sha256()
+    for path in sorted(package.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def run_name(stage: str, **inputs: Any) -> str:
-    """The run's name: the stage and a hash of everything that decides its result (see the module's protocol)."""
-    blob = json.dumps(inputs, sort_keys=True, default=str)
+    """The run's name: the stage and a hash of everything that decides its result, grutune's code included (see the
+    module's protocol)."""
+    blob = json.dumps({**inputs, "code": code_digest()}, sort_keys=True, default=str)
     return f"{stage}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 

@@ -330,6 +330,8 @@ GAN_FULL_STEPS = [
     ("gan_quality_full_cosine_8_r1_01", "R1 gamma 0.1, cosine learning rates"),
     ("gan_quality_full_r1_01_8_seed1", "R1 gamma 0.1, seed 1"),
     ("gan_quality_full_kaiming_seed0", "cosine learning rates, variance-preserving init (the default since d0bc918)"),
+    ("gan_quality_full_vp_r1_03_seed0", "cosine learning rates, variance-preserving init, R1 gamma 0.3"),
+    ("gan_quality_full_vp_r1_01_seed0", "cosine learning rates, variance-preserving init, R1 gamma 0.1"),
 ]
 
 
@@ -374,6 +376,9 @@ GAN_FULL_SEEDS = [
     ("gan_quality_full_gpu_r1_03_seed2", "R1 gamma 0.3, seed 2"),
     ("gan_quality_full_gpu_cosine_24_seed1", "24 epochs, seed 1"),
     ("gan_quality_full_gpu_cosine_24_seed2", "24 epochs, seed 2"),
+    ("gan_quality_full_kaiming_seed0", "variance-preserving init, seed 0"),
+    ("gan_quality_full_vp_r1_03_seed0", "variance-preserving init, R1 gamma 0.3, seed 0"),
+    ("gan_quality_full_vp_r1_01_seed0", "variance-preserving init, R1 gamma 0.1, seed 0"),
 ]
 SEED_EPOCHS = (1, 2, 3, 4, 5, 6, 7, 10, 13, 16)
 

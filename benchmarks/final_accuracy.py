@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -24,21 +23,12 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import save, table  # noqa: E402
+from _common import fashion_mnist, save, table  # noqa: E402
 from grutune.config import TrialConfig, read_best  # noqa: E402
-from grutune.data import fetch, load_prepared, prepare  # noqa: E402
 from grutune.training import pick_device, retrain_and_test  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.935
-
-
-def prepared(data_dir: Path):
-    npz = data_dir / "fashion_mnist.npz"
-    if not npz.exists():  # the pipeline's own split: val_fraction 0.1, seed 0 (params.yaml)
-        fetch("fashion_mnist", data_dir / "raw")
-        prepare("fashion_mnist", data_dir / "raw", npz, val_fraction=0.1, seed=0)
-    return load_prepared(npz)
 
 
 def laptop_pick() -> TrialConfig:
@@ -54,10 +44,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="default: params.yaml's train.epochs")
     ap.add_argument("--data-dir", type=Path, default=ROOT / "benchmarks/.data")
     args = ap.parse_args()
-    os.environ.setdefault("GRUTUNE_DATA_MIRROR", "/usr/share/datasets/fashion-mnist")
     epochs = args.epochs or yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["epochs"]
     hp = read_best(args.best)[1] if args.best else laptop_pick()
-    data, device = prepared(args.data_dir), pick_device()
+    data, device = fashion_mnist(args.data_dir), pick_device()
     plan = [(s, True) for s in range(args.seeds)]
     for s in range(args.plain_seeds):  # the baseline right after the same seed's augmented run
         plan.insert(plan.index((s, True)) + 1, (s, False))

@@ -26,7 +26,8 @@ learning rate 4x the generator's); then, on the best kind, each stabiliser taken
 With --variants, instead: rows_conv with what might buy quality at a short budget (smaller batches, so more
 steps for the same images; higher learning rates; more epochs; learning rates annealed on a cosine), against the
 recipe as it is, written to gan_quality_<budget>_variants.json. Writes benchmarks/results/gan_quality_<budget>.json;
-the data is prepared as in benchmarks/search_efficiency.py.
+real Fashion-MNIST is fetched and prepared on first use (benchmarks/_common.py: from $GRUTUNE_DATA_MIRROR,
+by default Debian's dataset-fashion-mnist copy).
 """
 
 from __future__ import annotations
@@ -45,9 +46,8 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, save, table  # noqa: E402
+from _common import DATA, RESULTS, fashion_mnist, save, table  # noqa: E402
 from grutune.config import GanTrialConfig, TrialConfig, load_params  # noqa: E402
-from grutune.data import load_prepared  # noqa: E402
 from grutune.errors import ConfigError  # noqa: E402
 from grutune.gan import (  # noqa: E402
     Collapsed,
@@ -63,7 +63,6 @@ from grutune.io import atomic_path, write_png  # noqa: E402
 from grutune.models import build_classifier  # noqa: E402
 from grutune.training import Split, evaluate, fit, hardware, new_classifier, pick_device  # noqa: E402
 
-DATA = Path(__file__).resolve().parent / ".data"
 BUDGETS = {
     "laptop": dict(epochs=3, subset=20_000, eval_samples=2_000),
     "long": dict(epochs=8, subset=None, eval_samples=10_000),
@@ -311,7 +310,7 @@ def main() -> None:
         ap.error("--set changes params.yaml's budget: give the run a --name of its own")
     with_changes(args.set)  # bad keys or values fail before the data and the classifier load
     torch.set_num_threads(args.threads)
-    data = load_prepared(DATA / "fashion_mnist.npz", verify=False)
+    data = fashion_mnist(verify=False)
     clf, clf_acc = classifier(data, args.seed)
     print(f"scoring classifier: test accuracy {clf_acc:.3f}")
     if args.budget == "full":

@@ -33,15 +33,13 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, save, table  # noqa: E402
+from _common import RESULTS, fashion_mnist, save, table  # noqa: E402
 from grutune.config import GanTrialConfig, load_params  # noqa: E402
-from grutune.data import load_prepared  # noqa: E402
 from grutune.gan import Recipe, diversity, generate, new_gan, train_gan  # noqa: E402
 from grutune.models import to_float  # noqa: E402
 from grutune.training import Split  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parent / ".data"
 NAME = "gan_start"
 
 
@@ -148,7 +146,7 @@ def main() -> None:
         ap.error("--seeds and --steps must be at least 1")
     torch.set_num_threads(args.threads)
     params = load_params(ROOT / "params.yaml")
-    data = load_prepared(DATA / "fashion_mnist.npz", verify=False)
+    data = fashion_mnist(verify=False)
     train = Split.of(data.x_train, data.y_train, "cpu")  # once: every run reads the same tensors
     real = to_float(torch.as_tensor(data.x_val[:2000]))
     path = RESULTS / f"{NAME}.json"

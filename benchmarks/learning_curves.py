@@ -37,15 +37,14 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, save  # noqa: E402
-from grutune.data import fetch, load_prepared, prepare  # noqa: E402
+from _common import DATA, RESULTS, fashion_mnist, machine, save  # noqa: E402
+from grutune.data import load_prepared  # noqa: E402
 from grutune.models import RecurrentClassifier  # noqa: E402
 from grutune.training import NonFiniteLoss, Split, cosine, evaluate, pick_device, train_epoch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = RESULTS / "learning_curves.jsonl.gz"
 WORKING = RESULTS / "learning_curves.jsonl"
-DATA = ROOT / "benchmarks/.data"
 OPTIM_KEYS = ("lr", "weight_decay", "batch_size")
 
 
@@ -257,11 +256,8 @@ def append(rows: list[dict], row: dict) -> None:
 
 
 def dataset() -> Path:
-    npz = DATA / "fashion_mnist.npz"
-    if not npz.exists():
-        fetch("fashion_mnist", DATA / "raw")
-        prepare("fashion_mnist", DATA / "raw", npz, val_fraction=0.1, seed=0)
-    return npz
+    fashion_mnist(DATA)  # fetched and prepared on first use; the workers read the file
+    return DATA / "fashion_mnist.npz"
 
 
 def build(args) -> None:

@@ -37,9 +37,8 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, save  # noqa: E402
+from _common import RESULTS, fashion_mnist, machine, save  # noqa: E402
 from grutune.config import Params, TrialConfig  # noqa: E402
-from grutune.data import fetch, load_prepared, prepare  # noqa: E402
 from grutune.search import run_search  # noqa: E402
 from grutune.training import Split, evaluate, fit, new_classifier  # noqa: E402
 
@@ -48,11 +47,7 @@ from search_efficiency import SPACE  # noqa: E402  (the CPU-sized space of the e
 
 
 def dataset(data_dir: Path, val_images: int):
-    npz = data_dir / "fashion_mnist.npz"
-    if not npz.exists():
-        fetch("fashion_mnist", data_dir / "raw")
-        prepare("fashion_mnist", data_dir / "raw", npz, val_fraction=0.1, seed=0)
-    d = load_prepared(npz)
+    d = fashion_mnist(data_dir)
     select = dataclasses.replace(d, x_val=d.x_val[:val_images], y_val=d.y_val[:val_images])
     held_out = Split.of(d.x_val[val_images : 2 * val_images], d.y_val[val_images : 2 * val_images], torch.device("cpu"))
     return select, held_out
@@ -168,7 +163,6 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=ROOT / "benchmarks/.data")
     ap.add_argument("--name", default="search_confirm")
     args = ap.parse_args()
-    os.environ.setdefault("GRUTUNE_DATA_MIRROR", "/usr/share/datasets/fashion-mnist")
     data, held_out = dataset(args.data_dir, args.val_images)
     path = RESULTS / f"{args.name}.json"
     seeds = json.loads(path.read_text())["seeds"] if path.exists() else []

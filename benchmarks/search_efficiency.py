@@ -36,9 +36,8 @@ import yaml
 from ray import tune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import save, table  # noqa: E402
+from _common import fashion_mnist, save, table  # noqa: E402
 from grutune.config import Params, TrialConfig  # noqa: E402
-from grutune.data import fetch, load_prepared, prepare  # noqa: E402
 from grutune.search import run_search  # noqa: E402
 from grutune.sweep import tune_param_space  # noqa: E402
 from grutune.training import Split, fit, new_classifier  # noqa: E402
@@ -59,11 +58,7 @@ SPACE = {  # the classifier space, with the backbones and sizes a 2-core CPU can
 
 
 def dataset(data_dir: Path, val_images: int):
-    npz = data_dir / "fashion_mnist.npz"
-    if not npz.exists():
-        fetch("fashion_mnist", data_dir / "raw")
-        prepare("fashion_mnist", data_dir / "raw", npz, val_fraction=0.1, seed=0)
-    d = load_prepared(npz)
+    d = fashion_mnist(data_dir)
     return dataclasses.replace(d, x_val=d.x_val[:val_images], y_val=d.y_val[:val_images])
 
 
@@ -265,7 +260,6 @@ def main() -> None:
     methods = args.methods.split(",")
     if unknown := [m for m in methods if m not in METHODS]:
         ap.error(f"--methods: unknown {unknown}; allowed: {', '.join(METHODS)}")
-    os.environ.setdefault("GRUTUNE_DATA_MIRROR", "/usr/share/datasets/fashion-mnist")
     data = dataset(args.data_dir, args.val_images)
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     runs: dict[str, list[dict]] = {m: [] for m in methods}

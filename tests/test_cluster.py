@@ -333,7 +333,7 @@ def test_a_sweep_grows_an_autoscaling_cluster_to_its_largest(tmp_path, write_par
     # A temp dir of its own (short: Ray's socket paths must fit in 107 characters), which every process of this
     # cluster names on its command line, so that the test stops this cluster and no other Ray on the machine.
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    subprocess.run(
+    head = subprocess.run(
         [
             "ray",
             "start",
@@ -345,10 +345,11 @@ def test_a_sweep_grows_an_autoscaling_cluster_to_its_largest(tmp_path, write_par
             "--include-dashboard=false",
         ],
         env=env,
-        check=True,
         capture_output=True,
+        text=True,
         timeout=120,
     )
+    assert head.returncode == 0, f"ray start --head failed:\n{head.stdout[-3000:]}\n{head.stderr[-3000:]}"
     address = f"{ray.util.get_node_ip_address()}:{port}"
     seen = {"cpus": 0.0, "used": 0.0}
     stop = threading.Event()

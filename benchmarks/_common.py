@@ -18,16 +18,21 @@ DATA = Path(__file__).resolve().parent / ".data"  # downloads, prepared data and
 MIRROR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist: the real files, offline
 
 
-def fashion_mnist(data_dir: Path = DATA, verify: bool = True) -> Prepared:
-    """Real Fashion-MNIST as the pipeline prepares it (params.yaml's val_fraction 0.1, seed 0), kept under data_dir:
-    fetched and prepared on first use (from $GRUTUNE_DATA_MIRROR, by default Debian's dataset-fashion-mnist copy;
-    fetch checks the content hashes), then read back. `verify=False` skips re-hashing a file prepared before."""
+def fashion_mnist_file(data_dir: Path = DATA) -> Path:
+    """data_dir/fashion_mnist.npz: real Fashion-MNIST as the pipeline prepares it (params.yaml's val_fraction 0.1,
+    seed 0), fetched and prepared on first use (from $GRUTUNE_DATA_MIRROR, by default Debian's dataset-fashion-mnist
+    copy; fetch checks the content hashes)."""
     npz = data_dir / "fashion_mnist.npz"
     if not npz.exists():
         os.environ.setdefault("GRUTUNE_DATA_MIRROR", MIRROR)
         fetch("fashion_mnist", data_dir / "raw")
         prepare("fashion_mnist", data_dir / "raw", npz, val_fraction=0.1, seed=0)
-    return load_prepared(npz, verify=verify)
+    return npz
+
+
+def fashion_mnist(data_dir: Path = DATA, verify: bool = True) -> Prepared:
+    """`fashion_mnist_file`, read back; `verify=False` skips re-hashing a file prepared before."""
+    return load_prepared(fashion_mnist_file(data_dir), verify=verify)
 
 
 def machine() -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fashion_mnist, save, table  # noqa: E402
+from _common import DATA, fashion_mnist, save, table  # noqa: E402
 from grutune.config import TrialConfig, read_best  # noqa: E402
 from grutune.training import pick_device, retrain_and_test  # noqa: E402
 
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3, help="seeds with augmentation (default: %(default)s)")
     ap.add_argument("--plain-seeds", type=int, default=1, help="of those, seeds also run without augmentation")
     ap.add_argument("--epochs", type=int, help="default: params.yaml's train.epochs")
-    ap.add_argument("--data-dir", type=Path, default=ROOT / "benchmarks/.data")
+    ap.add_argument("--data-dir", type=Path, default=DATA)
     args = ap.parse_args()
     epochs = args.epochs or yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["epochs"]
     hp = read_best(args.best)[1] if args.best else laptop_pick()

@@ -37,7 +37,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, RESULTS, fashion_mnist, machine, save  # noqa: E402
+from _common import RESULTS, fashion_mnist_file, machine, save  # noqa: E402
 from grutune.data import load_prepared  # noqa: E402
 from grutune.models import RecurrentClassifier  # noqa: E402
 from grutune.training import NonFiniteLoss, Split, cosine, evaluate, pick_device, train_epoch  # noqa: E402
@@ -255,11 +255,6 @@ def append(rows: list[dict], row: dict) -> None:
         os.replace(tmp, path)
 
 
-def dataset() -> Path:
-    fashion_mnist(DATA)  # fetched and prepared on first use; the workers read the file
-    return DATA / "fashion_mnist.npz"
-
-
 def build(args) -> None:
     budget = Budget(args.epochs, args.subset, args.cool, args.ema_images)
     rows = read_table()
@@ -276,7 +271,7 @@ def build(args) -> None:
     print(f"{len(done)} units done, {len(todo)} to run on {device} with {args.workers} worker(s)", flush=True)
     if not todo:
         return
-    npz = str(dataset())
+    npz = str(fashion_mnist_file())  # the workers read the file
     t0 = time.time()
     with cf.ProcessPoolExecutor(
         args.workers,

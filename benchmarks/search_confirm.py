@@ -37,7 +37,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, fashion_mnist, machine, save  # noqa: E402
+from _common import DATA, RESULTS, fashion_mnist, machine, save  # noqa: E402
 from grutune.config import Params, TrialConfig  # noqa: E402
 from grutune.search import run_search  # noqa: E402
 from grutune.training import Split, evaluate, fit, new_classifier  # noqa: E402
@@ -160,7 +160,7 @@ def main() -> None:
     ap.add_argument("--max-epochs", type=int, default=9)
     ap.add_argument("--subset", type=int, default=2000, help="training images per trial-epoch")
     ap.add_argument("--val-images", type=int, default=3000)
-    ap.add_argument("--data-dir", type=Path, default=ROOT / "benchmarks/.data")
+    ap.add_argument("--data-dir", type=Path, default=DATA)
     ap.add_argument("--name", default="search_confirm")
     args = ap.parse_args()
     data, held_out = dataset(args.data_dir, args.val_images)

@@ -36,7 +36,7 @@ import yaml
 from ray import tune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fashion_mnist, save, table  # noqa: E402
+from _common import DATA, fashion_mnist, save, table  # noqa: E402
 from grutune.config import Params, TrialConfig  # noqa: E402
 from grutune.search import run_search  # noqa: E402
 from grutune.sweep import tune_param_space  # noqa: E402
@@ -248,7 +248,7 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=4000, help="training images per trial-epoch")
     ap.add_argument("--val-images", type=int, default=3000)
     ap.add_argument("--startup-trials", type=int, default=8, help="TPE's random start, for both TPE methods")
-    ap.add_argument("--data-dir", type=Path, default=ROOT / "benchmarks/.data")
+    ap.add_argument("--data-dir", type=Path, default=DATA)
     ap.add_argument(
         "--methods",
         default="random,grutune,optuna",

@@ -346,8 +346,9 @@ def test_load_prepared_errors_name_the_path(tmp_path, raw_mnist):
         load_prepared(tmp_path / "none.npz")
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a zip file at all")
-    with pytest.raises(DataError, match=rf"{junk}: not a readable .npz"):
+    with pytest.raises(DataError, match=rf"{junk}: not a readable .npz") as err:
         load_prepared(junk)
+    assert "allow_pickle" not in str(err.value)  # numpy's advice to unpickle is not passed on
     good = tmp_path / "good.npz"
     prepare("mnist", raw_mnist, good, 0.1, seed=0)
     with np.load(good, allow_pickle=False) as npz:

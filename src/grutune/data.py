@@ -18,6 +18,7 @@ import tarfile
 import tempfile
 import urllib.parse
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -640,7 +641,9 @@ def load_prepared(path: str | os.PathLike, verify: bool = True, name: str | None
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - zipfile/numpy raise many types for a corrupt file
-        raise DataError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from None
+        # numpy reads a file that is no zip archive as a pickle and then advises allow_pickle=True: never that here
+        cause = "not a zip archive" if not zipfile.is_zipfile(path) else f"{type(e).__name__}: {e}"
+        raise DataError(f"{path}: not a readable .npz ({cause}); re-run the prepare stage") from None
     stored = str(arrays["content_hash"])
     if verify and content_hash(arrays) != stored:
         raise DataError(

@@ -158,6 +158,7 @@ class Arm:
     optuna_pruner: bool = False  # Optuna's own TPE + Hyperband, not the Tune searcher + ASHA
     multivariate: bool = False  # Optuna's multivariate TPE
     liar: bool = True  # Optuna's constant liar (running trials count as poor results)
+    rung_tpe: bool = False  # TPE fitted on one rung at a time (BOHB's rule, `RungTPESampler`)
 
 
 ARMS = {
@@ -181,6 +182,9 @@ ARMS = {
     "grutune_no_liar": Arm("grutune_no_liar", startup=0.3, liar=False),
     "grutune_s15": Arm("grutune_s15", startup=0.15),
     "grutune_s10": Arm("grutune_s10", startup=0.1),
+    "grutune_s30_rf4": Arm("grutune_s30_rf4", startup=0.3, rf=4),
+    "grutune_rung": Arm("grutune_rung", startup=0.3, rung_tpe=True),
+    "grutune_rung_s15": Arm("grutune_rung_s15", startup=0.15, rung_tpe=True),
 }
 SPACE = None
 
@@ -255,6 +259,7 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
             startup_trials=startup,
             multivariate=arm.multivariate,
             constant_liar=arm.liar,
+            rungs=asha_rungs(arm.grace, arm.rf, E) if arm.rung_tpe else (),
         )
         from ray.tune.schedulers import ASHAScheduler
 

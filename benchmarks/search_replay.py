@@ -24,7 +24,9 @@ Arms: `random` (random search, every trial to the end), `random_asha`, `tpe` (TP
 `grutune_v0` (the searcher and ASHA as they were: 8 random start-up trials), `optuna_hb` (Optuna's TPE with its
 Hyperband pruner, driven by Optuna's own ask/report/should_prune), `grutune` (today's defaults: 30% of the trials
 random start-up), and the variants tried on the way (`--arms` lists them all): WSD readings, multivariate TPE,
-other start-up shares, ASHA's reduction factor 2 or grace period 2 or 3. Writes
+other start-up shares, ASHA's reduction factor 2 or 4 or grace period 2 or 3, and BOHB's rule (`grutune_rung*`: TPE
+fitted on the readings at one rung, `RungTPESampler` below, which the search stage does not use: it did not win).
+Writes
 benchmarks/results/search_replay.json: per arm and budget the median and interquartile range of the user's
 accuracy, paired wins and a Wilcoxon signed-rank p-value against random search, random + ASHA and Optuna's TPE +
 Hyperband, best-so-far at 25/50/100% of the budget, and the trial-epochs each arm needs to reach random search's
@@ -44,6 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -55,7 +58,14 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, save  # noqa: E402
 from grutune.config import asha_rungs, expected_trial_epochs  # noqa: E402
-from grutune.recovery import GrutuneSearcher, SweepRun, bind, budget_allows_trial, distributions  # noqa: E402
+from grutune.recovery import (  # noqa: E402
+    DIVERGED,
+    GrutuneSearcher,
+    SweepRun,
+    bind,
+    budget_allows_trial,
+    distributions,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = RESULTS / "learning_curves.jsonl.gz"
@@ -143,6 +153,137 @@ def fit_surrogate(seed: int = 0) -> Surrogate:
     return Surrogate(models, time_model, seed_sd, eval_sd, E, quality)
 
 
+# --------------------------------------------------------------------------- a variant of the searcher
+
+
+class RungTPESampler(optuna.samplers.BaseSampler):
+    """Optuna's TPE fitted on one ASHA rung at a time: BOHB's rule (Falkner et al., 2018) on Optuna's public sampler
+    interface. A variant the replay measured (`grutune_rung*` arms): it did not beat grutune's plain TPE, so it lives
+    here, not in the search stage.
+
+    Plain TPE on a pruned study ranks every COMPLETE trial above every PRUNED one, and PRUNED ones by the last epoch
+    they reached: early in a sweep its "good" set is whichever trials ASHA happened to promote first (Ray's ASHA
+    promotes the first trial to reach an empty rung, whatever its score). This sampler instead compares like with
+    like: it fits TPE on the readings at the highest rung that holds at least `min_points` of them (BOHB's
+    d + 3 by default, d the searched hyperparameters; the lowest rung until then), each trial's value being its
+    reading at that rung. A diverged trial counts at its worst value at every rung past its divergence; running
+    trials without a reading there are left to TPE's constant liar. Random for the first `startup_trials` finished
+    trials, as TPE. Single-objective studies only.
+
+    It hands TPE a view of the study: an in-memory Optuna study with one trial per reading, built once per
+    suggestion, so nothing private of Optuna's is touched and the journal holds only what Tune did."""
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        startup_trials: int,
+        rungs: Sequence[int],
+        min_points: int | None = None,
+        multivariate: bool = False,
+        constant_liar: bool = True,
+    ):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._tpe = optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=0, constant_liar=constant_liar, multivariate=multivariate
+            )
+        self._random = optuna.samplers.RandomSampler(seed=seed)
+        self.startup_trials, self.rungs, self.min_points = startup_trials, sorted(set(rungs)), min_points
+        self._view: tuple | None = None
+
+    def reseed_rng(self) -> None:
+        self._tpe.reseed_rng()
+        self._random.reseed_rng()
+
+    def rung(self, trials: Sequence[optuna.trial.FrozenTrial], dims: int) -> int:
+        """The rung TPE is fitted on: the highest with `min_points` readings (the lowest until one has)."""
+        need = self.min_points or dims + 3
+        for b in reversed(self.rungs):
+            if sum(1 for t in trials if self._reading(t, b) is not None) >= need:
+                return b
+        return self.rungs[0]
+
+    @staticmethod
+    def _reading(t: optuna.trial.FrozenTrial, b: int) -> float | None:
+        steps = t.intermediate_values
+        if b in steps:
+            return float(steps[b])
+        if steps and t.user_attrs.get(DIVERGED) and max(steps) < b:
+            return float(steps[max(steps)])  # the worst value it reported, at every rung it never reached
+        return None
+
+    def _view_of(self, study: optuna.Study, trial: optuna.trial.FrozenTrial):
+        if self._view is not None and self._view[0] == trial.number:
+            return self._view[1:]
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+        others = [t for t in study.get_trials(deepcopy=False, states=states) if t.number != trial.number]
+        if sum(t.state.is_finished() for t in others) < self.startup_trials:
+            self._view = None
+            return None
+        dims = len({k for t in others for k in t.distributions})
+        b = self.rung([t for t in others if t.state.is_finished() or t.intermediate_values], dims)
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" per suggestion
+        try:
+            view = optuna.create_study(direction=study.direction)
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+        for t in others:
+            value = self._reading(t, b)
+            if value is not None:
+                view.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=value))
+            elif t.state == optuna.trial.TrialState.RUNNING and t.params:
+                view.add_trial(
+                    optuna.trial.create_trial(
+                        state=optuna.trial.TrialState.RUNNING, params=t.params, distributions=t.distributions
+                    )
+                )
+        view.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING))  # the one being sampled
+        self._view = (trial.number, view, view.get_trials(deepcopy=False)[-1])
+        return self._view[1:]
+
+    def infer_relative_search_space(self, study, trial):
+        return self._tpe.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        view = self._view_of(study, trial) if search_space else None
+        return self._tpe.sample_relative(*view, search_space) if view else {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        view = self._view_of(study, trial)
+        if view is None:
+            return self._random.sample_independent(study, trial, param_name, param_distribution)
+        return self._tpe.sample_independent(*view, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._view = None
+
+
+class RungSearcher(GrutuneSearcher):
+    """grutune's searcher with `RungTPESampler` in place of its TPE (the study, journal and protocol unchanged)."""
+
+    def __init__(self, *, rungs: Sequence[int], rung_min_points: int | None = None, **kw):
+        super().__init__(**kw)
+        self.rungs, self.rung_min_points = tuple(rungs), rung_min_points
+
+    def _open(self) -> optuna.Study:
+        fresh = self._study is None
+        study = super()._open()
+        if fresh:
+            study.sampler = RungTPESampler(
+                seed=self.seed + len(study.get_trials(deepcopy=False)),
+                startup_trials=self.startup_trials,
+                rungs=self.rungs,
+                min_points=self.rung_min_points,
+                multivariate=self.multivariate,
+                constant_liar=self.constant_liar,
+            )
+        return study
+
+
 # --------------------------------------------------------------------------- the arms
 
 
@@ -159,6 +300,7 @@ class Arm:
     multivariate: bool = False  # Optuna's multivariate TPE
     liar: bool = True  # Optuna's constant liar (running trials count as poor results)
     rung_tpe: bool = False  # TPE fitted on one rung at a time (BOHB's rule, `RungTPESampler`)
+    rung_min_points: int | None = None  # readings a rung needs before TPE is fitted on it (None: BOHB's d + 3)
 
 
 ARMS = {
@@ -185,6 +327,8 @@ ARMS = {
     "grutune_s30_rf4": Arm("grutune_s30_rf4", startup=0.3, rf=4),
     "grutune_rung": Arm("grutune_rung", startup=0.3, rung_tpe=True),
     "grutune_rung_s15": Arm("grutune_rung_s15", startup=0.15, rung_tpe=True),
+    "grutune_rung1": Arm("grutune_rung1", startup=0.3, rung_tpe=True, rung_min_points=10**9),  # the first rung only
+    "grutune_rung_m24": Arm("grutune_rung_m24", startup=0.3, rung_tpe=True, rung_min_points=24),
 }
 SPACE = None
 
@@ -249,7 +393,11 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
                 min_trial_epochs=arm.grace if arm.asha else E,
             ),
         )
-        searcher = GrutuneSearcher(
+        rung_args = (
+            {"rungs": asha_rungs(arm.grace, arm.rf, E), "rung_min_points": arm.rung_min_points} if arm.rung_tpe else {}
+        )
+        searcher = (RungSearcher if arm.rung_tpe else GrutuneSearcher)(
+            **rung_args,
             study_name=f"replay-{arm.name}-{seed}",
             space=cfg_space,
             seed=seed,
@@ -259,7 +407,6 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
             startup_trials=startup,
             multivariate=arm.multivariate,
             constant_liar=arm.liar,
-            rungs=asha_rungs(arm.grace, arm.rf, E) if arm.rung_tpe else (),
         )
         from ray.tune.schedulers import ASHAScheduler
 

@@ -122,6 +122,13 @@ ARMS = {
     "grutune_v0": "grutune before, 8 random start-up trials",
     "optuna_hb": "Optuna TPE + Hyperband",
     "grutune": "**grutune**, today's defaults",
+    "grutune_s10": "grutune, 10% start-up",
+    "grutune_s15": "grutune, 15% start-up",
+    "grutune_s30_rf4": "grutune, ASHA reduction factor 4",
+    "grutune_rung": "grutune, TPE per rung (BOHB's rule: highest rung with d + 3 readings)",
+    "grutune_rung_s15": "grutune, TPE per rung, 15% start-up",
+    "grutune_rung1": "grutune, TPE on the first rung's readings",
+    "grutune_rung_m24": "grutune, TPE per rung with 24 readings",
 }
 
 
@@ -475,6 +482,7 @@ RENDERERS: dict[tuple[str, str | None], Callable[[dict], str]] = {
     ("search_replay", None): search_replay,
     ("search_replay_explore", None): search_replay,
     ("search_replay_explore2", None): search_replay,
+    ("search_replay_explore3", None): search_replay,
     ("search_replay_in_flight", None): search_replay_in_flight,
     ("search_confirm", None): search_confirm,
     ("search_efficiency_4x4000", None): search_efficiency,

@@ -44,7 +44,6 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,111 +135,6 @@ def tpe_sampler(
         return optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=startup_trials, constant_liar=constant_liar, multivariate=multivariate
         )
-
-
-class RungTPESampler(optuna.samplers.BaseSampler):
-    """Optuna's TPE fitted on one ASHA rung at a time: BOHB's rule (Falkner et al., 2018) on Optuna's public sampler
-    interface.
-
-    Plain TPE on a pruned study ranks every COMPLETE trial above every PRUNED one, and PRUNED ones by the last epoch
-    they reached: early in a sweep its "good" set is whichever trials ASHA happened to promote first (Ray's ASHA
-    promotes the first trial to reach an empty rung, whatever its score). This sampler instead compares like with
-    like: it fits TPE on the readings at the highest rung that holds at least `min_points` of them (BOHB's
-    d + 3 by default, d the searched hyperparameters; the lowest rung until then), each trial's value being its
-    reading at that rung. A diverged trial counts at its worst value at every rung past its divergence; running
-    trials without a reading there are left to TPE's constant liar. Random for the first `startup_trials` finished
-    trials, as TPE. Single-objective studies only.
-
-    It hands TPE a view of the study: an in-memory Optuna study with one trial per reading, built once per
-    suggestion, so nothing private of Optuna's is touched and the journal holds only what Tune did."""
-
-    def __init__(
-        self,
-        *,
-        seed: int,
-        startup_trials: int,
-        rungs: Sequence[int],
-        min_points: int | None = None,
-        multivariate: bool = False,
-        constant_liar: bool = True,
-    ):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self._tpe = optuna.samplers.TPESampler(
-                seed=seed, n_startup_trials=0, constant_liar=constant_liar, multivariate=multivariate
-            )
-        self._random = optuna.samplers.RandomSampler(seed=seed)
-        self.startup_trials, self.rungs, self.min_points = startup_trials, sorted(set(rungs)), min_points
-        self._view: tuple[int, optuna.Study, optuna.trial.FrozenTrial] | None = None
-
-    def reseed_rng(self) -> None:
-        self._tpe.reseed_rng()
-        self._random.reseed_rng()
-
-    def rung(self, trials: Sequence[optuna.trial.FrozenTrial], dims: int) -> int:
-        """The rung TPE is fitted on: the highest with `min_points` readings (the lowest until one has)."""
-        need = self.min_points or dims + 3
-        for b in reversed(self.rungs):
-            if sum(1 for t in trials if self._reading(t, b) is not None) >= need:
-                return b
-        return self.rungs[0]
-
-    @staticmethod
-    def _reading(t: optuna.trial.FrozenTrial, b: int) -> float | None:
-        steps = t.intermediate_values
-        if b in steps:
-            return float(steps[b])
-        if steps and t.user_attrs.get(DIVERGED) and max(steps) < b:
-            return float(steps[max(steps)])  # the worst value it reported, at every rung it never reached
-        return None
-
-    def _view_of(self, study: optuna.Study, trial: optuna.trial.FrozenTrial):
-        if self._view is not None and self._view[0] == trial.number:
-            return self._view[1:]
-        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
-        others = [t for t in study.get_trials(deepcopy=False, states=states) if t.number != trial.number]
-        if sum(t.state.is_finished() for t in others) < self.startup_trials:
-            self._view = None
-            return None
-        dims = len({k for t in others for k in t.distributions})
-        b = self.rung([t for t in others if t.state.is_finished() or t.intermediate_values], dims)
-        verbosity = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" per suggestion
-        try:
-            view = optuna.create_study(direction=study.direction)
-        finally:
-            optuna.logging.set_verbosity(verbosity)
-        for t in others:
-            value = self._reading(t, b)
-            if value is not None:
-                view.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=value))
-            elif t.state == optuna.trial.TrialState.RUNNING and t.params:
-                view.add_trial(
-                    optuna.trial.create_trial(
-                        state=optuna.trial.TrialState.RUNNING, params=t.params, distributions=t.distributions
-                    )
-                )
-        view.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING))  # the one being sampled
-        self._view = (trial.number, view, view.get_trials(deepcopy=False)[-1])
-        return self._view[1:]
-
-    def infer_relative_search_space(self, study, trial):
-        return self._tpe.infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study, trial, search_space):
-        view = self._view_of(study, trial) if search_space else None
-        return self._tpe.sample_relative(*view, search_space) if view else {}
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        view = self._view_of(study, trial)
-        if view is None:
-            return self._random.sample_independent(study, trial, param_name, param_distribution)
-        return self._tpe.sample_independent(*view, param_name, param_distribution)
-
-    def after_trial(self, study, trial, state, values) -> None:
-        self._view = None
 
 
 def distributions(space: dict[str, Any]) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -368,11 +262,9 @@ class GrutuneSearcher(Searcher):
         multivariate: bool = False,
         constant_liar: bool = True,
         points_to_evaluate: list[dict[str, Any]] = (),
-        rungs: Sequence[int] = (),
     ):
         super().__init__(metric=metric, mode=mode)
         self.multivariate, self.constant_liar = multivariate, constant_liar
-        self.rungs = tuple(rungs)  # ASHA's rungs: TPE is fitted on one at a time (`RungTPESampler`); () plain TPE
         self.points_to_evaluate = [dict(p) for p in points_to_evaluate]
         self.origin = origin  # `location` of the sweep where this experiment started
         self.study_name, self.space, self.seed = study_name, dict(space), seed
@@ -398,7 +290,6 @@ class GrutuneSearcher(Searcher):
     def __setstate__(self, state: dict) -> None:
         state.setdefault("constant_liar", True)  # pickled by grutune before the option: it ran with the liar
         state.setdefault("points_to_evaluate", [])
-        state.setdefault("rungs", ())
         self.__dict__.update(state)
         self._reset()
 
@@ -428,17 +319,7 @@ class GrutuneSearcher(Searcher):
                 storage=storage,
                 study_name=self.study_name,
                 load_if_exists=True,
-                sampler=(
-                    RungTPESampler(
-                        seed=self.seed + n,
-                        startup_trials=self.startup_trials,
-                        rungs=self.rungs,
-                        multivariate=self.multivariate,
-                        constant_liar=self.constant_liar,
-                    )
-                    if self.rungs and not self.costs
-                    else tpe_sampler(self.seed + n, self.startup_trials, self.multivariate, self.constant_liar)
-                ),
+                sampler=tpe_sampler(self.seed + n, self.startup_trials, self.multivariate, self.constant_liar),
                 directions=directions,
             )
         finally:

@@ -341,6 +341,10 @@ GAN_FULL_STEPS = [
     ("gan_quality_full_vp_r1_01_seed0", "cosine learning rates, variance-preserving init, R1 gamma 0.1"),
     ("gan_quality_full_vp_r1_03_seed1", "cosine learning rates, variance-preserving init, R1 gamma 0.3, seed 1"),
     ("gan_quality_full_vp_r1_03_e24_seed0", "cosine learning rates, variance-preserving init, R1 gamma 0.3, 24 epochs"),
+    (
+        "gan_quality_full_vp_r1_03_e24_seed1",
+        "cosine learning rates, variance-preserving init, R1 gamma 0.3, 24 epochs, seed 1",
+    ),
 ]
 
 
@@ -391,6 +395,7 @@ GAN_FULL_SEEDS = [
     ("gan_quality_full_vp_seed1", "variance-preserving init, seed 1"),
     ("gan_quality_full_vp_r1_03_seed1", "variance-preserving init, R1 gamma 0.3, seed 1"),
     ("gan_quality_full_vp_r1_03_e24_seed0", "variance-preserving init, R1 gamma 0.3, 24 epochs, seed 0"),
+    ("gan_quality_full_vp_r1_03_e24_seed1", "variance-preserving init, R1 gamma 0.3, 24 epochs, seed 1"),
 ]
 SEED_EPOCHS = (1, 2, 3, 4, 5, 6, 7, 10, 13, 16)
 

@@ -26,8 +26,7 @@ Hyperband pruner, driven by Optuna's own ask/report/should_prune), `grutune` (to
 random start-up), and the variants tried on the way (`--arms` lists them all): WSD readings, multivariate TPE,
 other start-up shares, ASHA's reduction factor 2 or 4 or grace period 2 or 3, and BOHB's rule (`grutune_rung*`: TPE
 fitted on the readings at one rung, `RungTPESampler` below, which the search stage does not use: it did not win).
-Writes
-benchmarks/results/search_replay.json: per arm and budget the median and interquartile range of the user's
+Writes benchmarks/results/search_replay.json: per arm and budget the median and interquartile range of the user's
 accuracy, paired wins and a Wilcoxon signed-rank p-value against random search, random + ASHA and Optuna's TPE +
 Hyperband, best-so-far at 25/50/100% of the budget, and the trial-epochs each arm needs to reach random search's
 final median.

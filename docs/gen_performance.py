@@ -396,6 +396,7 @@ GAN_FULL_SEEDS = [
     ("gan_quality_full_vp_r1_03_seed1", "variance-preserving init, R1 gamma 0.3, seed 1"),
     ("gan_quality_full_vp_r1_03_e24_seed0", "variance-preserving init, R1 gamma 0.3, 24 epochs, seed 0"),
     ("gan_quality_full_vp_r1_03_e24_seed1", "variance-preserving init, R1 gamma 0.3, 24 epochs, seed 1"),
+    ("gan_quality_full_vp_r1_03_e24_seed2", "variance-preserving init, R1 gamma 0.3, 24 epochs, seed 2"),
 ]
 SEED_EPOCHS = (1, 2, 3, 4, 5, 6, 7, 10, 13, 16)
 

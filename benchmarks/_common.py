@@ -75,11 +75,13 @@ def table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join([line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
 
 
-def save(name: str, payload: dict) -> Path:
-    """benchmarks/results/<name>.json with the machine's facts; returns its path."""
+def save(name: str, payload: dict, machine_facts: dict | None = None) -> Path:
+    """benchmarks/results/<name>.json with the machine's facts (this machine's, or `machine_facts`: those of the
+    machine that made the results, when a rerun only summarises them again); returns its path."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     tmp = path.with_name(f".{path.name}.tmp")  # atomically: a kill mid-write leaves the previous file whole
-    tmp.write_text(json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2, default=str) + "\n")
+    facts = machine_facts or machine()
+    tmp.write_text(json.dumps({"benchmark": name, "machine": facts, **payload}, indent=2, default=str) + "\n")
     os.replace(tmp, path)
     return path

@@ -29,7 +29,9 @@ fitted on the readings at one rung, `RungTPESampler` below, which the search sta
 Writes benchmarks/results/search_replay.json: per arm and budget the median and interquartile range of the user's
 accuracy, paired wins and a Wilcoxon signed-rank p-value against random search, random + ASHA and Optuna's TPE +
 Hyperband, best-so-far at 25/50/100% of the budget, and the trial-epochs each arm needs to reach random search's
-final median.
+final median, with 95% bootstrap intervals (over seeds) of that figure and of every mean paired difference. It
+appends as it goes and skips the sweeps the file holds; with none left to run it only computes the summary anew,
+keeping the command and machine that made the runs.
 """
 
 from __future__ import annotations
@@ -533,6 +535,43 @@ def changes(curve: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
+BOOTSTRAP = 2000  # resamples of the seeds behind every interval
+
+
+def mean_interval(d: Sequence[float]) -> list[float]:
+    """95% percentile-bootstrap interval of the mean of paired differences, resampling seeds."""
+    d = np.asarray(d, dtype=float)
+    idx = np.random.default_rng(0).integers(0, len(d), size=(BOOTSTRAP, len(d)))
+    lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
+    return [round(float(lo), 4), round(float(hi), 4)]
+
+
+def reach_interval(arm: dict[int, dict], random: dict[int, dict]) -> list[float] | None:
+    """95% bootstrap interval of "trial-epochs to random search's final median": resample the seeds both arms ran,
+    and take random's final median and the arm's median first-reach time from the same resample; inf = never."""
+    seeds = sorted(set(arm) & set(random))
+    if len(seeds) < 5:
+        return None
+    best = []  # per seed: trial-epochs spent, and the best-so-far reached by then (so a first reach is a search)
+    for s in seeds:
+        t, v = zip(*arm[s]["curve"]) if arm[s]["curve"] else ((math.inf,), (-math.inf,))
+        best.append((np.asarray(t, dtype=float), np.maximum.accumulate(np.asarray(v, dtype=float))))
+    finals = np.array([random[s]["user"] for s in seeds])
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(BOOTSTRAP):
+        idx = rng.integers(0, len(seeds), len(seeds))
+        ref = np.median(finals[idx])
+        reach = []
+        for i in idx:
+            t, v = best[i]
+            k = int(np.searchsorted(v, ref))  # the first reading at or above ref
+            reach.append(t[k] if k < len(t) else math.inf)
+        out.append(np.median(reach))
+    lo, hi = np.percentile(out, 2.5, method="lower"), np.percentile(out, 97.5, method="higher")  # inf stays inf
+    return [float(lo), float(hi)]
+
+
 def summarise(runs: list[dict], arms: list[str], budgets: list[float], flights: list[int]) -> dict:
     from scipy.stats import wilcoxon
 
@@ -564,6 +603,7 @@ def summarise(runs: list[dict], arms: list[str], budgets: list[float], flights: 
                 if ref_med is not None:  # trial-epochs to reach random search's final median (median over seeds)
                     reach = [next((s for s, v in r["curve"] if v >= ref_med), math.inf) for r in by[a].values()]
                     row["epochs_to_random_median"] = statistics.median(reach)
+                    row["epochs_to_random_median_ci95"] = reach_interval(by[a], by["random"])
                 for other in ("random", "random_asha", "optuna_hb"):
                     if other == a or not by.get(other):
                         continue
@@ -573,6 +613,7 @@ def summarise(runs: list[dict], arms: list[str], budgets: list[float], flights: 
                         continue
                     row[f"vs_{other}"] = {
                         "mean_diff": round(float(np.mean(d)), 4),
+                        "mean_diff_ci95": mean_interval(d),
                         "wins": sum(x > 0 for x in d),
                         "ties": sum(x == 0 for x in d),
                         "of": len(d),
@@ -585,6 +626,7 @@ def summarise(runs: list[dict], arms: list[str], budgets: list[float], flights: 
                     if len(seeds) >= 5 and any(d):
                         row["vs_one_at_a_time"] = {
                             "mean_diff": round(float(np.mean(d)), 4),
+                            "mean_diff_ci95": mean_interval(d),
                             "median_diff": round(float(np.median(d)), 4),
                             "wins": sum(x > 0 for x in d),
                             "ties": sum(x == 0 for x in d),
@@ -592,7 +634,8 @@ def summarise(runs: list[dict], arms: list[str], budgets: list[float], flights: 
                             "wilcoxon_p": float(wilcoxon(d).pvalue),
                         }
                 block[a] = row
-            out[key] = block
+            if block:  # a budget and number in flight the file holds no run of are left out
+                out[key] = block
     return out
 
 
@@ -616,7 +659,8 @@ def main() -> None:
     budgets = [float(b) for b in args.budgets.split(",")]
     flights = [int(f) for f in args.in_flight.split(",")]
     path = RESULTS / f"{args.name}.json"
-    runs = json.loads(path.read_text())["runs"] if path.exists() else []
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    runs = stored.get("runs", [])
     done = {(r["arm"], r["seed"], r["budget"], r["in_flight"]) for r in runs}
     todo = [
         (a, s, b, f)
@@ -632,17 +676,24 @@ def main() -> None:
         flush=True,
     )
     t0 = time.time()
+    # The summary covers every run the file holds, not only those asked for now; with nothing left to run, the file
+    # keeps the command, machine and commit that made its runs, and only its summary is computed anew.
+    arms = list(dict.fromkeys([*stored.get("arms", {}), *arms]))
+    budgets = sorted({*budgets, *(r["budget"] for r in runs)})
+    flights = sorted({*flights, *(r["in_flight"] for r in runs)})
+    made_by = stored if stored and not todo else {"command": " ".join(sys.argv), "machine": None}
 
     def write() -> None:
         save(
             args.name,
             {
-                "command": " ".join(sys.argv),
+                "command": made_by["command"],
                 "surrogate": {**_SUR.quality, "seed_sd": _SUR.seed_sd, "eval_sd": _SUR.eval_sd},
-                "arms": {a: vars(ARMS[a]) for a in arms},
+                "arms": {a: stored.get("arms", {}).get(a) or vars(ARMS[a]) for a in arms},  # as they ran
                 "summary": summarise(runs, arms, budgets, flights),
                 "runs": runs,
             },
+            made_by["machine"],
         )
 
     with cf.ProcessPoolExecutor(args.workers, initializer=_init) as pool:

@@ -137,6 +137,16 @@ def budget_title(key: str) -> str:
     return f"{budget} trial-epochs, {flight} in flight"
 
 
+def with_interval(v: float | None, ci: Sequence[float] | None, digits: int, sign: str = "") -> str:
+    """A figure and its 95% bootstrap interval, where the results file has one: 82.5 (65.5–92.5)."""
+    if v is None:
+        return "—"
+    point = f"{v:{sign}.{digits}f}" if not math.isinf(v) else num(v)
+    if not ci:
+        return point
+    return f"{point} ({'–'.join(f'{x:{sign}.{digits}f}' if not math.isinf(x) else num(x) for x in ci)})"
+
+
 def search_replay(d: dict) -> str:
     header = [
         "arm",
@@ -146,7 +156,7 @@ def search_replay(d: dict) -> str:
         "vs random",
         "vs random + ASHA",
         "vs Optuna TPE + Hyperband",
-        "trial-epochs to random's final median",
+        "trial-epochs to random's final median (95% interval)",
     ]
     out = []
     for key, arms in d["summary"].items():
@@ -159,7 +169,7 @@ def search_replay(d: dict) -> str:
                 paired(r.get("vs_random")),
                 paired(r.get("vs_random_asha")),
                 paired(r.get("vs_optuna_hb")),
-                num(r.get("epochs_to_random_median"), 1),
+                with_interval(r.get("epochs_to_random_median"), r.get("epochs_to_random_median_ci95"), 1),
             ]
             for a, r in arms.items()
         ]
@@ -170,7 +180,14 @@ def search_replay(d: dict) -> str:
 
 def search_replay_in_flight(d: dict) -> str:
     """Each arm at each number of trials in flight, paired by seed with the same arm one trial at a time."""
-    header = ["arm", "in flight", "seeds", "median", "IQR", "against 1 at a time (mean, median, wins–ties–losses, p)"]
+    header = [
+        "arm",
+        "in flight",
+        "seeds",
+        "median",
+        "IQR",
+        "against 1 at a time: mean (95% interval), median, wins–ties–losses, p",
+    ]
     rows = []
     for key, arms in d["summary"].items():
         _, flight = (float(x) for x in key.split("x"))
@@ -180,8 +197,8 @@ def search_replay_in_flight(d: dict) -> str:
             if c:
                 losses = c["of"] - c["wins"] - c["ties"]
                 against = (
-                    f"{c['mean_diff']:+.4f}, {c['median_diff']:+.4f} ({c['wins']}–{c['ties']}–{losses}, "
-                    f"p={p_value(c['wilcoxon_p'])})"
+                    f"{with_interval(c['mean_diff'], c.get('mean_diff_ci95'), 4, '+')}, {c['median_diff']:+.4f} "
+                    f"({c['wins']}–{c['ties']}–{losses}, p={p_value(c['wilcoxon_p'])})"
                 )
             iqr = f"{num(r['iqr'][0], 4)}–{num(r['iqr'][1], 4)}"
             name = f"{ARMS.get(arm, arm)} (`{arm}`)" if arm in ARMS else f"`{arm}`"

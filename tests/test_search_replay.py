@@ -108,3 +108,29 @@ def test_the_replays_rung_searcher_fits_tpe_per_rung_through_the_journal(tmp_pat
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3 + ["PRUNED"] * 37
     late = sorted(abs(math.log10(t.params["lr"]) + 3.5) for t in trials[20:])
     assert late[len(late) // 2] < 0.3, late
+
+
+def _run(seed: int, user: float, curve: list) -> dict:
+    return {"seed": seed, "user": user, "curve": curve}
+
+
+def test_reach_interval_brackets_the_first_reach_and_keeps_never():
+    """The interval of "trial-epochs to random search's final median": with random search ending at 0.80 in every
+    seed, an arm that reaches 0.80 at 30 trial-epochs in half its seeds and at 90 in the others has every resample's
+    median at 30, 60 or 90; an arm that never reaches it has [inf, inf]; a reading that falls back (a later pick
+    with a worse truth) does not undo a reach."""
+    random = {s: _run(s, 0.80, [(1.0, 0.7), (200.0, 0.80)]) for s in range(20)}
+    arm = {s: _run(s, 0.81, [(1.0, 0.7), (30.0 if s % 2 else 90.0, 0.80), (150.0, 0.79)]) for s in range(20)}
+    lo, hi = replay.reach_interval(arm, random)
+    assert 30.0 <= lo <= hi <= 90.0 and lo < 60.0 < hi
+    never = {s: _run(s, 0.7, [(1.0, 0.7)]) for s in range(20)}
+    assert replay.reach_interval(never, random) == [math.inf, math.inf]
+    assert replay.reach_interval({s: arm[s] for s in range(3)}, random) is None  # too few seeds to resample
+
+
+def test_mean_interval_holds_the_mean_and_shrinks_with_the_spread():
+    wide = [(-1) ** i * 0.01 + 0.002 for i in range(100)]
+    narrow = [(-1) ** i * 0.001 + 0.002 for i in range(100)]
+    (lw, hw), (ln, hn) = replay.mean_interval(wide), replay.mean_interval(narrow)
+    assert lw < 0.002 < hw and ln <= 0.002 <= hn and (hn - ln) < (hw - lw) / 5
+    assert replay.mean_interval([0.003] * 10) == [0.003, 0.003]

@@ -40,6 +40,7 @@ import argparse
 import concurrent.futures as cf
 import gzip
 import heapq
+import itertools
 import json
 import math
 import os
@@ -66,6 +67,7 @@ from grutune.recovery import (  # noqa: E402
     bind,
     budget_allows_trial,
     distributions,
+    tpe_sampler,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -285,6 +287,68 @@ class RungSearcher(GrutuneSearcher):
         return study
 
 
+class StartedStartupSampler(optuna.samplers.BaseSampler):
+    """Random for the first `startup_trials` trials *started*, then Optuna's TPE (itself random until `min_finished`
+    trials have finished). A variant the replay measures (`grutune_started*` arms) against Optuna's own rule, which
+    counts finished trials: with N trials in flight, TPE's first suggestion waits for `startup_trials` to finish,
+    by when up to N - 1 more random trials have started, so the random share of a sweep grows with N. Counted in
+    started trials, the share stays what `startup_trials` says at any N."""
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        startup_trials: int,
+        min_finished: int,
+        multivariate: bool = False,
+        constant_liar: bool = True,
+    ):
+        self._tpe = tpe_sampler(seed, min_finished, multivariate, constant_liar)
+        self._random = optuna.samplers.RandomSampler(seed=seed)
+        self.startup_trials = startup_trials
+
+    def reseed_rng(self) -> None:
+        self._tpe.reseed_rng()
+        self._random.reseed_rng()
+
+    def _modelled(self, trial: optuna.trial.FrozenTrial) -> bool:
+        return trial.number >= self.startup_trials  # a trial's number: how many were created before it
+
+    def infer_relative_search_space(self, study, trial):
+        return self._tpe.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._tpe.sample_relative(study, trial, search_space) if self._modelled(trial) else {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        sampler = self._tpe if self._modelled(trial) else self._random
+        return sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        self._tpe.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._tpe.after_trial(study, trial, state, values)
+
+
+class StartedSearcher(GrutuneSearcher):
+    """grutune's searcher with `StartedStartupSampler` in place of its TPE (the study, journal and protocol
+    unchanged); TPE waits for d + 1 finished trials, d the searched hyperparameters (BOHB's least for a model)."""
+
+    def _open(self) -> optuna.Study:
+        fresh = self._study is None
+        study = super()._open()
+        if fresh:
+            study.sampler = StartedStartupSampler(
+                seed=self.seed + len(study.get_trials(deepcopy=False)),
+                startup_trials=self.startup_trials,
+                min_finished=len(distributions(self.space)) + 1,
+                multivariate=self.multivariate,
+                constant_liar=self.constant_liar,
+            )
+        return study
+
+
 # --------------------------------------------------------------------------- the arms
 
 
@@ -302,6 +366,7 @@ class Arm:
     liar: bool = True  # Optuna's constant liar (running trials count as poor results)
     rung_tpe: bool = False  # TPE fitted on one rung at a time (BOHB's rule, `RungTPESampler`)
     rung_min_points: int | None = None  # readings a rung needs before TPE is fitted on it (None: BOHB's d + 3)
+    startup_started: bool = False  # the start-up counted in trials started, not finished (`StartedStartupSampler`)
 
 
 ARMS = {
@@ -330,6 +395,8 @@ ARMS = {
     "grutune_rung_s15": Arm("grutune_rung_s15", startup=0.15, rung_tpe=True),
     "grutune_rung1": Arm("grutune_rung1", startup=0.3, rung_tpe=True, rung_min_points=10**9),  # the first rung only
     "grutune_rung_m24": Arm("grutune_rung_m24", startup=0.3, rung_tpe=True, rung_min_points=24),
+    "grutune_started": Arm("grutune_started", startup=0.3, startup_started=True),
+    "grutune_started_s20": Arm("grutune_started_s20", startup=0.2, startup_started=True),
 }
 SPACE = None
 
@@ -397,7 +464,7 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
         rung_args = (
             {"rungs": asha_rungs(arm.grace, arm.rf, E), "rung_min_points": arm.rung_min_points} if arm.rung_tpe else {}
         )
-        searcher = (RungSearcher if arm.rung_tpe else GrutuneSearcher)(
+        searcher = (RungSearcher if arm.rung_tpe else StartedSearcher if arm.startup_started else GrutuneSearcher)(
             **rung_args,
             study_name=f"replay-{arm.name}-{seed}",
             space=cfg_space,
@@ -426,7 +493,8 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
         )
 
     spent, now, n = 0.0, 0.0, 0
-    events: list = []  # (time, n, trial)
+    events: list = []  # (time, trials started by then, a unique count: ties never reach the trial dicts, trial)
+    order = itertools.count()
     best_obs, picked, curve = -1.0, None, []
 
     def start() -> bool:
@@ -446,7 +514,7 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
             if asha:
                 asha.on_trial_add(None, SimpleNamespace(trial_id=tid))
         trial = {"id": tid, "config": config, "epoch": 0, "handle": handle, "dt": sur.epoch_s(config)}
-        heapq.heappush(events, (now + trial["dt"] * cost(1), n, trial))
+        heapq.heappush(events, (now + trial["dt"] * cost(1), n, next(order), trial))
         n += 1
         return True
 
@@ -454,7 +522,7 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
     while running < in_flight and start():
         running += 1
     while events and spent < budget:
-        now, _, t = heapq.heappop(events)
+        now, _, _, t = heapq.heappop(events)
         t["epoch"] += 1
         e = t["epoch"]
         spent += cost(e)
@@ -484,7 +552,7 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
             while running < in_flight and spent < budget and start():  # Tune fills every free slot it can
                 running += 1
         else:
-            heapq.heappush(events, (now + t["dt"] * cost(e + 1), n, t))
+            heapq.heappush(events, (now + t["dt"] * cost(e + 1), n, next(order), t))
     return {"user": truth(sur, picked), "trials": n, "curve": curve}
 
 

@@ -134,3 +134,29 @@ def test_mean_interval_holds_the_mean_and_shrinks_with_the_spread():
     (lw, hw), (ln, hn) = replay.mean_interval(wide), replay.mean_interval(narrow)
     assert lw < 0.002 < hw and ln <= 0.002 <= hn and (hn - ln) < (hw - lw) / 5
     assert replay.mean_interval([0.003] * 10) == [0.003, 0.003]
+
+
+def test_started_startup_counts_trials_started_so_trials_in_flight_do_not_stretch_it():
+    """Twenty finished trials whose values peak at x = 0.2, ten more still running, a start-up of 25: Optuna's TPE
+    counts finished trials (20 < 25) and still draws at random; counted in trials started (30 >= 25), the variant's
+    TPE proposes near the peak."""
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+    def proposals(sampler):
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        for i in range(20):
+            x = (i + 0.5) / 20
+            study.add_trial(optuna.trial.create_trial(params={"x": x}, distributions=dist, value=0.8 - abs(x - 0.2)))
+        for i in range(10):
+            study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING))
+        out = []
+        for _ in range(20):
+            t = study.ask({"x": dist["x"]})
+            out.append(t.params["x"])
+            study.tell(t, state=optuna.trial.TrialState.FAIL)  # no new knowledge: every proposal from the same data
+        return out
+
+    plain = proposals(tpe_sampler(0, 25))
+    started = proposals(replay.StartedStartupSampler(seed=0, startup_trials=25, min_finished=2))
+    assert sum(abs(x - 0.2) < 0.15 for x in started) >= 15
+    assert sum(abs(x - 0.2) < 0.15 for x in plain) <= 10

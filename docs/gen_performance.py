@@ -129,6 +129,9 @@ ARMS = {
     "grutune_rung_s15": "grutune, TPE per rung, 15% start-up",
     "grutune_rung1": "grutune, TPE on the first rung's readings",
     "grutune_rung_m24": "grutune, TPE per rung with 24 readings",
+    "grutune_no_liar": "grutune, no constant liar",
+    "grutune_started": "grutune, start-up counted in trials started",
+    "grutune_started_s20": "grutune, start-up counted in trials started, 20%",
 }
 
 
@@ -507,6 +510,7 @@ RENDERERS: dict[tuple[str, str | None], Callable[[dict], str]] = {
     ("search_replay_explore2", None): search_replay,
     ("search_replay_explore3", None): search_replay,
     ("search_replay_in_flight", None): search_replay_in_flight,
+    ("search_replay_in_flight_explore", None): search_replay_in_flight,
     ("search_confirm", None): search_confirm,
     ("search_efficiency_4x4000", None): search_efficiency,
     ("search_efficiency_4x4000_in_flight", None): search_efficiency,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -35,6 +36,13 @@ def fashion_mnist(data_dir: Path = DATA, verify: bool = True) -> Prepared:
     return load_prepared(fashion_mnist_file(data_dir), verify=verify)
 
 
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def machine() -> dict:
     """The facts a reader needs to compare figures: CPU model and cores, GPU, torch and its threads."""
     cpu = platform.processor() or "unknown"
@@ -57,6 +65,7 @@ def machine() -> dict:
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,
+        **{name: _version(name) for name in ("optuna", "ray")},  # the searcher's results move with their versions
         "python": platform.python_version(),
         "git_commit": commit,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

@@ -265,26 +265,37 @@ class RungTPESampler(optuna.samplers.BaseSampler):
         self._view = None
 
 
-class RungSearcher(GrutuneSearcher):
-    """grutune's searcher with `RungTPESampler` in place of its TPE (the study, journal and protocol unchanged)."""
+class OwnSamplerSearcher(GrutuneSearcher):
+    """grutune's searcher with another sampler in place of its TPE (the study, journal and protocol unchanged):
+    `sampler` makes it, seeded as grutune seeds its TPE (past the trials the journal holds)."""
 
-    def __init__(self, *, rungs: Sequence[int], rung_min_points: int | None = None, **kw):
-        super().__init__(**kw)
-        self.rungs, self.rung_min_points = tuple(rungs), rung_min_points
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        raise NotImplementedError
 
     def _open(self) -> optuna.Study:
         fresh = self._study is None
         study = super()._open()
         if fresh:
-            study.sampler = RungTPESampler(
-                seed=self.seed + len(study.get_trials(deepcopy=False)),
-                startup_trials=self.startup_trials,
-                rungs=self.rungs,
-                min_points=self.rung_min_points,
-                multivariate=self.multivariate,
-                constant_liar=self.constant_liar,
-            )
+            study.sampler = self.sampler(self.seed + len(study.get_trials(deepcopy=False)))
         return study
+
+
+class RungSearcher(OwnSamplerSearcher):
+    """grutune's searcher with `RungTPESampler`."""
+
+    def __init__(self, *, rungs: Sequence[int], rung_min_points: int | None = None, **kw):
+        super().__init__(**kw)
+        self.rungs, self.rung_min_points = tuple(rungs), rung_min_points
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return RungTPESampler(
+            seed=seed,
+            startup_trials=self.startup_trials,
+            rungs=self.rungs,
+            min_points=self.rung_min_points,
+            multivariate=self.multivariate,
+            constant_liar=self.constant_liar,
+        )
 
 
 class StartedStartupSampler(optuna.samplers.BaseSampler):
@@ -331,22 +342,18 @@ class StartedStartupSampler(optuna.samplers.BaseSampler):
         self._tpe.after_trial(study, trial, state, values)
 
 
-class StartedSearcher(GrutuneSearcher):
-    """grutune's searcher with `StartedStartupSampler` in place of its TPE (the study, journal and protocol
-    unchanged); TPE waits for d + 1 finished trials, d the searched hyperparameters (BOHB's least for a model)."""
+class StartedSearcher(OwnSamplerSearcher):
+    """grutune's searcher with `StartedStartupSampler`; TPE waits for d + 1 finished trials, d the searched
+    hyperparameters (BOHB's least for a model)."""
 
-    def _open(self) -> optuna.Study:
-        fresh = self._study is None
-        study = super()._open()
-        if fresh:
-            study.sampler = StartedStartupSampler(
-                seed=self.seed + len(study.get_trials(deepcopy=False)),
-                startup_trials=self.startup_trials,
-                min_finished=len(distributions(self.space)) + 1,
-                multivariate=self.multivariate,
-                constant_liar=self.constant_liar,
-            )
-        return study
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return StartedStartupSampler(
+            seed=seed,
+            startup_trials=self.startup_trials,
+            min_finished=len(distributions(self.space)) + 1,
+            multivariate=self.multivariate,
+            constant_liar=self.constant_liar,
+        )
 
 
 # --------------------------------------------------------------------------- the arms

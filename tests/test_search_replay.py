@@ -147,7 +147,7 @@ def test_started_startup_counts_trials_started_so_trials_in_flight_do_not_stretc
         for i in range(20):
             x = (i + 0.5) / 20
             study.add_trial(optuna.trial.create_trial(params={"x": x}, distributions=dist, value=0.8 - abs(x - 0.2)))
-        for i in range(10):
+        for _ in range(10):
             study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING))
         out = []
         for _ in range(20):

@@ -374,6 +374,7 @@ class Arm:
     rung_tpe: bool = False  # TPE fitted on one rung at a time (BOHB's rule, `RungTPESampler`)
     rung_min_points: int | None = None  # readings a rung needs before TPE is fitted on it (None: BOHB's d + 3)
     startup_started: bool = False  # the start-up counted in trials started, not finished (`StartedStartupSampler`)
+    startup_floor: bool = False  # start-up at least the trials that can run at once
 
 
 ARMS = {
@@ -404,6 +405,7 @@ ARMS = {
     "grutune_rung_m24": Arm("grutune_rung_m24", startup=0.3, rung_tpe=True, rung_min_points=24),
     "grutune_started": Arm("grutune_started", startup=0.3, startup_started=True),
     "grutune_started_s20": Arm("grutune_started_s20", startup=0.2, startup_started=True),
+    "grutune_s15_floor": Arm("grutune_s15_floor", startup=0.15, startup_floor=True),
 }
 SPACE = None
 
@@ -422,6 +424,8 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
     E = sur.epochs
     n_expected = budget / (expected_trial_epochs(arm.grace, arm.rf, E) if arm.asha else E)
     startup = arm.startup if isinstance(arm.startup, int) else max(1, math.ceil(arm.startup * n_expected))  # as config
+    if arm.startup_floor:  # at least as many start-up trials as can run at once (slots, or what the budget pays for)
+        startup = max(startup, min(in_flight, int(budget // E)))
     if arm.sampler == "random":
         startup = 10**9
     cfg_space = space()

@@ -132,6 +132,7 @@ ARMS = {
     "grutune_no_liar": "grutune, no constant liar",
     "grutune_started": "grutune, start-up counted in trials started",
     "grutune_started_s20": "grutune, start-up counted in trials started, 20%",
+    "grutune_s15_floor": "grutune, 15% start-up, at least the trials that run at once",
 }
 
 

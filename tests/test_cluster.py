@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -328,8 +329,17 @@ def test_a_sweep_grows_an_autoscaling_cluster_to_its_largest(tmp_path, write_par
     bin_dir = Path(sys.executable).parent
     port = 6379  # the fake provider's worker nodes join the head at Ray's default port
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    # Token authentication stays on: clients joining by address say so, as the README tells users to.
-    env.update(RAY_FAKE_CLUSTER="1", RAY_AUTH_MODE="token", PATH=f"{bin_dir}{os.pathsep}{env['PATH']}")
+    # Token authentication stays on: clients joining by address say so, as the README tells users to. The cluster's
+    # token is the test's own (a user makes one with `ray get-auth-token --generate`): `ray start` in token mode
+    # fails without one, and ~/.ray/auth_token exists only where some earlier local Ray happened to write it.
+    token = tmp_path / "ray_auth_token"
+    token.write_text(secrets.token_hex(32))  # as Ray generates its tokens
+    env.update(
+        RAY_FAKE_CLUSTER="1",
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(token),
+        PATH=f"{bin_dir}{os.pathsep}{env['PATH']}",
+    )
     # A temp dir of its own (short: Ray's socket paths must fit in 107 characters), which every process of this
     # cluster names on its command line, so that the test stops this cluster and no other Ray on the machine.
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")

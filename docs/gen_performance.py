@@ -510,6 +510,7 @@ RENDERERS: dict[tuple[str, str | None], Callable[[dict], str]] = {
     ("search_replay_explore", None): search_replay,
     ("search_replay_explore2", None): search_replay,
     ("search_replay_explore3", None): search_replay,
+    ("search_replay_startup", None): search_replay,
     ("search_replay_in_flight", None): search_replay_in_flight,
     ("search_replay_in_flight_explore", None): search_replay_in_flight,
     ("search_confirm", None): search_confirm,

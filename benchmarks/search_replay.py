@@ -762,18 +762,20 @@ def main() -> None:
     flights = sorted({*flights, *(r["in_flight"] for r in runs)})
     made_by = stored if stored and not todo else {"command": " ".join(sys.argv), "machine": None}
 
-    def write() -> None:
+    def write() -> dict:
+        summary = summarise(runs, arms, budgets, flights)  # bootstraps: computed once per write
         save(
             args.name,
             {
                 "command": made_by["command"],
                 "surrogate": {**_SUR.quality, "seed_sd": _SUR.seed_sd, "eval_sd": _SUR.eval_sd},
                 "arms": {a: stored.get("arms", {}).get(a) or vars(ARMS[a]) for a in arms},  # as they ran
-                "summary": summarise(runs, arms, budgets, flights),
+                "summary": summary,
                 "runs": runs,
             },
             made_by["machine"],
         )
+        return summary
 
     with cf.ProcessPoolExecutor(args.workers, initializer=_init) as pool:
         futures = [pool.submit(_one, *u) for u in todo]
@@ -782,8 +784,8 @@ def main() -> None:
             if k % 50 == 0 or k == len(todo):
                 write()
                 print(f"[{k}/{len(todo)}] {time.time() - t0:.0f} s", flush=True)
-    write()  # also when every run was done already: the summary as this code computes it
-    for key, block in summarise(runs, arms, budgets, flights).items():
+    summary = write()  # also when every run was done already: the summary as this code computes it
+    for key, block in summary.items():
         print(f"\n{key} (budget x in flight)")
         for a, row in block.items():
             print(

@@ -48,9 +48,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, RESULTS, fashion_mnist, save, table  # noqa: E402
 from grutune.config import GanTrialConfig, TrialConfig, load_params  # noqa: E402
-from grutune.errors import ConfigError  # noqa: E402
+from grutune.errors import Collapsed, ConfigError  # noqa: E402
 from grutune.gan import (  # noqa: E402
-    Collapsed,
     Recipe,
     class_grid,
     evaluate_gan,

@@ -39,8 +39,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, fashion_mnist_file, machine, save  # noqa: E402
 from grutune.data import load_prepared  # noqa: E402
+from grutune.errors import NonFiniteLoss  # noqa: E402
 from grutune.models import RecurrentClassifier  # noqa: E402
-from grutune.training import NonFiniteLoss, Split, cosine, evaluate, pick_device, train_epoch  # noqa: E402
+from grutune.training import Split, cosine, evaluate, pick_device, train_epoch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = RESULTS / "learning_curves.jsonl.gz"

@@ -17,7 +17,8 @@ import yaml
 
 from grutune.config import GanTrialConfig
 from grutune.data import load_prepared
-from grutune.gan import Collapsed, FidScorer, Recipe, generate, new_gan, train_and_score, train_best, train_gan
+from grutune.errors import Collapsed
+from grutune.gan import FidScorer, Recipe, generate, new_gan, train_and_score, train_best, train_gan
 from grutune.gan_models import GENERATOR_NAMES
 from grutune.models import RecurrentClassifier, to_float
 from grutune.training import Split, save_checkpoint

@@ -21,10 +21,10 @@ import optuna
 import pytest
 import yaml
 
-from grutune.config import load_params, parse_space
+from grutune.config import load_params
 from grutune.data import load_prepared
 from grutune.errors import GrutuneError
-from grutune.gan import image_grid
+from grutune.images import image_grid
 from grutune.metrics import pareto_front
 from grutune.report import (
     CLASSIFIER_SWEEP,
@@ -40,6 +40,7 @@ from grutune.report import (
     param_importances,
 )
 from grutune.search import classifier_sweep, gan_sweep
+from grutune.space import parse_space
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())

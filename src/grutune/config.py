@@ -7,6 +7,7 @@ There are no defaults here: params.yaml is the one place a value is written down
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -17,7 +18,6 @@ from pydantic import (
     ByteSize,
     ConfigDict,
     Field,
-    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -26,9 +26,14 @@ from pydantic import (
 from grutune.data import DATASETS
 from grutune.errors import ConfigError
 from grutune.models import BACKBONES, CELLS
+from grutune.space import parse_space, point_problem
 
 __all__ = [
+    "CLASSIFIER_OBJECTIVE",
     "COSTS",
+    "COST_COLUMNS",
+    "GAN_OBJECTIVE",
+    "Objective",
     "Budget",
     "FinalResources",
     "GanParams",
@@ -40,7 +45,6 @@ __all__ = [
     "PrepareParams",
     "Prices",
     "Resources",
-    "SPACE_KINDS",
     "SearchParams",
     "SweepParams",
     "TrackingParams",
@@ -49,7 +53,6 @@ __all__ = [
     "asha_rungs",
     "expected_trial_epochs",
     "load_params",
-    "parse_space",
     "read_best",
 ]
 
@@ -111,80 +114,6 @@ class GanTrialConfig(_Section):
     backbone: BackboneName
     lr_g: PositiveFloat
     lr_d: PositiveFloat
-
-
-SPACE_KINDS = ("choice", "uniform", "loguniform", "int")
-
-
-def _adapter(model: type[BaseModel], key: str) -> TypeAdapter:
-    field = model.model_fields[key]
-    return TypeAdapter(Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation)
-
-
-def _check_hp(model: type[BaseModel], key: str, value: Any, where: str) -> Any:
-    try:
-        return _adapter(model, key).validate_python(value)
-    except ValidationError as e:
-        raise ValueError(f"{key}{where}: {e.errors()[0]['msg']} (got {value!r})") from None
-
-
-def parse_space(raw: Any, model: type[BaseModel] = TrialConfig) -> dict[str, Any]:
-    """Validate a search space: every hyperparameter of `model` present, each a fixed value or one {kind: args}.
-
-    Returns {key: value or (kind, args)}; every value the space can produce is a valid `model` value.
-    """
-    _FLOAT_HPS = {k for k, f in model.model_fields.items() if f.annotation is float}
-    _INT_HPS = {k for k, f in model.model_fields.items() if f.annotation is int}
-    if not isinstance(raw, dict):
-        raise ValueError(f"must be a mapping of hyperparameter -> dimension, got {type(raw).__name__}")
-    allowed = list(model.model_fields)
-    unknown = sorted(set(raw) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown hyperparameter(s) {unknown}; allowed: {', '.join(allowed)}")
-    missing = [k for k in allowed if k not in raw]
-    if missing:
-        raise ValueError(f"missing hyperparameter(s) {missing}: give each a fixed value or a dimension")
-    out: dict[str, Any] = {}
-    for key in allowed:
-        dim = raw[key]
-        if not isinstance(dim, dict):  # a fixed value
-            out[key] = _check_hp(model, key, dim, "")
-            continue
-        if len(dim) != 1 or next(iter(dim)) not in SPACE_KINDS:
-            raise ValueError(
-                f"{key}: a dimension is one of {{choice: [...]}}, {{uniform: [low, high]}}, "
-                f"{{loguniform: [low, high]}}, {{int: [low, high]}}; got {dim!r}"
-            )
-        kind, args = next(iter(dim.items()))
-        where = f".{kind}"
-        if not isinstance(args, list) or not args:
-            raise ValueError(f"{key}{where}: expected a non-empty list, got {args!r}")
-        if kind == "choice":
-            values = [_check_hp(model, key, v, where) for v in args]
-            if len(set(map(repr, values))) != len(values):
-                raise ValueError(f"{key}{where}: values must be distinct, got {args!r}")
-            out[key] = ("choice", values)
-            continue
-        if len(args) != 2:
-            raise ValueError(f"{key}{where}: expected [low, high], got {args!r}")
-        if kind in ("uniform", "loguniform") and key not in _FLOAT_HPS:
-            raise ValueError(
-                f"{key}{where}: {kind} is for float hyperparameters ({', '.join(sorted(_FLOAT_HPS))}); "
-                f"use choice or int"
-            )
-        if kind == "int" and key not in _INT_HPS:
-            raise ValueError(
-                f"{key}{where}: int ranges are for integer hyperparameters ({', '.join(sorted(_INT_HPS))})"
-            )
-        if kind == "int" and not all(isinstance(a, int) and not isinstance(a, bool) for a in args):
-            raise ValueError(f"{key}{where}: bounds must be integers, got {args!r}")
-        low, high = (_check_hp(model, key, a, where) for a in args)
-        if not low < high:
-            raise ValueError(f"{key}{where}: low must be below high, got [{low}, {high}]")
-        if kind == "loguniform" and not (low > 0 and math.isfinite(high)):
-            raise ValueError(f"{key}{where}: bounds must be positive, got [{low}, {high}]")
-        out[key] = (kind, [low, high])
-    return out
 
 
 # --------------------------------------------------------------------------- sections
@@ -312,27 +241,7 @@ class SweepParams(_Section):
     def _points(self) -> SweepParams:
         for i, point in enumerate(self.points_to_evaluate):
             for key, value in point.items():
-                problem = None
-                dim = self.space.get(key)
-                if key not in self.space:
-                    problem = f"not a hyperparameter of the space ({', '.join(self.space)})"
-                elif not isinstance(dim, tuple):
-                    if value != dim:
-                        problem = f"the space fixes {key} at {dim!r}, got {value!r}"
-                else:
-                    kind, args = dim
-                    ok = (
-                        value in args
-                        if kind == "choice"
-                        else isinstance(value, (int, float))
-                        and not isinstance(value, bool)
-                        and (kind != "int" or isinstance(value, int))
-                        and args[0] <= value <= args[1]
-                    )
-                    if not ok:
-                        allowed = f"one of {args}" if kind == "choice" else f"{kind} in [{args[0]}, {args[1]}]"
-                        problem = f"{value!r} is outside the space ({allowed})"
-                if problem:
+                if (problem := point_problem(self.space, key, value)) is not None:
                     raise ValueError(
                         f"points_to_evaluate[{i}].{key}: {problem}; a point must lie in the space: change it, or "
                         f"set points_to_evaluate to []"
@@ -403,8 +312,25 @@ class SweepParams(_Section):
 # The classifier sweep's objectives: validation accuracy (maximised, what ASHA prunes on), then any of the model's
 # costs (minimised), measured in each trial on the trial's hardware.
 OBJECTIVES = {"val_accuracy": "max", "params": "min", "latency_ms": "min", "latency_batch_ms": "min"}
+# What every classifier trial measures of its model besides its accuracy: trials.csv's cost columns, the costs
+# search.objectives may add, and what the train stage reports of the deployed model.
+COST_COLUMNS = tuple(OBJECTIVES)[1:]
 COSTS = {"smallest": "params", "fastest": "latency_ms", "fastest_batch": "latency_batch_ms"}
 PICKS = ("most_accurate", *COSTS)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a sweep optimises, declared once for the sweep that runs it and the report that reads its files."""
+
+    hp_model: type[BaseModel]  # one trial's config: its fields are trials.csv's hyperparameter columns
+    metric: str  # trials.csv holds best_<metric>; search_progress_time.csv trial_<metric>, best_<metric>
+    mode: str  # "max" or "min"
+    columns: tuple[str, ...] = ()  # what each trial reports besides the metric, kept in trials.csv
+
+
+CLASSIFIER_OBJECTIVE = Objective(TrialConfig, "val_accuracy", "max", COST_COLUMNS)
+GAN_OBJECTIVE = Objective(GanTrialConfig, "fid", "min")
 
 
 class SearchParams(SweepParams):

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-__all__ = ["ConfigError", "DataError", "GrutuneError", "PlainLines", "cli", "show_log"]
+__all__ = ["Collapsed", "ConfigError", "DataError", "GrutuneError", "NonFiniteLoss", "PlainLines", "cli", "show_log"]
 
 
 class GrutuneError(Exception):
@@ -20,6 +20,14 @@ class ConfigError(GrutuneError):
 
 class DataError(GrutuneError):
     """A download or a data file failed verification or parsing; the message names the file."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """A training loss became NaN or inf: the run diverged and is stopped at once (a trial reports it as failed)."""
+
+
+class Collapsed(GrutuneError):
+    """A GAN's generator draws (nearly) one image whatever the noise: a trial reports it as failed."""
 
 
 class PlainLines(logging.StreamHandler):

@@ -24,13 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
-from grutune.errors import GrutuneError
+from grutune.errors import Collapsed, GrutuneError, NonFiniteLoss
 from grutune.gan_models import Discriminator, Generator, build_generator
+from grutune.images import image_grid
 from grutune.metrics import class_share, frechet_distance, inception_score, precision_recall
 from grutune.models import to_float
 from grutune.training import (
     EVAL_BATCH,
-    NonFiniteLoss,
     Split,
     batches,
     cosine,
@@ -40,7 +40,6 @@ from grutune.training import (
 )
 
 __all__ = [
-    "Collapsed",
     "FidScorer",
     "FinalGan",
     "Gan",
@@ -52,7 +51,6 @@ __all__ = [
     "evaluate_gan",
     "final_settings",
     "generate",
-    "image_grid",
     "load_generator",
     "new_gan",
     "score",
@@ -60,10 +58,6 @@ __all__ = [
     "train_best",
     "train_gan",
 ]
-
-
-class Collapsed(GrutuneError):
-    """The generator draws (nearly) one image whatever the noise."""
 
 
 @dataclass(frozen=True)
@@ -503,14 +497,3 @@ def class_grid(G, clf, test: Split, *, per_class: int = 6, candidates: int = 200
         mine, theirs = real[labels == c][:per_class], fake[assigned == c][:per_class]
         tiles += [*mine, *[blank] * (per_class - len(mine)), blank, *theirs, *[blank] * (per_class - len(theirs))]
     return image_grid(np.stack(tiles), 2 * per_class + 1)
-
-
-def image_grid(images: np.ndarray, nrow: int, pad: int = 2) -> np.ndarray:
-    """Tile (N, H, W, C) images in [0, 1] into one (rows*(H+pad)+pad, nrow*(W+pad)+pad, C) picture."""
-    n, h, w, c = images.shape
-    rows = math.ceil(n / nrow)
-    grid = np.ones((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), dtype=images.dtype)
-    for k, img in enumerate(images):
-        r, col = divmod(k, nrow)
-        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = img
-    return grid

@@ -46,10 +46,10 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from grutune.cluster import largest_node_cpus, show_resources, trial_resources
 from grutune.config import FinalResources
-from grutune.errors import GrutuneError
+from grutune.errors import GrutuneError, NonFiniteLoss
 from grutune.io import is_uri, workspace_root
 from grutune.models import build_classifier
-from grutune.training import FinalRun, NonFiniteLoss, hardware, inference_cost, retrain_and_test
+from grutune.training import FinalRun, hardware, inference_cost, retrain_and_test
 
 __all__ = [
     "STATE",

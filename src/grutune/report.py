@@ -31,7 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from grutune.config import GanTrialConfig, TrialConfig
 from grutune.errors import GrutuneError
-from grutune.gan import image_grid
+from grutune.images import image_grid
 from grutune.metrics import confusion_matrix
 
 __all__ = [

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from grutune.data import dataset_spec
-from grutune.errors import GrutuneError
+from grutune.errors import GrutuneError, NonFiniteLoss
 from grutune.io import atomic_path
 from grutune.metrics import per_class_accuracy
 from grutune.models import RecurrentClassifier, build_classifier, to_float
@@ -29,7 +29,6 @@ __all__ = [
     "EVAL_BATCH",
     "FinalRun",
     "LATENCY_BATCH",
-    "NonFiniteLoss",
     "Split",
     "as_tensor",
     "batches",
@@ -51,10 +50,6 @@ __all__ = [
 ]
 
 EVAL_BATCH = 1024  # images per evaluation step: memory only, results do not depend on it
-
-
-class NonFiniteLoss(RuntimeError):
-    """The training loss became NaN or inf: the trial diverged and is stopped at once."""
 
 
 def pick_device() -> torch.device:

@@ -20,10 +20,11 @@ from pydantic import BaseModel
 from ray import tune
 
 from grutune.config import GanTrialConfig, TrialConfig
-from grutune.gan import Collapsed, FidScorer, Recipe, new_gan, train_gan
+from grutune.errors import Collapsed, NonFiniteLoss
+from grutune.gan import FidScorer, Recipe, new_gan, train_gan
 from grutune.models import build_classifier, to_float
 from grutune.recovery import finished_result
-from grutune.training import NonFiniteLoss, Split, fit, inference_cost, new_classifier, pick_device
+from grutune.training import Split, fit, inference_cost, new_classifier, pick_device
 
 __all__ = [
     "CHECKPOINT",

@@ -1,56 +1,18 @@
-"""Parsers on files written in the real formats, the registry, the split, and the prepared .npz."""
+"""The parsers on files written in the real formats (IDX, CIFAR-10 binary), and the generators that write them."""
 
 from __future__ import annotations
 
 import gzip
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fakedata import cifar10_records, make_cifar10_binary, make_mnist_like, write_idx, write_tar_gz
-from grutune.data import (
-    CIFAR10_MEMBERS,
-    CIFAR10_META,
-    DATASETS,
-    _check_hash_string,
-    dataset_spec,
-    load_prepared,
-    load_raw,
-    prepare,
-    read_cifar10_binary,
-    read_idx,
-    split_indices,
-)
-from grutune.errors import ConfigError, DataError
+from grutune.data.formats import CIFAR10_MEMBERS, CIFAR10_META, load_raw, read_cifar10_binary, read_idx
+from grutune.data.registry import DATASETS
+from grutune.errors import DataError
 
-REPO = Path(__file__).resolve().parents[1]
 CIFAR_CLASSES = "\n".join(DATASETS["cifar10"].classes).encode()
-
-
-# =========================================================================== registry
-
-
-@pytest.mark.parametrize("name", list(DATASETS))
-def test_registry_entries_are_well_formed(name):
-    spec = DATASETS[name]
-    assert spec.format in ("idx", "cifar10")
-    assert spec.urls and all(u.startswith(("http://", "https://")) and u.endswith("/") for u in spec.urls)
-    assert len(spec.classes) == len(set(spec.classes)) == 10
-    for fname, hashes in spec.files.items():
-        assert _check_hash_string(hashes.archive, fname) == hashes.archive
-        assert hashes.content is None or _check_hash_string(hashes.content, fname, sha256_only=True)
-
-
-def test_cifar10_is_the_binary_version_only():
-    assert list(DATASETS["cifar10"].files) == ["cifar-10-binary.tar.gz"]
-
-
-def test_unknown_dataset_lists_the_valid_ones():
-    with pytest.raises(DataError, match="unknown dataset 'svhn'.*mnist, fashion_mnist, cifar10"):
-        dataset_spec("svhn")
 
 
 # =========================================================================== IDX
@@ -265,120 +227,3 @@ def test_generators_are_deterministic_cover_all_classes_and_depend_on_the_label(
     means = np.stack([x_train[y_train == k].reshape(-1, x_train[0].size).mean(0) for k in range(10)])
     dist = ((x_test.reshape(len(x_test), 1, -1).astype(float) - means[None]) ** 2).sum(-1)
     assert (dist.argmin(1) == y_test).all()
-
-
-# =========================================================================== split + prepare
-
-
-def test_split_indices_sizes_disjoint_and_seeded():
-    train, val = split_indices(103, 0.1, seed=3)
-    assert len(val) == 10 and len(train) == 93
-    assert not set(train) & set(val) and set(train) | set(val) == set(range(103))
-    again = split_indices(103, 0.1, seed=3)
-    np.testing.assert_array_equal(val, again[1])
-    assert not np.array_equal(val, split_indices(103, 0.1, seed=4)[1])
-
-
-def test_split_indices_limits():
-    assert len(split_indices(5, 0.01, 0)[1]) == 1  # at least one validation image
-    with pytest.raises(DataError, match="leaves none to train on"):
-        split_indices(5, 0.95, 0)
-    for bad in (0.0, 1.0, -0.1):
-        with pytest.raises(ConfigError, match="prepare.val_fraction must be in"):
-            split_indices(5, bad, 0)
-
-
-@pytest.fixture
-def raw_mnist(tmp_path):
-    make_mnist_like(tmp_path / "raw", n_train=60, n_test=20, seed=0)
-    return tmp_path / "raw"
-
-
-def test_prepare_writes_the_split_and_a_summary(tmp_path, raw_mnist):
-    meta = prepare("mnist", raw_mnist, tmp_path / "out" / "mnist.npz", val_fraction=0.25, seed=7)
-    assert meta == {
-        "dataset": "mnist",
-        "content_hash": meta["content_hash"],
-        "n_train": 45,
-        "n_val": 15,
-        "n_test": 20,
-        "image_shape": [28, 28, 1],
-        "classes": list("0123456789"),
-    }
-    assert meta["content_hash"].startswith("sha256:")
-    x_train, y_train, x_test, y_test, _ = load_raw("mnist", raw_mnist)
-    train_idx, val_idx = split_indices(60, 0.25, 7)
-    with np.load(tmp_path / "out" / "mnist.npz", allow_pickle=False) as npz:
-        assert {"x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "classes", "content_hash"} <= set(npz)
-        assert npz["classes"].dtype.kind == "U" and npz["content_hash"].shape == ()
-        np.testing.assert_array_equal(npz["x_val"], x_train[val_idx])
-        np.testing.assert_array_equal(npz["y_train"], y_train[train_idx])
-        np.testing.assert_array_equal(npz["x_test"], x_test)
-        assert str(npz["content_hash"]) == meta["content_hash"]
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["mnist.npz"]  # no temp file left behind
-
-
-def test_prepare_is_deterministic_and_the_hash_tracks_the_data(tmp_path, raw_mnist):
-    a = prepare("mnist", raw_mnist, tmp_path / "a.npz", 0.2, seed=0)
-    b = prepare("mnist", raw_mnist, tmp_path / "b.npz", 0.2, seed=0)
-    assert a["content_hash"] == b["content_hash"]
-    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
-    assert prepare("mnist", raw_mnist, tmp_path / "c.npz", 0.2, seed=1)["content_hash"] != a["content_hash"]
-    # one pixel changed in the raw data -> a different hash
-    x = read_idx(raw_mnist / "t10k-images-idx3-ubyte.gz")
-    x[3, 10, 10] ^= 1
-    write_idx(raw_mnist / "t10k-images-idx3-ubyte.gz", x)
-    assert prepare("mnist", raw_mnist, tmp_path / "d.npz", 0.2, seed=0)["content_hash"] != a["content_hash"]
-
-
-def test_load_prepared(tmp_path, raw_mnist):
-    meta = prepare("mnist", raw_mnist, tmp_path / "p.npz", 0.1, seed=0)
-    p = load_prepared(tmp_path / "p.npz")
-    assert p.name == "mnist" and p.content_hash == meta["content_hash"]
-    assert p.classes == DATASETS["mnist"].classes and p.num_classes == 10 and p.image_shape == (28, 28, 1)
-    assert (len(p.x_train), len(p.x_val), len(p.x_test)) == (54, 6, 20)
-    for x, y in ((p.x_train, p.y_train), (p.x_val, p.y_val), (p.x_test, p.y_test)):
-        assert x.dtype == np.uint8 and x.ndim == 4 and y.dtype == np.int64 and len(x) == len(y)
-
-
-def test_load_prepared_errors_name_the_path(tmp_path, raw_mnist):
-    with pytest.raises(DataError, match=rf"{tmp_path / 'none.npz'}: not found"):
-        load_prepared(tmp_path / "none.npz")
-    junk = tmp_path / "junk.npz"
-    junk.write_bytes(b"not a zip file at all")
-    with pytest.raises(DataError, match=rf"{junk}: not a readable .npz") as err:
-        load_prepared(junk)
-    assert "allow_pickle" not in str(err.value)  # numpy's advice to unpickle is not passed on
-    good = tmp_path / "good.npz"
-    prepare("mnist", raw_mnist, good, 0.1, seed=0)
-    with np.load(good, allow_pickle=False) as npz:
-        arrays = dict(npz)
-    arrays["y_test"] = (arrays["y_test"] + 1) % 10
-    np.savez(tmp_path / "tampered.npz", **arrays)
-    with pytest.raises(DataError, match="content hash mismatch"):
-        load_prepared(tmp_path / "tampered.npz")
-    del arrays["x_val"]
-    np.savez(tmp_path / "partial.npz", **arrays)
-    with pytest.raises(DataError, match=r"missing arrays \['x_val'\]"):
-        load_prepared(tmp_path / "partial.npz")
-
-
-# =========================================================================== scripts
-
-
-@pytest.mark.parametrize(
-    "script, usage",
-    [
-        ("fetch.py", "fetch.py [-h] {mnist,fashion_mnist,cifar10} out_dir"),
-        ("prepare.py", "prepare.py [-h] {mnist,fashion_mnist,cifar10} raw_dir out_npz"),
-    ],
-)
-def test_pipeline_scripts_show_their_command(script, usage):
-    out = subprocess.run(
-        [sys.executable, str(REPO / "pipeline" / script), "--help"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert usage in out and f"python pipeline/{script}" in out

@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gzip
 import hashlib
 import logging
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fakedata import checksums_yaml, file_hashes, make_cifar10_binary, make_mnist_like, serve_directory, unused_url
-from grutune.data import CHECKSUMS_ENV, DATASETS, MIRROR_ENV, fetch, load_prepared, load_raw
+from grutune.data.download import MIRROR_ENV, fetch
+from grutune.data.formats import load_raw
+from grutune.data.registry import CHECKSUMS_ENV, DATASETS
 from grutune.errors import DataError
 
 MNIST_FILES = list(DATASETS["mnist"].files)
 FIRST = MNIST_FILES[0]  # fetched first, so when it fails nothing at all may be in dest
-REPO = Path(__file__).resolve().parents[1]
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
 
 
@@ -212,39 +209,6 @@ def test_cifar10_over_http(tmp_path, monkeypatch):
     assert x_train.shape == (20, 32, 32, 3) and len(y_test) == 10 and len(classes) == 10
 
 
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("svhn: {}\n", "unknown dataset 'svhn'; valid: mnist, fashion_mnist, cifar10"),
-        (
-            "mnist: {train-images.gz: {archive: 'md5:" + "0" * 32 + "'}}\n",
-            "unknown file 'train-images.gz'; valid: train-images-idx3-ubyte.gz",
-        ),
-        (f"mnist: {{{FIRST}: {{archive: 'md5:123'}}}}\n", "expected 32 hex digits after 'md5:'"),
-        (f"mnist: {{{FIRST}: {{archive: 'crc32:1234'}}}}\n", "algorithm 'crc32' not allowed"),
-        (
-            f"mnist: {{{FIRST}: {{archive: 'md5:{'0' * 32}', content: 'md5:{'0' * 32}'}}}}\n",
-            "algorithm 'md5' not allowed here; allowed: sha256",
-        ),
-        (f"mnist: {{{FIRST}: {{archive: 'md5:{'0' * 32}', size: 3}}}}\n", "expected {archive: 'alg:hex'"),
-        ("[1, 2]\n", "expected a mapping"),
-        ("mnist: [\n", "not valid YAML"),
-    ],
-)
-def test_the_checksums_file_is_validated(tmp_path, monkeypatch, text, message):
-    (tmp_path / "sums.yaml").write_text(text)
-    monkeypatch.setenv(CHECKSUMS_ENV, str(tmp_path / "sums.yaml"))
-    with pytest.raises(DataError, match=message) as e:
-        fetch("mnist", tmp_path / "dest", mirror=str(tmp_path), retries=0)
-    assert "sums.yaml" in str(e.value)
-
-
-def test_a_missing_checksums_file(tmp_path, monkeypatch):
-    monkeypatch.setenv(CHECKSUMS_ENV, str(tmp_path / "nope.yaml"))
-    with pytest.raises(DataError, match=rf"{CHECKSUMS_ENV}={tmp_path / 'nope.yaml'}: cannot read it"):
-        fetch("mnist", tmp_path / "dest", mirror=str(tmp_path), retries=0)
-
-
 def test_an_override_for_another_dataset_keeps_the_pinned_hashes(tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.INFO)
     make_cifar10_binary(tmp_path / "src", 2, 10, seed=0)
@@ -265,28 +229,3 @@ def test_real_fashion_mnist_from_debian_is_accepted_by_its_pinned_content_hashes
     assert y_train.shape == (60000,) and y_test.shape == (10000,)
     assert set(y_train.tolist()) == set(range(10)) and classes[9] == "Ankle boot"
     assert y_train[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]  # the dataset's well-known first labels
-
-
-def test_the_fetch_and_prepare_stages_run_as_scripts(tmp_path, src):
-    """The DVC commands, from a repository root holding params.yaml, with the mirror and checksums in the env."""
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    run = functools.partial(
-        subprocess.run, cwd=tmp_path, capture_output=True, text=True, env={**os.environ, MIRROR_ENV: ""}
-    )
-    with serve_directory(src) as url:
-        fetched = run(
-            [sys.executable, str(REPO / "pipeline/fetch.py"), "mnist", "data/raw/mnist"],
-            env={**os.environ, MIRROR_ENV: url},
-        )
-    assert fetched.returncode == 0, fetched.stderr
-    assert files_in(tmp_path / "data/raw/mnist") == sorted(MNIST_FILES)
-    prepared = run(
-        [sys.executable, str(REPO / "pipeline/prepare.py"), "mnist", "data/raw/mnist", "data/prepared/mnist.npz"]
-    )
-    assert prepared.returncode == 0, prepared.stderr
-    p = load_prepared(tmp_path / "data/prepared/mnist.npz")
-    assert p.content_hash in prepared.stdout and len(p.x_train) + len(p.x_val) == 40
-    # a failure is one message on stderr and exit status 2, no traceback
-    failed = run([sys.executable, str(REPO / "pipeline/prepare.py"), "mnist", "data/raw/none", "x.npz"])
-    assert failed.returncode == 2 and "Traceback" not in failed.stderr
-    assert failed.stderr.startswith("error: data/raw/none: missing train-images-idx3-ubyte.gz")

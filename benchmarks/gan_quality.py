@@ -6,11 +6,11 @@ references.
     python benchmarks/gan_quality.py --budget full   # the final GAN at params.yaml's budget; resumes by epoch
     python benchmarks/gan_quality.py --budget full --set gan.epochs=8 --set gan.lr_schedule=cosine --name NAME
 
-Every run trains one GAN config with `gan.train_and_score` (the final `gan` stage's code, which keeps the epoch with
-the best validation FID) and scores it on the test split in the feature space of one classifier, trained once and
-cached under benchmarks/.data/. The baseline is the same code on real images: IS of real test images and FID of real
-train against real test images. The budgets are the README laptop command's (3 epochs of 20,000 images, 2,000
-scored samples) and a longer one (8 epochs of the whole train split, 10,000 scored samples).
+Every run trains one GAN config with `gan.final.train_and_score` (the final `gan` stage's code, which keeps the
+epoch with the best validation FID) and scores it on the test split in the feature space of one classifier, trained
+once and cached under benchmarks/.data/. The baseline is the same code on real images: IS of real test images and
+FID of real train against real test images. The budgets are the README laptop command's (3 epochs of 20,000 images,
+2,000 scored samples) and a longer one (8 epochs of the whole train split, 10,000 scored samples).
 
 --budget full trains only the measured best config (the first of gan_search.points_to_evaluate) with params.yaml's
 gan section (16 epochs of the whole train split on a cosine, validation FID on gan_search.eval_samples images every
@@ -49,15 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, RESULTS, fashion_mnist, save, table  # noqa: E402
 from grutune.config import GanTrialConfig, TrialConfig, load_params  # noqa: E402
 from grutune.errors import Collapsed, ConfigError  # noqa: E402
-from grutune.gan import (  # noqa: E402
-    Recipe,
-    class_grid,
-    evaluate_gan,
-    final_settings,
-    train_and_score,
-    train_best,
-)
-from grutune.gan_models import GENERATOR_NAMES  # noqa: E402
+from grutune.gan import GENERATOR_NAMES, Recipe, class_grid, evaluate_gan  # noqa: E402
+from grutune.gan.final import FinalGanSettings, train_and_score, train_best  # noqa: E402
 from grutune.io import atomic_path, write_png  # noqa: E402
 from grutune.models import build_classifier  # noqa: E402
 from grutune.training import Split, evaluate, fit, hardware, new_classifier, pick_device  # noqa: E402
@@ -136,7 +129,7 @@ def classifier(data, seed: int):
 
 
 def scores(m: dict) -> dict:
-    """A GAN's test scores (gan.evaluate_gan's metrics) as the tables show them, beside the real-data references."""
+    """A GAN's test scores (`evaluate_gan`'s metrics) as the tables show them, beside the real-data references."""
     return {
         "IS": m["inception_score"],
         "FID": m["fid"],
@@ -151,11 +144,7 @@ def run(name: str, kind: str, config: dict, recipe: Recipe, data, clf, budget: d
     t0 = time.perf_counter()
     row = {"run": name, "generator": kind, **config, **dataclasses.asdict(recipe)}
     try:
-        final = train_and_score(
-            hp,
-            recipe,
-            clf,
-            data,
+        settings = FinalGanSettings(
             epochs=budget["epochs"],
             noise_dim=64,
             subset=budget["subset"],
@@ -163,8 +152,8 @@ def run(name: str, kind: str, config: dict, recipe: Recipe, data, clf, budget: d
             eval_every=1,
             min_diversity=0.1,
             seed=seed,
-            device=torch.device("cpu"),
         )
+        final = train_and_score(hp, recipe, clf, data, settings, device=torch.device("cpu"))
     except Collapsed as e:
         return {**row, "collapsed": str(e), "minutes": (time.perf_counter() - t0) / 60}
     write_png(out / (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") + ".png"), final.grid)
@@ -208,8 +197,13 @@ def full_budget(data, clf, clf_acc: float, seed: int, changes: list[str], name: 
     p, sweep = params.gan, params.gan_search
     config = dict(sweep.points_to_evaluate[0]) if sweep.points_to_evaluate else {"generator": "rows_conv", **CONFIG}
     hp, recipe = GanTrialConfig(**config), Recipe.of(p)
-    settings = final_settings(params) | {"seed": seed}
-    key = {"config": hp.model_dump(), "recipe": dataclasses.asdict(recipe), **settings, "data": data.content_hash}
+    settings = dataclasses.replace(FinalGanSettings.of(params), seed=seed)
+    key = {
+        "config": hp.model_dump(),
+        "recipe": dataclasses.asdict(recipe),
+        **dataclasses.asdict(settings),
+        "data": data.content_hash,
+    }
     state_path = DATA / f"{name}_state.pt"
     resume = None
     if state_path.is_file():
@@ -220,7 +214,7 @@ def full_budget(data, clf, clf_acc: float, seed: int, changes: list[str], name: 
     head = {
         "command": " ".join(["python", "benchmarks/gan_quality.py", *sys.argv[1:]]),
         "changes": changes,
-        "budget": {**settings, "test_samples": p.eval_samples, "batch_size": p.batch_size},
+        "budget": {**dataclasses.asdict(settings), "test_samples": p.eval_samples, "batch_size": p.batch_size},
         "classifier_test_accuracy": clf_acc,
         "device": hardware(device),
         "config": hp.model_dump(),
@@ -252,7 +246,7 @@ def full_budget(data, clf, clf_acc: float, seed: int, changes: list[str], name: 
 
     clf = clf.to(device)
     try:
-        trained = train_best(hp, recipe, clf, data, **settings, device=device, resume=resume, checkpoint=checkpoint)
+        trained = train_best(hp, recipe, clf, data, settings, device=device, resume=resume, checkpoint=checkpoint)
     except Collapsed as e:
         raise SystemExit(f"{name}: {e}") from None
     metrics, grid = evaluate_gan(trained.G, clf, data, eval_samples=p.eval_samples, seed=seed, device=device)

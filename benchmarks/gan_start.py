@@ -2,7 +2,7 @@
 
     python benchmarks/gan_start.py [--seeds 40] [--steps 150]
 
-The config and recipe of `gan_quality.py --budget full` (params.yaml's), trained with `gan.train_gan` (the stage's
+The config and recipe of `gan_quality.py --budget full` (params.yaml's), trained with `gan.fit_gan` (the stage's
 own loop) for the first `--steps` steps of epoch 1 at the peak learning rates, on real Fashion-MNIST. Recorded per
 seed: the sample diversity (per-pixel spread of 2,000 samples of the EMA generator over the real validation images'
 spread: about 1 for a healthy GAN, 0 for one image whatever the noise) before training and after those steps, and
@@ -12,7 +12,7 @@ Arms, on rows_conv (the full budget's generator): its head (GRU state -> feature
 initialised with torch's defaults, or variance-preserving (Kaiming normal for the LeakyReLU(0.2) they feed). Both
 arms of a seed share everything else: the other weights, the data order and the noise (the random state is set
 aside around the re-initialisation). Paired: the difference in diversity after the steps (Wilcoxon), and the
-collapses of each arm. The generators start variance-preserving since this benchmark (gan_models.py);
+collapses of each arm. The generators start variance-preserving since this benchmark (gan/models.py);
 the torch-default arm is how they started before it.
 
 Each (arm, seed) is appended to benchmarks/results/gan_start.json as it finishes; a rerun skips those done. About
@@ -35,7 +35,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, fashion_mnist, save, table  # noqa: E402
 from grutune.config import GanTrialConfig, load_params  # noqa: E402
-from grutune.gan import Recipe, diversity, generate, new_gan, train_gan  # noqa: E402
+from grutune.gan import Recipe, diversity, fit_gan, generate, new_gan  # noqa: E402
 from grutune.models import to_float  # noqa: E402
 from grutune.training import Split  # noqa: E402
 
@@ -72,7 +72,7 @@ def run(arm: str, seed: int, steps: int, train: Split, real: torch.Tensor, param
         gan.ema.module.load_state_dict(gan.G.state_dict())  # the EMA starts as the re-initialised G, as in new_gan
     before = diversity(generate(gan.sampler, len(real), seed=seed, device=real.device), real)
     t0 = time.perf_counter()
-    m = train_gan(gan, train, recipe, epochs=1, seed=seed, subset=steps * recipe.batch_size)[0]
+    m = fit_gan(gan, train, recipe, epochs=1, seed=seed, subset=steps * recipe.batch_size)[0]
     after = diversity(generate(gan.sampler, len(real), seed=seed, device=real.device), real)
     return {
         "arm": arm,

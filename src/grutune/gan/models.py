@@ -1,7 +1,7 @@
 """The GAN's players: generators whose GRU draws an image (registered by kind in GENERATORS), and the
-discriminator, a spectral-normalised backbone from models.BACKBONES.
+discriminator, a spectral-normalised backbone from grutune.models.BACKBONES.
 
-Apart from models.py so that the classifier's stages, which never build a GAN, do not depend on this file: a
+Apart from grutune/models.py so that the classifier's stages, which never build a GAN, do not depend on this file: a
 change to the GAN's models reruns the GAN stages only. Images are float tensors (B, H, W, C) in [0, 1], and each model
 keeps its constructor arguments in `self.kwargs`, as the classifier does.
 """

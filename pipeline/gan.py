@@ -16,18 +16,15 @@ this node) the training runs there, on a worker with gan.resources, restarting f
 import argparse
 from pathlib import Path
 
-import torch
-
-from grutune.cluster import join_cluster
 from grutune.config import GanTrialConfig, load_params, read_best
 from grutune.data import load_prepared
 from grutune.errors import cli
-from grutune.gan import Recipe, final_settings, train_best
+from grutune.final.checkpoints import load_classifier, save_checkpoint
+from grutune.final.runner import runner_for
+from grutune.gan import Recipe
+from grutune.gan.final import FinalGanSettings, GanJob, portable
 from grutune.io import add_output_options, write_csv
-from grutune.remote import placement
-from grutune.remote_gan import train_gan
 from grutune.tracking import epoch_logger, init_wandb
-from grutune.training import load_classifier, pick_device, save_checkpoint
 
 
 @cli
@@ -43,14 +40,8 @@ def main() -> None:
     p = params.gan
     best, hp = read_best(args.best, GanTrialConfig)
     data = load_prepared(args.prepared, name=p.dataset)
-    on_cluster = join_cluster()
-    device = torch.device("cpu") if on_cluster else pick_device()  # on a cluster, the classifier travels from here
-    clf, _ = load_classifier(args.classifier, data.content_hash, device)
-    if on_cluster:
-        where = placement(p.resources, key="gan", storage=params.gan_search.storage, max_failures=p.max_failures)
-        device_text = f"the Ray cluster ({where})"
-    else:
-        device_text = str(device)
+    runner = runner_for(p, key="gan", storage=params.gan_search.storage)
+    clf, _ = load_classifier(args.classifier, data.content_hash)  # on the CPU: the job takes it where it runs
     group = best.get("sweep_id", f"gan-{data.name}")  # the final GAN's W&B runs sit with its sweep's trials
     run = init_wandb(
         params.tracking.wandb,
@@ -63,23 +54,10 @@ def main() -> None:
     )
     print(
         f"training the {hp.generator} GAN on {min(p.train_subset or len(data.y_train), len(data.y_train))} "
-        f"images/epoch of {data.name} for {p.epochs} epochs on {device_text}"
+        f"images/epoch of {data.name} for {p.epochs} epochs on {runner}"
     )
-    settings = final_settings(params)
-    on_epoch = epoch_logger(run, p.epochs, ("d_loss", "g_loss", "val_fid", "diversity"))
-    if on_cluster:
-        trained = train_gan(hp, Recipe.of(p), clf, data, settings=settings, where=where, on_epoch=on_epoch)
-    else:
-        trained = train_best(
-            hp,
-            Recipe.of(p),
-            clf,
-            data,
-            **settings,
-            device=device,
-            progress=True,
-            on_epoch=on_epoch,
-        )
+    job = GanJob(hp, Recipe.of(p), FinalGanSettings.of(params), classifier=portable(clf), data=data)
+    trained = runner.run(job, on_epoch=epoch_logger(run, p.epochs, job.shown))
     save_checkpoint(
         args.model_out,
         trained.G,

@@ -13,18 +13,14 @@ this node) the scoring runs there, on a worker with gan.resources.
 import argparse
 from pathlib import Path
 
-import torch
-
-from grutune.cluster import join_cluster
 from grutune.config import load_params
 from grutune.data import load_prepared
 from grutune.errors import cli
-from grutune.gan import class_grid, evaluate_gan, load_generator
+from grutune.final.checkpoints import load_classifier
+from grutune.final.runner import runner_for
+from grutune.gan.final import GanEvalJob, load_generator, portable
 from grutune.io import add_output_options, write_json, write_png
-from grutune.remote import placement
-from grutune.remote_gan import evaluate_gan_on
 from grutune.tracking import init_wandb, log_gan_run
-from grutune.training import Split, load_classifier, pick_device
 
 
 @cli
@@ -45,20 +41,15 @@ def main() -> None:
     params = load_params()
     p = params.gan
     data = load_prepared(args.prepared, name=p.dataset)
-    on_cluster = join_cluster()
-    device = torch.device("cpu") if on_cluster else pick_device()  # on a cluster, the models travel from here
-    clf, _ = load_classifier(args.classifier, data.content_hash, device)
-    G, ckpt = load_generator(args.generator, data.content_hash, device)
-    if on_cluster:
-        where = placement(p.resources, key="gan", storage=params.gan_search.storage, max_failures=p.max_failures)
-        metrics, grid, by_class = evaluate_gan_on(where, G, clf, data, eval_samples=p.eval_samples, seed=params.seed)
-    else:
-        metrics, grid = evaluate_gan(G, clf, data, eval_samples=p.eval_samples, seed=params.seed, device=device)
-        by_class = class_grid(G, clf, Split.of(data.x_test, data.y_test, device), seed=params.seed)
-    metrics = {**metrics, "best_epoch": ckpt["epoch"], "val_fid": ckpt["val_fid"]}
+    runner = runner_for(p, key="gan", storage=params.gan_search.storage)
+    clf, _ = load_classifier(args.classifier, data.content_hash)  # on the CPU: the job takes them where it runs
+    G, ckpt = load_generator(args.generator, data.content_hash)
+    job = GanEvalJob(portable(G), portable(clf), data, eval_samples=p.eval_samples, seed=params.seed)
+    scores = runner.run(job)
+    metrics = {**scores.metrics, "best_epoch": ckpt["epoch"], "val_fid": ckpt["val_fid"]}
     write_json(args.metrics, metrics)
-    write_png(args.samples, grid)
-    write_png(args.class_samples, by_class)
+    write_png(args.samples, scores.grid)
+    write_png(args.class_samples, scores.by_class)
     run = init_wandb(
         params.tracking.wandb,
         project=params.tracking.project,
@@ -68,7 +59,7 @@ def main() -> None:
         directory=args.wandb_dir,
         config={"eval_samples": p.eval_samples, "generator": G.kwargs, "data_hash": data.content_hash},
     )
-    log_gan_run(run, metrics, grid, data, model=args.generator, log_models=params.tracking.log_models)
+    log_gan_run(run, metrics, scores.grid, data, model=args.generator, log_models=params.tracking.log_models)
     print(
         f"fid {metrics['fid']:.3f} (real train vs test: {metrics['reference_fid_train_vs_test']:.3f})  "
         f"inception_score {metrics['inception_score']:.3f} "

@@ -14,14 +14,14 @@ its last epoch after a lost node; the outputs are written here all the same. Wit
 import argparse
 from pathlib import Path
 
-from grutune.cluster import join_cluster
 from grutune.config import load_params, read_best
 from grutune.data import DATASETS, load_prepared
 from grutune.errors import cli
+from grutune.final.checkpoints import save_checkpoint
+from grutune.final.classifier import ClassifierJob, test_metrics
+from grutune.final.runner import runner_for
 from grutune.io import add_output_options, write_classifier_outputs
-from grutune.remote import placement, train_classifier
 from grutune.tracking import epoch_logger, init_wandb, log_classifier_run
-from grutune.training import hardware, inference_cost, pick_device, retrain_and_test, save_checkpoint, test_metrics
 
 
 @cli
@@ -43,18 +43,8 @@ def main() -> None:
     params = load_params()
     data = load_prepared(args.prepared, name=args.dataset)
     best, hp = read_best(args.best)
-    epochs, on_cluster = params.train.epochs, join_cluster()
-    if on_cluster:
-        where = placement(
-            params.train.resources,
-            key="train",
-            storage=params.search.storage,
-            max_failures=params.train.max_failures,
-        )
-        device_text = f"the Ray cluster ({where})"
-    else:
-        device = pick_device()
-        device_text = str(device)
+    epochs = params.train.epochs
+    runner = runner_for(params.train, key="train", storage=params.search.storage)
     run = init_wandb(
         params.tracking.wandb,
         project=params.tracking.project,
@@ -72,32 +62,15 @@ def main() -> None:
     )
     print(
         f"training {hp.model_dump()} on {len(data.y_train) + len(data.y_val)} images of {data.name} for {epochs} "
-        f"epochs on {device_text}{' with augmentation' if params.train.augment else ''}"
+        f"epochs on {runner}{' with augmentation' if params.train.augment else ''}"
     )
-    on_epoch = epoch_logger(run, epochs, ("train_loss", "train_accuracy"))
-    if on_cluster:
-        final, measured = train_classifier(
-            hp, data, epochs=epochs, seed=params.seed, augment=params.train.augment, where=where, on_epoch=on_epoch
-        )
-        cost = {k: measured[k] for k in ("params", "latency_ms", "latency_batch_ms")}
-        where_measured = measured["hardware"]
-    else:
-        final = retrain_and_test(
-            hp,
-            data,
-            epochs=epochs,
-            seed=params.seed,
-            device=device,
-            augment=params.train.augment,
-            progress=True,
-            on_epoch=on_epoch,
-        )
-        cost = inference_cost(final.model, data.image_shape, device)  # the deployed model's size and speed, here
-        where_measured = hardware(device)
+    job = ClassifierJob(hp, data, epochs=epochs, seed=params.seed, augment=params.train.augment)
+    trained = runner.run(job, on_epoch=epoch_logger(run, epochs, job.shown))
+    final, cost = trained.final, trained.cost  # the deployed model's size and speed, where it trained
     metrics = {
         **test_metrics(final.test, data),
         **cost,
-        "latency_hardware": where_measured,
+        "latency_hardware": trained.hardware,
         "picked": {
             "trial_id": best["trial_id"],
             "rule": best.get("pick", "most_accurate"),

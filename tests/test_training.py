@@ -1,4 +1,5 @@
-"""The one training loop on a task a row-reading classifier must learn, on the CPU and (where there is one) a GPU."""
+"""The one training loop on a task a row-reading classifier must learn, on the CPU and (where there is one) a GPU; its
+augmentation and progress bar. Final retraining: tests/test_final_classifier.py."""
 
 import io
 import sys
@@ -137,69 +138,3 @@ def test_augment_follows_the_dataset_flip_policy_and_reaches_the_model():
         train_epoch(model, opt, Split(x, y), batch_size=64, generator=torch.Generator().manual_seed(0), augment=augment)
         order = torch.randperm(64, generator=torch.Generator().manual_seed(0))
         assert torch.equal(seen[0], x[order].float() / 255) == (augment is None)
-
-
-def test_a_final_run_resumed_from_an_epochs_checkpoint_ends_as_a_straight_run(prepared_mnist):
-    """`retrain_and_test` with `checkpoint` and `resume`, as the train stage uses them on a cluster: a run restarted
-    (in a fresh model, after other random draws) from its epoch-2 state ends with the same weights and test
-    predictions as one that never stopped. Dropout and augmentation make this depend on the restored random state."""
-    from grutune.data import load_prepared
-    from grutune.training import retrain_and_test
-
-    data = load_prepared(prepared_mnist(n_train=600, n_test=100))
-    hp = TrialConfig(
-        cell="gru",
-        hidden_size=16,
-        num_layers=1,
-        bidirectional=False,
-        dropout=0.3,
-        backbone="none",
-        lr=3e-3,
-        weight_decay=1e-4,
-        batch_size=64,
-    )
-    saved = []
-
-    def checkpoint(state: dict) -> None:  # written at once, as a checkpoint is (the state holds live tensors)
-        f = io.BytesIO()
-        torch.save(state, f)
-        saved.append(f.getvalue())
-
-    kw = {"epochs": 4, "seed": 3, "device": torch.device("cpu"), "augment": True}
-    straight = retrain_and_test(hp, data, **kw, checkpoint=checkpoint)
-    states = [torch.load(io.BytesIO(b), weights_only=True) for b in saved]  # loaded as a checkpoint is
-    assert [s["epoch"] for s in states] == [1, 2, 3, 4]
-    torch.rand(1000)  # other random draws between the stop and the resume
-    resumed = retrain_and_test(hp, data, **kw, resume=states[1])
-    assert [m["epoch"] for m in resumed.history] == [1, 2, 3, 4]
-    assert [m["train_loss"] for m in resumed.history] == [m["train_loss"] for m in straight.history]
-    for name, w in straight.model.state_dict().items():
-        assert torch.equal(w, resumed.model.state_dict()[name]), name
-    assert torch.equal(resumed.test["pred"], straight.test["pred"])
-    # and the test can tell: the same resume with another random state (dropout's masks) ends elsewhere
-    other = retrain_and_test(hp, data, **kw, resume={**states[1], "rng": torch.Generator().manual_seed(99).get_state()})
-    assert not torch.equal(other.model.state_dict()["head.weight"], straight.model.state_dict()["head.weight"])
-
-
-@pytest.mark.parametrize(
-    "content, says",
-    [
-        (b"\x00" * 7 + b"not a checkpoint", "damaged or not one of grutune's"),  # unpickling refused
-        (b"PK\x03\x04truncated", "damaged or truncated"),  # a zip that ends early
-        (None, "not one of grutune's"),  # a torch file without grutune's keys
-    ],
-)
-def test_a_damaged_or_foreign_checkpoint_is_a_clear_error(tmp_path, content, says):
-    from grutune.errors import GrutuneError
-    from grutune.training import load_checkpoint
-
-    path = tmp_path / "classifier.pt"
-    if content is None:
-        torch.save({"weights": torch.zeros(2)}, path)
-    else:
-        path.write_bytes(content)
-    with pytest.raises(GrutuneError) as e:
-        load_checkpoint(path)
-    message = str(e.value)
-    assert str(path) in message and says in message and "rerun the stage" in message
-    assert "weights_only` set to `False`" not in message and "\n" not in message  # no advice to unpickle, one line

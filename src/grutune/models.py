@@ -1,5 +1,5 @@
 """Recurrent image classifiers: a model that reads an image row by row (GRU, LSTM or plain RNN) after a CNN
-backbone, and the parts the GAN's discriminator shares with it (gan_models.py builds the GAN from them).
+backbone, and the parts the GAN's discriminator shares with it (gan/models.py builds the GAN from them).
 
 Images enter every model as float tensors (B, H, W, C) in [0, 1] (see `to_float`). Each model keeps its
 constructor arguments in `self.kwargs`, so a checkpoint {"model": state_dict, "model_kwargs": model.kwargs}

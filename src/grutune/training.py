@@ -1,12 +1,13 @@
-"""The one training loop: a Tune trial and the final `train` stage both call `fit()`.
+"""The one training loop: a Tune trial and the final `train` stage (grutune.final.classifier) both call `fit()`.
 
-Callers add reporting and checkpoints through the `on_epoch` callback; nothing here knows about Ray or W&B.
+Also what the loop needs (the splits on the device, augmentation, batches, the cosine schedule), a fresh classifier
+and its optimiser, and what a trained model costs to deploy. Callers add reporting and checkpoints through the
+`on_epoch` callback; nothing here knows about Ray or W&B.
 """
 
 from __future__ import annotations
 
 import math
-import pickle
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -18,16 +19,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from grutune.data import dataset_spec
-from grutune.errors import GrutuneError, NonFiniteLoss
-from grutune.io import atomic_path
-from grutune.metrics import per_class_accuracy
-from grutune.models import RecurrentClassifier, build_classifier, to_float
+from grutune.errors import NonFiniteLoss
+from grutune.models import RecurrentClassifier, to_float
 
 __all__ = [
     "Augment",
     "EVAL_BATCH",
-    "FinalRun",
     "LATENCY_BATCH",
     "Split",
     "as_tensor",
@@ -37,15 +34,8 @@ __all__ = [
     "fit",
     "hardware",
     "inference_cost",
-    "load_checkpoint",
-    "load_classifier",
     "new_classifier",
     "pick_device",
-    "restore_rng",
-    "retrain_and_test",
-    "rng_state",
-    "save_checkpoint",
-    "test_metrics",
     "train_epoch",
 ]
 
@@ -325,150 +315,3 @@ def new_classifier(
         in_shape=tuple(int(d) for d in in_shape), num_classes=num_classes, **hp.model_kwargs()
     ).to(device)
     return model, torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-
-
-@dataclass(frozen=True)
-class FinalRun:
-    """The final classifier after `retrain_and_test`: its per-epoch history and its test results."""
-
-    model: RecurrentClassifier
-    history: list[dict]
-    test: dict  # loss, accuracy, pred (the test split's predicted labels)
-
-
-def rng_state(device: torch.device) -> dict:
-    """torch's random state, as a resumable run's checkpoint keeps it (`rng`, and `cuda_rng` on a GPU)."""
-    state = {"rng": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda_rng"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def restore_rng(state: dict, device: torch.device) -> None:
-    """Put back the random state `rng_state` saved, so a resumed run draws what the uninterrupted one would."""
-    torch.set_rng_state(state["rng"])
-    if device.type == "cuda" and "cuda_rng" in state:
-        torch.cuda.set_rng_state(state["cuda_rng"], device)
-
-
-def retrain_and_test(
-    hp,
-    data,
-    *,
-    epochs: int,
-    seed: int,
-    device: torch.device,
-    augment: bool = False,
-    on_epoch: Callable[[dict], None] = lambda m: None,
-    progress: bool = False,
-    resume: dict | None = None,
-    checkpoint: Callable[[dict], None] | None = None,
-    shard: tuple[int, int] | None = None,
-) -> FinalRun:
-    """Train a config from scratch on train+val of a Prepared dataset, then evaluate it on the test split (with
-    `progress`, a progress bar within each epoch on a terminal; with `augment`, random shifts, plus flips where the
-    dataset's classes allow them).
-
-    With `checkpoint`, it is called after every epoch with the run's state (`{"model", "optimizer", "epoch",
-    "history", "rng"}`); such a state given back as `resume` continues the run after that epoch as if it had not
-    stopped: the data order and learning rate of each epoch depend only on the seed and the epoch, and the random
-    state that dropout draws from is restored.
-    """
-    torch.manual_seed(seed)
-    model, opt = new_classifier(hp, in_shape=data.x_train.shape[1:], num_classes=len(data.classes), device=device)
-    history: list[dict] = []
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        history = list(resume["history"])
-        restore_rng(resume, device)
-    train = Split.of(np.concatenate([data.x_train, data.x_val]), np.concatenate([data.y_train, data.y_val]), device)
-    aug = Augment.for_images(data.image_shape, dataset_spec(data.name).flip) if augment else None
-
-    def epoch_end(m: dict) -> None:
-        history.append(m)
-        on_epoch(m)
-        if checkpoint is not None:
-            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": m["epoch"]}
-            checkpoint({**state, "history": history, **rng_state(device)})
-
-    trained = model
-    if shard is not None and shard[1] > 1:  # gradients averaged over the processes; its start broadcast from rank 0
-        trained = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None
-        )
-    fit(
-        trained,
-        opt,
-        train,
-        None,
-        epochs=epochs,
-        batch_size=hp.batch_size,
-        seed=seed,
-        start_epoch=len(history),
-        shard=shard if shard is not None and shard[1] > 1 else None,
-        schedule_epochs=epochs,
-        on_epoch=epoch_end,
-        progress=progress,
-        augment=aug,
-    )
-    return FinalRun(model, history, evaluate(model, Split.of(data.x_test, data.y_test, device)))
-
-
-def test_metrics(test: dict, data) -> dict:
-    """The classifier's test results as the train stage reports them: accuracy, loss, and accuracy per class."""
-    per_class = per_class_accuracy(data.y_test, test["pred"].numpy(), len(data.classes))
-    return {
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        "per_class_accuracy": {c: float(a) for c, a in zip(data.classes, per_class)},
-    }
-
-
-# --------------------------------------------------------------------------- final model and checkpoints
-
-
-def save_checkpoint(path, model, **extra) -> None:
-    """A checkpoint is a dict: weights, the constructor's kwargs (to rebuild it exactly) and plain metadata."""
-    with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "model_kwargs": dict(model.kwargs), **extra}, tmp)
-
-
-def load_checkpoint(path, device: torch.device | str = "cpu") -> dict:
-    """Load a checkpoint dict without unpickling arbitrary objects (weights_only=True)."""
-    path = Path(path)
-    if not path.is_file():
-        raise GrutuneError(f"checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as e:  # torch's message advises weights_only=False: not for a file we cannot trust
-        boilerplate = ("weights_only", "torch.load", "Please file an issue")  # torch's advice around the cause
-        lines = [line for line in str(e).splitlines() if line.strip() and not any(b in line for b in boilerplate)]
-        raise GrutuneError(
-            f"checkpoint {path} cannot be loaded: it holds more than weights and plain values, which grutune never "
-            f"unpickles ({lines[-1].strip() if lines else type(e).__name__}); the file is damaged or not one of "
-            f"grutune's: rerun the stage that writes it"
-        ) from None
-    except Exception as e:  # a truncated file, or not a torch file at all: name it rather than dump a traceback
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise GrutuneError(
-            f"checkpoint {path} cannot be loaded ({first}): the file is damaged or truncated: rerun the stage that "
-            f"writes it"
-        ) from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_kwargs" not in ckpt:
-        raise GrutuneError(
-            f"checkpoint {path} is not one of grutune's (no model weights and model_kwargs in it): rerun the stage "
-            f"that writes it"
-        )
-    return ckpt
-
-
-def load_classifier(path, data_hash: str, device: torch.device | str = "cpu") -> tuple[RecurrentClassifier, dict]:
-    """The `train` stage's classifier and its checkpoint, refusing one trained on other data than `data_hash`."""
-    ckpt = load_checkpoint(path, device)
-    if ckpt.get("data_hash") != data_hash:
-        raise GrutuneError(
-            f"{path} was trained on other data ({ckpt.get('data_hash')}) than the prepared dataset "
-            f"({data_hash}): rerun the train stage"
-        )
-    return build_classifier(ckpt["model_kwargs"], ckpt["model"]).to(device), ckpt

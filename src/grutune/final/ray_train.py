@@ -1,11 +1,10 @@
-"""The final stages on the Ray cluster they run beside, through Ray Train.
+"""A final stage's job on the Ray cluster it joined, through Ray Train: the protocol, for a run that loses its
+worker or node.
 
 When a final stage (`train`, `gan`, `gan_eval`) joins a running Ray cluster (RAY_ADDRESS, or one started with
-`ray start` on this node: `cluster.join_cluster`), its work runs as one Ray Train worker (`TorchTrainer`) with the
-stage's `resources`, so the autoscaler adds a GPU node for it and the head needs none. On a Ray the stage would have
-to start itself (a laptop) nothing changes: the stage trains in its own process.
+`ray start` on this node: `cluster.join_cluster`), its job runs as Ray Train workers (`TorchTrainer`) with the
+stage's `resources`, so the autoscaler adds a GPU node for it and the head needs none (grutune.final.runner chooses).
 
-The protocol, for a run that loses its worker or node:
 - after every epoch the worker reports a checkpoint: one file, `state.pt`, a dict of tensors and plain values (loaded
   with weights_only=True), through `ray.train.report`; Ray Train keeps the last two under `<storage>/final/<name>`;
 - the run's name is a hash of everything that decides its result (stage, config, data, epochs, seed, and grutune's
@@ -13,7 +12,9 @@ The protocol, for a run that loses its worker or node:
   stage run again after its driver died resumes the same run, while any change of input or of grutune's code starts
   a new one (a finished run is never handed back to code that would have trained otherwise);
 - the last report holds the result (the final weights and what the stage writes), which the stage reads back on the
-  head and writes where dvc.yaml says, as on a laptop.
+  head and writes where dvc.yaml says, as on a laptop; a restarted run that had finished reports it again;
+- a failure of the work itself (a collapsed GAN, a diverged training) is that last report, not a lost worker: Ray
+  Train does not retry it, and the stage fails with the same message as on a laptop.
 """
 
 from __future__ import annotations
@@ -48,12 +49,9 @@ from grutune.cluster import largest_node_cpus, show_resources, trial_resources
 from grutune.config import FinalResources
 from grutune.errors import GrutuneError, NonFiniteLoss
 from grutune.io import is_uri, workspace_root
-from grutune.models import build_classifier
-from grutune.training import FinalRun, hardware, inference_cost, retrain_and_test
 
 __all__ = [
     "STATE",
-    "ClassifierJob",
     "Placement",
     "code_digest",
     "placement",
@@ -61,16 +59,16 @@ __all__ = [
     "resumed_state",
     "run_name",
     "run_on_worker",
-    "train_classifier",
     "worker_device",
 ]
 
 log = logging.getLogger(__name__)
 
 STATE = "state.pt"  # the one file of every checkpoint a final stage reports
+PACKAGE = Path(__file__).resolve().parents[1]  # src/grutune
 
 
-# --------------------------------------------------------------------------- where the work runs
+# --------------------------------------------------------------------------- where the job runs
 
 
 @dataclass(frozen=True)
@@ -116,11 +114,12 @@ def placement(resources: FinalResources, *, key: str, storage: str | None, max_f
     )
 
 
-def code_digest(package: Path = Path(__file__).parent) -> str:
-    """A hash of grutune's own source (every module of the package): code is an input of a run too."""
+def code_digest(package: Path = PACKAGE) -> str:
+    """A hash of grutune's own source (every module of the package, its subpackages' too): code is an input of a
+    run too."""
     h = hashlib.sha256()
-    for path in sorted(package.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in sorted(package.rglob("*.py")):
+        h.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
 
@@ -146,20 +145,22 @@ class _Relay(UserCallback):
         self.queue.put(("failure", why or "a worker failed"))
 
 
-def run_on_worker(loop, config: dict, *, name: str, where: Placement, on_epoch: Callable[[dict], None]) -> dict:
-    """Run `loop(config)` on Ray Train workers; `on_epoch(metrics)` here, for each epoch it reports; the state of
-    its last report (read back here, on the CPU).
+def run_on_worker(job: Any, *, where: Placement, on_epoch: Callable[[dict], None]) -> dict:
+    """Run `job` (a grutune.final.runner.Job) on Ray Train workers, the job and its data sent once through Ray's
+    object store; `on_epoch(metrics)` here, for each epoch it reports; the result of its last report (read back here,
+    on the CPU).
 
     Ray's worker logs stay on their nodes (Ray Train's own are many lines per epoch): the stage shows its epochs
     and any lost worker through `_Relay`.
     """
+    name = run_name(job.name, **job.identity())
     backend = "nccl" if where.resources["gpu"] and torch.distributed.is_nccl_available() else "gloo"
     # On this process's node (the head), which outlives any worker node; no CPU, so a head with none holds it too
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     trainer = TorchTrainer(
-        _guarded,
-        train_loop_config={**config, "loop": loop},
+        _worker,
+        train_loop_config={"job": ray.put(job)},
         torch_config=TorchConfig(backend=backend),
         scaling_config=where.scaling(),
         run_config=RunConfig(
@@ -221,16 +222,51 @@ def run_on_worker(loop, config: dict, *, name: str, where: Placement, on_epoch: 
     return state
 
 
-def _guarded(config: dict) -> None:
-    """The worker's entry point: the stage's loop, where a failure of the work itself (not of a node) is reported as
-    the run's result, so that Ray Train does not retry what would fail again, and the stage says it as on a laptop."""
+# --------------------------------------------------------------------------- in the worker
+
+
+def _worker(config: dict) -> None:
+    """The worker's entry point: the job, where a failure of the work itself (not of a node) is reported as the run's
+    result, so that Ray Train does not retry what would fail again, and the stage says it as on a laptop."""
     try:
-        config["loop"](config)
+        _run_job(ray.get(config["job"]))
     except (GrutuneError, NonFiniteLoss) as e:
         report_state({"result": 1}, {"result": True, "error": f"{e}"})
 
 
-# --------------------------------------------------------------------------- in the worker
+def _run_job(job: Any) -> None:
+    """The job on this worker: resumed from the run's last checkpoint where Ray Train restarted it, a checkpoint
+    reported after every epoch, and its result as the last report, with where it ran."""
+    device, node = worker_device(), ray.get_runtime_context().get_node_id()
+    resume = resumed_state(device)
+    if resume is not None and "result" in resume:  # the run had finished: report its result again
+        report_state({"result": 1}, resume)
+        return
+    if resume is not None:
+        print(f"resuming after epoch {resume['epoch']} of {job.epochs} on node {node}", flush=True)
+
+    def on_epoch(m: dict) -> None:  # the worker's own log, on its node
+        values = "".join(f"  {k} {m[k]:.4f}" for k in job.shown if k in m)
+        print(f"epoch {m['epoch']}/{job.epochs}{values}  {m['images_per_s']:.0f} images/s", flush=True)
+
+    context = train.get_context()
+    result = job.run(
+        device,
+        on_epoch=on_epoch,
+        resume=resume,
+        checkpoint=lambda state: report_state(state["history"][-1], {**state, "node_id": node}),
+        shard=(context.get_world_rank(), context.get_world_size()),
+    )
+    report_state(
+        {"result": 1},
+        {
+            "result": True,
+            **result,
+            "workers": context.get_world_size(),
+            "node_id": node,
+            "resumed_from_epoch": 0 if resume is None else resume["epoch"],
+        },
+    )
 
 
 def worker_device() -> torch.device:
@@ -256,91 +292,3 @@ def report_state(metrics: dict, state: dict) -> None:
     with tempfile.TemporaryDirectory() as d:
         torch.save(state, Path(d) / STATE)
         train.report(metrics, checkpoint=Checkpoint.from_directory(d))
-
-
-@dataclass(frozen=True)
-class ClassifierJob:
-    """What the train stage hands its Ray Train worker: the prepared data (in Ray's object store) and the run."""
-
-    data: Any  # ObjectRef of a Prepared
-    hp: Any  # TrialConfig
-    epochs: int
-    seed: int
-    augment: bool
-
-
-def _classifier_loop(config: dict) -> None:
-    job: ClassifierJob = config["job"]
-    data = ray.get(job.data)
-    device = worker_device()
-    resume = resumed_state(device)
-    if resume is not None and "result" in resume:  # the run had finished: report its result again
-        report_state({"result": 1}, resume)
-        return
-    node = ray.get_runtime_context().get_node_id()
-
-    def on_epoch(m: dict) -> None:  # the worker's own log, on its node
-        print(
-            f"epoch {m['epoch']}/{job.epochs}  train_loss {m['train_loss']:.4f}  "
-            f"train_accuracy {m['train_accuracy']:.4f}  {m['images_per_s']:.0f} images/s",
-            flush=True,
-        )
-
-    if resume is not None:
-        print(f"resuming after epoch {resume['epoch']} of {job.epochs} on node {node}", flush=True)
-    context = train.get_context()
-    final = retrain_and_test(
-        job.hp,
-        data,
-        epochs=job.epochs,
-        seed=job.seed,
-        device=device,
-        augment=job.augment,
-        on_epoch=on_epoch,
-        resume=resume,
-        shard=(context.get_world_rank(), context.get_world_size()),
-        checkpoint=lambda state: report_state(state["history"][-1], {**state, "node_id": node}),
-    )
-    report_state(
-        {"result": 1},
-        {
-            "result": True,
-            "model": final.model.state_dict(),
-            "model_kwargs": dict(final.model.kwargs),
-            "history": final.history,
-            "test": final.test,
-            "cost": inference_cost(final.model, data.image_shape, device),
-            "workers": context.get_world_size(),
-            "hardware": hardware(device),
-            "node_id": node,
-            "resumed_from_epoch": 0 if resume is None else resume["epoch"],
-        },
-    )
-
-
-def train_classifier(
-    hp,
-    data,
-    *,
-    epochs: int,
-    seed: int,
-    augment: bool,
-    where: Placement,
-    on_epoch: Callable[[dict], None] = lambda m: None,
-) -> tuple[FinalRun, dict]:
-    """`training.retrain_and_test` on Ray Train workers on the cluster (data-parallel where there are several):
-    the final run (its model back on this node's CPU) and what the first worker measured there (params, latencies,
-    hardware, node, the epoch it resumed from)."""
-    name = run_name(
-        f"train-{data.name}", hp=hp.model_dump(), data=data.content_hash, epochs=epochs, seed=seed, augment=augment
-    )
-    job = ClassifierJob(data=ray.put(data), hp=hp, epochs=epochs, seed=seed, augment=augment)
-    state = run_on_worker(_classifier_loop, {"job": job}, name=name, where=where, on_epoch=on_epoch)
-    model = build_classifier(state["model_kwargs"], state["model"])
-    measured = {
-        **state["cost"],
-        "hardware": state["hardware"],
-        "node_id": state["node_id"],
-        "resumed_from_epoch": state["resumed_from_epoch"],
-    }
-    return FinalRun(model, list(state["history"]), dict(state["test"])), measured

@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import save, table  # noqa: E402
 from grutune.config import Params  # noqa: E402
-from grutune.recovery import load_study  # noqa: E402
-from grutune.search import run_search  # noqa: E402
+from grutune.sweep.journal import load_study  # noqa: E402
+from grutune.trials.classifier import run_classifier_sweep  # noqa: E402
 from search_efficiency import dataset  # noqa: E402
 from tune_results import trial_results  # noqa: E402
 
@@ -117,7 +117,7 @@ def main() -> None:
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         try:
-            result = run_search(params, data, state_dir=Path(state), remote=True)
+            result = run_classifier_sweep(params, data, state_dir=Path(state), remote=True)
         finally:
             stop.set()
             watcher.join(timeout=10)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from _common import save  # noqa: E402
 from fakedata import make_mnist_like  # noqa: E402
 from grutune.data import prepare  # noqa: E402
-from grutune.recovery import ALIAS, TUNE_ID, load_study  # noqa: E402
+from grutune.sweep.journal import ALIAS, TUNE_ID, load_study  # noqa: E402
 
 
 def stage(project: Path, prepared: Path) -> subprocess.Popen:

@@ -3,9 +3,9 @@
     GRUTUNE_DATA_MIRROR=/usr/share/datasets/fashion-mnist python benchmarks/search_confirm.py
     # 20 paired seeds of 200 trial-epochs per arm; about 8 minutes a seed on 2 cores, resumable by seed
 
-Both arms run `grutune.search.run_search` (real Ray Tune, Optuna journal, grutune's searcher) on the same data, with
-the same training seed (so the same data order), and a sweep bounded by the same budget of trial-epochs
-(`search.max_trial_epochs`):
+Both arms run `grutune.trials.classifier.run_classifier_sweep` (real Ray Tune, Optuna journal, grutune's searcher) on
+the same data, with the same training seed (so the same data order), and a sweep bounded by the same budget of
+trial-epochs (`search.max_trial_epochs`):
 - `random`: random search, every trial to its last epoch (TPE's start-up never ends, no early stopping);
 - `grutune`: params.yaml's search settings (TPE, ASHA), with the per-trial budget below.
 TPE's random start-up draws from the same seeded generator as random search, so the two arms' first configs are
@@ -39,8 +39,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, RESULTS, fashion_mnist, machine, save  # noqa: E402
 from grutune.config import Params, TrialConfig  # noqa: E402
-from grutune.search import run_search  # noqa: E402
 from grutune.training import Split, evaluate, fit, new_classifier  # noqa: E402
+from grutune.trials.classifier import run_classifier_sweep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 from search_efficiency import SPACE  # noqa: E402  (the CPU-sized space of the earlier benchmark)
@@ -175,7 +175,7 @@ def main() -> None:
         for arm in ("random", "grutune"):
             t0 = time.perf_counter()
             with tempfile.TemporaryDirectory() as state:
-                result = run_search(params_for(arm, seed, args), data, state_dir=Path(state))
+                result = run_classifier_sweep(params_for(arm, seed, args), data, state_dir=Path(state))
                 curve = progress(Path(state))
             best = result.best
             row[arm] = {

@@ -38,10 +38,9 @@ from ray import tune
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, fashion_mnist, save, table  # noqa: E402
 from grutune.config import Params, TrialConfig  # noqa: E402
-from grutune.search import run_search  # noqa: E402
-from grutune.sweep import tune_param_space  # noqa: E402
+from grutune.space import tune_param_space  # noqa: E402
 from grutune.training import Split, fit, new_classifier  # noqa: E402
-from grutune.trials import ClassifierTrialSettings, run_trial  # noqa: E402
+from grutune.trials.classifier import ClassifierTrialSettings, run_classifier_sweep, run_trial  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = {  # the classifier space, with the backbones and sizes a 2-core CPU can afford many trials of
@@ -107,7 +106,7 @@ def run_grutune(data, seed: int, args, in_flight: int | None = None) -> list[flo
     # Enough trials to spend the budget (10% over the synchronous estimate), not so many that most are cut off
     trials = math.ceil(1.1 * args.budget / asha_epochs_per_trial(1, 3, args.max_epochs))
     with tempfile.TemporaryDirectory() as state:
-        run_search(params_for(seed, args, trials, in_flight), data, state_dir=Path(state))
+        run_classifier_sweep(params_for(seed, args, trials, in_flight), data, state_dir=Path(state))
         return [v for _, v in events_of(Path(state))]
 
 

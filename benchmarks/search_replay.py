@@ -15,7 +15,7 @@ A sweep is an event loop over simulated time with N trials in flight: the search
 `GrutuneSearcher`, the very class the search stage runs, on an Optuna journal), Tune's `ASHAScheduler` decides at
 every reported epoch (through its public scheduler interface), and the sweep stops when it has spent its budget of
 trial-epochs (WSD's cool-down copies are charged too). Every arm creates trials under the search stage's budget rule
-(`recovery.budget_allows_trial`: a new trial only if the budget also pays for every running trial to the end), as
+(`sweep.budget.budget_allows_trial`: a new trial only if the budget also pays for every running trial to the end), as
 Tune would: every free slot is offered a trial. What a user gets is scored, not the noisy maximum: each arm
 picks the trial with the best reported accuracy, as the search stage does, and is credited with that config's
 noise-free final accuracy under the cosine schedule the final training uses.
@@ -59,16 +59,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, save  # noqa: E402
-from grutune.config import asha_rungs, expected_trial_epochs  # noqa: E402
-from grutune.recovery import (  # noqa: E402
-    DIVERGED,
-    GrutuneSearcher,
-    SweepRun,
-    bind,
-    budget_allows_trial,
-    distributions,
-    tpe_sampler,
-)
+from grutune.space import optuna_distributions  # noqa: E402
+from grutune.sweep.binding import SweepRun, bind  # noqa: E402
+from grutune.sweep.budget import asha_rungs, budget_allows_trial, expected_trial_epochs  # noqa: E402
+from grutune.sweep.journal import DIVERGED  # noqa: E402
+from grutune.sweep.searcher import GrutuneSearcher, tpe_sampler  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = RESULTS / "learning_curves.jsonl.gz"
@@ -350,7 +345,7 @@ class StartedSearcher(OwnSamplerSearcher):
         return StartedStartupSampler(
             seed=seed,
             startup_trials=self.startup_trials,
-            min_finished=len(distributions(self.space)) + 1,
+            min_finished=len(optuna_distributions(self.space)) + 1,
             multivariate=self.multivariate,
             constant_liar=self.constant_liar,
         )
@@ -514,7 +509,7 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
         if arm.optuna_pruner:  # the searcher's budget rule, for Optuna's own loop too
             if not budget_allows_trial(study.get_trials(deepcopy=False), int(budget), E, arm.grace):
                 return False
-            ot = study.ask(distributions(cfg_space))
+            ot = study.ask(optuna_distributions(cfg_space))
             config = {**fixed, **ot.params}
             handle = ot
         else:

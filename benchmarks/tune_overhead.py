@@ -28,8 +28,8 @@ from _common import save, table  # noqa: E402
 from grutune.cluster import init_ray  # noqa: E402
 from grutune.config import Params, TrialConfig  # noqa: E402
 from grutune.data import Prepared  # noqa: E402
-from grutune.search import run_search  # noqa: E402
-from grutune.trials import TrialJob, run_epochs  # noqa: E402
+from grutune.trials.classifier import run_classifier_sweep  # noqa: E402
+from grutune.trials.skeleton import TrialJob, run_epochs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +89,7 @@ def main() -> None:
         def trial(config, *, data, settings):
             fixed_trial(config, data={**data, "epoch_s": args.epoch_s}, settings=settings)
 
-        result = run_search(params, data, state_dir=Path(state), remote=remote, trainable_fn=trial)
+        result = run_classifier_sweep(params, data, state_dir=Path(state), remote=remote, trainable=trial)
         wall = time.perf_counter() - t0
         times = [
             json.loads(f.read_text().splitlines()[-1])["time_total_s"]

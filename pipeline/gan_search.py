@@ -15,11 +15,11 @@ from grutune.cluster import init_ray
 from grutune.config import load_params
 from grutune.data import load_prepared
 from grutune.errors import cli
+from grutune.final.checkpoints import load_classifier
 from grutune.io import add_sweep_arguments, write_sweep_outputs
-from grutune.search import gan_sweep, run_gan_search
-from grutune.sweep_results import describe
+from grutune.sweep.results import describe
 from grutune.tracking import GAN_TRIAL_METRICS, log_sweep_summary, trial_loggers
-from grutune.training import load_classifier
+from grutune.trials.gan import gan_sweep, run_gan_sweep
 
 
 @cli
@@ -44,7 +44,7 @@ def main() -> None:
         metrics=GAN_TRIAL_METRICS,
         best=("fid", "min"),
     )
-    result = run_gan_search(
+    result = run_gan_sweep(
         params, data, classifier, classifier_hash, state_dir=args.state_dir, callbacks=callbacks, remote=remote
     )
     write_sweep_outputs(result, args)

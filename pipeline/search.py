@@ -16,9 +16,9 @@ from grutune.config import load_params
 from grutune.data import DATASETS, load_prepared
 from grutune.errors import cli
 from grutune.io import add_sweep_arguments, write_csv, write_sweep_outputs
-from grutune.search import run_search, sweep_id
-from grutune.sweep_results import describe
+from grutune.sweep.results import describe
 from grutune.tracking import log_sweep_summary, trial_loggers
+from grutune.trials.classifier import classifier_sweep, run_classifier_sweep
 
 
 @cli
@@ -31,10 +31,10 @@ def main() -> None:
     params = load_params()
     data = load_prepared(args.prepared, name=args.dataset)
     remote = init_ray()
-    sid = sweep_id(params, data.name, data.content_hash)
+    sid = classifier_sweep(params, data).sweep_id
     lineage = {"dataset": data.name, "data_hash": data.content_hash, "sweep_id": sid}
     callbacks = trial_loggers(params.tracking, group=sid, directory=args.wandb_dir, extra_config=lineage)
-    result = run_search(params, data, state_dir=args.state_dir, callbacks=callbacks, remote=remote)
+    result = run_classifier_sweep(params, data, state_dir=args.state_dir, callbacks=callbacks, remote=remote)
     write_sweep_outputs(result, args)
     write_csv(args.pareto, result.front, fieldnames=list(result.front[0]))
     log_sweep_summary(

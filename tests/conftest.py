@@ -1,11 +1,15 @@
 """Shared fixtures: the repo's params.yaml shrunk to a test's budget, and small prepared datasets in the real format.
 
-GPU tests (`@pytest.mark.gpu`) are skipped where torch sees no CUDA device.
+The tiers (pyproject.toml): `pytest` runs the fast tier, which starts no Ray; `pytest -m ray` the tests that start a
+local Ray (Tune, Ray Train, several nodes); `pytest -m slow` the end-to-end runs. A test of the fast tier that starts
+a Ray anyway (in this process or in a stage script it runs) fails, naming the marker it lacks. GPU tests
+(`@pytest.mark.gpu`) are skipped where torch sees no CUDA device.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -76,3 +80,28 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def _ray_sessions() -> set[str]:
+    """The local Ray sessions ever started on this machine: each `ray.init` or `ray start` that starts a Ray makes a
+    folder session_<date>_<pid> in Ray's temporary directory (RAY_TMPDIR, by default /tmp/ray)."""
+    root = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
+    return {p.name for p in root.glob("session_2*")} if root.is_dir() else set()
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_ray(request):
+    """Fail a test that is marked neither `ray` nor `slow` but starts a Ray: the fast tier must not."""
+    if {"ray", "slow"} & set(request.node.keywords):
+        yield
+        return
+    before = _ray_sessions()
+    yield
+    import sys
+
+    started = _ray_sessions() - before
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()
+        started = started or {"in this process"}
+    if started:
+        pytest.fail(f"this test started a Ray ({', '.join(sorted(started))}): mark it @pytest.mark.ray", pytrace=False)

@@ -72,7 +72,7 @@ def column(objective: Objective) -> str:
 
 
 def trial_columns(objective: Objective) -> list[str]:
-    """trials.csv's header, as sweep_results.trial_rows makes it."""
+    """trials.csv's header, as grutune.sweep.results.trial_rows makes it."""
     return [
         "trial",
         "trial_id",

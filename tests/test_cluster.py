@@ -25,7 +25,7 @@ from ray.cluster_utils import Cluster
 from grutune.cluster import autoscaler_slots, trial_resources, trial_slots
 from grutune.config import load_params
 from grutune.data import load_prepared
-from grutune.search import run_search
+from grutune.trials.classifier import run_classifier_sweep
 from tune_results import cpus_in_use, peak_concurrency, trial_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def test_sweep_spreads_over_nodes_and_survives_losing_one(tmp_path, write_params
     watcher = threading.Thread(target=remove_victim_mid_trial, daemon=True)
     watcher.start()
     try:
-        result = run_search(params, load_prepared(prepared), state_dir=state, remote=True, callbacks=[Seen()])
+        result = run_classifier_sweep(params, load_prepared(prepared), state_dir=state, remote=True, callbacks=[Seen()])
     finally:
         watcher.join(timeout=5)
         ray.shutdown()
@@ -214,7 +214,7 @@ def test_a_sweep_fills_a_fixed_cluster_and_loses_nothing_with_a_node(tmp_path, w
     watcher = threading.Thread(target=remove_a_worker_mid_sweep, daemon=True)
     watcher.start()
     try:
-        result = run_search(params, load_prepared(prepared), state_dir=state, remote=True, callbacks=[Seen()])
+        result = run_classifier_sweep(params, load_prepared(prepared), state_dir=state, remote=True, callbacks=[Seen()])
     finally:
         watcher.join(timeout=5)
         ray.shutdown()
@@ -468,7 +468,7 @@ def test_a_memory_reservation_keeps_a_node_from_taking_more_trials_than_its_memo
     try:
         assert trial_slots(trial_resources(params.search.resources, remote=True), 4, remote=True) == 2
         with cpus_in_use(4) as used:
-            result = run_search(params, load_prepared(prepared), state_dir=tmp_path / "state", remote=True)
+            result = run_classifier_sweep(params, load_prepared(prepared), state_dir=tmp_path / "state", remote=True)
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -525,7 +525,7 @@ def test_the_train_stage_trains_on_a_gpu_worker_and_resumes_after_losing_it(tmp_
     import torch
 
     from grutune.config import read_best
-    from grutune.training import retrain_and_test
+    from grutune.final.classifier import retrain_and_test
 
     epochs = 6
     prepared = prepared_mnist(n_train=3000, n_test=200, val_fraction=0.1)
@@ -567,8 +567,8 @@ def test_the_train_stage_trains_on_a_gpu_worker_and_resumes_after_losing_it(tmp_
     try:
         for line in stage.stdout:
             lines.append(line)
-            # The stage shows an epoch once Ray Train has registered its checkpoint (remote._Relay): from then on, a
-            # lost worker resumes after that epoch. The worker's node is in the checkpoint's own state.
+            # The stage shows an epoch once Ray Train has registered its checkpoint (final.ray_train._Relay): from then
+            # on, a lost worker resumes after that epoch. The worker's node is in the checkpoint's own state.
             if not seen and (m := re.search(r"epoch +(\d+)/6", line)) and int(m.group(1)) == 2:
                 (ckpt,) = [
                     c for c in final.glob("train-mnist-*/checkpoint_*") if c.is_dir() and state_of(c)["epoch"] == 2

@@ -268,48 +268,17 @@ def test_a_bad_best_config_names_each_missing_key(tmp_path):
         read_best(path)
 
 
-@pytest.mark.parametrize("value, count", [(0.3, 15), (0.01, 1), (4, 4), (4.0, 4)])
-def test_startup_trials_is_a_count_or_a_share_of_num_samples(tmp_path, value, count):
-    p = load_params(write(tmp_path, lambda r: r["search"].update(num_samples=48, startup_trials=value)))
-    assert p.search.startup_count == count
-
-
-def test_asha_rungs_are_rays_milestones_rounded_up_to_a_whole_epoch():
-    """Ray's ASHA puts its rungs at grace_period * reduction_factor**k (1, 2.5, 6.25 for a factor of 2.5); a trial
-    reports whole epochs, so it is decided at 1, 3 and 7, then runs to max_epochs. Rounding each rung up before the
-    next (1, 3, 8) would be wrong."""
-    from grutune.config import asha_rungs
-
-    assert asha_rungs(1, 2.5, 9) == [1, 3, 7, 9]
-    assert asha_rungs(1, 3, 9) == [1, 3, 9] and asha_rungs(2, 3, 12) == [2, 6, 12] and asha_rungs(3, 3, 3) == [3]
-
-
-def test_a_startup_share_is_of_the_trials_a_budget_of_trial_epochs_pays_for(tmp_path):
-    """With max_trial_epochs, the sweep runs fewer trials than num_samples: ASHA's trials (grace 1, factor 3, 9
-    epochs) run 1 + 2/3 + 6/9 epochs on average, so 200 trial-epochs pay for about 86 trials, and 30% of those
-    are random start-up: 26, not 30% of num_samples' 1,000."""
-    from grutune.config import expected_trial_epochs
-
-    assert expected_trial_epochs(1, 3, 9) == pytest.approx(7 / 3) and expected_trial_epochs(2, 3, 12) == 4
-    assert expected_trial_epochs(3, 3, 3) == 3
-    p = load_params(
-        write(
-            tmp_path,
-            lambda r: r["search"].update(
-                num_samples=1000,
-                startup_trials=0.3,
-                max_trial_epochs=200,
-                max_epochs=9,
-                grace_period=1,
-                reduction_factor=3,
-            ),
-        )
-    )
-    assert p.search.expected_trials == pytest.approx(200 / (7 / 3)) and p.search.startup_count == 26
-    p = load_params(
-        write(tmp_path, lambda r: r["search"].update(num_samples=10, startup_trials=0.3, max_trial_epochs=200))
-    )
-    assert p.search.startup_count == 3  # num_samples ends it first
+def test_storage_under_a_file_is_refused_naming_the_key(tmp_path, monkeypatch):
+    (tmp_path / "README.md").write_text("a file")
+    monkeypatch.chdir(tmp_path)
+    for storage in ("README.md/sweeps", "README.md"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"search.storage: .*{storage} cannot hold sweeps: .*README.md is a "
+            r"file, not a directory",
+        ):
+            load_params(write(tmp_path, lambda r, s=storage: r["search"].update(storage=s)))
+    assert load_params(write(tmp_path, lambda r: r["search"].update(storage="sweeps/here"))).search.storage
 
 
 @pytest.mark.parametrize(

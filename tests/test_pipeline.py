@@ -115,7 +115,7 @@ def project(tmp_path_factory, write_params):
 def own_project(project, tmp_path):
     """A copy of `project` for a test that changes it (params, experiments, commits, the queue): no test sees what
     another changed, whatever order they run in. A copied DVC project is a project of its own (and a sweep copied
-    with it extends in the copy: see tests/test_search.py)."""
+    with it extends in the copy: see tests/test_search_stage.py)."""
     proj, params, env, repro = project
     copy = tmp_path / "project"
     shutil.copytree(proj, copy, symlinks=True)
@@ -328,6 +328,41 @@ def test_exp_run_links_runs_to_the_experiment_and_exp_show_lists_metrics(own_pro
     shown = json.loads(run([sys.executable, "-m", "dvc", "exp", "show", "--json"], proj, env).stdout)
     text = json.dumps(shown)
     assert "smaller-eval" in text and "test_accuracy" in text and "inception_score" in text
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its content."""
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+@pytest.mark.slow
+def test_a_change_to_the_trial_code_starts_a_new_sweep_and_leaves_the_old_one(own_project):
+    """As a user would: a comment in models.py reruns the stage (a dep changed) but re-reads the finished sweep; a
+    real change starts a new sweep, says so in one line naming the module, and leaves the old sweep's folder as it
+    was. The stage runs the project's own copy of the code (PYTHONPATH), which is what the user edits."""
+    proj, _, env, _ = own_project
+    env = {**env, "PYTHONPATH": str(proj / "src")}
+    sweeps = proj / ".grutune" / "sweeps"
+    old = [d for d in sweeps.iterdir() if d.name.startswith("mnist-")]
+    assert len(old) == 1, sorted(sweeps.iterdir())
+    models = proj / "src" / "grutune" / "models.py"
+    models.write_text("# a comment changes nothing a trial computes\n" + models.read_text())
+    again = run([sys.executable, "-m", "dvc", "repro", "search@mnist"], proj, env)
+    assert "trial code changed" not in again.stderr and "resuming sweep" in again.stderr, again.stderr[-3000:]
+    assert [d for d in sweeps.iterdir() if d.name.startswith("mnist-")] == old
+    before = snapshot(old[0])
+    models.write_text(models.read_text() + "\nA_REAL_CHANGE = 1\n")
+    changed = run([sys.executable, "-m", "dvc", "repro", "search@mnist"], proj, env)
+    new = [d for d in sweeps.iterdir() if d.name.startswith("mnist-") and d != old[0]]
+    assert len(new) == 1, sorted(sweeps.iterdir())
+    lines = [line for line in changed.stderr.splitlines() if "trial code changed" in line]
+    assert lines == [
+        f"the trial code changed since sweep {old[0].name} (grutune.models): starting sweep {new[0].name}; "
+        f"{old[0].name} is kept as it was"
+    ], changed.stderr[-3000:]
+    assert snapshot(old[0]) == before
+    trials = list(csv.DictReader((proj / "search/mnist/trials.csv").open()))
+    assert trials and all(float(r["epochs"]) >= 1 for r in trials)  # trained anew, by the new code
 
 
 def y_fields(spec) -> set[str]:

@@ -10,7 +10,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from grutune.recovery import DIVERGED, SweepRun, bind, tpe_sampler
+from grutune.sweep.binding import SweepRun, bind
+from grutune.sweep.journal import DIVERGED
+from grutune.sweep.searcher import tpe_sampler
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("search_replay", ROOT / "benchmarks" / "search_replay.py")

@@ -6,7 +6,6 @@ There are no defaults here: params.yaml is the one place a value is written down
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -50,8 +49,6 @@ __all__ = [
     "TrackingParams",
     "TrainParams",
     "TrialConfig",
-    "asha_rungs",
-    "expected_trial_epochs",
     "load_params",
     "read_best",
 ]
@@ -71,8 +68,8 @@ def _one_of(names) -> AfterValidator:
 DatasetName = Annotated[str, _one_of(DATASETS)]
 CellName = Annotated[str, _one_of(CELLS)]
 BackboneName = Annotated[str, _one_of(BACKBONES)]
-# The generator kinds gan_models.GENERATORS registers (tests/test_models.py checks that they agree), named here so
-# that the classifier's stages, which read these params but never build a GAN, do not depend on gan_models.py.
+# The generator kinds gan/models.py's GENERATORS registers (tests/test_gan_models.py checks that they agree), named
+# here so that the classifier's stages, which read these params but never build a GAN, do not depend on GAN code.
 GENERATOR_KINDS = ("rows", "rows_conv", "deconv")
 GeneratorName = Annotated[str, _one_of(GENERATOR_KINDS)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -157,22 +154,6 @@ class Budget(_Section):
     gpu_hours: PositiveFloat | None = None
     dollars: PositiveFloat | None = None
 
-    def trial_seconds(self, resources: dict[str, float], prices: Prices) -> tuple[float, str] | None:
-        """The budget as seconds of one trial holding `resources`, and the setting that gives it (the tightest), or
-        None where nothing bounds the sweep (no budget, or one in a resource its trials do not hold)."""
-        per_second = {
-            "trial_hours": 1 / 3600,
-            "cpu_hours": resources.get("cpu", 0) / 3600,
-            "gpu_hours": resources.get("gpu", 0) / 3600,
-            "dollars": prices.per_second(resources),
-        }
-        caps = [
-            (getattr(self, unit) / rate, unit)
-            for unit, rate in per_second.items()
-            if getattr(self, unit) is not None and rate > 0
-        ]
-        return min(caps) if caps else None
-
 
 class Prices(_Section):
     """Dollars per hour of each resource a trial holds: a node's hourly price shared out over its CPUs and GPUs (an
@@ -188,21 +169,6 @@ class Prices(_Section):
     def per_second(self, resources: dict[str, float]) -> float:
         """Dollars one trial holding `resources` costs a second."""
         return (resources.get("cpu", 0) * self.cpu + resources.get("gpu", 0) * self.gpu) / 3600
-
-
-def asha_rungs(grace_period: int, reduction_factor: float, max_epochs: int) -> list[int]:
-    """The epochs at which Ray's ASHA decides, and the last: grace_period * reduction_factor**k below max_epochs (a
-    trial reports whole epochs, so a rung at 2.5 is decided at epoch 3), then max_epochs."""
-    rungs = int(math.log(max_epochs / grace_period) / math.log(reduction_factor) + 1)
-    at = {math.ceil(grace_period * reduction_factor**k) for k in range(rungs)}
-    return sorted(m for m in at if m < max_epochs) + [max_epochs]
-
-
-def expected_trial_epochs(grace_period: int, reduction_factor: float, max_epochs: int) -> float:
-    """Epochs an ASHA trial runs on average: all of them reach the grace period, and a share 1/reduction_factor of
-    each rung goes on to the next (`asha_rungs`)."""
-    at = asha_rungs(grace_period, reduction_factor, max_epochs)
-    return at[0] + sum((b - a) / reduction_factor ** (k + 1) for k, (a, b) in enumerate(zip(at, at[1:])))
 
 
 class SweepParams(_Section):
@@ -275,23 +241,6 @@ class SweepParams(_Section):
                 f"cloud URI such as s3://bucket/dir, or null for .grutune/sweeps)"
             )
         return v
-
-    @property
-    def expected_trials(self) -> float:
-        """Trials the sweep will run: `num_samples`, or fewer where `max_trial_epochs` ends it first (ASHA's trials
-        run `expected_trial_epochs` on average)."""
-        if self.max_trial_epochs is None:
-            return self.num_samples
-        per_trial = expected_trial_epochs(self.grace_period, self.reduction_factor, self.max_epochs)
-        return min(self.num_samples, self.max_trial_epochs / per_trial)
-
-    @property
-    def startup_count(self) -> int:
-        """TPE's random start-up trials: `startup_trials`, or that share of the trials the sweep will run (at least
-        1): of `num_samples`, or of what `max_trial_epochs` pays for."""
-        if isinstance(self.startup_trials, int):
-            return self.startup_trials
-        return max(1, math.ceil(self.startup_trials * self.expected_trials))
 
     @model_validator(mode="after")
     def _dollars(self) -> SweepParams:

@@ -1,4 +1,5 @@
-"""A finished sweep as the stage reports it: one row per trial, the best config, counts and best-so-far curves."""
+"""A finished sweep as the stage reports it: one row per trial, the best config (or the Pareto front and its pick),
+counts and best-so-far curves."""
 
 from __future__ import annotations
 
@@ -49,13 +50,13 @@ def trial_rows(
 ) -> list[dict[str, Any]]:
     """One row per trial: completed (ran max_epochs), pruned (stopped by ASHA), failed (diverged), errored (raised).
 
-    `results` is Tune's ResultGrid; `journal` is `recovery.journal_progress` of the sweep's study; `configs` is
+    `results` is Tune's ResultGrid; `journal` is `journal.journal_progress` of the sweep's study; `configs` is
     {Tune trial id: config} for every trial, where a trial that never reported has no config in `results`. Each row
     says what the trial cost: its training seconds (Tune's time_total_s), those times the CPUs and GPUs it held
     (`resources`), and their price at the sweep's `price_per_hour` (NaN without prices).
     """
     resources = resources or {}
-    prices = sweep.budget.price_per_hour
+    prices = sweep.params.price_per_hour
     rows, metric = [], sweep.metric
     for r in results:
         df = r.metrics_dataframe
@@ -73,7 +74,7 @@ def trial_rows(
             else "failed"
             if diverged
             else "completed"
-            if epochs >= sweep.budget.max_epochs
+            if epochs >= sweep.params.max_epochs
             else "pruned"
         )
         best = math.nan
@@ -133,7 +134,7 @@ def summarise(sweep, rows: list[dict[str, Any]], where: str) -> SearchResult:
         top = r if sweep.better(r[key], top[key]) else top
     front, picked, reason = [top], top, "the best trial"
     if sweep.costs:
-        front, picked, reason = pick(pareto_rows(rows, sweep), sweep, sweep.budget.pick, sweep.budget.pick_within)
+        front, picked, reason = pick(pareto_rows(rows, sweep), sweep, sweep.params.pick, sweep.params.pick_within)
     best = {
         "sweep_id": sid,
         "data_hash": sweep.data_hash,
@@ -141,7 +142,7 @@ def summarise(sweep, rows: list[dict[str, Any]], where: str) -> SearchResult:
         sweep.metric: picked[key],
         "epochs": picked["epochs"],
         **({c: picked[c] for c in sweep.columns} if sweep.costs else {}),
-        **({"pick": sweep.budget.pick, "reason": reason} if sweep.costs else {}),
+        **({"pick": sweep.params.pick, "reason": reason} if sweep.costs else {}),
         "config": sweep.hp_model(**{k: picked[k] for k in sweep.hp_model.model_fields}).model_dump(),
     }
     counts = {st: sum(r["status"] == st for r in rows) for st in STATUSES}
@@ -157,7 +158,7 @@ def summarise(sweep, rows: list[dict[str, Any]], where: str) -> SearchResult:
         "wall_time_s": round(wall, 1),
         "trial_hours": round(sum(r["train_s"] for r in rows) / 3600, 4),
         "gpu_hours": round(sum(r["gpu_s"] for r in rows) / 3600, 4),
-        **({"cost_usd": round(sum(r["cost_usd"] for r in rows), 2)} if sweep.budget.price_per_hour.set else {}),
+        **({"cost_usd": round(sum(r["cost_usd"] for r in rows), 2)} if sweep.params.price_per_hour.set else {}),
         **({"pareto_points": len(front), f"picked_{sweep.metric}": picked[key]} if sweep.costs else {}),
     }
     public = lambda r: {k: v for k, v in r.items() if not k.startswith("_")}  # noqa: E731
@@ -181,7 +182,7 @@ def pareto_rows(rows: list[dict[str, Any]], sweep) -> list[dict[str, Any]]:
     done = [r for r in rows if r["status"] == "completed" and not any(math.isnan(r[k]) for k in (key, *sweep.costs))]
     if not done:
         raise GrutuneError(
-            f"no trial of sweep {sweep.sweep_id} ran all {sweep.budget.max_epochs} epochs, so it has "
+            f"no trial of sweep {sweep.sweep_id} ran all {sweep.params.max_epochs} epochs, so it has "
             f"no Pareto front: raise search.num_samples, or lower search.max_epochs"
         )
     senses = (1 if sweep.mode == "max" else -1, *(-1,) * len(sweep.costs))

@@ -1,22 +1,24 @@
-"""The crash-recovery protocol: a sweep's Optuna journal is its source of truth, and grutune's own Tune `Searcher`
-keeps it, on Optuna's public ask-and-tell API and Tune's public `Searcher` API alone.
+"""grutune's Tune `Searcher`: Optuna's TPE on a journal-backed study, and the crash-recovery protocol around it. The
+journal is the sweep's source of truth; the searcher keeps it on Optuna's public ask-and-tell API and Tune's public
+`Searcher` API alone.
 
 A sweep is a folder, `<storage>/<sweep id>/`, holding:
 - `optuna.journal`: the Optuna study (journal storage), appended to on every ask, report and tell; a hard kill
   cannot leave it behind. Each trial carries its Tune trial id (user attribute `TUNE_ID`) and the Tune experiment
   that ran it (`SEGMENT`). With cloud storage it is kept locally and copied up after every finished trial
-  (`JournalSync`).
+  (`grutune.sweep.storage.JournalSync`).
 - `tune-1/`, `tune-2/`, ...: Tune experiments ("segments"). A sweep runs in its newest segment; a finished sweep
   that is asked for more trials goes on in a new segment, with the same study (Tune cannot add trials to an
   experiment it has finished without rewriting its private state, so grutune does not ask it to).
-- `sweep.json`: what the last run was asked for (trials, trials at once), for the resume message only.
+- `sweep.json`: what the sweep is (its settings' id and its trial code's digests) and what the last run was asked
+  for (trials, trials at once), for the messages only (`grutune.sweep.storage`).
 Nothing saved names an absolute path: a project moved or copied elsewhere finds its sweep under its own storage.
 
 The protocol:
 1. Where the sweep is and how it runs today (the journal's path, the number of trials, the trials at once) are not
-   state: the driver binds them for this process (`bind`) before Tune runs, and the searcher, new or restored by
-   Tune, reads them from there. A sweep copied to another path therefore writes to its own journal, and a sweep
-   resumed on a bigger cluster fills it.
+   state: the driver binds them for this process (`grutune.sweep.binding`) before Tune runs, and the searcher, new
+   or restored by Tune, reads them from there. A sweep copied to another path therefore writes to its own journal,
+   and a sweep resumed on a bigger cluster fills it.
 2. `GrutuneSearcher.save` writes a small JSON file of its own (`FORMAT`, `VERSION`: which Tune trials it handed
    out and which finished), which Tune keeps with its experiment snapshot. On restore the journal is read again,
    since Tune's snapshot can be older than it: finished trials stay finished; a trial asked for just before a kill
@@ -26,10 +28,10 @@ The protocol:
    finished after the snapshot is unknown to the restored Tune, which creates a new trial in its place: that new
    trial is handed the finished one (its config, and the alias `ALIAS + new id` -> old id in the study's user
    attributes), and replays its result the same way. So the study never gets a trial more than asked for.
-4. Results tables read epochs and values from the journal too (`journal_progress`), since Tune's result files of
-   such a trial are rewritten by the replay.
+4. Results tables read epochs and values from the journal too (`grutune.sweep.journal.journal_progress`), since
+   Tune's result files of such a trial are rewritten by the replay.
 5. A journal whose last record was cut (a kill or a full disk during a write) is repaired to its last whole record
-   before anything opens it, and the original is kept beside it (`repair_journal`).
+   before anything opens it, and the original is kept beside it (`grutune.sweep.journal.repair_journal`).
 
 Public APIs used: `ray.tune.search.Searcher` (suggest, on_trial_result, on_trial_complete, save, restore,
 set_search_properties, FINISHED); `optuna.Study.ask`/`tell` (by trial number), `optuna.create_study`, and the
@@ -40,84 +42,26 @@ attributes). tests/test_private_api.py fails when `src/` reaches into a private 
 from __future__ import annotations
 
 import json
-import math
-import os
-import shutil
-import time
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
-from ray import tune
 from ray.tune.search import Searcher
 
+from grutune.config import COST_COLUMNS
 from grutune.errors import GrutuneError
+from grutune.space import optuna_distributions
+from grutune.sweep.binding import SweepRun, bound
+from grutune.sweep.budget import budget_allows_trial, time_allows_trial
+from grutune.sweep.journal import ALIAS, COST, DIVERGED, DONE, SECONDS, SEGMENT, STEP, TUNE_ID, costs, intermediate
 
-__all__ = [
-    "ALIAS",
-    "COST",
-    "DIVERGED",
-    "DONE",
-    "GrutuneSearcher",
-    "JOURNAL",
-    "JournalSync",
-    "SECONDS",
-    "SEGMENT",
-    "STEP",
-    "SweepRun",
-    "TUNE_ID",
-    "bind",
-    "budget_allows_trial",
-    "committed_epochs",
-    "committed_seconds",
-    "costs",
-    "created_all",
-    "created_trials",
-    "distributions",
-    "finished_result",
-    "intermediate",
-    "journal_progress",
-    "load_study",
-    "location",
-    "repair_journal",
-    "study_counts",
-    "time_allows_trial",
-    "tpe_sampler",
-    "trial_seconds",
-]
+__all__ = ["FORMAT", "VERSION", "GrutuneSearcher", "tpe_sampler"]
 
 FORMAT, VERSION = "grutune-searcher", 1  # the searcher's state file
-TUNE_ID = "tune_trial_id"  # the Optuna user attribute holding a trial's Tune trial id
-SEGMENT = "tune_experiment"  # the Optuna user attribute naming the Tune experiment (segment) that ran the trial
-ALIAS = "tune_alias:"  # study user attribute ALIAS + <new Tune id> -> the Tune id of the finished trial it replays
-STEP = "value@epoch"  # multi-objective studies: trial user attribute STEP + <epoch> -> that epoch's metric
-SECONDS = "seconds"  # trial user attribute -> the training seconds it has run (Tune's time_total_s)
-COST = "cost:"  # trial user attribute COST + <name> -> a cost the trial reported (params, latency_ms, ...)
-JOURNAL = "optuna.journal"  # the study, in the sweep's folder
-DONE = "created_all:"  # study user attribute DONE + <Tune experiment>: that experiment created all its trials
-DIVERGED = "diverged"  # trial user attribute: it diverged (NaN loss) or collapsed; PRUNED at the worst value
-
-
-def intermediate(t: optuna.trial.FrozenTrial) -> dict[int, float]:
-    """A trial's metric by epoch: Optuna's intermediate values, or, in a multi-objective study (where Optuna has
-    none), the STEP user attributes."""
-    if t.intermediate_values:
-        return dict(t.intermediate_values)
-    return {int(k[len(STEP) :]): float(v) for k, v in t.user_attrs.items() if k.startswith(STEP)}
-
-
-def costs(t: optuna.trial.FrozenTrial) -> dict[str, float]:
-    """The costs a trial reported (empty for sweeps that report none)."""
-    return {k[len(COST) :]: v for k, v in t.user_attrs.items() if k.startswith(COST)}
-
-
-def load_study(journal: Path | str, study_name: str | None, sampler=None) -> optuna.Study:
-    return optuna.load_study(
-        study_name=study_name, storage=JournalStorage(JournalFileBackend(str(journal))), sampler=sampler
-    )
+WAITING = optuna.trial.TrialState.WAITING
 
 
 def tpe_sampler(
@@ -128,97 +72,11 @@ def tpe_sampler(
     running trial counts as a poor result, so trials suggested while others run stay away from it (Optuna's advice
     for parallel workers; benchmarks/search_replay.py measured no difference either way at 2, 8 or 32 in flight).
     Stated in full because the sweep relies on each."""
-    import warnings
-
     with warnings.catch_warnings():  # Optuna marks both options experimental; the benchmarks measure them
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=startup_trials, constant_liar=constant_liar, multivariate=multivariate
         )
-
-
-def distributions(space: dict[str, Any]) -> dict[str, optuna.distributions.BaseDistribution]:
-    """Optuna distributions for the searched dimensions of a validated params.yaml space ({key: (kind, args)} or a
-    fixed value, which is left out)."""
-    kinds = {
-        "choice": lambda a: optuna.distributions.CategoricalDistribution(list(a)),
-        "uniform": lambda a: optuna.distributions.FloatDistribution(a[0], a[1]),
-        "loguniform": lambda a: optuna.distributions.FloatDistribution(a[0], a[1], log=True),
-        "int": lambda a: optuna.distributions.IntDistribution(a[0], a[1]),
-    }
-    return {k: kinds[d[0]](d[1]) for k, d in space.items() if isinstance(d, tuple)}
-
-
-# --------------------------------------------------------------------------- the journal on disk
-
-
-def repair_journal(path: Path) -> Path | None:
-    """Cut a journal back to its last whole record when its end was cut mid-record, keeping the original beside
-    it; return the backup's path (None: nothing to repair). Optuna would otherwise append the next record to the
-    half line, losing it and breaking every later replay. A damaged record before the last is not guessed at."""
-    if not path.is_file():
-        return None
-    data = path.read_bytes()
-    lines = data.split(b"\n")  # the part after the last newline is b"" for a whole file
-    for i, line in enumerate(lines[:-1]):
-        try:
-            json.loads(line)
-        except ValueError:
-            if i < len(lines) - 2:
-                raise GrutuneError(
-                    f"{path}: record {i + 1} of {len(lines) - 1} is damaged, so the sweep's history "
-                    f"cannot be read; restore the file from a backup, or delete the sweep's folder "
-                    f"{path.parent} to start the sweep again"
-                ) from None
-            lines = lines[:i] + [b""]  # a cut last record that happens to end in a newline
-            break
-    else:
-        if not lines[-1]:
-            return None
-        lines = lines[:-1] + [b""]  # a cut last record: no newline ends it
-    backup = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-    shutil.copy2(path, backup)
-    tmp = path.with_name(f".{path.name}.repair")
-    tmp.write_bytes(b"\n".join(lines))
-    os.replace(tmp, path)
-    return backup
-
-
-# --------------------------------------------------------------------------- binding a sweep to this process
-
-
-@dataclass(frozen=True)
-class SweepRun:
-    """Where a sweep's study is and how it runs in this process: not state, so a sweep moved, copied, extended or
-    resumed on another cluster runs with today's values."""
-
-    journal: Path  # the study's journal file
-    target: int  # trials the study should end with (num_samples)
-    max_concurrent: int  # trials at once
-    segment: str  # the Tune experiment now running the sweep
-    journal_uri: str | None = None  # with cloud storage, where the journal is copied up to
-    max_trial_epochs: int | None = None  # create no trial that would take the study past this many trial-epochs
-    min_trial_epochs: int = 1  # epochs a new trial runs at least (ASHA's grace period): see `budget_allows_trial`
-    max_trial_seconds: float | None = None  # create no trial that would take the study past this many trial-seconds
-    origin: str = ""  # a fingerprint (not the path) of where the sweep's folder is now: see `location`
-    known: frozenset = frozenset()  # Tune ids of the trials of the sweep's earlier Tune experiments
-
-
-_RUNS: dict[str, SweepRun] = {}
-
-
-def location(sweep_uri: str) -> str:
-    """A fingerprint of where a sweep's folder is, to notice a sweep that was moved or copied without keeping the
-    path. Tune keeps the experiment's original path with its snapshot and gives trials it creates after a restore
-    that path (Ray 2.60), so a restored experiment that has moved creates no trials: a new one does."""
-    import hashlib
-
-    return hashlib.sha256(sweep_uri.encode()).hexdigest()[:16]
-
-
-def bind(study_name: str, run: SweepRun) -> None:
-    """Tell this process's searcher of `study_name` where its journal is and how it runs (see the module doc)."""
-    _RUNS[study_name] = run
 
 
 class GrutuneSearcher(Searcher):
@@ -258,18 +116,24 @@ class GrutuneSearcher(Searcher):
         max_epochs: int,
         startup_trials: int,
         costs: tuple[str, ...] = (),
+        columns: tuple[str, ...] = (),
         origin: str = "",
         multivariate: bool = False,
         constant_liar: bool = True,
         points_to_evaluate: list[dict[str, Any]] = (),
+        tune_samples: int | None = None,
     ):
         super().__init__(metric=metric, mode=mode)
         self.multivariate, self.constant_liar = multivariate, constant_liar
         self.points_to_evaluate = [dict(p) for p in points_to_evaluate]
         self.origin = origin  # `location` of the sweep where this experiment started
+        # The Tune trials this experiment creates at most (its num_samples; None: until the searcher says FINISHED).
+        # Tune asks for none after the last, so handing it out is when the experiment has created all its trials.
+        self.tune_samples = tune_samples
         self.study_name, self.space, self.seed = study_name, dict(space), seed
         self.primary, self.mode_, self.costs, self.max_epochs = metric, mode, tuple(costs), max_epochs
         self.startup_trials = startup_trials
+        self.columns = tuple(columns)  # what a trial measures besides the metric, kept with its first epoch
         self.live: dict[str, int] = {}  # Tune id -> Optuna trial number: handed out, not finished
         self.done: set[str] = set()  # Tune ids whose result the study holds (or replays)
         self._reset()
@@ -290,6 +154,8 @@ class GrutuneSearcher(Searcher):
     def __setstate__(self, state: dict) -> None:
         state.setdefault("constant_liar", True)  # pickled by grutune before the option: it ran with the liar
         state.setdefault("points_to_evaluate", [])
+        state.setdefault("columns", COST_COLUMNS)  # pickled before the option: it kept the classifier's costs
+        state.setdefault("tune_samples", None)  # pickled before the option: its experiment ran until FINISHED
         self.__dict__.update(state)
         self._reset()
 
@@ -298,12 +164,7 @@ class GrutuneSearcher(Searcher):
     def _open(self) -> optuna.Study:
         if self._study is not None:
             return self._study
-        run = _RUNS.get(self.study_name)
-        if run is None:
-            raise GrutuneError(
-                f"sweep {self.study_name} is not bound to a journal in this process: run it through "
-                f"grutune's search stage (grutune.sweep.run_sweep)"
-            )
+        run = bound(self.study_name)
         storage = JournalStorage(JournalFileBackend(str(run.journal)))
         directions = ["maximize" if self.mode_ == "max" else "minimize", *["minimize"] * len(self.costs)]
         # Seeded past what the journal holds, so a restored sampler does not draw again what it drew before.
@@ -373,7 +234,7 @@ class GrutuneSearcher(Searcher):
             finished = self._finished_orphans.pop(0)  # Tune re-creates a trial it forgot: give it the finished one
             study.set_user_attr(ALIAS + trial_id, finished.user_attrs[TUNE_ID])
             self.done.add(trial_id)
-            return dict(finished.params)
+            return self._handed_out(dict(finished.params))
         if len(self.live) >= run.max_concurrent:
             return None
         every = [] if self._orphans else study.get_trials(deepcopy=False)  # one read of the study per suggestion
@@ -390,12 +251,19 @@ class GrutuneSearcher(Searcher):
             waiting = len(every) > len(created)  # a point enqueued before a kill, not yet asked for
             if not waiting and len(created) < len(self.points_to_evaluate):  # a known-good point first
                 study.enqueue_trial(self.points_to_evaluate[len(created)])
-            number = study.ask(distributions(self.space)).number  # Optuna hands out an enqueued trial first
+            number = study.ask(optuna_distributions(self.space)).number  # Optuna hands out an enqueued trial first
         tid = self._trial_id(number)
         self._storage.set_trial_user_attr(tid, TUNE_ID, trial_id)
         self._storage.set_trial_user_attr(tid, SEGMENT, run.segment)
         self.live[trial_id] = number
-        return dict(self._storage.get_trial(tid).params)
+        return self._handed_out(dict(self._storage.get_trial(tid).params))
+
+    def _handed_out(self, config: dict) -> dict:
+        """`config`, for a new Tune trial. With the experiment's last trial (`tune_samples`: Tune asks for no more,
+        so `suggest` will not say FINISHED), `DONE` is written as `_finish` writes it."""
+        if self.tune_samples is not None and len(self.live) + len(self.done) >= self.tune_samples:
+            self._study.set_user_attr(DONE + self._run.segment, True)
+        return config
 
     def _finish(self):
         """FINISHED, also written in the study (`DONE` + the experiment's name), so the driver tells an experiment
@@ -405,7 +273,7 @@ class GrutuneSearcher(Searcher):
 
     def _report(self, trial_id: str, result: dict) -> None:
         """The epoch's metric as an intermediate value at step = epoch (once per step: a resumed trial may re-report),
-        and, with its first epoch, the costs the trial measured."""
+        and, with its first epoch, what the trial measured besides it (`columns`)."""
         number = self.live[trial_id]
         tid = self._trial_id(number)
         step, steps = int(result["epoch"]), self._steps.setdefault(number, set())
@@ -413,7 +281,7 @@ class GrutuneSearcher(Searcher):
             if "time_total_s" in result:  # Tune's measure of the trial's training time so far
                 self._storage.set_trial_user_attr(tid, SECONDS, float(result["time_total_s"]))
             if not steps:
-                for key in ("params", "latency_ms", "latency_batch_ms"):
+                for key in self.columns:
                     if key in result:
                         self._storage.set_trial_user_attr(tid, COST + key, float(result[key]))
             if self.costs:
@@ -491,158 +359,3 @@ class GrutuneSearcher(Searcher):
         self._moved = (
             self.origin != self._run.origin
         )  # reconcile with the journal now, also for an experiment that has nothing left to run
-
-
-# --------------------------------------------------------------------------- reading the journal
-
-
-def finished_result(journal: str | None, study: str | None, trial_id: str, metric: str) -> dict | None:
-    """The final result the journal holds for Tune trial `trial_id`, if it finished before a crash that Tune's last
-    snapshot missed (readable where the journal is: the driver's node, or every node with shared storage)."""
-    if not journal or not Path(journal).exists():
-        return None
-    loaded = load_study(journal, study)
-    trial_id = loaded.user_attrs.get(ALIAS + trial_id, trial_id)
-    for t in loaded.get_trials(deepcopy=False):
-        if t.user_attrs.get(TUNE_ID) == trial_id and t.state.is_finished():
-            failed = t.state == optuna.trial.TrialState.FAIL or bool(t.user_attrs.get(DIVERGED))
-            steps = intermediate(t)
-            epochs = max([t.user_attrs.get("epochs", 0), *steps])
-            value = t.values[0] if t.values else (list(steps.values()) or [0.0])[-1]
-            return {"epoch": epochs, metric: float(value), **costs(t), **({"diverged": 1} if failed else {})}
-    return None
-
-
-def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[int, float, int, bool, dict]]:
-    """{tune trial id: (epochs, best value, Optuna trial number, succeeded, costs)} from the journal, which a hard
-    kill cannot leave behind Tune's own result files. `better(a, b)` says whether value a beats b."""
-    if not journal.exists():
-        return {}
-    out = {}
-    study = load_study(journal, study_name)
-    new_id = {old: k[len(ALIAS) :] for k, old in study.user_attrs.items() if k.startswith(ALIAS)}
-    for t in study.get_trials(deepcopy=False):
-        if TUNE_ID in t.user_attrs:
-            steps = intermediate(t)
-            values = [*steps.values(), *(t.values[:1] if t.values else [])]
-            epochs = max([t.user_attrs.get("epochs", 0), *steps])
-            best = math.nan
-            for v in values:
-                best = v if better(v, best) else best
-            ok = t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) and not t.user_attrs.get(
-                DIVERGED
-            )
-            out[new_id.get(t.user_attrs[TUNE_ID], t.user_attrs[TUNE_ID])] = (epochs, best, t.number, ok, costs(t))
-    return out
-
-
-WAITING = optuna.trial.TrialState.WAITING
-
-
-def created_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The study's trials that were handed out (not one enqueued and not yet asked for)."""
-    return [t for t in study.get_trials(deepcopy=False) if t.state != WAITING]
-
-
-def committed_epochs(trials: list[optuna.trial.FrozenTrial], max_epochs: int) -> int:
-    """Trial-epochs the study's trials have run, counting each unfinished trial as if it will run to `max_epochs`."""
-    return sum(
-        max([t.user_attrs.get("epochs", 0), *intermediate(t)]) if t.state.is_finished() else max_epochs for t in trials
-    )
-
-
-def budget_allows_trial(
-    trials: list[optuna.trial.FrozenTrial], budget: int | None, max_epochs: int, min_trial_epochs: int
-) -> bool:
-    """Whether a new trial fits in a budget of `budget` trial-epochs (None: no budget): the epochs run so far, every
-    running trial run to the end (ASHA may promote it all the way), and the new trial's first `min_trial_epochs`.
-    So a sweep ends within one trial of its budget, and with many trials in flight the end of the budget goes to the
-    trials ASHA promotes, not to new trials that it would cut off (benchmarks/search_replay.py measured both)."""
-    return budget is None or committed_epochs(trials, max_epochs) + min_trial_epochs <= budget
-
-
-def trial_seconds(t: optuna.trial.FrozenTrial) -> float:
-    """The training seconds a trial has run (Tune's time_total_s at its last reported epoch)."""
-    return float(t.user_attrs.get(SECONDS, 0.0))
-
-
-def committed_seconds(trials: list[optuna.trial.FrozenTrial], max_epochs: int, min_trial_epochs: int) -> float:
-    """Trial-seconds the study's trials have run, each unfinished one counted as if it will run to `max_epochs` at
-    the pace it has run so far (or at the sweep's, before its first epoch), and a new trial's first
-    `min_trial_epochs` at the sweep's pace: what a sweep commits to if it starts one more trial."""
-    ran = [(trial_seconds(t), max([t.user_attrs.get("epochs", 0), *intermediate(t)])) for t in trials]
-    seconds, epochs = sum(s for s, _ in ran), sum(e for _, e in ran)
-    pace = seconds / epochs if epochs else 0.0  # before any epoch is measured nothing can be charged
-    total = pace * min_trial_epochs
-    for t, (s, e) in zip(trials, ran):
-        total += s if t.state.is_finished() else s + (max_epochs - e) * (s / e if e and s else pace)
-    return total
-
-
-def time_allows_trial(
-    trials: list[optuna.trial.FrozenTrial], budget: float | None, max_epochs: int, min_trial_epochs: int
-) -> bool:
-    """Whether a new trial fits in a budget of `budget` trial-seconds (None: no budget), as `budget_allows_trial`
-    does for trial-epochs, with each epoch charged at the pace measured (`committed_seconds`)."""
-    return budget is None or committed_seconds(trials, max_epochs, min_trial_epochs) <= budget
-
-
-def study_counts(journal: Path, study_name: str) -> tuple[int, int]:
-    """(trials in the study, trials finished in any state); (0, 0) before the study exists."""
-    if not journal.exists():
-        return 0, 0
-    try:
-        trials = created_trials(load_study(journal, study_name))
-    except KeyError:  # the journal holds no such study yet
-        return 0, 0
-    return len(trials), sum(t.state.is_finished() for t in trials)
-
-
-def created_all(study: optuna.Study, segment: str) -> bool:
-    """Whether the searcher of Tune experiment `segment` said it had created all its trials."""
-    return bool(study.user_attrs.get(DONE + segment))
-
-
-class JournalSync(tune.Callback):
-    """Keeps a copy of the local Optuna journal at a cloud URI, so the search history outlives the head node.
-    Pickled with the experiment, it holds only the study's name: both places come from `bind`."""
-
-    def __init__(self, study_name: str):
-        self.study_name = study_name
-
-    @property
-    def local(self) -> Path:
-        return _RUNS[self.study_name].journal
-
-    def _fs(self):
-        import pyarrow.fs
-
-        return pyarrow.fs.FileSystem.from_uri(_RUNS[self.study_name].journal_uri)
-
-    def download(self) -> None:
-        import pyarrow.fs
-
-        fs, path = self._fs()
-        if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
-            self.local.parent.mkdir(parents=True, exist_ok=True)
-            pyarrow.fs.copy_files(
-                path, str(self.local), source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem()
-            )
-
-    def upload(self) -> None:
-        import pyarrow.fs
-
-        if self.local.exists():
-            fs, path = self._fs()
-            pyarrow.fs.copy_files(
-                str(self.local), path, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs
-            )
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.upload()
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.upload()
-
-    def on_experiment_end(self, trials, **info):
-        self.upload()

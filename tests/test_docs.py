@@ -71,3 +71,25 @@ def test_the_link_check_finds_links():
     """The check above reads real links: the README links every docs page."""
     linked = {t.split("#", 1)[0] for t in relative_links(README)}
     assert {f"docs/{p.name}" for p in PAGES if p.name != "index.md"} <= linked
+
+
+def test_the_architecture_map_says_what_each_package_imports():
+    """docs/architecture.md's code map names, for each package or module, the grutune packages it imports: as the code
+    does, so the map cannot drift from it."""
+    from grutune.codehash import PACKAGE, imported_modules
+
+    def unit(module: str) -> str:
+        return module.split(".")[1]
+
+    actual: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        if rel.name == "__init__.py" and len(rel.parts) == 1:
+            continue
+        name = f"{rel.parts[0]}/" if len(rel.parts) > 1 else rel.name
+        own = rel.parts[0].removesuffix(".py")
+        actual.setdefault(name, set()).update(u for u in map(unit, imported_modules(path)) if u != own)
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    rows = re.findall(r"^\| `([a-z_]+/|[a-z_]+\.py)` \| .* \|\s*([a-z_, ]*?)\s*\|$", page, re.M)
+    documented = {name: {u.strip() for u in imports.split(",") if u.strip()} for name, imports in rows}
+    assert documented == actual

@@ -123,9 +123,10 @@ class Sweep:
             key["extra"] = self.extra_identity
         return _digest(key)
 
-    @property
+    @functools.cached_property
     def code(self) -> dict[str, str]:
-        """{module: digest} of the trial's code (`trial_code`)."""
+        """{module: digest} of the trial's code (`trial_code`), read once: a sweep keeps the identity it started with
+        even if a file changes while it runs."""
         return trial_code(self.trainable)
 
     @property

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, fashion_mnist, save, table  # noqa: E402
 from grutune.config import TrialConfig, read_best  # noqa: E402
 from grutune.final.classifier import retrain_and_test  # noqa: E402
+from grutune.final.ray_train import RunHooks  # noqa: E402
 from grutune.training import pick_device  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,9 +63,12 @@ def main() -> None:
             seed=seed,
             device=device,
             augment=augment,
-            on_epoch=lambda m: print(
-                f"  epoch {m['epoch']}/{epochs} train_loss {m['train_loss']:.4f} train_acc {m['train_accuracy']:.4f}",
-                flush=True,
+            hooks=RunHooks(
+                on_epoch=lambda m: print(
+                    f"  epoch {m['epoch']}/{epochs} train_loss {m['train_loss']:.4f} "
+                    f"train_acc {m['train_accuracy']:.4f}",
+                    flush=True,
+                )
             ),
         )
         runs.append(

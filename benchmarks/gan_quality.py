@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, RESULTS, fashion_mnist, save, table  # noqa: E402
 from grutune.config import GanTrialConfig, TrialConfig, load_params  # noqa: E402
 from grutune.errors import Collapsed, ConfigError  # noqa: E402
+from grutune.final.ray_train import RunHooks  # noqa: E402
 from grutune.gan import GENERATOR_NAMES, Recipe, class_grid, evaluate_gan  # noqa: E402
 from grutune.gan.final import FinalGanSettings, train_and_score, train_best  # noqa: E402
 from grutune.io import atomic_path, write_png  # noqa: E402
@@ -246,7 +247,8 @@ def full_budget(data, clf, clf_acc: float, seed: int, changes: list[str], name: 
 
     clf = clf.to(device)
     try:
-        trained = train_best(hp, recipe, clf, data, settings, device=device, resume=resume, checkpoint=checkpoint)
+        hooks = RunHooks(resume=resume, checkpoint=checkpoint)
+        trained = train_best(hp, recipe, clf, data, settings, device=device, hooks=hooks)
     except Collapsed as e:
         raise SystemExit(f"{name}: {e}") from None
     metrics, grid = evaluate_gan(trained.G, clf, data, eval_samples=p.eval_samples, seed=seed, device=device)

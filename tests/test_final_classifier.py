@@ -12,7 +12,7 @@ from grutune.config import FinalResources, TrialConfig
 from grutune.data import load_prepared
 from grutune.final.classifier import ClassifierJob, retrain_and_test
 from grutune.final.classifier import test_metrics as metrics_of  # not named test_*: no test
-from grutune.final.ray_train import placement
+from grutune.final.ray_train import RunHooks, placement
 from grutune.final.runner import InProcess, OnRayTrain
 from tiny_models import CLASSIFIER
 
@@ -43,18 +43,19 @@ def test_a_final_run_resumed_from_an_epochs_checkpoint_ends_as_a_straight_run(pr
         saved.append(f.getvalue())
 
     kw = {"epochs": 4, "seed": 3, "device": torch.device("cpu"), "augment": True}
-    straight = retrain_and_test(hp, data, **kw, checkpoint=checkpoint)
+    straight = retrain_and_test(hp, data, **kw, hooks=RunHooks(checkpoint=checkpoint))
     states = [torch.load(io.BytesIO(b), weights_only=True) for b in saved]  # loaded as a checkpoint is
     assert [s["epoch"] for s in states] == [1, 2, 3, 4]
     torch.rand(1000)  # other random draws between the stop and the resume
-    resumed = retrain_and_test(hp, data, **kw, resume=states[1])
+    resumed = retrain_and_test(hp, data, **kw, hooks=RunHooks(resume=states[1]))
     assert [m["epoch"] for m in resumed.history] == [1, 2, 3, 4]
     assert [m["train_loss"] for m in resumed.history] == [m["train_loss"] for m in straight.history]
     for name, w in straight.model.state_dict().items():
         assert torch.equal(w, resumed.model.state_dict()[name]), name
     assert torch.equal(resumed.test["pred"], straight.test["pred"])
     # and the test can tell: the same resume with another random state (dropout's masks) ends elsewhere
-    other = retrain_and_test(hp, data, **kw, resume={**states[1], "rng": torch.Generator().manual_seed(99).get_state()})
+    other_state = {**states[1], "rng": torch.Generator().manual_seed(99).get_state()}
+    other = retrain_and_test(hp, data, **kw, hooks=RunHooks(resume=other_state))
     assert not torch.equal(other.model.state_dict()["head.weight"], straight.model.state_dict()["head.weight"])
 
 

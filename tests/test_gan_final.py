@@ -15,6 +15,7 @@ from grutune.config import load_params
 from grutune.data import load_prepared
 from grutune.errors import Collapsed, GrutuneError
 from grutune.final.checkpoints import save_checkpoint
+from grutune.final.ray_train import RunHooks
 from grutune.final.runner import InProcess
 from grutune.gan.final import (
     FinalGanSettings,
@@ -120,11 +121,11 @@ def test_a_final_gan_resumed_from_an_epochs_checkpoint_ends_as_a_straight_run(da
         saved.append(f.getvalue())
 
     args = (gan_config(lr_g=2e-2, lr_d=2e-2), Recipe(batch_size=32, ema_decay=0.9), clf, data, gan_settings(epochs=4))
-    straight = train_best(*args, device=CPU, checkpoint=checkpoint)
+    straight = train_best(*args, device=CPU, hooks=RunHooks(checkpoint=checkpoint))
     states = [torch.load(io.BytesIO(b), weights_only=True) for b in saved]
     assert [s["epoch"] for s in states] == [1, 2, 3, 4]
     torch.rand(1000)  # other random draws between the stop and the resume
-    resumed = train_best(*args, device=CPU, resume=states[1])
+    resumed = train_best(*args, device=CPU, hooks=RunHooks(resume=states[1]))
     assert (resumed.best_epoch, resumed.val_fid) == (straight.best_epoch, straight.val_fid)
     assert [m["g_loss"] for m in resumed.history] == [m["g_loss"] for m in straight.history]
     for name, w in straight.G.state_dict().items():

@@ -25,8 +25,11 @@ def save_checkpoint(path, model, **extra) -> None:
         torch.save({"model": model.state_dict(), "model_kwargs": dict(model.kwargs), **extra}, tmp)
 
 
-def load_checkpoint(path, device: torch.device | str = "cpu") -> dict:
-    """Load a checkpoint dict without unpickling arbitrary objects (weights_only=True)."""
+def load_checkpoint(
+    path, device: torch.device | str = "cpu", *, data_hash: str | None = None, stage: str | None = None
+) -> dict:
+    """Load a checkpoint dict without unpickling arbitrary objects (weights_only=True); with `data_hash`, refusing one
+    trained on other data, to be written again by `stage`."""
     path = Path(path)
     if not path.is_file():
         raise GrutuneError(f"checkpoint {path} not found")
@@ -51,17 +54,17 @@ def load_checkpoint(path, device: torch.device | str = "cpu") -> dict:
             f"checkpoint {path} is not one of grutune's (no model weights and model_kwargs in it): rerun the stage "
             f"that writes it"
         )
+    if data_hash is not None and ckpt.get("data_hash") != data_hash:
+        raise GrutuneError(
+            f"{path} was trained on other data ({ckpt.get('data_hash')}) than the prepared dataset "
+            f"({data_hash}): rerun the {stage} stage"
+        )
     return ckpt
 
 
 def load_classifier(path, data_hash: str, device: torch.device | str = "cpu") -> tuple[RecurrentClassifier, dict]:
     """The `train` stage's classifier and its checkpoint, refusing one trained on other data than `data_hash`."""
-    ckpt = load_checkpoint(path, device)
-    if ckpt.get("data_hash") != data_hash:
-        raise GrutuneError(
-            f"{path} was trained on other data ({ckpt.get('data_hash')}) than the prepared dataset "
-            f"({data_hash}): rerun the train stage"
-        )
+    ckpt = load_checkpoint(path, device, data_hash=data_hash, stage="train")
     return build_classifier(ckpt["model_kwargs"], ckpt["model"]).to(device), ckpt
 
 

@@ -5,7 +5,6 @@ where there are several).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -15,6 +14,7 @@ import torch
 from grutune.config import TrialConfig
 from grutune.data import Prepared, dataset_spec
 from grutune.final.checkpoints import restore_rng, rng_state
+from grutune.final.ray_train import RunHooks
 from grutune.metrics import per_class_accuracy
 from grutune.models import RecurrentClassifier, build_classifier
 from grutune.training import Augment, Split, evaluate, fit, hardware, inference_cost, new_classifier
@@ -39,25 +39,22 @@ def retrain_and_test(
     seed: int,
     device: torch.device,
     augment: bool = False,
-    on_epoch: Callable[[dict], None] = lambda m: None,
-    progress: bool = False,
-    resume: dict | None = None,
-    checkpoint: Callable[[dict], None] | None = None,
-    shard: tuple[int, int] | None = None,
+    hooks: RunHooks | None = None,
 ) -> FinalRun:
     """Train a config from scratch on train+val of a Prepared dataset, then evaluate it on the test split (with
-    `progress`, a progress bar within each epoch on a terminal; with `augment`, random shifts, plus flips where the
-    dataset's classes allow them).
+    `hooks.progress`, a progress bar within each epoch on a terminal; with `augment`, random shifts, plus flips where
+    the dataset's classes allow them).
 
-    With `checkpoint`, it is called after every epoch with the run's state (`{"model", "optimizer", "epoch",
-    "history", "rng"}`); such a state given back as `resume` continues the run after that epoch as if it had not
-    stopped: the data order and learning rate of each epoch depend only on the seed and the epoch, and the random
-    state that dropout draws from is restored.
+    With `hooks.checkpoint`, it is called after every epoch with the run's state (`{"model", "optimizer", "epoch",
+    "history", "rng"}`); such a state given back as `hooks.resume` continues the run after that epoch as if it had
+    not stopped: the data order and learning rate of each epoch depend only on the seed and the epoch, and the random
+    state that dropout draws from is restored. With `hooks.shard` of more than one worker, it trains data-parallel.
     """
+    hooks = hooks or RunHooks()
     torch.manual_seed(seed)
     model, opt = new_classifier(hp, in_shape=data.x_train.shape[1:], num_classes=len(data.classes), device=device)
     history: list[dict] = []
-    if resume is not None:
+    if (resume := hooks.resume) is not None:
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
         history = list(resume["history"])
@@ -67,13 +64,14 @@ def retrain_and_test(
 
     def epoch_end(m: dict) -> None:
         history.append(m)
-        on_epoch(m)
-        if checkpoint is not None:
+        hooks.on_epoch(m)
+        if hooks.checkpoint is not None:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": m["epoch"]}
-            checkpoint({**state, "history": history, **rng_state(device)})
+            hooks.checkpoint({**state, "history": history, **rng_state(device)})
 
     trained = model
-    if shard is not None and shard[1] > 1:  # gradients averaged over the processes; its start broadcast from rank 0
+    shard = hooks.shard if hooks.shard is not None and hooks.shard[1] > 1 else None
+    if shard is not None:  # gradients averaged over the processes; its start broadcast from rank 0
         trained = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None
         )
@@ -86,10 +84,10 @@ def retrain_and_test(
         batch_size=hp.batch_size,
         seed=seed,
         start_epoch=len(history),
-        shard=shard if shard is not None and shard[1] > 1 else None,
+        shard=shard,
         schedule_epochs=epochs,
         on_epoch=epoch_end,
-        progress=progress,
+        progress=hooks.progress,
         augment=aug,
     )
     return FinalRun(model, history, evaluate(model, Split.of(data.x_test, data.y_test, device)))
@@ -141,28 +139,9 @@ class ClassifierJob:
             augment=self.augment,
         )
 
-    def run(
-        self,
-        device: torch.device,
-        *,
-        on_epoch: Callable[[dict], None],
-        progress: bool = False,
-        resume: dict | None = None,
-        checkpoint: Callable[[dict], None] | None = None,
-        shard: tuple[int, int] | None = None,
-    ) -> dict:
+    def run(self, device: torch.device, hooks: RunHooks) -> dict:
         final = retrain_and_test(
-            self.hp,
-            self.data,
-            epochs=self.epochs,
-            seed=self.seed,
-            device=device,
-            augment=self.augment,
-            on_epoch=on_epoch,
-            progress=progress,
-            resume=resume,
-            checkpoint=checkpoint,
-            shard=shard,
+            self.hp, self.data, epochs=self.epochs, seed=self.seed, device=device, augment=self.augment, hooks=hooks
         )
         return {
             "model": final.model.state_dict(),

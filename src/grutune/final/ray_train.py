@@ -15,6 +15,9 @@ stage's `resources`, so the autoscaler adds a GPU node for it and the head needs
   head and writes where dvc.yaml says, as on a laptop; a restarted run that had finished reports it again;
 - a failure of the work itself (a collapsed GAN, a diverged training) is that last report, not a lost worker: Ray
   Train does not retry it, and the stage fails with the same message as on a laptop.
+
+A job's `run` is handed its hooks as one `RunHooks`, here filled from Ray Train (the worker's log, the state to resume
+from, a checkpoint each epoch, the worker's shard); grutune.final.runner's `InProcess` fills the rest.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from grutune.io import is_uri, workspace_root
 __all__ = [
     "STATE",
     "Placement",
+    "RunHooks",
     "code_digest",
     "placement",
     "report_state",
@@ -66,6 +70,23 @@ log = logging.getLogger(__name__)
 
 STATE = "state.pt"  # the one file of every checkpoint a final stage reports
 PACKAGE = Path(__file__).resolve().parents[1]  # src/grutune
+
+
+# --------------------------------------------------------------------------- what a job's run is handed
+
+
+@dataclass(frozen=True)
+class RunHooks:
+    """How a final run is watched, checkpointed and resumed, built once by whatever runs it: `on_epoch(metrics)`
+    after each epoch; a progress bar within each epoch (`progress`, on a terminal); with `checkpoint`, the run's
+    state after every epoch, which given back as `resume` continues the run after that epoch as if it had not
+    stopped; `shard` (rank, world size), a data-parallel worker's place."""
+
+    on_epoch: Callable[[dict], None] = lambda m: None
+    progress: bool = False
+    resume: dict | None = None
+    checkpoint: Callable[[dict], None] | None = None
+    shard: tuple[int, int] | None = None
 
 
 # --------------------------------------------------------------------------- where the job runs
@@ -252,10 +273,12 @@ def _run_job(job: Any) -> None:
     context = train.get_context()
     result = job.run(
         device,
-        on_epoch=on_epoch,
-        resume=resume,
-        checkpoint=lambda state: report_state(state["history"][-1], {**state, "node_id": node}),
-        shard=(context.get_world_rank(), context.get_world_size()),
+        RunHooks(
+            on_epoch,
+            resume=resume,
+            checkpoint=lambda state: report_state(state["history"][-1], {**state, "node_id": node}),
+            shard=(context.get_world_rank(), context.get_world_size()),
+        ),
     )
     report_state(
         {"result": 1},

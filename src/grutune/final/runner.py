@@ -23,7 +23,7 @@ import torch
 
 from grutune.cluster import join_cluster
 from grutune.config import GanParams, TrainParams
-from grutune.final.ray_train import Placement, placement, run_on_worker
+from grutune.final.ray_train import Placement, RunHooks, placement, run_on_worker
 from grutune.training import pick_device
 
 __all__ = ["InProcess", "Job", "OnRayTrain", "Runner", "runner_for"]
@@ -35,11 +35,11 @@ class Job(Protocol[T]):
     """A final stage's work, wherever it runs: a frozen object holding its inputs (the data too), so that it travels
     to a Ray Train worker as one piece.
 
-    `run` does the work on `device` and returns its result as a dict of tensors and plain values (what a checkpoint
-    can hold, loaded with weights_only=True); `outcome` turns that result into what the stage writes. With
-    `checkpoint`, `run` calls it with the run's state after every epoch; such a state given back as `resume`
-    continues the run after that epoch as if it had not stopped. `shard` (rank, world size) is a data-parallel
-    worker's place, where the job supports several.
+    `run` does the work on `device` with the runner's `hooks` and returns its result as a dict of tensors and plain
+    values (what a checkpoint can hold, loaded with weights_only=True); `outcome` turns that result into what the
+    stage writes. With `hooks.checkpoint`, `run` calls it with the run's state after every epoch; such a state given
+    back as `hooks.resume` continues the run after that epoch as if it had not stopped. `hooks.shard` (rank, world
+    size) is a data-parallel worker's place, where the job supports several.
     """
 
     @property
@@ -57,16 +57,7 @@ class Job(Protocol[T]):
     def identity(self) -> dict[str, Any]:
         """Everything besides grutune's code that decides its result: a Ray Train run is named by it."""
 
-    def run(
-        self,
-        device: torch.device,
-        *,
-        on_epoch: Callable[[dict], None],
-        progress: bool = False,
-        resume: dict | None = None,
-        checkpoint: Callable[[dict], None] | None = None,
-        shard: tuple[int, int] | None = None,
-    ) -> dict: ...
+    def run(self, device: torch.device, hooks: RunHooks) -> dict: ...
 
     def outcome(self, result: dict) -> T: ...
 
@@ -93,7 +84,7 @@ class InProcess(Runner):
         return str(self.device)
 
     def run(self, job: Job[T], on_epoch: Callable[[dict], None] = _nothing) -> T:
-        return job.outcome(job.run(self.device, on_epoch=on_epoch, progress=True))
+        return job.outcome(job.run(self.device, RunHooks(on_epoch, progress=True)))
 
 
 @dataclass(frozen=True)

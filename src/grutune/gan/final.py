@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -17,8 +16,9 @@ import torch
 
 from grutune.config import GanTrialConfig, Params
 from grutune.data import Prepared
-from grutune.errors import Collapsed, GrutuneError
+from grutune.errors import Collapsed
 from grutune.final.checkpoints import load_checkpoint, restore_rng, rng_state
+from grutune.final.ray_train import RunHooks
 from grutune.gan.models import Discriminator, Generator, build_discriminator, build_generator
 from grutune.gan.scoring import FidScorer, class_grid, evaluate_gan
 from grutune.gan.training import Recipe, fit_gan, new_gan
@@ -87,10 +87,7 @@ def train_best(
     settings: FinalGanSettings,
     *,
     device: torch.device,
-    on_epoch: Callable[[dict], None] = lambda m: None,
-    progress: bool = False,
-    resume: dict | None = None,
-    checkpoint: Callable[[dict], None] | None = None,
+    hooks: RunHooks | None = None,
 ) -> TrainedGan:
     """Train a GAN config from scratch on a Prepared dataset's train split and keep its epoch with the best
     validation FID (`settings.eval_samples` samples against as many validation images, in `clf`'s features).
@@ -99,11 +96,12 @@ def train_best(
     than `settings.min_diversity` is collapsed and never kept. If every scored epoch collapsed, raises Collapsed
     (naming the config and the diversities), so that nothing is written.
 
-    With `checkpoint`, it is called after every epoch with the run's state (both players, their optimisers and EMA,
-    the best epoch so far, the history and the random state the noise is drawn from); such a state given back as
-    `resume` continues the run after that epoch as if it had not stopped.
+    With `hooks.checkpoint`, it is called after every epoch with the run's state (both players, their optimisers and
+    EMA, the best epoch so far, the history and the random state the noise is drawn from); such a state given back as
+    `hooks.resume` continues the run after that epoch as if it had not stopped. It trains in one process: the GAN does
+    not train data-parallel, so `hooks.shard` is not read.
     """
-    s = settings
+    s, hooks = settings, hooks or RunHooks()
     torch.manual_seed(s.seed)
     gan = new_gan(hp, shape=data.x_train.shape[1:], noise_dim=s.noise_dim, device=device, ema_decay=recipe.ema_decay)
     train, val = Split.of(data.x_train, data.y_train, device), Split.of(data.x_val, data.y_val, device)
@@ -111,7 +109,7 @@ def train_best(
     best: dict = {}
     scored: list[tuple[int, float]] = []
     history: list[dict] = []
-    if resume is not None:
+    if (resume := hooks.resume) is not None:
         for name, part in gan.parts().items():
             part.load_state_dict(resume[name])
         best, scored, history = dict(resume["best"]), [tuple(x) for x in resume["scored"]], list(resume["history"])
@@ -130,11 +128,11 @@ def train_best(
                     D=copy.deepcopy(gan.D.state_dict()),
                 )
         history.append(m)
-        on_epoch(m)
-        if checkpoint is not None:
+        hooks.on_epoch(m)
+        if hooks.checkpoint is not None:
             state = {name: part.state_dict() for name, part in gan.parts().items()}
             state.update(epoch=m["epoch"], best=best, scored=scored, history=history, **rng_state(device))
-            checkpoint(state)
+            hooks.checkpoint(state)
 
     fit_gan(
         gan,
@@ -145,7 +143,7 @@ def train_best(
         start_epoch=len(history),
         subset=s.subset,
         on_epoch=epoch_end,
-        progress=progress,
+        progress=hooks.progress,
     )
     if not best:
         spread = ", ".join(f"epoch {e}: {d:.3f}" for e, d in scored)
@@ -192,12 +190,7 @@ def train_and_score(
 
 def load_generator(path, data_hash: str, device: torch.device | str = "cpu") -> tuple[Generator, dict]:
     """The gan stage's generator and its checkpoint, refusing one trained on other data than `data_hash`."""
-    ckpt = load_checkpoint(path, device)
-    if ckpt.get("data_hash") != data_hash:
-        raise GrutuneError(
-            f"{path} was trained on other data ({ckpt.get('data_hash')}) than the prepared dataset "
-            f"({data_hash}): rerun the gan stage"
-        )
+    ckpt = load_checkpoint(path, device, data_hash=data_hash, stage="gan")
     G = build_generator(ckpt["model_kwargs"])
     G.load_state_dict(ckpt["model"])
     return G.to(device), ckpt
@@ -249,29 +242,9 @@ class GanJob:
             **asdict(self.settings),
         )
 
-    def run(
-        self,
-        device: torch.device,
-        *,
-        on_epoch: Callable[[dict], None],
-        progress: bool = False,
-        resume: dict | None = None,
-        checkpoint: Callable[[dict], None] | None = None,
-        shard: tuple[int, int] | None = None,  # one worker: the GAN does not train data-parallel
-    ) -> dict:
+    def run(self, device: torch.device, hooks: RunHooks) -> dict:
         clf = build_classifier(*self.classifier).to(device)
-        trained = train_best(
-            self.hp,
-            self.recipe,
-            clf,
-            self.data,
-            self.settings,
-            device=device,
-            on_epoch=on_epoch,
-            progress=progress,
-            resume=resume,
-            checkpoint=checkpoint,
-        )
+        trained = train_best(self.hp, self.recipe, clf, self.data, self.settings, device=device, hooks=hooks)
         (gk, gw), (dk, dw) = portable(trained.G), portable(trained.D)
         return {
             "generator": gw,
@@ -326,16 +299,7 @@ class GanEvalJob:
             seed=self.seed,
         )
 
-    def run(
-        self,
-        device: torch.device,
-        *,
-        on_epoch: Callable[[dict], None],
-        progress: bool = False,
-        resume: dict | None = None,
-        checkpoint: Callable[[dict], None] | None = None,
-        shard: tuple[int, int] | None = None,
-    ) -> dict:
+    def run(self, device: torch.device, hooks: RunHooks) -> dict:  # no epochs: the hooks have nothing to watch
         clf = build_classifier(*self.classifier).to(device)
         G = build_generator(self.generator[0])
         G.load_state_dict(self.generator[1])

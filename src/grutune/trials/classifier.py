@@ -11,10 +11,9 @@ import torch
 from grutune.config import CLASSIFIER_OBJECTIVE, Params, TrialConfig
 from grutune.data import Prepared
 from grutune.sweep.definition import Sweep
-from grutune.sweep.driver import run_sweep
 from grutune.sweep.results import SearchResult
 from grutune.training import Split, fit, inference_cost, new_classifier
-from grutune.trials.skeleton import TrialJob, TrialSettings, run_epochs
+from grutune.trials.skeleton import TrialJob, TrialSettings, run_epochs, sweep_on
 
 __all__ = ["ClassifierTrialSettings", "classifier_sweep", "run_classifier_sweep", "run_trial"]
 
@@ -93,14 +92,5 @@ def run_classifier_sweep(
         train_subset=params.search.train_subset,
         seed=params.seed,
     )
-    arrays = {k: getattr(data, k) for k in ("x_train", "y_train", "x_val", "y_val")}
-    result = run_sweep(
-        classifier_sweep(params, data, trainable),
-        arrays,
-        settings,
-        state_dir=state_dir,
-        callbacks=callbacks,
-        remote=remote,
-    )
-    result.best["dataset"] = data.name
-    return result
+    sweep = classifier_sweep(params, data, trainable)
+    return sweep_on(data, sweep, settings, state_dir=state_dir, callbacks=callbacks, remote=remote)

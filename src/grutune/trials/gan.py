@@ -14,10 +14,9 @@ from grutune.errors import Collapsed
 from grutune.gan import FidScorer, Recipe, fit_gan, new_gan
 from grutune.models import build_classifier, to_float
 from grutune.sweep.definition import Sweep
-from grutune.sweep.driver import run_sweep
 from grutune.sweep.results import SearchResult
 from grutune.training import Split
-from grutune.trials.skeleton import TrialJob, TrialSettings, run_epochs
+from grutune.trials.skeleton import TrialJob, TrialSettings, run_epochs, sweep_on
 
 __all__ = ["GanTrialSettings", "gan_sweep", "run_gan_sweep", "run_gan_trial"]
 
@@ -123,20 +122,8 @@ def run_gan_sweep(
         seed=params.seed,
         classifier_kwargs=dict(classifier["model_kwargs"]),
     )
-    arrays = {
-        "x_train": data.x_train,
-        "y_train": data.y_train,
-        "x_val": data.x_val,
-        "y_val": data.y_val,
-        "classifier": {k: v.cpu() for k, v in classifier["model"].items()},
-    }
-    result = run_sweep(
-        gan_sweep(params, data, classifier_hash),
-        arrays,
-        settings,
-        state_dir=state_dir,
-        callbacks=callbacks,
-        remote=remote,
+    weights = {k: v.cpu() for k, v in classifier["model"].items()}
+    sweep = gan_sweep(params, data, classifier_hash)
+    return sweep_on(
+        data, sweep, settings, state_dir=state_dir, callbacks=callbacks, remote=remote, extra={"classifier": weights}
     )
-    result.best["dataset"] = data.name
-    return result

@@ -1,7 +1,7 @@
 """The skeleton of every Tune trial (as Ray Tune's examples, a plain function of `config`): replay a result the
 Optuna journal already holds, restore from a checkpoint, report with a checkpoint every epoch, and stop at once on
 divergence or collapse. A trial kind (grutune.trials.classifier, grutune.trials.gan) only says how to build, train
-and score.
+and score; `sweep_on` runs its sweep on one dataset.
 """
 
 from __future__ import annotations
@@ -18,11 +18,15 @@ import torch
 from pydantic import BaseModel
 from ray import tune
 
+from grutune.data import Prepared
 from grutune.errors import Collapsed, NonFiniteLoss
+from grutune.sweep.definition import Sweep
+from grutune.sweep.driver import run_sweep
 from grutune.sweep.journal import finished_result
+from grutune.sweep.results import SearchResult
 from grutune.training import pick_device
 
-__all__ = ["CHECKPOINT", "TrialJob", "TrialSettings", "run_epochs"]
+__all__ = ["CHECKPOINT", "TrialJob", "TrialSettings", "run_epochs", "sweep_on"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -111,3 +115,23 @@ def run_epochs(
                 "node_id": node,
             }
         )
+
+
+def sweep_on(
+    data: Prepared,
+    sweep: Sweep,
+    settings: TrialSettings,
+    *,
+    state_dir: Path,
+    callbacks: list | None,
+    remote: bool,
+    extra: dict | None = None,
+) -> SearchResult:
+    """Run, resume or re-read a trial kind's sweep on one dataset (`run_sweep`): its train and val splits, and any
+    `extra` arrays, go to every trial; the best config names the dataset."""
+    arrays = {k: getattr(data, k) for k in ("x_train", "y_train", "x_val", "y_val")}
+    result = run_sweep(
+        sweep, {**arrays, **(extra or {})}, settings, state_dir=state_dir, callbacks=callbacks, remote=remote
+    )
+    result.best["dataset"] = data.name
+    return result

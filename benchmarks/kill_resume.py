@@ -48,6 +48,8 @@ def stage(project: Path, prepared: Path) -> subprocess.Popen:
         "out/trials.csv",
         "--metrics",
         "metrics.json",
+        "--details",
+        "details.json",
         "--progress",
         "progress.csv",
         "--progress-time",

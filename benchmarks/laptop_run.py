@@ -83,9 +83,11 @@ def main() -> None:
         if proc.returncode != 0:
             sys.exit(f"the laptop command failed:\n{log[-5000:]}")
         m = repo / "metrics"
-        clf = json.loads((m / args.dataset / "classifier.json").read_text())
-        search = json.loads((m / args.dataset / "search.json").read_text())
-        gan = json.loads((m / "gan.json").read_text())
+        read = lambda *paths: {k: v for p in paths for k, v in json.loads((m / p).read_text()).items()}  # noqa: E731
+        # each stage's DVC metrics and the details beside them
+        clf = read(f"{args.dataset}/classifier.json", f"{args.dataset}/classifier_details.json")
+        search = read(f"{args.dataset}/search.json", f"{args.dataset}/search_details.json")
+        gan = read("gan.json", "gan_details.json")
         best = (repo / "search" / args.dataset / "best.yaml").read_text()
         with open(repo / "search" / args.dataset / "pareto.csv") as f:
             front = [{k: v for k, v in r.items()} for r in csv.DictReader(f)]

@@ -1,13 +1,15 @@
 """Stage `gan_eval`: score the gan stage's generator on the test split, and draw a grid of its samples.
 
     python pipeline/gan_eval.py data/prepared/mnist.npz models/mnist/classifier.pt models/gan.pt \
-        --metrics metrics/gan.json --samples metrics/gan_samples.png --class-samples metrics/gan_samples_by_class.png
+        --metrics metrics/gan.json --details metrics/gan_details.json --samples metrics/gan_samples.png \
+        --class-samples metrics/gan_samples_by_class.png
 
 FID, Inception Score, precision and recall (Kynkaanniemi et al., 2019) and class shares of gan.eval_samples
 generated images, in the features and class probabilities of the classifier the `train` stage trained on gan.dataset
-(nothing is downloaded), next to the same scores for real images. A separate stage, so that changing
-gan.eval_samples scores the GAN again without training it again. On a Ray cluster (RAY_ADDRESS, or `ray start` on
-this node) the scoring runs there, on a worker with gan.resources.
+(nothing is downloaded), next to the same scores for real images: FID and the Inception Score over the real images'
+for DVC, the rest beside them. A separate stage, so that changing gan.eval_samples scores the GAN again without
+training it again. On a Ray cluster (RAY_ADDRESS, or `ray start` on this node) the scoring runs there, on a worker
+with gan.resources.
 """
 
 import argparse
@@ -19,7 +21,7 @@ from grutune.errors import cli
 from grutune.final.checkpoints import load_classifier
 from grutune.final.runner import runner_for
 from grutune.gan.final import GanEvalJob, load_generator, portable
-from grutune.io import add_output_options, write_json, write_png
+from grutune.io import METRICS, add_output_options, write_metrics, write_png
 from grutune.tracking import init_wandb, log_gan_run
 
 
@@ -32,7 +34,8 @@ def main() -> None:
     add_output_options(
         ap,
         {
-            "metrics": "test FID, Inception Score, precision and recall (JSON)",
+            "metrics": "test FID and Inception Score over the real images', for DVC (JSON)",
+            "details": "the rest of the scores: Inception Score, precision, recall, class shares, references (JSON)",
             "samples": "a grid of samples (PNG)",
             "class_samples": "per class, real test images beside the samples the classifier assigns to it (PNG)",
         },
@@ -46,8 +49,14 @@ def main() -> None:
     G, ckpt = load_generator(args.generator, data.content_hash)
     job = GanEvalJob(portable(G), portable(clf), data, eval_samples=p.eval_samples, seed=params.seed)
     scores = runner.run(job)
-    metrics = {**scores.metrics, "best_epoch": ckpt["epoch"], "val_fid": ckpt["val_fid"]}
-    write_json(args.metrics, metrics)
+    is_ratio = scores.metrics["inception_score"] / scores.metrics["reference_inception_score_test"]
+    metrics = {
+        **scores.metrics,
+        "inception_score_ratio": is_ratio,
+        "best_epoch": ckpt["epoch"],
+        "val_fid": ckpt["val_fid"],
+    }
+    write_metrics(metrics, METRICS["gan"], metrics=args.metrics, details=args.details)
     write_png(args.samples, scores.grid)
     write_png(args.class_samples, scores.by_class)
     run = init_wandb(
@@ -65,7 +74,7 @@ def main() -> None:
         f"inception_score {metrics['inception_score']:.3f} "
         f"(real test: {metrics['reference_inception_score_test']:.3f})  precision {metrics['precision']:.3f} "
         f"recall {metrics['recall']:.3f} (real: {metrics['reference_precision_train_vs_test']:.3f}, "
-        f"{metrics['reference_recall_train_vs_test']:.3f})  -> {args.metrics}, {args.samples}"
+        f"{metrics['reference_recall_train_vs_test']:.3f})  -> {args.metrics}, {args.details}, {args.samples}"
     )
 
 

@@ -16,7 +16,7 @@ from grutune.config import load_params
 from grutune.data import load_prepared
 from grutune.errors import cli
 from grutune.final.checkpoints import load_classifier
-from grutune.io import add_sweep_arguments, write_sweep_outputs
+from grutune.io import METRICS, add_sweep_arguments, write_sweep_outputs
 from grutune.sweep.results import describe
 from grutune.tracking import GAN_TRIAL_METRICS, log_sweep_summary, trial_loggers
 from grutune.trials.gan import gan_sweep, run_gan_sweep
@@ -47,7 +47,7 @@ def main() -> None:
     result = run_gan_sweep(
         params, data, classifier, classifier_hash, state_dir=args.state_dir, callbacks=callbacks, remote=remote
     )
-    write_sweep_outputs(result, args)
+    write_sweep_outputs(result, args, METRICS["gan_search"])
     log_sweep_summary(
         params.tracking.wandb,
         project=params.tracking.project,

@@ -4,8 +4,9 @@
 
 Joins the Ray cluster in RAY_ADDRESS (or one running on this machine), else starts a local Ray. Writes the best
 config (with several objectives: the Pareto front's point that search.pick picks), the Pareto front, the trials
-table, the sweep's counts and its best-so-far curves where dvc.yaml says. Tune's own state lives
-in .grutune/ (git-ignored), outside the stage's outputs, which DVC deletes before a stage runs.
+table, the sweep's figures (a few for DVC's metrics, the rest beside them) and its best-so-far curves where dvc.yaml
+says. Tune's own state lives in .grutune/ (git-ignored), outside the stage's outputs, which DVC deletes before a stage
+runs.
 """
 
 import argparse
@@ -15,7 +16,7 @@ from grutune.cluster import init_ray
 from grutune.config import load_params
 from grutune.data import DATASETS, load_prepared
 from grutune.errors import cli
-from grutune.io import add_sweep_arguments, write_csv, write_sweep_outputs
+from grutune.io import METRICS, add_sweep_arguments, write_csv, write_sweep_outputs
 from grutune.sweep.results import describe
 from grutune.tracking import log_sweep_summary, trial_loggers
 from grutune.trials.classifier import classifier_sweep, run_classifier_sweep
@@ -35,7 +36,7 @@ def main() -> None:
     lineage = {"dataset": data.name, "data_hash": data.content_hash, "sweep_id": sid}
     callbacks = trial_loggers(params.tracking, group=sid, directory=args.wandb_dir, extra_config=lineage)
     result = run_classifier_sweep(params, data, state_dir=args.state_dir, callbacks=callbacks, remote=remote)
-    write_sweep_outputs(result, args)
+    write_sweep_outputs(result, args, METRICS["search"])
     write_csv(args.pareto, result.front, fieldnames=list(result.front[0]))
     log_sweep_summary(
         params.tracking.wandb,
@@ -53,7 +54,10 @@ def main() -> None:
             f"Pareto front of {', '.join(params.search.objectives)}: {len(result.front)} trials; picked "
             f"{result.best['trial_id']} by {result.best['reason']}"
         )
-    print(f"wrote {args.best}, {args.trials}, {args.pareto}, {args.metrics}, {args.progress} and {args.progress_time}")
+    print(
+        f"wrote {args.best}, {args.trials}, {args.pareto}, {args.metrics}, {args.details}, {args.progress} and "
+        f"{args.progress_time}"
+    )
 
 
 if __name__ == "__main__":

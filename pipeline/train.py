@@ -1,14 +1,15 @@
 """Stage `train@<dataset>`: retrain the sweep's best config on train+val, then evaluate it on the test split.
 
     python pipeline/train.py mnist data/prepared/mnist.npz search/mnist/best.yaml models/mnist/classifier.pt \
-        --metrics metrics/mnist/classifier.json --confusion metrics/mnist/confusion.csv \
-        --log metrics/train_log/mnist.csv
+        --metrics metrics/mnist/classifier.json --details metrics/mnist/classifier_details.json \
+        --confusion metrics/mnist/confusion.csv --log metrics/train_log/mnist.csv
 
-Writes the checkpoint (a dict loaded with weights_only=True), the test metrics (with the model's parameter count,
-its latency measured where it trained, and which point of the sweep's Pareto front it is and why), the confusion pairs
-(one row per test image, for `dvc plots`) and the per-epoch curves. On a Ray cluster (RAY_ADDRESS, or `ray start` on
-this node) the training runs there, on a worker with train.resources (a GPU node the autoscaler adds), restarting from
-its last epoch after a lost node; the outputs are written here all the same. Without one, it trains in this process.
+Writes the checkpoint (a dict loaded with weights_only=True), the test metrics (accuracy and the model's parameter
+count for DVC; beside them the loss, per-class accuracy, its latency measured where it trained, and which point of the
+sweep's Pareto front it is and why), the confusion pairs (one row per test image, for `dvc plots`) and the per-epoch
+curves. On a Ray cluster (RAY_ADDRESS, or `ray start` on this node) the training runs there, on a worker with
+train.resources (a GPU node the autoscaler adds), restarting from its last epoch after a lost node; the outputs are
+written here all the same. Without one, it trains in this process.
 """
 
 import argparse
@@ -34,7 +35,8 @@ def main() -> None:
     add_output_options(
         ap,
         {
-            "metrics": "test metrics (JSON)",
+            "metrics": "test accuracy and parameter count, for DVC (JSON)",
+            "details": "the rest of the test metrics: loss, per-class accuracy, latencies, the pick (JSON)",
             "confusion": "(actual, predicted) per test image (CSV)",
             "log": "per-epoch training curves (CSV)",
         },
@@ -86,13 +88,15 @@ def main() -> None:
         data_hash=data.content_hash,
         classes=list(data.classes),
     )
-    write_classifier_outputs(metrics, final, data, metrics_path=args.metrics, confusion=args.confusion, log=args.log)
+    write_classifier_outputs(
+        metrics, final, data, metrics_path=args.metrics, details=args.details, confusion=args.confusion, log=args.log
+    )
     log_classifier_run(run, metrics, final.test, data, model=args.model_out, log_models=params.tracking.log_models)
     print(
         f"test_accuracy {metrics['test_accuracy']:.4f}  test_loss {metrics['test_loss']:.4f}  "
         f"params {cost['params']:,}  "
         f"latency {cost['latency_ms']:.3f} ms/image at batch 1, {cost['latency_batch_ms']:.3f} at batch 256 "
-        f"({metrics['latency_hardware']})  -> {args.model_out}, {args.metrics}"
+        f"({metrics['latency_hardware']})  -> {args.model_out}, {args.metrics}, {args.details}"
     )
 
 

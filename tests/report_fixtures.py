@@ -1,11 +1,11 @@
 """The report's inputs written in the stages' real formats, shared by tests/test_report_*.py: sweeps drawn from the
-spaces in params.yaml, each dataset's metrics and the GAN's, and the report stage run as DVC runs it."""
+spaces in params.yaml, each dataset's metrics and the GAN's (each split into its DVC metrics and details files as the
+stages split them), and the report stage run as DVC runs it."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -19,6 +19,7 @@ import yaml
 
 from grutune.config import CLASSIFIER_OBJECTIVE, GAN_OBJECTIVE, Objective
 from grutune.images import image_grid
+from grutune.io import METRICS, write_metrics
 from grutune.metrics import pareto_front
 from grutune.report import load_dataset_results, load_gan_results
 from grutune.report.inputs import SweepResults
@@ -181,11 +182,6 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
         w.writerows(rows)
 
 
-def write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")  # as grutune.io.write_json writes it
-
-
 def write_inputs(root: Path) -> dict:
     """What fetch..gan would leave in metrics/, search/ and data/prepared/; returns the values written."""
     rng = np.random.default_rng(0)
@@ -241,8 +237,18 @@ def write_inputs(root: Path) -> dict:
                 "reason": "most_accurate: the highest val_accuracy on the front",
             },
         }
-        write_json(root / f"metrics/{name}/search.json", search)
-        write_json(root / f"metrics/{name}/classifier.json", classifier)
+        write_metrics(
+            search,
+            METRICS["search"],
+            metrics=root / f"metrics/{name}/search.json",
+            details=root / f"metrics/{name}/search_details.json",
+        )
+        write_metrics(
+            classifier,
+            METRICS["classifier"],
+            metrics=root / f"metrics/{name}/classifier.json",
+            details=root / f"metrics/{name}/classifier_details.json",
+        )
         actual = rng.integers(0, 10, 200)
         pred = np.where(rng.random(200) < 0.8, actual, rng.integers(0, 10, 200))
         write_csv(
@@ -281,19 +287,23 @@ def write_inputs(root: Path) -> dict:
         "eval_samples": 2000,
         "best_epoch": 3,
     }
-    write_json(root / "metrics/gan.json", gan)
-    write_json(
-        root / "metrics/gan_search.json",
-        {
-            "best_fid": 23.456789012,
-            "trials": 4,
-            "completed": 2,
-            "pruned": 1,
-            "failed": 1,
-            "errored": 0,
-            "epochs_run": 9,
-            "wall_time_s": 61.2,
-        },
+    gan["inception_score_ratio"] = gan["inception_score"] / gan["reference_inception_score_test"]
+    write_metrics(gan, METRICS["gan"], metrics=root / "metrics/gan.json", details=root / "metrics/gan_details.json")
+    gan_search = {
+        "best_fid": 23.456789012,
+        "trials": 4,
+        "completed": 2,
+        "pruned": 1,
+        "failed": 1,
+        "errored": 0,
+        "epochs_run": 9,
+        "wall_time_s": 61.2,
+    }
+    write_metrics(
+        gan_search,
+        METRICS["gan_search"],
+        metrics=root / "metrics/gan_search.json",
+        details=root / "metrics/gan_search_details.json",
     )
     samples = image_grid(rng.random((64, 28, 28, 1)) ** 3, 8)  # (242, 242, 1)
     matplotlib.image.imsave(root / "metrics/gan_samples.png", samples.squeeze(-1), cmap="gray", vmin=0, vmax=1)

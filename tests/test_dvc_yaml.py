@@ -47,13 +47,17 @@ def test_no_output_path_is_derived_in_code():
             "best.yaml",
             "trials.csv",
             "search.json",
+            "search_details.json",
             "classifier.json",
+            "classifier_details.json",
             "confusion.csv",
             "train_log.csv",
             "gan.json",
+            "gan_details.json",
             "gan_log.csv",
             "gan_samples.png",
             "gan_search.json",
+            "gan_search_details.json",
         ):
             assert f'/ "{name}"' not in text and f'/{name}"' not in text, f"{path.name} derives {name}"
 

@@ -6,6 +6,7 @@ Real DVC, Ray, Optuna and W&B (offline); only the budget is shrunk to a few CPU 
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -128,6 +129,7 @@ def test_every_declared_output_exists(project):
     expected = [
         "models/gan.pt",
         "metrics/gan.json",
+        "metrics/gan_details.json",
         "metrics/gan_log.csv",
         "metrics/gan_samples.png",
         "metrics/gan_samples_by_class.png",
@@ -135,6 +137,7 @@ def test_every_declared_output_exists(project):
         "search/gan/best.yaml",
         "search/gan/trials.csv",
         "metrics/gan_search.json",
+        "metrics/gan_search_details.json",
         "metrics/gan_search_progress.csv",
         "metrics/gan_search_progress_time.csv",
     ]
@@ -145,8 +148,10 @@ def test_every_declared_output_exists(project):
             f"search/{d}/best.yaml",
             f"search/{d}/trials.csv",
             f"metrics/{d}/search.json",
+            f"metrics/{d}/search_details.json",
             f"models/{d}/classifier.pt",
             f"metrics/{d}/classifier.json",
+            f"metrics/{d}/classifier_details.json",
             f"metrics/{d}/confusion.csv",
             f"metrics/train_log/{d}.csv",
         ]
@@ -158,21 +163,36 @@ def test_every_declared_output_exists(project):
 
 @pytest.mark.slow
 def test_metrics_show_reports_classifier_and_gan(project):
+    """DVC's metrics are the few figures compared across experiments (grutune.io.METRICS); the rest of what each
+    stage measured is in the details file beside them, which DVC does not read as metrics."""
+    from grutune.io import METRICS
+
     proj, params, env, _ = project
     out = json.loads(run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], proj, env).stdout)
     metrics = {path: v["data"] for path, v in out[""]["data"].items()}
+    assert not [p for p in metrics if "details" in p]
+    details = lambda path: json.loads((proj / path).read_text())  # noqa: E731
     for d in DATASETS:
         clf = metrics[f"metrics/{d}/classifier.json"]
-        assert 0.0 <= clf["test_accuracy"] <= 1.0 and clf["test_loss"] >= 0
-        assert len(clf["per_class_accuracy"]) == 10
+        assert set(clf) == set(METRICS["classifier"])
+        assert 0.0 <= clf["test_accuracy"] <= 1.0 and clf["params"] > 0
+        clf_details = details(f"metrics/{d}/classifier_details.json")
+        assert clf_details["test_loss"] >= 0 and len(clf_details["per_class_accuracy"]) == 10
         search = metrics[f"metrics/{d}/search.json"]
+        # TINY has two objectives and no prices: the picked point's value, and no cost
+        assert set(search) == {"best_val_accuracy", "picked_val_accuracy", "trials"}
         assert search["trials"] == params["search"]["num_samples"]
-        assert search["completed"] + search["pruned"] + search["errored"] == search["trials"]
-        assert 0.0 <= search["best_val_accuracy"] <= 1.0
+        assert 0.0 <= search["picked_val_accuracy"] <= search["best_val_accuracy"] <= 1.0
+        counts = details(f"metrics/{d}/search_details.json")
+        assert counts["completed"] + counts["pruned"] + counts["errored"] == search["trials"]
+        assert counts["wall_time_s"] > 0 and counts["pareto_points"] >= 1
     # The generated classes are learnable: a working pipeline beats chance (0.1) clearly on MNIST-like data.
     assert metrics["metrics/mnist/classifier.json"]["test_accuracy"] > 0.5
-    gan = metrics["metrics/gan.json"]
-    assert gan["fid"] >= 0 and 1.0 <= gan["inception_score"] <= 10.0
+    gan, gan_details = metrics["metrics/gan.json"], details("metrics/gan_details.json")
+    assert set(gan) == set(METRICS["gan"])
+    assert gan["fid"] >= 0 and 1.0 <= gan_details["inception_score"] <= 10.0
+    real = gan_details["reference_inception_score_test"]
+    assert gan["inception_score_ratio"] == pytest.approx(gan_details["inception_score"] / real)
     for key in (
         "precision",
         "recall",
@@ -180,11 +200,12 @@ def test_metrics_show_reports_classifier_and_gan(project):
         "reference_recall_train_vs_test",
         "class_share_distance",
     ):
-        assert 0.0 <= gan[key] <= 1.0, key
-    assert len(gan["class_share"]) == 10  # keyed by class name, so that DVC shows it
-    assert sum(gan["reference_class_share_test"].values()) == pytest.approx(1, abs=1e-3)
+        assert 0.0 <= gan_details[key] <= 1.0, key
+    assert len(gan_details["class_share"]) == 10  # keyed by class name
+    assert sum(gan_details["reference_class_share_test"].values()) == pytest.approx(1, abs=1e-3)
     gs = metrics["metrics/gan_search.json"]
-    assert gs["trials"] == params["gan_search"]["num_samples"] and gs["best_fid"] >= 0
+    assert set(gs) == set(METRICS["gan_search"]) and gs["best_fid"] >= 0
+    assert details("metrics/gan_search_details.json")["trials"] == params["gan_search"]["num_samples"]
     best = yaml.safe_load((proj / "search/gan/best.yaml").read_text())
     assert best["config"]["hidden_size"] in (16, 32) and best["fid"] == gs["best_fid"]
 
@@ -223,9 +244,11 @@ def test_train_retrains_the_point_the_pick_rule_takes_from_the_pareto_front(proj
         assert point(picked)[1] == min(point(r)[1] for r in front if point(r)[0] >= top - 0.2)
         assert picked["trial_id"] == best["trial_id"] and best["pick"] == "smallest"
         clf = json.loads((proj / f"metrics/{d}/classifier.json").read_text())
-        assert clf["picked"]["trial_id"] == best["trial_id"] and clf["picked"]["rule"] == "smallest"
+        clf_details = json.loads((proj / f"metrics/{d}/classifier_details.json").read_text())
+        assert clf_details["picked"]["trial_id"] == best["trial_id"] and clf_details["picked"]["rule"] == "smallest"
         assert clf["params"] == int(point(picked)[1])  # the picked architecture, retrained
-        assert clf["latency_ms"] > 0 and clf["latency_batch_ms"] > 0 and clf["latency_hardware"]
+        assert clf_details["latency_ms"] > 0 and clf_details["latency_batch_ms"] > 0
+        assert clf_details["latency_hardware"]
         ckpt = torch.load(proj / f"models/{d}/classifier.pt", weights_only=True)
         assert ckpt["config"] == best["config"]
 
@@ -327,7 +350,38 @@ def test_exp_run_links_runs_to_the_experiment_and_exp_show_lists_metrics(own_pro
     assert composed["gan"]["eval_samples"] == 100 and composed["search"] == params["search"]
     shown = json.loads(run([sys.executable, "-m", "dvc", "exp", "show", "--json"], proj, env).stdout)
     text = json.dumps(shown)
-    assert "smaller-eval" in text and "test_accuracy" in text and "inception_score" in text
+    assert "smaller-eval" in text and "test_accuracy" in text and "inception_score_ratio" in text
+
+
+# The columns `dvc exp show` adds for data dependencies (a hash each), as docs/reviewing.md drops them. It drops no
+# metric: with one dataset their names hold no "/", and a name DVC gives with its file starts "metrics/...".
+DEPENDENCY_COLUMNS = "(data|models|pipeline|search|src)/|metrics$|search$"
+
+
+@pytest.mark.slow
+def test_exp_show_of_two_one_dataset_experiments_fits_160_columns(own_project):
+    """`dvc exp show --only-changed` of two experiments on one dataset, as the laptop command runs (`-S dataset=mnist`),
+    that differ in their seed, against a committed baseline of the same settings: its metrics and params fit a
+    160-column terminal, no column cut to "…", and each metric is named by its key alone (no two metrics files share
+    one). The dependency columns are dropped: their hashes never fit (docs/reviewing.md)."""
+    proj, _, env, _ = own_project
+    dvc = [sys.executable, "-m", "dvc"]
+    one = ["-S", "dataset=mnist"]
+    (proj / ".gitignore").write_text("/wandb/\n/.grutune/\n")
+    run([*dvc, "exp", "run", *one], proj, env)  # the same results on one dataset: only the report runs again
+    run(["git", "add", "-A"], proj, env)
+    run(["git", "commit", "-qm", "mnist alone"], proj, env)
+    for seed in (1, 2):
+        run([*dvc, "exp", "run", *one, "-S", f"seed={seed}"], proj, env)
+    show = [*dvc, "exp", "show", "--only-changed", "--no-pager"]
+    changed = run([*show, "--csv"], proj, env).stdout.splitlines()[0].split(",")  # every changed column, in full
+    assert not [c for c in changed if ".json:" in c], changed  # no metric named by its file
+    shown = {c for c in changed if not re.match(DEPENDENCY_COLUMNS, c)} - {"rev", "typ"}  # the CSV's own columns
+    table = run([*show, "--drop", DEPENDENCY_COLUMNS], proj, {**env, "COLUMNS": "160"}).stdout
+    lines = table.rstrip("\n").splitlines()
+    assert "…" not in table and max(len(line.rstrip()) for line in lines) <= 160, table
+    header = lines[1].split()  # below the top rule; a header cut or wrapped would not match the names
+    assert {"fid", "inception_score_ratio", "seed"} <= set(header) and set(header) == shown, (table, changed)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -41,10 +41,14 @@ def test_numbers_match_dvc_metrics_show(stage):
     cells = set(re.findall(r'<td class="num">([^<]*)</td>', page))
     assert fmt(written["mnist"]["classifier"]["test_accuracy"]) == "0.97123" and "0.97123" in cells
     assert "12.34568" in cells and "2000" in cells and "0.9712345678" not in page
-    # Every number the real `dvc metrics show` prints for these files is a cell of the page.
-    files = [f"metrics/{d}/{f}.json" for d in DATASETS for f in ("search", "classifier")] + [
+    # Every number the real `dvc metrics show` prints for these files (the metrics and the details beside them) is a
+    # cell of the page.
+    stems = ("search", "search_details", "classifier", "classifier_details")
+    files = [f"metrics/{d}/{f}.json" for d in DATASETS for f in stems] + [
         "metrics/gan.json",
+        "metrics/gan_details.json",
         "metrics/gan_search.json",
+        "metrics/gan_search_details.json",
     ]
     out = subprocess.run(
         [sys.executable, "-m", "dvc", "metrics", "show", "--md", *files],
@@ -60,7 +64,8 @@ def test_numbers_match_dvc_metrics_show(stage):
         for tok in line.split("|")[2:]
         if re.fullmatch(r"-?\d[\d.e+-]*", tok.strip())
     ]
-    assert len(numbers) == 2 * (8 + 2 + 3 + 10) + 11 + 8, out  # classifier.json: test, cost and per-class numbers
+    # the classifier's: test, cost and per-class numbers; the GAN's: 11 and the Inception Score ratio
+    assert len(numbers) == 2 * (8 + 2 + 3 + 10) + 12 + 8, out
     assert not [n for n in numbers if n not in cells], out
 
 
@@ -103,12 +108,20 @@ def test_provenance_and_self_contained(stage):
 
 
 def test_the_gan_section_shows_precision_recall_the_classes_and_the_kept_epoch(stage):
-    """The GAN's precision and recall with their real references in the metrics table, the by-class picture, and
-    the validation FID curve's file (its kept epoch: tests/test_report_figures.py)."""
+    """The GAN's scores in the metrics table, each with the file it is in (its DVC metrics, or the details beside
+    them): precision and recall with their real references, the by-class picture, and the validation FID curve's file
+    (its kept epoch: tests/test_report_figures.py)."""
     _, page, *_ = stage
     part = gan_part(page)
-    for key, value in (("precision", "0.7123"), ("reference_recall_train_vs_test", "0.8234")):
-        assert re.search(rf"<code>{key}</code></td><td[^>]*>{value}<", part), key
+    for key, file, value in (
+        ("fid", "gan.json", "12.34568"),
+        ("inception_score_ratio", "gan.json", "0.775"),
+        ("precision", "gan_details.json", "0.7123"),
+        ("reference_recall_train_vs_test", "gan_details.json", "0.8234"),
+        ("best_fid", "gan_search.json", "23.45679"),
+        ("wall_time_s", "gan_search_details.json", "61.2"),
+    ):
+        assert re.search(rf"<code>{key}</code></td><td><code>{file}</code></td><td[^>]*>{value}<", part), key
     assert "real and generated images by class" in part and "metrics/gan_log.csv" in part
 
 

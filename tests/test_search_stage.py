@@ -44,6 +44,8 @@ def run_stage(cwd: Path, prepared: Path, **popen):
         "out/trials.csv",
         "--metrics",
         "metrics.json",
+        "--details",
+        "details.json",
         "--progress",
         "progress.csv",
         "--progress-time",

@@ -18,6 +18,7 @@ import yaml
 __all__ = [
     "is_uri",
     "DVC_TEMP_WORKSPACES",
+    "METRICS",
     "SWEEP_OUTPUTS",
     "TRAIN_LOG_COLUMNS",
     "add_output_options",
@@ -28,6 +29,7 @@ __all__ = [
     "write_classifier_outputs",
     "write_csv",
     "write_json",
+    "write_metrics",
     "write_png",
     "write_sweep_outputs",
     "write_text",
@@ -87,12 +89,33 @@ def write_png(path: str | os.PathLike, image) -> None:
         )
 
 
-def write_sweep_outputs(result, args) -> None:
+# What each stage's DVC metrics file holds: the few figures compared across experiments, so that `dvc exp show
+# --only-changed` of two one-dataset experiments fits 160 columns. The rest of what a stage measured goes to a details
+# JSON beside it, which DVC does not read as metrics (the report shows both). No key is in two of these files: DVC
+# would name both columns by their file's path (`metrics/gan_search.json:trials`), too wide to read.
+METRICS = {
+    # the sweep's best; with several objectives the picked point's value; its trials; with prices, what it cost
+    "search": ("best_val_accuracy", "picked_val_accuracy", "trials", "cost_usd"),
+    "classifier": ("test_accuracy", "params"),  # the retrained pick's test accuracy and size
+    "gan_search": ("best_fid",),
+    # Both in the classifier's features: FID, and the Inception Score over the real test images' (raw IS depends on
+    # the classifier, which each experiment trains anew)
+    "gan": ("fid", "inception_score_ratio"),
+}
+
+
+def write_metrics(values: dict[str, Any], keys: tuple[str, ...], *, metrics, details) -> None:
+    """`values` in two JSON files: those of `keys` it has in the DVC metrics file, the rest in the details file."""
+    write_json(metrics, {k: values[k] for k in keys if k in values})
+    write_json(details, {k: v for k, v in values.items() if k not in keys})
+
+
+def write_sweep_outputs(result, args, metrics: tuple[str, ...]) -> None:
     """A sweep's stage outputs, each at the path its stage names (`add_sweep_arguments`): best.yaml, trials.csv,
-    its metrics, and the best-so-far files for `dvc plots`."""
+    its summary (`metrics` of it for DVC, the rest beside), and the best-so-far files for `dvc plots`."""
     write_yaml(args.best, result.best)
     write_csv(args.trials, result.trials, fieldnames=list(result.trials[0]))
-    write_json(args.metrics, result.summary)
+    write_metrics(result.summary, metrics, metrics=args.metrics, details=args.details)
     write_csv(args.progress, result.progress, fieldnames=list(result.progress[0]))
     write_csv(args.progress_time, result.progress_time, fieldnames=list(result.progress_time[0]))
 
@@ -100,7 +123,8 @@ def write_sweep_outputs(result, args) -> None:
 SWEEP_OUTPUTS = {
     "best": "the best config (YAML)",
     "trials": "one row per trial (CSV)",
-    "metrics": "the sweep's counts and best value, for DVC (JSON)",
+    "metrics": "the sweep's figures compared across experiments, for DVC (JSON)",
+    "details": "the rest of the sweep's summary: counts by status, epochs, wall time, trial- and GPU-hours (JSON)",
     "progress": "best so far by trial, for DVC plots (CSV)",
     "progress_time": "best so far by wall time, for DVC plots (CSV)",
 }
@@ -159,9 +183,10 @@ def add_sweep_arguments(ap, more_outputs: dict[str, str] | None = None) -> None:
 TRAIN_LOG_COLUMNS = ["epoch", "train_loss", "train_accuracy", "lr", "images_per_s"]
 
 
-def write_classifier_outputs(metrics: dict, final, data, *, metrics_path, confusion, log) -> None:
-    """The train stage's files: test metrics (JSON), (actual, predicted) per test image and per-epoch curves (CSV)."""
-    write_json(metrics_path, metrics)
+def write_classifier_outputs(metrics: dict, final, data, *, metrics_path, details, confusion, log) -> None:
+    """The train stage's files: test metrics (JSON: METRICS["classifier"] for DVC, the rest in `details`), (actual,
+    predicted) per test image and per-epoch curves (CSV)."""
+    write_metrics(metrics, METRICS["classifier"], metrics=metrics_path, details=details)
     write_csv(
         confusion,
         (

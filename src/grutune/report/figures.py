@@ -214,14 +214,15 @@ def cost_figure(s: SweepResults) -> Figure | None:
 
 
 def val_fid_figure(g: GanResults) -> Figure | None:
-    """The final GAN's validation FID by epoch, with the epoch the gan stage kept (metrics/gan.json's best_epoch)."""
+    """The final GAN's validation FID by epoch, with the epoch the gan stage kept (best_epoch in gan_eval's
+    details)."""
     if not g.val_fid:
         return None
     epochs, fid = zip(*g.val_fid)
     fig = Figure(figsize=(6, 3.2), layout="constrained")
     ax = fig.subplots()
     ax.plot(epochs, fid, marker="o", color="#4c72b0", label="validation FID")
-    kept = g.metrics.get("best_epoch")
+    kept = g.details.get("best_epoch")
     if kept in epochs:
         ax.scatter(
             [kept],

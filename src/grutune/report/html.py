@@ -2,13 +2,14 @@
 self-contained HTML file.
 
 Plots are PNGs embedded as base64 data URIs, so the page has no external assets or scripts and reads offline. Every
-metric printed is a value from a metrics file, formatted as `dvc metrics show` prints it.
+metric printed is a value from a metrics file or the details file beside it, formatted as `dvc metrics show` prints it.
 """
 
 from __future__ import annotations
 
 import base64
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
@@ -48,6 +49,7 @@ CLASSIFIER_KEYS = ("test_accuracy", "test_loss", *COST_COLUMNS, "latency_hardwar
 GAN_KEYS = (
     "fid",
     "reference_fid_train_vs_test",
+    "inception_score_ratio",
     "inception_score",
     "inception_score_std",
     "reference_inception_score_test",
@@ -121,29 +123,47 @@ def _table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> s
 
 
 def metrics_table(datasets: list[DatasetResults]) -> str:
-    """Rows: each search.json and classifier.json key; columns: datasets. Cells as `dvc metrics show` prints them."""
+    """Rows: each key of the search and train stages' metrics and details files; columns: datasets. Cells as `dvc
+    metrics show` prints them."""
     rows = []
-    for part, known in (("search", SEARCH_KEYS), ("classifier", CLASSIFIER_KEYS)):
+    parts = (
+        ("search", SEARCH_KEYS),
+        ("search_details", SEARCH_KEYS),
+        ("classifier", CLASSIFIER_KEYS),
+        ("classifier_details", CLASSIFIER_KEYS),
+    )
+    for part, known in parts:
         keys = list(dict.fromkeys(k for d in datasets for k in _ordered(getattr(d, part), known)))
         for k in keys:
             rows.append(
                 [
                     f"<code>{_e(k)}</code>",
-                    f"<code>{part}.json</code>",
+                    f"<code>{_e(Path(datasets[0].files[part]).name)}</code>",
                     *(_e(fmt(getattr(d, part)[k])) if k in getattr(d, part) else "-" for d in datasets),
                 ]
             )
     return _table(["metric", "file", *(_e(d.name) for d in datasets)], rows, numeric_from=2)
 
 
+def _files_table(parts: list[tuple[dict[str, Any], str]], known: tuple[str, ...]) -> str:
+    """One stage's figures, from its metrics file and its details file (`parts`: (values, path)), as rows of key,
+    file and value."""
+    rows = [
+        [f"<code>{_e(k)}</code>", f"<code>{_e(Path(path).name)}</code>", _e(fmt(values[k]))]
+        for values, path in parts
+        for k in _ordered(values, known)
+    ]
+    return _table(["metric", "file", "value"], rows, numeric_from=2)
+
+
 def _per_class_table(d: DatasetResults) -> str:
-    acc = d.classifier.get("per_class_accuracy") or {}
+    acc = d.classifier_details.get("per_class_accuracy") or {}
     names = [c for c in d.classes if c in acc] + sorted(set(acc) - set(d.classes))
     if not names:
         return ""
     return (
         "<p>Per-class test accuracy (<code>per_class_accuracy</code> in "
-        f"<code>{_e(d.files['classifier'])}</code>):</p>"
+        f"<code>{_e(d.files['classifier_details'])}</code>):</p>"
         + _table(["class", *(_e(c) for c in names)], [["accuracy", *(_e(fmt(acc[c])) for c in names)]])
     )
 
@@ -220,7 +240,7 @@ def _cost_html(s: SweepResults, name: str, files: dict[str, str]) -> str:
 
 def pareto_caption(d: DatasetResults) -> str:
     picked = next((p for p in d.pareto if p["picked"]), None)
-    why = (d.classifier.get("picked") or {}).get("reason", "")
+    why = (d.classifier_details.get("picked") or {}).get("reason", "")
     what = (
         f"The Pareto front of {', '.join(d.objectives)}"
         if len(d.objectives) > 1
@@ -254,8 +274,7 @@ def dataset_section(d: DatasetResults) -> str:
 
 
 def gan_section(g: GanResults) -> str:
-    keys = _ordered(g.metrics, GAN_KEYS)
-    table = _table(["metric", "value"], [[f"<code>{_e(k)}</code>", _e(fmt(g.metrics[k]))] for k in keys])
+    table = _files_table([(g.metrics, g.files["metrics"]), (g.details, g.files["details"])], GAN_KEYS)
     n = len(g.real)
     files = "".join(f"<li>{_e(role)}: <code>{_e(path)}</code></li>" for role, path in g.files.items())
     return "\n".join(
@@ -263,15 +282,15 @@ def gan_section(g: GanResults) -> str:
             f'<h2 id="gan">GAN ({_e(g.dataset)})</h2>',
             f"<ul>{files}</ul>",
             "<h3>Search</h3>",
-            f"<p>The GAN sweep (<code>{_e(g.files['search'])}</code>), which chose this GAN's architecture and "
-            "learning "
-            f"rates by FID:</p>",
-            _table(["metric", "value"], [[f"<code>{_e(k)}</code>", _e(fmt(v))] for k, v in g.search.items()]),
+            f"<p>The GAN sweep (<code>{_e(g.files['search'])}</code>, <code>{_e(g.files['search_details'])}</code>), "
+            "which chose this GAN's architecture and learning rates by FID:</p>",
+            _files_table([(g.search, g.files["search"]), (g.search_details, g.files["search_details"])], SEARCH_KEYS),
             sweep_html(g.sweep, "GAN sweep", g.files),
             "<h3>Final GAN</h3>",
-            f"<p>Metrics from <code>{_e(g.files['metrics'])}</code>. FID and Inception Score use the features of the "
-            f"classifier trained on {_e(g.dataset)}; the <code>reference_*</code> rows score real images the same "
-            "way.</p>",
+            f"<p>Metrics from <code>{_e(g.files['metrics'])}</code> and <code>{_e(g.files['details'])}</code>. FID "
+            f"and Inception Score use the features of the classifier trained on {_e(g.dataset)}; the "
+            "<code>reference_*</code> rows score real images the same way, and <code>inception_score_ratio</code> "
+            "is the Inception Score over the real test images'.</p>",
             table,
             f"<figure>{_img(g.samples_png, 'generated samples', 'pixels')}"
             f"<figcaption>Generated: <code>{_e(g.files['samples'])}</code></figcaption></figure>",
@@ -282,7 +301,7 @@ def gan_section(g: GanResults) -> str:
             "<figcaption>By class, one row each: real test images (left) and the generated samples that the "
             "classifier assigns to that class (right; blank where it assigns fewer). Class shares: "
             f"<code>class_share</code> against <code>reference_class_share_test</code> in "
-            f"<code>{_e(g.files['metrics'])}</code>.</figcaption></figure>",
+            f"<code>{_e(g.files['details'])}</code>.</figcaption></figure>",
             _figure(
                 val_fid_figure(g),
                 "validation FID by epoch",

@@ -42,8 +42,31 @@ __all__ = [
 # GPU-seconds, dollars at the sweep's price_per_hour (nan without prices). Most telling first, with its unit.
 SPEND = (("cost_usd", "dollars", 1.0), ("gpu_s", "GPU-hours", 1 / 3600), ("train_s", "trial-hours", 1 / 3600))
 REAL_IMAGES = 64  # real test images shown beside the GAN's 8x8 samples
-DATASET_FILES = ("search", "trials", "progress_time", "pareto", "classifier", "confusion", "prepared")
-GAN_FILES = ("metrics", "samples", "search", "trials", "progress_time", "prepared", "class_samples", "log")
+# Each stage's figures come in two JSON files: its DVC metrics (a few, compared across experiments) and the details
+# beside them; the page shows both.
+DATASET_FILES = (
+    "search",
+    "search_details",
+    "trials",
+    "progress_time",
+    "pareto",
+    "classifier",
+    "classifier_details",
+    "confusion",
+    "prepared",
+)
+GAN_FILES = (
+    "metrics",
+    "details",
+    "samples",
+    "search",
+    "search_details",
+    "trials",
+    "progress_time",
+    "prepared",
+    "class_samples",
+    "log",
+)
 
 
 @dataclass(frozen=True)
@@ -79,8 +102,10 @@ class DatasetResults:
     """What the search and train stages wrote for one dataset, and its data version."""
 
     name: str
-    search: dict[str, Any]  # metrics/<ds>/search.json
-    classifier: dict[str, Any]  # metrics/<ds>/classifier.json
+    search: dict[str, Any]  # metrics/<ds>/search.json: the sweep's best, trials (and pick, cost)
+    search_details: dict[str, Any]  # metrics/<ds>/search_details.json: the rest of its summary
+    classifier: dict[str, Any]  # metrics/<ds>/classifier.json: test accuracy and params
+    classifier_details: dict[str, Any]  # metrics/<ds>/classifier_details.json: per-class accuracy, latency, pick...
     sweep: SweepResults  # search/<ds>/trials.csv and metrics/<ds>/search_progress_time.csv
     confusion: list[tuple[str, str]]  # metrics/<ds>/confusion.csv: (actual, predicted) per test image
     classes: tuple[str, ...]  # from the prepared data, in label order
@@ -93,8 +118,10 @@ class DatasetResults:
 @dataclass(frozen=True)
 class GanResults:
     dataset: str
-    metrics: dict[str, Any]  # metrics/gan.json
-    search: dict[str, Any]  # metrics/gan_search.json: the GAN sweep's counts and best FID
+    metrics: dict[str, Any]  # metrics/gan.json: FID and Inception Score over the real images'
+    details: dict[str, Any]  # metrics/gan_details.json: the rest of the scores, their references, the kept epoch
+    search: dict[str, Any]  # metrics/gan_search.json: the GAN sweep's best FID
+    search_details: dict[str, Any]  # metrics/gan_search_details.json: its counts, time and spend
     sweep: SweepResults  # search/gan/trials.csv and metrics/gan_search_progress_time.csv
     samples_png: bytes  # metrics/gan_samples.png, embedded as it is
     class_png: bytes  # metrics/gan_samples_by_class.png: real and generated, a row per class
@@ -232,7 +259,9 @@ def load_dataset_results(
     return DatasetResults(
         name=name,
         search=read_json(files["search"], search_stage),
+        search_details=read_json(files["search_details"], search_stage),
         classifier=read_json(files["classifier"], train_stage),
+        classifier_details=read_json(files["classifier_details"], train_stage),
         sweep=load_sweep(files, search_stage, CLASSIFIER_OBJECTIVE, space),
         confusion=confusion,
         classes=classes,
@@ -250,8 +279,10 @@ def load_gan_results(dataset: str, files: dict[str, Path], space: dict[str, Any]
     _, digest, real = read_prepared_meta(files["prepared"], f"prepare@{dataset}", with_test_images=REAL_IMAGES)
     return GanResults(
         dataset=dataset,
-        metrics=read_json(files["metrics"], "gan"),
+        metrics=read_json(files["metrics"], "gan_eval"),
+        details=read_json(files["details"], "gan_eval"),
         search=read_json(files["search"], "gan_search"),
+        search_details=read_json(files["search_details"], "gan_search"),
         sweep=load_sweep(files, "gan_search", GAN_OBJECTIVE, space),
         samples_png=_need(files["samples"], "gan_eval").read_bytes(),
         class_png=_need(files["class_samples"], "gan_eval").read_bytes(),

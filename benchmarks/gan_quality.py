@@ -6,10 +6,11 @@ references.
     python benchmarks/gan_quality.py --budget full   # the final GAN at params.yaml's budget; resumes by epoch
     python benchmarks/gan_quality.py --budget full --set gan.epochs=8 --set gan.lr_schedule=cosine --name NAME
 
-Every run trains one GAN config with `gan.final.train_and_score` (the final `gan` stage's code, which keeps the
-epoch with the best validation FID) and scores it on the test split in the feature space of one classifier, trained
-once and cached under benchmarks/.data/. The baseline is the same code on real images: IS of real test images and
-FID of real train against real test images. The budgets are the README laptop command's (3 epochs of 20,000 images,
+Every run trains one GAN config with `gan.final.train_best` and `score_final` (the final `gan` stage's code, which
+keeps the epoch with the best validation FID) and scores it on the test split in the feature space of one classifier,
+trained once and cached under benchmarks/.data/. The baseline is the same code on real images: IS of real test images
+and FID of real train against real test images. The budgets are the README laptop command's (3 epochs of 20,000
+images,
 2,000 scored samples) and a longer one (8 epochs of the whole train split, 10,000 scored samples).
 
 --budget full trains only the measured best config (the first of gan_search.points_to_evaluate) with params.yaml's
@@ -51,7 +52,7 @@ from grutune.config import GanTrialConfig, TrialConfig, load_params  # noqa: E40
 from grutune.errors import Collapsed, ConfigError  # noqa: E402
 from grutune.final.ray_train import RunHooks  # noqa: E402
 from grutune.gan import GENERATOR_NAMES, Recipe, class_grid, evaluate_gan  # noqa: E402
-from grutune.gan.final import FinalGanSettings, train_and_score, train_best  # noqa: E402
+from grutune.gan.final import FinalGanSettings, score_final, train_best  # noqa: E402
 from grutune.io import atomic_path, write_png  # noqa: E402
 from grutune.models import build_classifier  # noqa: E402
 from grutune.training import Split, evaluate, fit, hardware, new_classifier, pick_device  # noqa: E402
@@ -154,7 +155,8 @@ def run(name: str, kind: str, config: dict, recipe: Recipe, data, clf, budget: d
             min_diversity=0.1,
             seed=seed,
         )
-        final = train_and_score(hp, recipe, clf, data, settings, device=torch.device("cpu"))
+        cpu = torch.device("cpu")
+        final = score_final(train_best(hp, recipe, clf, data, settings, device=cpu), clf, data, settings, device=cpu)
     except Collapsed as e:
         return {**row, "collapsed": str(e), "minutes": (time.perf_counter() - t0) / 60}
     write_png(out / (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") + ".png"), final.grid)

@@ -23,7 +23,7 @@ from grutune.gan.final import (
     GanJob,
     load_generator,
     portable,
-    train_and_score,
+    score_final,
     train_best,
 )
 from grutune.gan.scoring import FidScorer, class_grid, evaluate_gan
@@ -62,9 +62,14 @@ def test_the_settings_are_the_gan_budget_scored_as_the_sweep_scores_its_trials(t
         settings.epochs = 8  # type: ignore[misc]
 
 
+def trained_and_scored(hp, recipe, clf, data, settings, *, device):
+    """The final GAN as the gan and gan_eval stages make it: `train_best`, then `score_final`."""
+    return score_final(train_best(hp, recipe, clf, data, settings, device=device), clf, data, settings, device=device)
+
+
 def test_the_final_gan_is_the_epoch_with_the_best_validation_fid(data, clf):
     torch.manual_seed(0)
-    final = train_and_score(
+    final = trained_and_scored(
         gan_config(lr_g=2e-2, lr_d=2e-2),
         Recipe(batch_size=32, ema_decay=0.0),
         clf,
@@ -82,7 +87,7 @@ def test_the_final_gan_is_the_epoch_with_the_best_validation_fid(data, clf):
 
 
 def test_scoring_every_few_epochs_scores_those_and_the_last(data, clf):
-    final = train_and_score(
+    final = trained_and_scored(
         gan_config(),
         Recipe(batch_size=64),
         clf,
@@ -96,7 +101,7 @@ def test_scoring_every_few_epochs_scores_those_and_the_last(data, clf):
 
 def test_the_final_gan_fails_when_every_scored_epoch_collapsed(data, clf):
     with pytest.raises(Collapsed) as e:
-        train_and_score(
+        trained_and_scored(
             gan_config(),
             Recipe(batch_size=64),
             clf,

@@ -34,7 +34,7 @@ __all__ = [
     "TrainedGan",
     "load_generator",
     "portable",
-    "train_and_score",
+    "score_final",
     "train_best",
 ]
 
@@ -160,7 +160,7 @@ def train_best(
 
 @dataclass(frozen=True)
 class FinalGan:
-    """`train_best` then `evaluate_gan`, as the gan and gan_eval stages run them one after the other."""
+    """`train_best` then `evaluate_gan` (`score_final`), as the gan and gan_eval stages run them one after the other."""
 
     G: Generator
     D: Discriminator
@@ -169,19 +169,11 @@ class FinalGan:
     grid: np.ndarray  # (rows, cols, C) in [0, 1]
 
 
-def train_and_score(
-    hp: GanTrialConfig,
-    recipe: Recipe,
-    clf,
-    data: Prepared,
-    settings: FinalGanSettings,
-    *,
-    device: torch.device,
-    grid: int = 8,
+def score_final(
+    t: TrainedGan, clf, data: Prepared, settings: FinalGanSettings, *, device: torch.device, grid: int = 8
 ) -> FinalGan:
-    """Train a config keeping its best epoch (`train_best`), then score that one on the test split with
-    `settings.eval_samples` samples."""
-    t = train_best(hp, recipe, clf, data, settings, device=device)
+    """A GAN `train_best` trained, scored on the test split with `settings.eval_samples` samples, as the gan and
+    gan_eval stages do one after the other."""
     metrics, picture = evaluate_gan(
         t.G, clf, data, eval_samples=settings.eval_samples, seed=settings.seed, device=device, grid=grid
     )

@@ -10,8 +10,7 @@ Every run trains one GAN config with `gan.final.train_best` and `score_final` (t
 keeps the epoch with the best validation FID) and scores it on the test split in the feature space of one classifier,
 trained once and cached under benchmarks/.data/. The baseline is the same code on real images: IS of real test images
 and FID of real train against real test images. The budgets are the README laptop command's (3 epochs of 20,000
-images,
-2,000 scored samples) and a longer one (8 epochs of the whole train split, 10,000 scored samples).
+images, 2,000 scored samples) and a longer one (8 epochs of the whole train split, 10,000 scored samples).
 
 --budget full trains only the measured best config (the first of gan_search.points_to_evaluate) with params.yaml's
 gan section (16 epochs of the whole train split on a cosine, validation FID on gan_search.eval_samples images every

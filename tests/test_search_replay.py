@@ -244,6 +244,18 @@ def test_holm_adjusts_step_down_and_stays_monotone():
     assert replay.holm([]) == []
 
 
+def test_holm_counts_a_pair_of_arms_once_and_leaves_out_what_tests_nothing():
+    """Both arms' rows report a pair's comparison: one test, adjusted once. A comparison with every difference zero
+    (random search one at a time and at 32: the same sweeps) tests nothing and does not enlarge the family."""
+    a_vs_b = replay.paired([0.01, 0.02, 0.015, 0.03, 0.01, 0.02])
+    b_vs_a = replay.paired([-0.01, -0.02, -0.015, -0.03, -0.01, -0.02])
+    c_vs_a = replay.paired([0.01, -0.02, 0.015, -0.03, 0.01, 0.02])
+    same = replay.paired([0.0] * 6)
+    replay.adjust({("a", "b"): [a_vs_b, b_vs_a], ("a", "c"): [c_vs_a], ("a", "a1"): [same]}, "holm")
+    assert a_vs_b["holm"] == b_vs_a["holm"] == pytest.approx(min(1, 2 * a_vs_b["wilcoxon_p"]))
+    assert same["holm"] == 1.0
+
+
 def test_wins_ties_and_losses_are_counted_one_way():
     """A tie is a difference of exactly zero in the stored accuracies (both picks score the same); the three counts
     add up to the seeds compared."""

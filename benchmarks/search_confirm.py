@@ -1,22 +1,36 @@
-"""Confirmation on real Fashion-MNIST: the search stage's own code, grutune's defaults against random search.
+"""Confirmation on real Fashion-MNIST: the search stage's own code, three arms at the shipped settings.
 
     GRUTUNE_DATA_MIRROR=/usr/share/datasets/fashion-mnist python benchmarks/search_confirm.py
-    # 20 paired seeds of 200 trial-epochs per arm; about 8 minutes a seed on 2 cores, resumable by seed
+    # the declared run: fresh seeds 2000-2019, 3 arms of 200 trial-epochs, every pick retrained at 3 training seeds
+    # and scored on the test split; about 30 minutes a seed on 2 cores (10 hours); resumable seed by seed, arm by arm
+    python benchmarks/search_confirm.py --seeds 2000 --budget 30 --name search_confirm_smoke   # a smoke run
 
-Both arms run `grutune.trials.classifier.run_classifier_sweep` (real Ray Tune, Optuna journal, grutune's searcher) on
-the same data, with the same training seed (so the same data order), and a sweep bounded by the same budget of
-trial-epochs (`search.max_trial_epochs`):
-- `random`: random search, every trial to its last epoch (TPE's start-up never ends, no early stopping);
-- `grutune`: params.yaml's search settings (TPE, ASHA), with the per-trial budget below.
-TPE's random start-up draws from the same seeded generator as random search, so the two arms' first configs are
-the same. Each arm picks its trial as the search stage does (the best validation accuracy any epoch reported, on
-the first 3,000 validation images); the picked config is then trained again from scratch at the full per-trial
-budget and scored on the other 3,000 validation images, which no trial saw: that is the arm's result.
-Writes benchmarks/results/search_confirm.json after every seed: per seed both results, then the medians, the
-interquartile ranges, the mean paired difference with a bootstrap 95% interval, wins and a Wilcoxon p-value, and,
-from each sweep's own epochs in the order Tune received them, the selection metric's best-so-far at 25%, 50% and
-100% of the budget and the trial-epochs each arm needed to reach random search's final best of the same seed. Each
-seed records the commit it ran at and the load average before it.
+Every arm runs `grutune.trials.classifier.run_classifier_sweep` (real Ray Tune, Optuna journal, grutune's searcher) on
+the same data and seed (so the same data order), bounded by the same budget of trial-epochs
+(`search.max_trial_epochs`), with conf/config.yaml's search section for everything it does not name:
+- `random`: random search, every trial to its last epoch (TPE's start-up never ends; grace period = max_epochs);
+- `random_asha`: random search under the shipped ASHA (its grace_period and reduction_factor): what a Ray Tune user
+  gets from early stopping alone, so the difference to `grutune` is what TPE adds;
+- `grutune`: the shipped search (TPE with its start-up share, constant liar, ASHA).
+TPE's random start-up draws from the same seeded generator as random search, so the arms' first configs are the
+same. Two settings are the benchmark's own, as in the earlier runs: the CPU-sized space of
+benchmarks/search_efficiency.py, and trials of 9 epochs of 2,000 training images (the learning-curve table's; at the
+shipped grace period 2 and reduction factor 3, ASHA decides at epochs 2 and 6 at 9 epochs as at the shipped 12).
+Each arm picks its trial as the search stage does (the best validation accuracy any epoch reported, on the first
+--val-images of the validation split). The arm's result is what the user gets: the picked config trained again from
+scratch at 3 training seeds (`RETRAIN_SEEDS`, the same for every arm, so two arms that pick the same config tie) at
+the per-trial budget, scored on the test split, which no sweep saw; the mean of the three (a config picked before, by
+another arm or seed, is not retrained: on the CPU its retraining is deterministic).
+
+Declared before the run: the seeds (`FRESH_SEEDS`, used to choose nothing), the primary comparison (`PRIMARY`:
+grutune minus random + ASHA in test accuracy), and the family of three paired comparisons (`COMPARISONS`), whose
+Wilcoxon p-values are reported raw and Holm-adjusted; wins-ties-losses and bootstrap intervals are counted as the
+replay counts them (benchmarks/search_replay.py, `paired`). Each arm's spend (trial-epochs, trials) is reported, as
+budgets end within one trial of the budget. Writes benchmarks/results/<name>.json after every arm of every seed (a
+rerun skips what it holds): per run the pick, its selection score, the spend, the three test accuracies, the
+selection metric's best-so-far by trial-epochs (in the order Tune received the epochs), the commit and the load
+average before it; then per arm the median and interquartile range, the spend, and the comparisons. On a machine
+with a GPU, trials take the shipped search.resources.gpu each and the retraining runs there too.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ import dataclasses
 import json
 import math
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -39,53 +54,60 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, RESULTS, fashion_mnist, machine, save  # noqa: E402
 from grutune.config import Params, TrialConfig  # noqa: E402
-from grutune.training import Split, evaluate, fit, new_classifier  # noqa: E402
+from grutune.training import Split, evaluate, fit, new_classifier, pick_device  # noqa: E402
 from grutune.trials.classifier import run_classifier_sweep  # noqa: E402
+from search_efficiency import SPACE  # noqa: E402  (the CPU-sized space of the earlier benchmark)
+from search_replay import holm, paired, parse_seeds  # noqa: E402  (the replay's statistics, counted one way)
 
 ROOT = Path(__file__).resolve().parents[1]
-from search_efficiency import SPACE  # noqa: E402  (the CPU-sized space of the earlier benchmark)
+FRESH_SEEDS = range(2000, 2020)  # fixed before the run; nothing was chosen on them (the old file used 0-19)
+ARMS = ("random", "random_asha", "grutune")
+RETRAIN_SEEDS = (0, 1, 2)  # training seeds of every pick's retraining
+PRIMARY = {"arm": "grutune", "versus": "random_asha"}
+COMPARISONS = (("grutune", "random_asha"), ("grutune", "random"), ("random_asha", "random"))
 
 
 def dataset(data_dir: Path, val_images: int):
+    """The prepared data with the sweeps' validation images cut to the first `val_images`, and the test split."""
     d = fashion_mnist(data_dir)
     select = dataclasses.replace(d, x_val=d.x_val[:val_images], y_val=d.y_val[:val_images])
-    held_out = Split.of(d.x_val[val_images : 2 * val_images], d.y_val[val_images : 2 * val_images], torch.device("cpu"))
-    return select, held_out
+    return select, Split.of(d.x_test, d.y_test, pick_device())
 
 
 def params_for(arm: str, seed: int, args) -> Params:
+    """The sweep's params: params.yaml's composition, conf/config.yaml's search section, and what the arm and the
+    benchmark name."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw.update(datasets=["fashion_mnist"], seed=seed)
     raw["gan"]["dataset"], raw["tracking"]["wandb"] = "fashion_mnist", False
-    s = raw["search"]
+    s = raw["search"] = dict(yaml.safe_load((ROOT / "conf/config.yaml").read_text())["search"])
     s.update(
+        num_samples=args.budget,  # the trial-epoch budget ends the sweep first
         max_epochs=args.max_epochs,
         train_subset=args.subset,
         max_trial_epochs=args.budget,
         max_concurrent_trials=0,
-        resources={"cpu": 1, "gpu": 0},
+        resources={"cpu": 1, "gpu": s["resources"]["gpu"] if torch.cuda.is_available() else 0},
         space=SPACE,
     )
+    if arm in ("random", "random_asha"):
+        s["startup_trials"] = 10**6  # TPE's random start-up never ends
     if arm == "random":
-        s.update(
-            num_samples=math.ceil(args.budget / args.max_epochs), startup_trials=10**6, grace_period=args.max_epochs
-        )
-    else:
-        s.update(num_samples=args.budget)  # the trial-epoch budget ends the sweep first
+        s["grace_period"] = args.max_epochs  # no early stopping
     return Params.model_validate(raw)
 
 
-def rescore(config: dict, data, held_out: Split, seed: int, args) -> float:
-    """Train the picked config from scratch at the full per-trial budget; its accuracy on the held-out images."""
+def retrain(config: dict, data, test: Split, seed: int, args) -> float:
+    """Train the picked config from scratch at the per-trial budget at training seed `seed`; its test accuracy."""
     torch.set_num_threads(os.cpu_count() or 1)
+    device = pick_device()
     hp = TrialConfig(**config)
     torch.manual_seed(seed)
-    model, opt = new_classifier(hp, in_shape=data.image_shape, num_classes=data.num_classes, device=torch.device("cpu"))
-    train = Split.of(data.x_train, data.y_train, torch.device("cpu"))
+    model, opt = new_classifier(hp, in_shape=data.image_shape, num_classes=data.num_classes, device=device)
     fit(
         model,
         opt,
-        train,
+        Split.of(data.x_train, data.y_train, device),
         None,
         epochs=args.max_epochs,
         batch_size=hp.batch_size,
@@ -93,7 +115,7 @@ def rescore(config: dict, data, held_out: Split, seed: int, args) -> float:
         subset=args.subset,
         schedule_epochs=args.max_epochs,
     )
-    return evaluate(model, held_out)["accuracy"]
+    return evaluate(model, test)["accuracy"]
 
 
 def progress(state: Path) -> list[list[float]]:
@@ -116,94 +138,118 @@ def best_at(curve: list[list[float]], epochs: float) -> float:
     return max([v for s, v in curve if s <= epochs], default=0.0)
 
 
-def summary(seeds: list[dict], budget: int) -> dict:
-    from scipy.stats import wilcoxon
-
-    if not seeds:
-        return {}
-    g = np.array([s["grutune"]["held_out"] for s in seeds])
-    r = np.array([s["random"]["held_out"] for s in seeds])
-    d = g - r
-    rng = np.random.default_rng(0)
-    boot = [rng.choice(d, len(d)).mean() for _ in range(10_000)]
-    out = {"seeds": len(seeds)}
-    for name, v in (("grutune", g), ("random", r)):
-        q = np.percentile(v, [25, 50, 75])
-        out[name] = {"median": float(q[1]), "iqr": [float(q[0]), float(q[2])]}
-        curves = [s[name]["progress"] for s in seeds if "progress" in s[name]]
-        if curves:  # the selection metric (the first validation images), as the sweep saw it
-            out[name]["selection_best_at_25_50_100"] = [
-                float(np.median([best_at(c, f * budget) for c in curves])) for f in (0.25, 0.5, 1.0)
-            ]
-            # trial-epochs to reach random search's final selection best of the same seed (median over seeds)
+def summary(runs: list[dict], budget: int) -> dict:
+    by = {a: {r["seed"]: r for r in runs if r["arm"] == a} for a in ARMS}
+    out: dict = {"seeds_with_every_arm": len(set.intersection(*(set(v) for v in by.values())))}
+    for a in ARMS:
+        if not by[a]:
+            continue
+        vals = [r["test"] for r in by[a].values()]
+        spend = [r["trial_epochs"] for r in by[a].values()]
+        q = np.percentile(vals, [25, 50, 75])
+        row = {
+            "seeds": len(vals),
+            "test_median": float(q[1]),
+            "test_iqr": [float(q[0]), float(q[2])],
+            "test_mean": float(np.mean(vals)),
+            "trial_epochs_median": statistics.median(spend),
+            "trial_epochs_range": [min(spend), max(spend)],
+            "trials_median": statistics.median(r["trials"] for r in by[a].values()),
+            "selection_best_at_25_50_100": [
+                float(np.median([best_at(r["progress"], f * budget) for r in by[a].values()])) for f in (0.25, 0.5, 1.0)
+            ],
+        }
+        if by["random"]:  # trial-epochs to reach random search's final selection best of the same seed
             reach = [
-                next((e for e, v in s[name]["progress"] if v >= best_at(s["random"]["progress"], math.inf)), math.inf)
-                for s in seeds
-                if "progress" in s[name] and "progress" in s["random"]
+                next((e for e, v in r["progress"] if v >= best_at(by["random"][s]["progress"], math.inf)), math.inf)
+                for s, r in by[a].items()
+                if s in by["random"]
             ]
-            out[name]["epochs_to_random_final_best"] = float(np.median(reach))
-    out["paired"] = {
-        "mean_diff": float(d.mean()),
-        "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-        "wins": int((d > 0).sum()),
-        "ties": int((d == 0).sum()),
-        "of": len(d),
-        "wilcoxon_p": float(wilcoxon(d).pvalue) if len(d) >= 5 and d.any() else None,
+            row["epochs_to_random_final_best"] = float(np.median(reach))
+        out[a] = row
+    comparisons = {}
+    for a, b in COMPARISONS:
+        seeds = sorted(set(by[a]) & set(by[b]))
+        if len(seeds) >= 5:
+            comparisons[f"{a}_vs_{b}"] = paired([by[a][s]["test"] - by[b][s]["test"] for s in seeds])
+    for v, p in zip(comparisons.values(), holm([v["wilcoxon_p"] for v in comparisons.values()])):
+        v["wilcoxon_p_holm"] = p  # over the declared family, `COMPARISONS`
+    out["comparisons"] = comparisons
+    out["primary"] = {
+        **PRIMARY,
+        "measure": "test accuracy of the pick, mean of 3 retrainings",
+        "result": comparisons.get(f"{PRIMARY['arm']}_vs_{PRIMARY['versus']}"),
     }
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--seeds", default=f"{FRESH_SEEDS[0]}-{FRESH_SEEDS[-1]}", help="e.g. 2000-2019 (the default)")
+    ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated, of %(default)s")
     ap.add_argument("--budget", type=int, default=200, help="trial-epochs per arm and seed")
     ap.add_argument("--max-epochs", type=int, default=9)
     ap.add_argument("--subset", type=int, default=2000, help="training images per trial-epoch")
-    ap.add_argument("--val-images", type=int, default=3000)
+    ap.add_argument("--val-images", type=int, default=3000, help="validation images the sweeps select on")
     ap.add_argument("--data-dir", type=Path, default=DATA)
-    ap.add_argument("--name", default="search_confirm")
+    ap.add_argument("--name", default="search_confirm_three_arms")
     args = ap.parse_args()
-    data, held_out = dataset(args.data_dir, args.val_images)
+    arms = args.arms.split(",")
+    if unknown := [a for a in arms if a not in ARMS]:
+        sys.exit(f"error: unknown arm(s) {', '.join(unknown)}; valid: {', '.join(ARMS)}")
+    data, test = dataset(args.data_dir, args.val_images)
     path = RESULTS / f"{args.name}.json"
-    seeds = json.loads(path.read_text())["seeds"] if path.exists() else []
-    done = {s["seed"] for s in seeds}
+    runs = json.loads(path.read_text())["runs"] if path.exists() else []
+    done = {(r["seed"], r["arm"]) for r in runs}
     ray.init(address="local", include_dashboard=False, log_to_driver=False)  # this machine's own, never a cluster's
-    for seed in range(args.seeds):
-        if seed in done:
-            continue
-        row = {"seed": seed, "commit": machine()["git_commit"], "load_before": os.getloadavg()}
-        for arm in ("random", "grutune"):
+    for seed in parse_seeds(args.seeds):
+        for arm in arms:
+            if (seed, arm) in done:
+                continue
+            row = {"seed": seed, "arm": arm, "commit": machine()["git_commit"], "load_before": os.getloadavg()}
             t0 = time.perf_counter()
             with tempfile.TemporaryDirectory() as state:
                 result = run_classifier_sweep(params_for(arm, seed, args), data, state_dir=Path(state))
                 curve = progress(Path(state))
             best = result.best
-            row[arm] = {
-                "config": best["config"],
-                "val_selection": best["val_accuracy"],
-                "trials": result.summary["trials"],
-                "trial_epochs": result.summary["epochs_run"],
-                "held_out": rescore(best["config"], data, held_out, seed, args),
-                "wall_s": round(time.perf_counter() - t0, 1),
-                "progress": curve,
-            }
+            sweep_s = time.perf_counter() - t0
+            key = json.dumps(best["config"], sort_keys=True)
+            known = next((r["test_per_seed"] for r in runs if json.dumps(r["config"], sort_keys=True) == key), None)
+            tests = known or [retrain(best["config"], data, test, s, args) for s in RETRAIN_SEEDS]
+            row.update(
+                config=best["config"],
+                val_selection=best["val_accuracy"],
+                trials=result.summary["trials"],
+                trial_epochs=result.summary["epochs_run"],
+                test_per_seed=tests,
+                test=float(np.mean(tests)),
+                sweep_s=round(sweep_s, 1),
+                retrain_s=round(time.perf_counter() - t0 - sweep_s, 1),  # 0: a pick retrained before, reused
+                progress=curve,
+            )
+            runs.append(row)
             print(
-                f"seed {seed} {arm}: {row[arm]['trials']} trials, {row[arm]['trial_epochs']} trial-epochs, "
-                f"picked {best['val_accuracy']:.4f}, held out {row[arm]['held_out']:.4f}",
+                f"seed {seed} {arm}: {row['trials']} trials, {row['trial_epochs']} trial-epochs, picked "
+                f"{row['val_selection']:.4f}, test {row['test']:.4f} ({', '.join(f'{t:.4f}' for t in tests)}), "
+                f"{row['sweep_s']:.0f} + {row['retrain_s']:.0f} s",
                 flush=True,
             )
-        seeds.append(row)
-        save(
-            args.name,
-            {
-                "settings": {k: str(v) for k, v in vars(args).items()},
-                "space": SPACE,
-                "load": os.getloadavg(),
-                "summary": summary(seeds, args.budget),
-                "seeds": seeds,
-            },
-        )
-    print(json.dumps(summary(seeds, args.budget), indent=1))
+            save(
+                args.name,
+                {
+                    "settings": {k: str(v) for k, v in vars(args).items()},
+                    "declared": {
+                        "seeds": f"{FRESH_SEEDS[0]}-{FRESH_SEEDS[-1]}",
+                        "primary": PRIMARY,
+                        "comparisons": COMPARISONS,
+                        "retrain_seeds": RETRAIN_SEEDS,
+                    },
+                    "space": SPACE,
+                    "summary": summary(runs, args.budget),
+                    "runs": runs,
+                },
+            )
+    print(json.dumps(summary(runs, args.budget), indent=1))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,20 @@
-"""The replay benchmark's variant of the searcher (benchmarks/search_replay.py): TPE fitted on one ASHA rung at a
-time (BOHB's rule). The replay measured it and it did not win, so it lives in the benchmark; these tests show that
-what was measured is what it claims to be."""
+"""The replay benchmark (benchmarks/search_replay.py): its default arm is the shipped search, its noise is the
+learning-curve table's, what it reports is counted one way; and its variants of the searcher (TPE fitted on one
+ASHA rung at a time, BOHB's rule; the start-up counted in trials started), measured and not adopted, are what they
+claim to be."""
 
 import importlib.util
 import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
+import yaml
 
 from grutune.sweep.binding import SweepRun, bind
+from grutune.sweep.budget import asha_rungs
 from grutune.sweep.journal import DIVERGED
 from grutune.sweep.searcher import tpe_sampler
 
@@ -162,3 +166,107 @@ def test_started_startup_counts_trials_started_so_trials_in_flight_do_not_stretc
     started = proposals(replay.StartedStartupSampler(seed=0, startup_trials=25, min_finished=2))
     assert sum(abs(x - 0.2) < 0.15 for x in started) >= 15
     assert sum(abs(x - 0.2) < 0.15 for x in plain) <= 10
+
+
+def test_the_default_arm_is_the_shipped_search():
+    """A benchmark whose default arm is not the shipped default measures something else: `grutune` names no setting
+    of its own and runs conf/config.yaml's, and the peer random + ASHA runs the shipped ASHA. The table's 9 epochs
+    stand in for max_epochs, which holds only while ASHA decides at the same epochs at both."""
+    cfg = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["search"]
+    assert replay.ARMS["grutune"] == replay.Arm("grutune")
+    arm = replay.settings(replay.ARMS["grutune"])
+    assert (arm.sampler, arm.asha, arm.schedule, arm.optuna_pruner) == ("tpe", True, "cosine", False)
+    assert not (arm.rung_tpe or arm.startup_started or arm.startup_floor)
+    assert (arm.grace, arm.rf, arm.startup, arm.multivariate, arm.liar) == (
+        cfg["grace_period"],
+        cfg["reduction_factor"],
+        cfg["startup_trials"],
+        cfg["multivariate"],
+        cfg["constant_liar"],
+    )
+    asha = replay.settings(replay.ARMS["random_asha"])
+    assert (asha.grace, asha.rf) == (cfg["grace_period"], cfg["reduction_factor"])
+    table_epochs = replay.load_table()[0]["epochs"]
+    assert (
+        asha_rungs(arm.grace, arm.rf, table_epochs)[:-1]
+        == asha_rungs(cfg["grace_period"], cfg["reduction_factor"], cfg["max_epochs"])[:-1]
+    )
+    assert replay.space() == {
+        k: (next(iter(v)), next(iter(v.values()))) if isinstance(v, dict) else v for k, v in cfg["space"].items()
+    }
+
+
+def test_the_noise_is_the_tables_whole_curves_near_the_trials_accuracy():
+    """A trial's noise is one table run's training-seed deviation curve (spread 0.05 at epoch 1, 0.01 at the last,
+    and barely correlated between them) and one run's half difference, from runs of about its final accuracy."""
+    noise = replay.noise_of(replay.load_table(), 9)
+    sd = np.sqrt((noise.seed_devs**2).mean(axis=0))
+    assert sd[0] > 3 * sd[-1]
+    assert abs(np.corrcoef(noise.seed_devs[:, 0], noise.seed_devs[:, -1])[0, 1]) < 0.3
+    assert np.allclose(noise.half_diffs.mean(axis=0), 0)
+    rng = np.random.default_rng(0)
+    for level in (0.5, 0.87):
+        for _ in range(20):
+            dev, half = noise.draw(level, rng)
+            i = next(i for i, row in enumerate(noise.seed_devs) if np.array_equal(row, dev))
+            nearest = np.sort(np.abs(noise.seed_level - level))[replay.NEAR_DEVS - 1]
+            assert abs(noise.seed_level[i] - level) <= nearest
+            assert any(np.array_equal(2 * half, row) or np.array_equal(-2 * half, row) for row in noise.half_diffs)
+
+
+class _Flat:
+    """A regressor of the surrogate's shape: every config the same rising curve, and one second an epoch."""
+
+    def __init__(self, curve):
+        self.curve = np.asarray(curve)
+
+    def predict(self, X):
+        return np.tile(self.curve, (len(X), 1)) if self.curve.ndim else np.full(len(X), float(self.curve))
+
+
+def test_the_in_flight_level_reached_is_what_the_budget_rule_admits(tmp_path):
+    """At 200 trial-epochs of 9-epoch trials the budget rule starts at most 22 trials however many slots there are,
+    and the replay reports the 22 it reached, not the 32 asked for."""
+    zeros = np.zeros((3, 9))
+    sur = replay.Surrogate(
+        models={"cosine": _Flat(np.linspace(0.5, 0.8, 9))},
+        time_model=_Flat(0.0),
+        noise=replay.Noise(zeros, np.full(3, 0.8), zeros, np.full(3, 0.8)),
+        epochs=9,
+    )
+    wide = replay.run_sweep(replay.ARMS["random"], sur, 0, 200, 32, tmp_path)
+    assert wide["trials"] == wide["in_flight_max"] == 22 and wide["in_flight_mean"] <= 22
+    narrow = replay.run_sweep(replay.ARMS["random"], sur, 1, 200, 2, tmp_path)
+    assert narrow["in_flight_max"] == 2 and 1 < narrow["in_flight_mean"] <= 2
+
+
+def test_holm_adjusts_step_down_and_stays_monotone():
+    assert replay.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert replay.holm([0.3, 0.4]) == pytest.approx([0.6, 0.6])
+    assert replay.holm([]) == []
+
+
+def test_holm_counts_a_pair_of_arms_once_and_leaves_out_what_tests_nothing():
+    """Both arms' rows report a pair's comparison: one test, adjusted once. A comparison with every difference zero
+    (random search one at a time and at 32: the same sweeps) tests nothing and does not enlarge the family."""
+    a_vs_b = replay.paired([0.01, 0.02, 0.015, 0.03, 0.01, 0.02])
+    b_vs_a = replay.paired([-0.01, -0.02, -0.015, -0.03, -0.01, -0.02])
+    c_vs_a = replay.paired([0.01, -0.02, 0.015, -0.03, 0.01, 0.02])
+    same = replay.paired([0.0] * 6)
+    replay.adjust({("a", "b"): [a_vs_b, b_vs_a], ("a", "c"): [c_vs_a], ("a", "a1"): [same]}, "holm")
+    assert a_vs_b["holm"] == b_vs_a["holm"] == pytest.approx(min(1, 2 * a_vs_b["wilcoxon_p"]))
+    assert same["holm"] == 1.0
+
+
+def test_wins_ties_and_losses_are_counted_one_way():
+    """A tie is a difference of exactly zero in the stored accuracies (both picks score the same); the three counts
+    add up to the seeds compared."""
+    d = [0.01, 0.0, -0.02, 0.03, 0.0, 0.01, 0.002]
+    out = replay.paired(d)
+    assert (out["wins"], out["ties"], out["losses"], out["of"]) == (4, 2, 1, 7)
+    assert replay.paired([0.0] * 6)["wilcoxon_p"] == 1.0
+
+
+def test_seeds_are_given_as_ranges_or_lists():
+    assert replay.parse_seeds("1000-1002,5") == [1000, 1001, 1002, 5]
+    assert list(replay.FRESH_SEEDS) == list(range(1000, 1200))

@@ -1,12 +1,23 @@
-"""Where a sweep is kept (grutune.sweep.storage): its folder, its Tune experiments in order, its sweep.json, and a
-sweep saved by grutune's earlier layout refused with what to do. None of it starts Ray."""
+"""Where a sweep is kept (grutune.sweep.storage): its folder, its Tune experiments in order, its sweep.json, a sweep
+saved by grutune's earlier layout refused with what to do, and the journal's copy in cloud storage, which never goes
+back in time. None of it starts Ray.
 
+The cloud storage is pyarrow's local filesystem behind a file:// URI: the same pyarrow calls as for s3://, on a real
+filesystem; the journals are real Optuna journals, written by Optuna.
+"""
+
+import pickle
+
+import optuna
 import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
 from grutune.config import load_params
 from grutune.data import load_prepared
 from grutune.errors import GrutuneError
-from grutune.sweep.storage import place, read_state, segments, write_state
+from grutune.sweep.binding import SweepRun, bind
+from grutune.sweep.storage import JournalSync, place, read_state, segments, write_state
 from grutune.trials.classifier import classifier_sweep, run_classifier_sweep
 from sweeps import tiny_writer
 
@@ -48,3 +59,102 @@ def test_a_sweep_saved_by_the_earlier_layout_is_refused_with_what_to_do(tmp_path
     (tmp_path / "state" / f"{sid}.optuna.journal").write_text("")
     with pytest.raises(GrutuneError, match=rf"sweep {sid} .* was saved by an earlier grutune.*move .* away"):
         run_classifier_sweep(params, data, state_dir=tmp_path / "state")
+
+
+# --------------------------------------------------------------------------- the journal's copy in cloud storage
+
+
+def grown_journal(path, steps):
+    """An Optuna journal at `path`, written by Optuna in `steps` stages; returns its bytes after each stage (every
+    later one holds the earlier ones: a journal only grows)."""
+    study = optuna.create_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(path))))
+    stages = []
+    for _ in range(steps):
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        trial.report(0.5, step=1)
+        study.tell(trial, 0.6)
+        stages.append(path.read_bytes())
+    return stages
+
+
+@pytest.fixture
+def synced(tmp_path):
+    """A JournalSync bound as the driver binds a sweep with cloud storage: the journal on this node, its copy at a
+    file:// URI (pyarrow's local filesystem, as Tune's storage would be for s3://)."""
+    local = tmp_path / "state/sweep/optuna.journal"
+    remote = tmp_path / "bucket/grutune/sweep/optuna.journal"
+    bind("sweep", SweepRun(journal=local, target=4, max_concurrent=1, segment="tune-1", journal_uri=f"file://{remote}"))
+    return JournalSync("sweep"), local, remote
+
+
+def test_a_resume_keeps_the_newer_journal_and_never_goes_back(tmp_path, synced):
+    """The journal is append-only, so the longer copy is the newer: a local journal newer than its copy (a kill on
+    the same head after tells the copy missed) is kept, not overwritten; an older or missing one is replaced by the
+    copy; a copy cut mid-record counts only its whole records."""
+    sync, local, remote = synced
+    stages = grown_journal(tmp_path / "grown.journal", 3)
+    remote.parent.mkdir(parents=True)
+    local.parent.mkdir(parents=True)
+
+    sync.download()  # no copy yet, no journal here: nothing to do
+    assert not local.exists()
+
+    remote.write_bytes(stages[0])
+    sync.download()  # a new head: the copy comes down
+    assert local.read_bytes() == stages[0]
+
+    local.write_bytes(stages[2])  # killed after two more tells, which were never copied up
+    sync.download()
+    assert local.read_bytes() == stages[2]  # kept: the copy is older
+
+    local.write_bytes(stages[1])  # a journal here older than the copy (the sweep went on elsewhere)
+    remote.write_bytes(stages[2])
+    sync.download()
+    assert local.read_bytes() == stages[2]
+
+    remote.write_bytes(stages[1] + stages[2][len(stages[1]) :][:7])  # a copy cut mid-record
+    local.write_bytes(stages[2])
+    sync.download()
+    assert local.read_bytes() == stages[2]
+    local.write_bytes(stages[1] + b'{"op_code": 4, "cut')  # the journal here cut mid-record: the whole ones count
+    remote.write_bytes(stages[2])
+    sync.download()
+    assert local.read_bytes() == stages[2]
+
+
+def test_journals_that_part_ways_stop_the_sweep_naming_both(tmp_path, synced):
+    sync, local, remote = synced
+    ours = grown_journal(tmp_path / "ours.journal", 2)
+    theirs = grown_journal(tmp_path / "theirs.journal", 2)
+    assert ours[0] != theirs[0]  # two studies: different ids and parameters
+    local.parent.mkdir(parents=True)
+    remote.parent.mkdir(parents=True)
+    local.write_bytes(ours[1])
+    remote.write_bytes(ours[0] + theirs[1][len(theirs[0]) :])  # the copy went on with other records
+    with pytest.raises(GrutuneError, match=r"sweep sweep: its journal here .* and its copy at file://.* part after"):
+        sync.download()
+    assert local.read_bytes() == ours[1]  # nothing was overwritten
+
+
+def test_the_copy_is_written_at_every_snapshot_tune_takes(tmp_path, synced):
+    """Tune asks each callback for its state (`get_state`) when it takes a snapshot of the experiment, before it
+    copies the snapshot up: the journal's copy is written then, so it is never older than the snapshot. Unchanged,
+    it is not written again; the callback, pickled with the experiment, keeps only the study's name."""
+    sync, local, remote = synced
+    local.parent.mkdir(parents=True)
+    study = optuna.create_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(local))))
+    assert sync.get_state() is None  # Tune's contract: no state of its own to keep
+    assert remote.read_bytes() == local.read_bytes()
+    study.tell(study.ask(), 0.1)
+    remote.write_bytes(b"")  # not rewritten while the journal is unchanged: marked here to see it rewritten
+    sync.get_state()
+    assert remote.read_bytes() == local.read_bytes()
+    remote.write_bytes(b"marker")
+    sync.get_state()
+    sync.on_experiment_end([])
+    assert remote.read_bytes() == b"marker"  # nothing new to copy up
+    restored = pickle.loads(pickle.dumps(sync))
+    assert vars(restored) == {"study_name": "sweep", "_sent": None}
+    restored.get_state()  # a restored callback copies up at its first snapshot
+    assert remote.read_bytes() == local.read_bytes()

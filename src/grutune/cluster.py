@@ -1,10 +1,12 @@
-"""What the Ray cluster a stage runs on has and can grow to: joining it, and the resources a trial or a final
-stage's worker asks of it (never quietly less than the user asked: see `trial_resources`)."""
+"""What the Ray cluster a stage runs on has and can grow to: joining it, the resources a trial or a final stage's
+worker asks of it (never quietly less than the user asked: see `trial_resources`), and whether a storage folder is
+one that all its nodes reach (`require_shared_storage`)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 from pathlib import Path
 
 import ray
@@ -15,12 +17,16 @@ from grutune.errors import ConfigError
 __all__ = [
     "AUTOSCALING_CONFIG",
     "AUTOSCALING_CONFIG_ENV",
+    "SHARED_FILESYSTEMS",
     "autoscaler_slots",
     "autoscaling_config",
+    "can_grow",
+    "filesystem_type",
     "init_ray",
     "join_cluster",
     "largest_node_cpus",
     "quiet_ray_notices",
+    "require_shared_storage",
     "show_resources",
     "trial_resources",
     "trial_slots",
@@ -209,3 +215,150 @@ def largest_node_cpus() -> float:
     config = autoscaling_config() or {}
     cpus += [t.get("resources", {}).get("CPU", 0) for t in config.get("available_node_types", {}).values()]
     return max([c for c in cpus if c] or [1])
+
+
+# --------------------------------------------------------------------------- storage that every node reaches
+
+# Filesystems that other machines can mount too (NFS, EFS, SMB, Lustre and other cluster filesystems, FUSE mounts of
+# object stores): a folder on one of them may be shared by every node. Any other type is this machine's own disk.
+SHARED_FILESYSTEMS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "ceph",
+        "glusterfs",
+        "fuse.glusterfs",
+        "fuse.ceph",
+        "fuse.cephfs",
+        "fuse.juicefs",
+        "fuse.s3fs",
+        "fuse.mountpoint-s3",
+        "fuse.gcsfuse",
+        "fuse.sshfs",
+        "fuse.efs",
+    }
+)
+
+
+def filesystem_type(path: str | os.PathLike, mounts: str | None = None) -> str | None:
+    """The type of the filesystem holding `path` on this node, from a mount table in /proc/self/mounts' format
+    (`mounts`; by default this process's): the mount point that contains the path most closely. None where there is
+    no mount table to read (not Linux)."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/self/mounts").read_text()
+        except OSError:
+            return None
+    path = Path(os.path.abspath(path))
+    best, kind = -1, None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = Path(fields[1].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\"))
+        if (path == point or point in path.parents) and len(point.parts) > best:
+            best, kind = len(point.parts), fields[2]
+    return kind
+
+
+def can_grow(config: dict | None) -> bool:
+    """Whether an autoscaler of this cluster config may add nodes on other machines: some worker type with
+    `max_workers` above 0, within the cluster's own. Ray's fake multi-node provider, whose nodes are processes on
+    this machine, adds none."""
+    if not config or config.get("provider", {}).get("type") == "fake_multinode" or config.get("max_workers", 1) <= 0:
+        return False
+    head = config.get("head_node_type")
+    return any(
+        t.get("max_workers", 0) > 0 for name, t in config.get("available_node_types", {}).items() if name != head
+    )
+
+
+@ray.remote(num_cpus=0)
+def _read_marker(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None
+
+
+def _nodes_not_seeing(folder: Path, timeout_s: float = 120.0) -> list[str]:
+    """The addresses of the alive nodes other than this one that do not see the file this node writes in `folder`
+    (a task on each reads it back). A node that does not answer in time is not counted: it may be gone."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    others = [n for n in ray.nodes() if n["Alive"] and n["NodeID"] != here]
+    if not others:
+        return []
+    token = secrets.token_hex(16)
+    marker = folder / f".grutune-shared-{token[:12]}"
+    marker.write_text(token)
+    try:
+        asks = {
+            _read_marker.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=n["NodeID"], soft=False)
+            ).remote(str(marker)): n["NodeManagerAddress"]
+            for n in others
+        }
+        ready, late = ray.wait(list(asks), num_returns=len(asks), timeout=timeout_s)
+        if late:
+            log.warning("%d node(s) did not say in %gs whether they see %s", len(late), timeout_s, folder)
+        blind = []
+        for ref in ready:
+            try:
+                seen = ray.get(ref)
+            except ray.exceptions.RayError:  # its node went away meanwhile
+                continue
+            if seen != token:
+                blind.append(asks[ref])
+        return blind
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def require_shared_storage(folder: str | os.PathLike, key: str, value: str | None) -> None:
+    """Refuse a storage folder on this node's own disk where other nodes write to it, before any training: Tune's
+    trials and Ray Train's workers write their checkpoints from the node they run on, so a folder only the head sees
+    fails each of them on a worker after its retries (Ray: "A local path on the head node is not accessible by
+    worker nodes").
+
+    `folder` is the storage's folder on this node (a path, or a file:// URI's), created here; `key` and `value` name
+    the setting. Every other alive node must see a file written there now, and where the cluster's autoscaler
+    (`autoscaling_config`) may add nodes, the folder must be on a filesystem that other machines mount
+    (`SHARED_FILESYSTEMS`: NFS, EFS, ...). Where Ray is not running here, there is nothing to check. Cloud URIs
+    (s3://, gs://) are not local and need no check.
+    """
+    if not ray.is_initialized():
+        return
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        blind = _nodes_not_seeing(folder)
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot write to {folder}: {e.strerror or e}") from None
+    kind = filesystem_type(folder)
+    config = autoscaling_config()
+    if blind:
+        why = (
+            f"{len(blind)} other node(s) of this Ray cluster do not see ({', '.join(sorted(set(blind))[:3])}"
+            f"{', ...' if len(set(blind)) > 3 else ''})"
+        )
+    elif can_grow(config) and kind not in SHARED_FILESYSTEMS:
+        why = (
+            f"the nodes this cluster's autoscaler adds will not see: it is on this machine's own disk "
+            f"({kind or 'no mount table'}; {os.environ.get(AUTOSCALING_CONFIG_ENV) or AUTOSCALING_CONFIG})"
+        )
+    else:
+        return
+    shown = "null (the default)" if value is None else value
+    raise ConfigError(
+        f"{key} is {shown}: {folder} is a folder that {why}, so every trial or worker there would fail; set {key} "
+        f"to storage every node reaches, an s3:// URI or a path on a shared mount (NFS) that every node has: "
+        f"GRUTUNE_STORAGE=s3://YOUR-BUCKET/grutune before `dvc exp run`, or -S {key}=... (docs/cluster.md)"
+    )

@@ -48,7 +48,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.util.queue import Empty, Queue
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from grutune.cluster import largest_node_cpus, show_resources, trial_resources
+from grutune.cluster import largest_node_cpus, require_shared_storage, show_resources, trial_resources
 from grutune.config import FinalResources
 from grutune.errors import GrutuneError, NonFiniteLoss
 from grutune.io import is_uri, workspace_root
@@ -127,6 +127,8 @@ def placement(resources: FinalResources, *, key: str, storage: str | None, max_f
     root = storage or str(workspace_root() / ".grutune")
     if not is_uri(root):
         root = str((workspace_root() / root).resolve())
+        # the storage param of the stage's sweep: train's is search.storage, gan's and gan_eval's gan_search.storage
+        require_shared_storage(root, f"{'search' if key == 'train' else 'gan_search'}.storage", storage)
     return Placement(
         resources=got,
         storage=f"{root.rstrip('/')}/final",

@@ -1,19 +1,24 @@
 """Where a sweep is kept: its folder `<storage>/<sweep id>/` (a shared path or a cloud URI), its Tune experiments
 ("segments": tune-1, tune-2, ...), its `sweep.json`, and, with cloud storage, the copy of its local journal there.
 
-With a path, the folder holds the Optuna journal and `sweep.json` too. With a cloud URI they are kept in
-`<state_dir>/<sweep id>/` on the driver's node, and the journal is copied up after every finished trial
-(`JournalSync`). Nothing saved names an absolute path.
+With a path, the folder holds the Optuna journal and `sweep.json` too; on a Ray cluster every node must see it
+(`grutune.cluster.require_shared_storage`, checked when the folder is placed). With a cloud URI they are kept in
+`<state_dir>/<sweep id>/` on the driver's node, and the journal is copied up at every snapshot Tune takes of the
+experiment, before Tune copies its snapshot up (`JournalSync`): the copy is never older than the snapshot beside it.
+The journal only grows, so of the local journal and its copy the longer is the newer, and a resume keeps it.
+Nothing saved names an absolute path.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ray import tune
 
+from grutune.cluster import require_shared_storage
 from grutune.errors import GrutuneError
 from grutune.io import is_uri, not_a_directory, workspace_root, write_json
 from grutune.sweep.binding import bound
@@ -50,7 +55,9 @@ class SweepPlace:
 
 def place(sweep_id: str, storage: str | None, key: str, state_dir: Path) -> SweepPlace:
     """The folder of sweep `sweep_id` under `storage` (the params key `key`; None: `state_dir`), created; a relative
-    path is the DVC workspace's, also in a queued experiment's temporary copy."""
+    path is the DVC workspace's, also in a queued experiment's temporary copy. On a Ray cluster, a folder on this
+    node's disk that the other nodes do not reach is refused, naming `key` (`require_shared_storage`)."""
+    given = storage
     storage = storage or str(Path(state_dir).resolve())
     if not is_uri(storage):
         storage = str((workspace_root() / storage).resolve())
@@ -70,7 +77,22 @@ def place(sweep_id: str, storage: str | None, key: str, state_dir: Path) -> Swee
         local_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise GrutuneError(f"{key}: cannot create the sweep's folder {local_dir}: {e.strerror}") from None
+    if (folder := _local_folder(uri)) is not None:
+        require_shared_storage(folder, key, given)
     return SweepPlace(uri, local_dir, f"{uri}/{JOURNAL}" if is_uri(storage) else None)
+
+
+def _local_folder(uri: str) -> Path | None:
+    """The folder on this node that a sweep's `uri` names (a path, or a file:// URI), created; None for a cloud."""
+    import pyarrow.fs
+
+    if not is_uri(uri):
+        return Path(uri)
+    fs, path = pyarrow.fs.FileSystem.from_uri(uri)
+    if not isinstance(fs, pyarrow.fs.LocalFileSystem):
+        return None
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return Path(path)
 
 
 def segments(sweep_uri: str) -> list[str]:
@@ -113,12 +135,31 @@ def write_state(local_dir: Path, state: dict) -> None:
     write_json(local_dir / STATE, {"format": "grutune-sweep", "version": 2, **state})
 
 
+def _whole(journal: bytes) -> bytes:
+    """A journal's whole records: all up to its last newline (a kill or a full disk may have cut the last one)."""
+    return journal[: journal.rfind(b"\n") + 1]
+
+
 class JournalSync(tune.Callback):
     """Keeps a copy of the local Optuna journal at a cloud URI, so the search history outlives the head node.
-    Pickled with the experiment, it holds only the study's name: both places come from `bind`."""
+
+    The copy is written at every snapshot Tune takes of the experiment (Tune asks each callback for its state,
+    `get_state`, just before it copies the snapshot up), after every finished or errored trial and at the
+    experiment's end: the copy is never older than Tune's snapshot in the same storage, which is what the recovery
+    protocol relies on (grutune.sweep.searcher). Optuna only appends to a journal, so of two copies the longer is
+    the newer: `download` keeps the local journal where it holds all that the remote one holds, and stops where
+    each holds records the other lacks. Pickled with the experiment, it holds only the study's name: both places
+    come from `bind`."""
 
     def __init__(self, study_name: str):
         self.study_name = study_name
+        self._sent: tuple[int, int] | None = None  # (size, mtime) of the local journal last copied up, here
+
+    def __getstate__(self) -> dict:
+        return {"study_name": self.study_name}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["study_name"])
 
     @property
     def local(self) -> Path:
@@ -129,24 +170,62 @@ class JournalSync(tune.Callback):
 
         return pyarrow.fs.FileSystem.from_uri(bound(self.study_name).journal_uri)
 
-    def download(self) -> None:
+    def _remote(self) -> bytes | None:
         import pyarrow.fs
 
         fs, path = self._fs()
-        if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+        if fs.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+            return None
+        with fs.open_input_stream(path) as f:
+            return f.readall()
+
+    def download(self) -> None:
+        """Bring the newer journal here: the remote copy where there is no local journal or the local one holds
+        fewer whole records, of which the copy holds them all. A local journal that holds all the copy does stays
+        (the next snapshot copies it up). Where each holds whole records the other lacks, the sweep went on in two
+        places since they parted: that is an error, not a guess."""
+        remote = self._remote()
+        if remote is None:
+            return
+        local = self.local.read_bytes() if self.local.is_file() else None
+        if local is not None and _whole(remote) == _whole(local):
+            return
+        if local is None or (len(_whole(remote)) > len(_whole(local)) and _whole(remote).startswith(_whole(local))):
             self.local.parent.mkdir(parents=True, exist_ok=True)
-            pyarrow.fs.copy_files(
-                path, str(self.local), source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem()
-            )
+            tmp = self.local.with_name(f".{self.local.name}.download")
+            tmp.write_bytes(remote)
+            os.replace(tmp, self.local)
+            return
+        if _whole(local).startswith(_whole(remote)):
+            return
+        records = os.path.commonprefix([_whole(local), _whole(remote)]).count(b"\n")
+        raise GrutuneError(
+            f"sweep {self.study_name}: its journal here ({self.local}) and its copy at "
+            f"{bound(self.study_name).journal_uri} part after record {records}, and each holds records the "
+            f"other lacks: the sweep went on in two places. Keep the one to go on with and move the other away, then "
+            f"run the stage again"
+        )
 
     def upload(self) -> None:
+        """Copy the local journal up, where it changed since it was last copied up from this process."""
         import pyarrow.fs
 
-        if self.local.exists():
-            fs, path = self._fs()
-            pyarrow.fs.copy_files(
-                str(self.local), path, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs
-            )
+        if not self.local.is_file():
+            return
+        stat = self.local.stat()
+        if (stat.st_size, stat.st_mtime_ns) == self._sent:
+            return
+        data = self.local.read_bytes()
+        fs, path = self._fs()
+        if isinstance(fs, pyarrow.fs.LocalFileSystem):
+            fs.create_dir(str(Path(path).parent), recursive=True)
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+        self._sent = (stat.st_size, stat.st_mtime_ns)
+
+    def get_state(self) -> None:
+        self.upload()  # Tune is taking a snapshot of the experiment: the journal goes up first
+        return None
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.upload()

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 
-__all__ = ["Collapsed", "ConfigError", "DataError", "GrutuneError", "NonFiniteLoss", "PlainLines", "cli", "show_log"]
+__all__ = [
+    "Collapsed",
+    "ConfigError",
+    "DataError",
+    "GrutuneError",
+    "NonFiniteLoss",
+    "PlainLines",
+    "StorageFull",
+    "cli",
+    "full_reason",
+    "is_storage_full",
+    "show_log",
+]
 
 
 class GrutuneError(Exception):
@@ -20,6 +34,28 @@ class ConfigError(GrutuneError):
 
 class DataError(GrutuneError):
     """A download or a data file failed verification or parsing; the message names the file."""
+
+
+class StorageFull(GrutuneError):
+    """A stage's storage has no room left (a full disk or quota): it stopped, keeping what was written, and its
+    message names the place and the fix."""
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+
+
+def is_storage_full(e: BaseException) -> bool:
+    """Whether `e` is a write that failed for want of room: an OSError with ENOSPC or EDQUOT, also one raised by
+    pyarrow (Ray Tune's storage), which may give the errno only in its message."""
+    return isinstance(e, OSError) and (e.errno in _FULL or any(t in str(e) for t in _FULL_TEXT))
+
+
+def full_reason(e: BaseException) -> str:
+    """What `is_storage_full` found, in the system's words: "No space left on device" or "Disk quota exceeded"."""
+    if isinstance(e, OSError) and e.errno in _FULL:
+        return os.strerror(e.errno)
+    return next((t for t in _FULL_TEXT if t in str(e)), _FULL_TEXT[0])
 
 
 class NonFiniteLoss(RuntimeError):

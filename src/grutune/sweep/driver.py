@@ -9,6 +9,8 @@ or its budget is spent, then read back one row per trial (`results`).
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import logging
 import os
 import pickle
@@ -20,7 +22,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from grutune.cluster import show_resources, trial_resources, trial_slots
-from grutune.errors import GrutuneError
+from grutune.errors import GrutuneError, StorageFull, full_reason, is_storage_full
 from grutune.sweep.binding import SweepRun, bind, location
 from grutune.sweep.budget import budget_allows_trial, budget_seconds, spent, startup_count, time_allows_trial
 from grutune.sweep.budget import trial_seconds as seconds_of
@@ -47,7 +49,7 @@ from grutune.sweep.storage import (
     write_state,
 )
 
-__all__ = ["SweepInterrupted", "pending_trials", "run_sweep"]
+__all__ = ["STORAGE_FULL", "StorageGuard", "SweepInterrupted", "pending_trials", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +114,119 @@ def run_sweep(
         reuse_actors=not remote,
     )
     _quiet_tune()
-    names = _open(run, sync)
-    all_results = _run_experiments(run, names)
+    with _storage_errors(run):
+        names = _open(run, sync)
+        all_results = _run_experiments(run, names)
     return _results(run, names, all_results)
+
+
+# --------------------------------------------------------------------------- a full storage
+
+STORAGE_FULL = "storage_full"  # a trial's result key: its checkpoint could not be written for want of room (the why)
+
+
+class StorageGuard(tune.Stopper):
+    """Stops the sweep, as a kill would, at the first write that failed for want of room: a trial's checkpoint (the
+    trial reports `STORAGE_FULL`), or Tune's experiment snapshot (`_watch_storage`). It raises out of Tune's loop
+    before the scheduler or the searcher sees the result, so nothing is told to Optuna: the trial stays RUNNING in
+    the journal and resumes from its last whole checkpoint on the next run (protocol in grutune.sweep.searcher).
+    Pickled with the experiment, it holds only the study's name."""
+
+    def __init__(self, study_name: str):
+        self.study_name = study_name
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        if result.get(STORAGE_FULL):
+            raise StorageFull(str(result[STORAGE_FULL]))
+        return self.stop_all()
+
+    def stop_all(self) -> bool:
+        if (why := _FULL_SEEN.get(self.study_name)) is not None:
+            raise StorageFull(why)
+        return False
+
+
+_FULL_SEEN: dict[str, str] = {}  # study -> the write Tune failed for want of room, in this process
+
+
+class _TuneSyncFull(logging.Filter):
+    """Notes a failed write of Tune's own (its experiment snapshot and result files, which Tune logs and goes on
+    from) that failed for want of room, so `StorageGuard` stops the sweep; such records are dropped, as the
+    stage's one line says it all."""
+
+    def __init__(self, study_name: str):
+        super().__init__()
+        self.study_name = study_name
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else OSError(record.getMessage())  # the syncer's: a text
+        if is_storage_full(error):
+            why = f"Tune could not write its experiment's state: {full_reason(error)}"
+            _FULL_SEEN.setdefault(self.study_name, why)
+            return False
+        return True
+
+
+_TUNE_WRITERS = ("ray.tune.execution.experiment_state", "ray.train._internal.syncer")  # loggers of Tune's syncs
+
+
+@contextlib.contextmanager
+def _watch_storage(study_name: str):
+    watch = _TuneSyncFull(study_name)
+    _FULL_SEEN.pop(study_name, None)
+    for name in _TUNE_WRITERS:
+        logging.getLogger(name).addFilter(watch)
+    try:
+        yield
+    finally:
+        for name in _TUNE_WRITERS:
+            logging.getLogger(name).removeFilter(watch)
+
+
+@contextlib.contextmanager
+def _storage_errors(run: _Run):
+    """A write to the sweep's storage that failed for want of room (a trial's checkpoint, the journal, Tune's or our
+    own state) or on a read-only storage, as one message naming the place and the fix. The sweep has stopped as a
+    kill would stop it: what was written is kept, and the next run resumes it."""
+    key, where = f"{run.sweep.key}.storage", run.where
+    try:
+        yield
+    except Exception as error:
+        e = _storage_cause(error)  # Tune re-raises what its loop met as a TuneError, chained to it
+        if isinstance(e, StorageFull):
+            raise StorageFull(_full_message(key, where, str(e))) from None
+        if isinstance(e, OSError) and is_storage_full(e):
+            raise StorageFull(
+                _full_message(key, where, f"writing {e.filename or where.journal}: {full_reason(e)}")
+            ) from None
+        if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES):
+            raise GrutuneError(
+                f"{key}: cannot write the sweep's state to {e.filename or where.local_dir} ({e.strerror}): make it "
+                f"writable, or set {key} to a storage you can write to"
+            ) from None
+        raise
+
+
+def _storage_cause(error: BaseException) -> BaseException | None:
+    """The full or read-only storage behind `error`, found along its chain of causes (None: none)."""
+    seen = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        if isinstance(e, StorageFull) or (
+            isinstance(e, OSError) and (is_storage_full(e) or e.errno in (errno.EROFS, errno.EACCES))
+        ):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _full_message(key: str, where: SweepPlace, what: str) -> str:
+    place_ = where.uri if where.local_dir == Path(where.uri) else f"{where.uri} (and {where.local_dir})"
+    return (
+        f"{key}: no room left in {place_}: {what}. The sweep stopped and keeps everything it finished; free space "
+        f"there (or set {key} to a storage with room), then run `dvc repro` again: the sweep resumes where it stopped"
+    )
 
 
 def _spend_limit(sweep: Sweep, resources: dict[str, float]) -> tuple[float, str] | None:
@@ -229,8 +341,9 @@ def _tuner(run: _Run, name: str, path: str, trials_before: int):
     if tune.Tuner.can_restore(path):
         # The searcher and callbacks come back from Tune's snapshot; `bind` gave them today's places and limits.
         try:
+            _read_snapshot(path)
             return tune.Tuner.restore(path, trainable=run.trainable, resume_unfinished=True, resume_errored=False)
-        except (EOFError, pickle.UnpicklingError) as e:  # killed while Tune wrote its first state
+        except (EOFError, pickle.UnpicklingError, json.JSONDecodeError) as e:  # killed or full while Tune wrote it
             aside = f"{name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
             log.warning(
                 "Tune experiment %s cannot be restored (%s: its state was cut off while it was written); moved "
@@ -276,10 +389,27 @@ def _tuner(run: _Run, name: str, path: str, trials_before: int):
             storage_path=run.where.uri,
             callbacks=run.callbacks,
             failure_config=tune.FailureConfig(max_failures=s.max_failures),
+            stop=StorageGuard(sweep.sweep_id),
             # Not one: after a hard kill the last experiment snapshot may point at an earlier checkpoint.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
         ),
     )
+
+
+def _read_snapshot(path: str) -> None:
+    """Read a Tune experiment's newest snapshot (`experiment_state-<time>.json`, Tune's documented experiment
+    folder): JSONDecodeError where a full disk or a kill cut it, which Tune itself would only meet mid-`fit`."""
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(path)
+    states = sorted(
+        f.path
+        for f in fs.get_file_info(pyarrow.fs.FileSelector(root))
+        if Path(f.path).name.startswith("experiment_state-") and f.path.endswith(".json")
+    )
+    if states:
+        with fs.open_input_stream(states[-1]) as f:
+            json.loads(f.readall())
 
 
 def _run_experiments(run: _Run, names: list[str]) -> list:
@@ -296,8 +426,10 @@ def _run_experiments(run: _Run, names: list[str]) -> list:
         _bind(run, name, known)
         trials_before = sum(len(results) for results in all_results)
         tuner = _tuner(run, name, f"{where.uri}/{name}", trials_before)
-        with pending_trials(run.concurrency):
+        with pending_trials(run.concurrency), _watch_storage(sid):
             results = tuner.fit()
+            if (why := _FULL_SEEN.get(sid)) is not None:  # Tune's last snapshot may be cut: the next run sees to it
+                raise StorageFull(why)
         all_results.append(results)
         study = load_study(where.journal, sid)
         done = created_trials(study)

@@ -32,16 +32,26 @@ The protocol:
    Tune's result files of such a trial are rewritten by the replay.
 5. A journal whose last record was cut (a kill or a full disk during a write) is repaired to its last whole record
    before anything opens it, and the original is kept beside it (`grutune.sweep.journal.repair_journal`).
+6. `Study.ask` writes a trial, then its hyperparameters one record at a time: a kill or a full disk in between leaves
+   an orphan with part of its config. Before it is handed out again, its missing hyperparameters are drawn by the
+   study's sampler (a point of `points_to_evaluate`: the point's values) and written with
+   `BaseStorage.set_trial_param`, so no trial reaches Tune without its whole config and TPE is told nothing false.
+7. A full storage is a kill, not a verdict: a trial whose checkpoint cannot be written reports so
+   (`grutune.sweep.driver.STORAGE_FULL`) and the driver's `StorageGuard` stops Tune on that result, before the
+   scheduler or this searcher sees it; a journal write that fails stops it the same way. No trial is told `FAIL`
+   for want of room; the next run resumes the stopped trials from their last whole checkpoint.
 
 Public APIs used: `ray.tune.search.Searcher` (suggest, on_trial_result, on_trial_complete, save, restore,
-set_search_properties, FINISHED); `optuna.Study.ask`/`tell` (by trial number), `optuna.create_study`, and the
-public methods of `optuna.storages.BaseStorage` for writing to a trial by its number (intermediate values, user
-attributes). tests/test_private_api.py fails when `src/` reaches into a private attribute.
+set_search_properties, FINISHED); `optuna.Study.ask`/`tell` (by trial number), `optuna.create_study`,
+`BaseSampler.sample_independent`, and the public methods of `optuna.storages.BaseStorage` for writing to a trial by
+its number (intermediate values, user attributes, parameters). tests/test_private_api.py fails when `src/` reaches
+into a private attribute.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -51,8 +61,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from ray.tune.search import Searcher
 
-from grutune.config import COST_COLUMNS
 from grutune.errors import GrutuneError
+from grutune.config import COST_COLUMNS
 from grutune.space import optuna_distributions
 from grutune.sweep.binding import SweepRun, bound
 from grutune.sweep.budget import budget_allows_trial, time_allows_trial
@@ -61,6 +71,8 @@ from grutune.sweep.journal import ALIAS, COST, DIVERGED, DONE, SECONDS, SEGMENT,
 __all__ = ["FORMAT", "VERSION", "GrutuneSearcher", "tpe_sampler"]
 
 FORMAT, VERSION = "grutune-searcher", 1  # the searcher's state file
+
+log = logging.getLogger(__name__)
 WAITING = optuna.trial.TrialState.WAITING
 
 
@@ -216,6 +228,32 @@ class GrutuneSearcher(Searcher):
         else:
             study.tell(t.number, values if self.costs else values[0], state=optuna.trial.TrialState.COMPLETE)
 
+    def _complete(self, study: optuna.Study, number: int) -> None:
+        """Give an orphan the hyperparameters its ask did not write (a kill or a full disk in the middle of
+        `Study.ask`, which writes them one record at a time), so no trial reaches Tune without its whole config:
+        a point of `points_to_evaluate` gets the point's values, the rest are drawn by the study's sampler as `ask`
+        would have drawn them. Nothing is told to TPE: the trial then runs as any other."""
+        trials = study.get_trials(deepcopy=False)
+        t = trials[number]
+        distributions = optuna_distributions(self.space)
+        missing = [k for k in distributions if k not in t.params]
+        if not missing:
+            return
+        index = sum(1 for u in trials[:number] if u.state != WAITING)  # its place among the created trials
+        point = self.points_to_evaluate[index] if index < len(self.points_to_evaluate) else {}
+        tid = self._trial_id(number)
+        for name in missing:
+            d = distributions[name]
+            value = point[name] if name in point else study.sampler.sample_independent(study, t, name, d)
+            self._storage.set_trial_param(tid, name, d.to_internal_repr(value), d)
+        log.info(
+            "sweep %s: trial %d was cut off while it was being created; its missing hyperparameters (%s) are drawn "
+            "now and it runs as any other",
+            self.study_name,
+            number,
+            ", ".join(missing),
+        )
+
     def _trial_id(self, number: int) -> int:
         return self._storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
 
@@ -240,6 +278,7 @@ class GrutuneSearcher(Searcher):
         every = [] if self._orphans else study.get_trials(deepcopy=False)  # one read of the study per suggestion
         if self._orphans:
             number = self._orphans.pop(0)
+            self._complete(study, number)
         elif len(created := [t for t in every if t.state != WAITING]) >= run.target:
             return self._finish()
         elif not budget_allows_trial(

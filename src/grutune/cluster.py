@@ -345,20 +345,18 @@ def require_shared_storage(folder: str | os.PathLike, key: str, value: str | Non
     kind = filesystem_type(folder)
     config = autoscaling_config()
     if blind:
-        why = (
-            f"{len(blind)} other node(s) of this Ray cluster do not see ({', '.join(sorted(set(blind))[:3])}"
-            f"{', ...' if len(set(blind)) > 3 else ''})"
-        )
+        shown_nodes = ", ".join(sorted(set(blind))[:3]) + (", ..." if len(set(blind)) > 3 else "")
+        why = f"{folder} is a folder that {len(blind)} other node(s) of this Ray cluster do not see ({shown_nodes})"
     elif can_grow(config) and kind not in SHARED_FILESYSTEMS:
         why = (
-            f"the nodes this cluster's autoscaler adds will not see: it is on this machine's own disk "
-            f"({kind or 'no mount table'}; {os.environ.get(AUTOSCALING_CONFIG_ENV) or AUTOSCALING_CONFIG})"
+            f"{folder} is on this machine's own disk ({kind or 'no mount table'}), which the nodes that the "
+            f"autoscaler adds will not see ({os.environ.get(AUTOSCALING_CONFIG_ENV) or AUTOSCALING_CONFIG})"
         )
     else:
         return
     shown = "null (the default)" if value is None else value
     raise ConfigError(
-        f"{key} is {shown}: {folder} is a folder that {why}, so every trial or worker there would fail; set {key} "
-        f"to storage every node reaches, an s3:// URI or a path on a shared mount (NFS) that every node has: "
-        f"GRUTUNE_STORAGE=s3://YOUR-BUCKET/grutune before `dvc exp run`, or -S {key}=... (docs/cluster.md)"
+        f"{key} is {shown}: {why}, so every trial or worker there would fail; set {key} to storage that every node "
+        f"reaches, an s3:// URI or a path on a shared mount (NFS) that every node has (GRUTUNE_STORAGE=s3://YOUR-"
+        f"BUCKET/grutune before `dvc exp run`, or -S {key}=...; docs/cluster.md)"
     )

@@ -83,16 +83,10 @@ def place(sweep_id: str, storage: str | None, key: str, state_dir: Path) -> Swee
 
 
 def _local_folder(uri: str) -> Path | None:
-    """The folder on this node that a sweep's `uri` names (a path, or a file:// URI), created; None for a cloud."""
-    import pyarrow.fs
-
+    """The folder on this node that a sweep's `uri` names (a path, or a file:// URI); None for a cloud."""
     if not is_uri(uri):
         return Path(uri)
-    fs, path = pyarrow.fs.FileSystem.from_uri(uri)
-    if not isinstance(fs, pyarrow.fs.LocalFileSystem):
-        return None
-    Path(path).mkdir(parents=True, exist_ok=True)
-    return Path(path)
+    return Path(uri.removeprefix("file://")) if uri.startswith("file://") else None
 
 
 def segments(sweep_uri: str) -> list[str]:

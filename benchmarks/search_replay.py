@@ -4,6 +4,11 @@
     # the declared run: fresh seeds 1000-1199, arms random, random_asha, grutune, optuna_hb at 60 and 200
     # trial-epochs, 1, 2 and 32 in flight -> benchmarks/results/search_replay_faithful.json
     python benchmarks/search_replay.py --seeds 1000-1001 --name search_replay_try   # a quick look, a throwaway file
+    TMPDIR=/dev/shm python benchmarks/search_replay.py --screen --workers 1
+    # the candidates for many trials in flight (below), seeds 3000-3199, 200 trial-epochs, 1, 2 and 32 in flight
+    # -> benchmarks/results/search_replay_candidates.json (TMPDIR: the sweeps' journals, fsynced at every write)
+    TMPDIR=/dev/shm python benchmarks/search_replay.py --confirm grutune_promote --workers 1
+    # a candidate that met the bar, confirmed on seeds 4000-4199 -> search_replay_candidates_confirm.json
 
 What ships is what is measured. Every arm takes its settings from conf/config.yaml's `search` section (ASHA's
 grace_period and reduction_factor, TPE's startup_trials, multivariate and constant_liar) unless the arm names a
@@ -68,6 +73,38 @@ best-so-far at 25/50/100% of the budget, the trial-epochs each arm needs to reac
 bootstrap interval over seeds), and the in-flight levels reached. Runs are written seed by seed as each seed's
 sweeps finish, and a rerun skips the sweeps the file holds; with none left to run it only computes the summary
 anew, keeping the command and machine that made the runs. The file names the machine and the git commit.
+
+Many trials in flight (issue 36, item 3). At 32 in flight grutune loses to itself one at a time; the candidates
+(`CANDIDATES`), each today's default with one change, and how each maps onto what could ship:
+- `grutune_gp`: Optuna's GPSampler in place of TPE, under Ray's ASHA as today (`RungGPSampler`). GPSampler models
+  COMPLETE trials only, and ASHA leaves most trials PRUNED, so it is fitted through the rung view of BOHB's rule
+  (each trial's reading at the highest rung with d + 3 readings, an in-memory study built with Optuna's public
+  create_trial); running trials it imputes itself: from Optuna 4.9 by fantasies in a q-batch log expected
+  improvement (4.8: a constant liar at the best value; before: ignored). grutune supports Optuna 4.0 on, so the arm
+  refuses an Optuna older than 4.9 (`gp_pending_supported`), and shipping it would raise the pin. Shipping: a
+  sampler in `GrutuneSearcher._open`, as `OwnSamplerSearcher` does here.
+- `grutune_promote`: ASHA as its paper states it (`PromotionASHA`): a trial pauses at every rung and a free slot
+  promotes the best unpromoted trial of the top 1/reduction_factor of the highest rung that has one, else starts a
+  new trial. Shipping: a Tune `TrialScheduler` (on the public `FIFOScheduler` base) whose on_trial_result returns
+  PAUSE at a rung and whose choose_trial_to_run resumes the trial to promote (Tune restores it from its checkpoint;
+  grutune's trials checkpoint every epoch, and a cosine over max_epochs is a function of the epoch, so a resumed
+  trial trains as an unpaused one would) before a new one; the searcher counts running, not paused, trials against
+  max_concurrent_trials and leaves the budget to the scheduler; TPE sees paused trials through `PausedTPESampler`.
+  The replay charges nothing for a pause and a resume (Tune's restore), which favours the paused schedulers.
+- `grutune_pasha`: the same with PASHA's progressive top rung (`PromotionASHA(progressive=True)`; Bohdal et al.,
+  ICLR 2023, as Syne Tune ships it; Ray Tune has none). With the shipped rungs (2, 6, 9 epochs) it has one decision
+  to make: whether trials go past 6 epochs.
+- `random_top_k`: one epoch for every config, then the top K to the end (`TopK`, `top_k_split`: at 200
+  trial-epochs 104 random configs, the 12 best at epoch 1 to all 9 epochs: exactly 200). It needs no model; its
+  configs are random + ASHA's, in the same order. Shipping: two Tune runs, the first of n trials with max_t 1, the
+  second resuming the k best from their checkpoints; or a scheduler as above.
+Schedulers that pause run in `run_paused_sweep`, the others in `run_sweep`. The declared comparison (`SCREEN`,
+`verdict`), fixed before the runs: each candidate minus today's default (`grutune`) and minus random + ASHA at 200
+trial-epochs and 1, 2 and 32 in flight, on seeds never used before (`SCREEN_SEEDS`, 3000-3199), Holm-adjusted over
+the 4 candidates x 3 levels compared against the same arm; a candidate meets the bar when it beats today's default
+with Holm-adjusted p < 0.01 at one level at least and loses to it at none (no negative mean difference with
+unadjusted p < 0.05), judged only when every level holds all 200 seeds. A candidate that meets it is run again on
+fresh seeds (`CONFIRM_SEEDS`, 4000-4199, `--confirm`) before it may become the default.
 """
 
 from __future__ import annotations
@@ -112,6 +149,13 @@ TABLE = RESULTS / "learning_curves.jsonl.gz"
 CELLS, BACKBONES = ("gru", "lstm", "rnn"), ("none", "conv", "resnet")
 
 FRESH_SEEDS = range(1000, 1200)  # fixed before the faithful run; nothing was chosen on them
+# Many trials in flight (issue 36, item 3), declared before either run: the candidates, screened on seeds never used
+# before against today's default and random + ASHA; a candidate that meets the bar (`verdict`) is confirmed on
+# seeds fresh again, with the same arms and settings, and only then may it become the default.
+CANDIDATES = ("grutune_gp", "grutune_promote", "grutune_pasha", "random_top_k")
+SCREEN_SEEDS = range(3000, 3200)  # the screen; not 0-199, 1000-1199 or 2000-2019 (search_confirm.py)
+CONFIRM_SEEDS = range(4000, 4200)  # the confirmation of what wins the screen
+SCREEN = {"budget": 200.0, "in_flight": (1, 2, 32), "versus": ("grutune", "random_asha"), "alpha": 0.01, "harm": 0.05}
 PRIMARY = {"arm": "grutune", "versus": "random_asha", "budget": 200.0, "in_flight": 2}  # what the user gets
 REFERENCES = ("random", "random_asha", "optuna_hb")  # every arm is paired against each of these
 NEAR_DEVS = 30  # a trial's seed deviation: one of the 30 curves (10 configs at 3 seeds) nearest it in final accuracy
@@ -199,14 +243,29 @@ class Surrogate:
     def curve(self, schedule: str, c: dict) -> np.ndarray:
         key = (schedule, json.dumps(c, sort_keys=True))
         if key not in self.cache:
-            self.cache[key] = self.models[schedule].predict([features(c)])[0]
+            self.cache[key] = predict(self.models[schedule], [features(c)])[0]
         return self.cache[key]
 
     def epoch_s(self, c: dict) -> float:
         key = ("time", json.dumps(c, sort_keys=True))
         if key not in self.cache:
-            self.cache[key] = float(math.exp(self.time_model.predict([features(c)])[0]))
+            self.cache[key] = float(math.exp(predict(self.time_model, [features(c)])[0]))
         return self.cache[key]
+
+
+def predict(model, X) -> np.ndarray:
+    """`model.predict(X)`, bit for bit, for a fitted scikit-learn forest: its trees' predictions (on float32 input,
+    as the forest converts it) summed in their order, then divided by their number, as the forest does, without the
+    thread pool it runs even at n_jobs=1, which cost a sweep most of its time at one config a call. Any other model
+    (the tests' stand-ins) predicts itself."""
+    trees = getattr(model, "estimators_", None)
+    if trees is None:
+        return model.predict(X)
+    X = np.asarray(X, dtype=np.float32)
+    out = np.zeros((len(X), model.n_outputs_) if model.n_outputs_ > 1 else len(X))
+    for tree in trees:
+        out += tree.predict(X, check_input=False)
+    return out / len(trees)
 
 
 def load_table() -> list[dict]:
@@ -309,7 +368,61 @@ def rank_correlations(sur: Surrogate, rows: list[dict], n: int = 2000) -> dict:
 # --------------------------------------------------------------------------- a variant of the searcher
 
 
-class RungTPESampler(optuna.samplers.BaseSampler):
+class ViewSampler(optuna.samplers.BaseSampler):
+    """A sampler (`model`) that sees the study through a view: an in-memory Optuna study with the trials `shown`
+    makes of the real ones, built once per suggestion, so nothing private of Optuna's is touched and the journal
+    holds only what Tune did. Random (seeded as the model) wherever `shown` returns None."""
+
+    def __init__(self, model: optuna.samplers.BaseSampler, seed: int):
+        self._model = model
+        self._random = optuna.samplers.RandomSampler(seed=seed)
+        self._view: tuple | None = None
+
+    def shown(self, others: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial] | None:
+        raise NotImplementedError
+
+    def reseed_rng(self) -> None:
+        self._model.reseed_rng()
+        self._random.reseed_rng()
+
+    def _view_of(self, study: optuna.Study, trial: optuna.trial.FrozenTrial):
+        if self._view is not None and self._view[0] == trial.number:
+            return self._view[1:]
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+        others = [t for t in study.get_trials(deepcopy=False, states=states) if t.number != trial.number]
+        trials = self.shown(others)
+        if trials is None:
+            self._view = None
+            return None
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" per suggestion
+        try:
+            view = optuna.create_study(direction=study.direction)
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+        view.add_trials(trials)
+        view.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING))  # the one being sampled
+        self._view = (trial.number, view, view.get_trials(deepcopy=False)[-1])
+        return self._view[1:]
+
+    def infer_relative_search_space(self, study, trial):
+        return self._model.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        view = self._view_of(study, trial) if search_space else None
+        return self._model.sample_relative(*view, search_space) if view else {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        view = self._view_of(study, trial)
+        if view is None:
+            return self._random.sample_independent(study, trial, param_name, param_distribution)
+        return self._model.sample_independent(*view, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._view = None
+
+
+class RungTPESampler(ViewSampler):
     """Optuna's TPE fitted on one ASHA rung at a time: BOHB's rule (Falkner et al., 2018) on Optuna's public sampler
     interface. A variant the replay measured (`grutune_rung*` arms): it did not beat grutune's plain TPE, so it lives
     here, not in the search stage.
@@ -321,10 +434,7 @@ class RungTPESampler(optuna.samplers.BaseSampler):
     d + 3 by default, d the searched hyperparameters; the lowest rung until then), each trial's value being its
     reading at that rung. A diverged trial counts at its worst value at every rung past its divergence; running
     trials without a reading there are left to TPE's constant liar. Random for the first `startup_trials` finished
-    trials, as TPE. Single-objective studies only.
-
-    It hands TPE a view of the study: an in-memory Optuna study with one trial per reading, built once per
-    suggestion, so nothing private of Optuna's is touched and the journal holds only what Tune did."""
+    trials, as TPE. Single-objective studies only. `model` fits another sampler in TPE's place (`RungGPSampler`)."""
 
     def __init__(
         self,
@@ -335,21 +445,18 @@ class RungTPESampler(optuna.samplers.BaseSampler):
         min_points: int | None = None,
         multivariate: bool = False,
         constant_liar: bool = True,
+        model: optuna.samplers.BaseSampler | None = None,
     ):
         import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self._tpe = optuna.samplers.TPESampler(
-                seed=seed, n_startup_trials=0, constant_liar=constant_liar, multivariate=multivariate
-            )
-        self._random = optuna.samplers.RandomSampler(seed=seed)
+        if model is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                model = optuna.samplers.TPESampler(
+                    seed=seed, n_startup_trials=0, constant_liar=constant_liar, multivariate=multivariate
+                )
+        super().__init__(model, seed)
         self.startup_trials, self.rungs, self.min_points = startup_trials, sorted(set(rungs)), min_points
-        self._view: tuple | None = None
-
-    def reseed_rng(self) -> None:
-        self._tpe.reseed_rng()
-        self._random.reseed_rng()
 
     def rung(self, trials: Sequence[optuna.trial.FrozenTrial], dims: int) -> int:
         """The rung TPE is fitted on: the highest with `min_points` readings (the lowest until one has)."""
@@ -368,51 +475,104 @@ class RungTPESampler(optuna.samplers.BaseSampler):
             return float(steps[max(steps)])  # the worst value it reported, at every rung it never reached
         return None
 
-    def _view_of(self, study: optuna.Study, trial: optuna.trial.FrozenTrial):
-        if self._view is not None and self._view[0] == trial.number:
-            return self._view[1:]
-        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
-        others = [t for t in study.get_trials(deepcopy=False, states=states) if t.number != trial.number]
+    def shown(self, others):
         if sum(t.state.is_finished() for t in others) < self.startup_trials:
-            self._view = None
             return None
         dims = len({k for t in others for k in t.distributions})
         b = self.rung([t for t in others if t.state.is_finished() or t.intermediate_values], dims)
-        verbosity = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" per suggestion
-        try:
-            view = optuna.create_study(direction=study.direction)
-        finally:
-            optuna.logging.set_verbosity(verbosity)
+        out = []
         for t in others:
             value = self._reading(t, b)
             if value is not None:
-                view.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=value))
+                out.append(optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=value))
             elif t.state == optuna.trial.TrialState.RUNNING and t.params:
-                view.add_trial(
+                out.append(
                     optuna.trial.create_trial(
                         state=optuna.trial.TrialState.RUNNING, params=t.params, distributions=t.distributions
                     )
                 )
-        view.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING))  # the one being sampled
-        self._view = (trial.number, view, view.get_trials(deepcopy=False)[-1])
-        return self._view[1:]
+        return out
+
+
+GP_PENDING_SINCE = (4, 9)  # the first Optuna whose GPSampler imputes running trials by q-batch logEI
+
+
+def gp_pending_supported(version: str = optuna.__version__) -> bool:
+    """Whether this Optuna's GPSampler models running trials as the `grutune_gp` arm measured it (q-batch logEI over
+    fantasies of the running trials, from Optuna 4.9; 4.8 imputes them at the best value seen, a constant liar; before
+    4.8 it ignores them). grutune's supported range begins at Optuna 4.0, so the arm is declared for 4.9 and later."""
+    return tuple(int(x) for x in version.split(".")[:2]) >= GP_PENDING_SINCE
+
+
+class RungGPSampler(RungTPESampler):
+    """Optuna's `GPSampler` (a Gaussian process, Matern 5/2, log expected improvement) fitted through the rung view of
+    `RungTPESampler`: GPSampler models COMPLETE trials only, and under ASHA most trials are PRUNED, so it is shown
+    each trial's reading at one rung as a finished value. Running trials without a reading there stay RUNNING, and
+    GPSampler imputes them itself (from Optuna 4.9 by fantasies in a q-batch logEI, `gp_pending_supported`): the
+    pending-trial imputation of parallel Bayesian optimisation, which TPE approximates by its constant liar. Its search
+    space is the view's (GPSampler's own reads the study's COMPLETE trials, of which ASHA leaves few)."""
+
+    def __init__(self, *, seed: int, startup_trials: int, rungs: Sequence[int], min_points: int | None = None):
+        if not gp_pending_supported():
+            raise RuntimeError(
+                f"the grutune_gp arm models GPSampler with pending-trial imputation, which needs Optuna >= "
+                f"{'.'.join(map(str, GP_PENDING_SINCE))}; this is Optuna {optuna.__version__}"
+            )
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            gp = optuna.samplers.GPSampler(seed=seed, n_startup_trials=1, warn_independent_sampling=False)
+        super().__init__(seed=seed, startup_trials=startup_trials, rungs=rungs, min_points=min_points, model=gp)
 
     def infer_relative_search_space(self, study, trial):
-        return self._tpe.infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study, trial, search_space):
-        view = self._view_of(study, trial) if search_space else None
-        return self._tpe.sample_relative(*view, search_space) if view else {}
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
         view = self._view_of(study, trial)
         if view is None:
-            return self._random.sample_independent(study, trial, param_name, param_distribution)
-        return self._tpe.sample_independent(*view, param_name, param_distribution)
+            return {}
+        space = optuna.search_space.intersection_search_space(view[0].get_trials(deepcopy=False))
+        return {k: d for k, d in space.items() if not d.single()}
 
-    def after_trial(self, study, trial, state, values) -> None:
-        self._view = None
+
+class PausedTPESampler(ViewSampler):
+    """grutune's TPE for a sweep whose trials pause at ASHA's rungs (promotion-based ASHA, PASHA): a paused trial is
+    neither finished nor running, and Optuna has no state for it (a finished trial cannot be resumed; a RUNNING one,
+    under the constant liar, counts as a poor result). So TPE is shown every unfinished trial that has reported as
+    PRUNED at its readings, as stopping ASHA would have left it (TPE ranks it by the last epoch it reached, then its
+    reading there), an unfinished trial with no reading yet as RUNNING (the constant liar), and finished trials as
+    they are. Its settings are grutune's (`tpe_sampler`: start-up, multivariate, constant liar)."""
+
+    def __init__(self, *, seed: int, startup_trials: int, multivariate: bool = False, constant_liar: bool = True):
+        super().__init__(tpe_sampler(seed, startup_trials, multivariate, constant_liar), seed)
+
+    def shown(self, others):
+        out = []
+        for t in others:
+            if t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values:
+                out.append(
+                    optuna.trial.create_trial(
+                        state=optuna.trial.TrialState.PRUNED,
+                        params=t.params,
+                        distributions=t.distributions,
+                        intermediate_values=t.intermediate_values,
+                    )
+                )
+            elif t.state == optuna.trial.TrialState.RUNNING:
+                out.append(
+                    optuna.trial.create_trial(
+                        state=optuna.trial.TrialState.RUNNING, params=t.params, distributions=t.distributions
+                    )
+                )
+            else:
+                out.append(
+                    optuna.trial.create_trial(
+                        state=t.state,
+                        params=t.params,
+                        distributions=t.distributions,
+                        value=t.value,
+                        intermediate_values=t.intermediate_values,
+                    )
+                )
+        return out
 
 
 class OwnSamplerSearcher(GrutuneSearcher):
@@ -443,6 +603,27 @@ class RungSearcher(OwnSamplerSearcher):
             startup_trials=self.startup_trials,
             rungs=self.rungs,
             min_points=self.rung_min_points,
+            multivariate=self.multivariate,
+            constant_liar=self.constant_liar,
+        )
+
+
+class RungGPSearcher(RungSearcher):
+    """grutune's searcher with `RungGPSampler` (the `grutune_gp` arm)."""
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return RungGPSampler(
+            seed=seed, startup_trials=self.startup_trials, rungs=self.rungs, min_points=self.rung_min_points
+        )
+
+
+class PausedSearcher(OwnSamplerSearcher):
+    """grutune's searcher with `PausedTPESampler`, for the schedulers that pause trials (`PromotionASHA`)."""
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return PausedTPESampler(
+            seed=seed,
+            startup_trials=self.startup_trials,
             multivariate=self.multivariate,
             constant_liar=self.constant_liar,
         )
@@ -506,6 +687,139 @@ class StartedSearcher(OwnSamplerSearcher):
         )
 
 
+# --------------------------------------------------------------------------- schedulers that pause trials
+
+
+class PromotionASHA:
+    """ASHA as its paper states it (Li et al., 2020, "A system for massively parallel hyperparameter tuning",
+    Algorithm 2), not as Ray's `ASHAScheduler` runs it: a trial pauses at every rung (its checkpoint kept), and a free
+    slot goes to a promotion before a new trial. Looking from the highest rung down, a trial is promotable from rung
+    k if it is among the best floor(n_k / rf) of the n_k trials that reached rung k and was not promoted from it
+    yet; the best promotable one of the highest such rung resumes and runs to rung k + 1. Only when none is
+    promotable does a new trial start, and it runs to the first rung. So no trial is promoted on the readings of the
+    few trials that happened to reach a rung first (Ray's ASHA promotes a trial as it reaches a rung, against
+    whoever is there), which is what many trials in flight make worse.
+
+    `progressive`: PASHA (Bohdal et al., ICLR 2023): the same scheduler whose top rung (where trials end for now)
+    starts at the second rung and rises one rung, up to max_epochs, whenever the trials in the top rung rank
+    differently there than in the rung below, beyond the noise: soft ranking, where the trial at each place of the
+    top rung's ranking must be within epsilon, in the lower rung's reading, of the trial at that place of the lower
+    rung's ranking. Epsilon is re-estimated from the curves at every reading, as the paper does: the 90th percentile
+    of the gaps, at an epoch between the two rungs, between pairs of trials whose order there was reversed at an
+    earlier epoch and restored before it (0 until such a pair is seen). Trials at the top rung pause there, and are
+    promotable when it rises.
+
+    The interface: `jobs()` (what a free slot may run, in order: (trial, rung epoch to run to) promotions, then
+    (None, first rung) for a new trial), `add` a new trial, `promote` one, `record` every reading."""
+
+    def __init__(self, rungs: Sequence[int], rf: float, progressive: bool = False):
+        self.rungs, self.rf, self.progressive = list(rungs), rf, progressive
+        self.top = min(1, len(self.rungs) - 1) if progressive else len(self.rungs) - 1  # the rung trials end at
+        self.at: list[dict[str, float]] = [{} for _ in self.rungs]  # per rung: trial -> its reading there
+        self.promoted: list[set[str]] = [set() for _ in self.rungs]  # per rung: trials promoted from it
+        self.curves: dict[str, dict[int, float]] = {}  # trial -> epoch -> reading (PASHA's epsilon)
+        self.epsilon = 0.0
+        self.rises: list[int] = []  # PASHA: the readings (counted) at which the top rung rose
+
+    def jobs(self) -> list[tuple[str | None, int]]:
+        out: list[tuple[str | None, int]] = []
+        for k in range(self.top - 1, -1, -1):
+            ranked = sorted(self.at[k], key=lambda t: -self.at[k][t])  # ties: the first to reach the rung first
+            best = ranked[: int(len(ranked) / self.rf)]
+            out.extend((t, self.rungs[k + 1]) for t in best if t not in self.promoted[k])
+        return [*out, (None, self.rungs[0])]
+
+    def add(self, trial: str) -> None:
+        self.curves[trial] = {}
+
+    def promote(self, trial: str) -> None:
+        k = max(i for i, rung in enumerate(self.at) if trial in rung)
+        self.promoted[k].add(trial)
+
+    def record(self, trial: str, epoch: int, value: float) -> None:
+        self.curves.setdefault(trial, {})[epoch] = value
+        if epoch in self.rungs:
+            self.at[self.rungs.index(epoch)][trial] = value
+        if self.progressive and self.top < len(self.rungs) - 1:
+            self.epsilon = self._epsilon()
+            if self._ranks_differ():
+                self.top += 1
+                self.rises.append(sum(len(c) for c in self.curves.values()))
+
+    def _ranks_differ(self) -> bool:
+        """PASHA's soft ranking of the top two rungs (see the class)."""
+        top, below = self.at[self.top], self.at[self.top - 1]
+        trials = [t for t in top if t in below]
+        if len(trials) < 2:
+            return False
+        by_top = sorted(trials, key=lambda t: -top[t])
+        by_below = sorted(trials, key=lambda t: -below[t])
+        return any(abs(below[t] - below[by_below[i]]) > self.epsilon for i, t in enumerate(by_top))
+
+    def _epsilon(self) -> float:
+        hi, lo = self.rungs[self.top], self.rungs[self.top - 1]
+        gaps, seen = [], set()
+        for e in range(hi, lo, -1):
+            there = sorted(t for t, c in self.curves.items() if e in c)
+            for a, b in itertools.combinations(there, 2):
+                if (a, b) in seen:
+                    continue
+                seen.add((a, b))
+                ahead = self.curves[a][e] > self.curves[b][e]
+                reversed_ = False
+                for p in range(e - 1, 0, -1):
+                    if p not in self.curves[a] or p not in self.curves[b]:
+                        break
+                    if (self.curves[a][p] > self.curves[b][p]) != ahead:
+                        reversed_ = True
+                    elif reversed_:  # reversed at an earlier epoch, and restored before e
+                        gaps.append(abs(self.curves[a][e] - self.curves[b][e]))
+                        break
+        return float(np.percentile(gaps, 90)) if gaps else self.epsilon
+
+
+class TopK:
+    """One epoch for every config, then the top K to the end: `n` new trials run `first` epochs each; when all have
+    reported, the `k` with the best reading there resume and run to `last`. A baseline that needs no model: with
+    random configs it spends n * first + k * (last - first) trial-epochs, whatever the trials in flight. Same
+    interface as `PromotionASHA`."""
+
+    def __init__(self, n: int, k: int, first: int, last: int):
+        self.n, self.k, self.first, self.last = n, k, first, last
+        self.started: list[str] = []
+        self.at: dict[str, float] = {}
+        self.promoted: set[str] = set()
+
+    def jobs(self) -> list[tuple[str | None, int]]:
+        if len(self.started) < self.n:
+            return [(None, self.first)]
+        if len(self.at) < self.n:
+            return []  # the K are chosen when every first epoch has reported
+        ranked = sorted(self.at, key=lambda t: -self.at[t])[: self.k]
+        return [(t, self.last) for t in ranked if t not in self.promoted]
+
+    def add(self, trial: str) -> None:
+        self.started.append(trial)
+
+    def promote(self, trial: str) -> None:
+        self.promoted.add(trial)
+
+    def record(self, trial: str, epoch: int, value: float) -> None:
+        if epoch == self.first:
+            self.at[trial] = value
+
+    def spend(self) -> int:
+        return self.n * self.first + self.k * (self.last - self.first)
+
+
+def top_k_split(budget: float, rf: float, epochs: int) -> tuple[int, int]:
+    """The `random_top_k` arm's n and k for a budget: k trials to the end, one for every rf**2 that ran one epoch (the
+    share Ray's ASHA at grace period 1 and this reduction factor sends from epoch 1 to epoch 9), and n what is left of
+    the budget at one epoch each: at 200 trial-epochs, reduction factor 3 and 9 epochs, k = 12 and n = 104."""
+    k = round(budget / (rf**2 + epochs - 1))
+    return int(budget) - k * (epochs - 1), k
+
+
 # --------------------------------------------------------------------------- the arms
 
 
@@ -520,8 +834,11 @@ class Arm:
     """One way to search. A setting left None is the shipped one (`shipped()`, by `settings`)."""
 
     name: str
-    sampler: str = "tpe"  # tpe | random
+    sampler: str = "tpe"  # tpe | random | gp (`RungGPSampler`)
     asha: bool = True
+    # stop: Ray's ASHAScheduler stops trials at rungs | promote: `PromotionASHA` pauses them and promotes later |
+    # pasha: `PromotionASHA(progressive=True)` | top_k: `TopK`, one epoch for every config, then the top K to the end
+    scheduler: str = "stop"
     schedule: str = "cosine"  # what a trial's readings are: cosine over max_epochs, or WSD cool-downs at rungs
     grace: int | None = None  # ASHA's grace_period
     rf: float | None = None  # ASHA's reduction_factor
@@ -585,6 +902,11 @@ ARMS = {
     "grutune_started": legacy("grutune_started", startup=0.3, startup_started=True),
     "grutune_started_s20": legacy("grutune_started_s20", startup=0.2, startup_started=True),
     "grutune_s15_floor": legacy("grutune_s15_floor", startup=0.15, startup_floor=True),
+    # the candidates for many trials in flight (issue 36, item 3; `CANDIDATES`): the shipped settings, one change each
+    "grutune_gp": Arm("grutune_gp", sampler="gp"),
+    "grutune_promote": Arm("grutune_promote", scheduler="promote"),
+    "grutune_pasha": Arm("grutune_pasha", scheduler="pasha"),
+    "random_top_k": Arm("random_top_k", sampler="random", scheduler="top_k"),
 }
 SPACE = None
 
@@ -616,10 +938,29 @@ def startup_count(arm: Arm, budget: float, epochs: int) -> int:
     return sweep_budget.startup_count(sweep)
 
 
+def readings(arm: Arm, sur: Surrogate, seed: int):
+    """A trial's reported accuracy at an epoch: the same config draws the same noise in every arm of a seed
+    (paired)."""
+    noise: dict[str, np.ndarray] = {}
+
+    def reading(c: dict, epoch: int) -> float:
+        key = json.dumps(c, sort_keys=True)
+        if key not in noise:
+            r = np.random.default_rng([seed, int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)])
+            dev, half = sur.noise.draw(truth(sur, c), r)
+            noise[key] = dev + half
+        mean = sur.curve(arm.schedule, c)[epoch - 1]
+        return float(np.clip(mean + noise[key][epoch - 1], 0.0, 1.0))
+
+    return reading
+
+
 def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int, tmp: Path) -> dict:
     """One simulated sweep; returns the user's accuracy, best-so-far by trial-epochs spent, and the trials in flight
     it reached (the most at once, and the mean over its simulated time)."""
     arm = settings(arm)
+    if arm.scheduler != "stop":
+        return run_paused_sweep(arm, sur, seed, budget, in_flight, tmp)
     E = sur.epochs
     startup = startup_count(arm, budget, E)
     if arm.startup_floor:  # at least as many start-up trials as can run at once (slots, or what the budget pays for)
@@ -629,17 +970,7 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
     cfg_space = space()
     fixed = {k: v for k, v in cfg_space.items() if not isinstance(v, tuple)}
     rung_set = set(asha_rungs(arm.grace, arm.rf, E))
-    noise: dict[str, np.ndarray] = {}
-
-    def reading(c: dict, epoch: int) -> float:
-        """A trial's reported accuracy: the same config draws the same noise in every arm of a seed (paired)."""
-        key = json.dumps(c, sort_keys=True)
-        if key not in noise:
-            r = np.random.default_rng([seed, int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)])
-            dev, half = sur.noise.draw(truth(sur, c), r)
-            noise[key] = dev + half
-        mean = sur.curve(arm.schedule, c)[epoch - 1]
-        return float(np.clip(mean + noise[key][epoch - 1], 0.0, 1.0))
+    reading = readings(arm, sur, seed)
 
     def cost(epoch: int) -> float:  # trial-epochs an epoch costs, with WSD's cool-down copy at a rung
         return 1.0 + (0.2 * epoch if arm.schedule == "wsd" and epoch in rung_set else 0.0)
@@ -669,9 +1000,19 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
             ),
         )
         rung_args = (
-            {"rungs": asha_rungs(arm.grace, arm.rf, E), "rung_min_points": arm.rung_min_points} if arm.rung_tpe else {}
+            {"rungs": asha_rungs(arm.grace, arm.rf, E), "rung_min_points": arm.rung_min_points}
+            if arm.rung_tpe or arm.sampler == "gp"
+            else {}
         )
-        searcher = (RungSearcher if arm.rung_tpe else StartedSearcher if arm.startup_started else GrutuneSearcher)(
+        searcher = (
+            RungGPSearcher
+            if arm.sampler == "gp"
+            else RungSearcher
+            if arm.rung_tpe
+            else StartedSearcher
+            if arm.startup_started
+            else GrutuneSearcher
+        )(
             **rung_args,
             study_name=f"replay-{arm.name}-{seed}",
             space=cfg_space,
@@ -769,6 +1110,105 @@ def run_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int
         "curve": curve,
         "in_flight_max": peak,
         "in_flight_mean": area / now if now > 0 else float(running),
+    }
+
+
+def run_paused_sweep(arm: Arm, sur: Surrogate, seed: int, budget: float, in_flight: int, tmp: Path) -> dict:
+    """`run_sweep` for the schedulers that pause trials (`PromotionASHA`, `TopK`): a free slot runs what the scheduler
+    offers first that fits the budget, a promotion (the trial resumes from its checkpoint at the epoch it paused at)
+    or a new trial from the searcher. A job runs to a rung and is known to end there, so the budget rule is the
+    search stage's with that knowledge: a job starts only if the epochs spent, the epochs every running job has left
+    and its own fit in the budget (paused trials hold no slot and no budget). The searcher is grutune's, on its
+    journal, creating trials whenever asked (the scheduler holds the slots and the budget); its TPE sees paused trials
+    through `PausedTPESampler`. A trial that reaches max_epochs is told COMPLETE; a paused one stays unfinished."""
+    E = sur.epochs
+    startup = 10**9 if arm.sampler == "random" else startup_count(arm, budget, E)
+    cfg_space = space()
+    fixed = {k: v for k, v in cfg_space.items() if not isinstance(v, tuple)}
+    reading = readings(arm, sur, seed)
+    if arm.scheduler == "top_k":
+        sched = TopK(*top_k_split(budget, arm.rf, E), first=1, last=E)
+    else:
+        sched = PromotionASHA(asha_rungs(arm.grace, arm.rf, E), arm.rf, progressive=arm.scheduler == "pasha")
+    journal = tmp / f"{arm.name}-{seed}.journal"
+    journal.unlink(missing_ok=True)
+    bind(
+        f"replay-{arm.name}-{seed}",
+        SweepRun(journal=journal, target=10**6, max_concurrent=10**6, segment="tune-1"),
+    )
+    searcher = (GrutuneSearcher if arm.sampler == "random" else PausedSearcher)(
+        study_name=f"replay-{arm.name}-{seed}",
+        space=cfg_space,
+        seed=seed,
+        metric="val_accuracy",
+        mode="max",
+        max_epochs=E,
+        startup_trials=startup,
+        multivariate=arm.multivariate,
+        constant_liar=arm.liar,
+    )
+    trials: dict[str, dict] = {}
+    events: list = []  # (time, a unique count, trial id)
+    order = itertools.count()
+    spent, left, now, running = 0, 0, 0.0, 0  # left: the epochs running jobs have still to run
+    best_obs, picked, curve = -1.0, None, []
+
+    def fill() -> None:
+        nonlocal left, running
+        while running < in_flight:
+            for tid, target in sched.jobs():
+                cost = target - (trials[tid]["epoch"] if tid else 0)
+                if spent + left + cost > budget:
+                    continue
+                if tid is None:
+                    tid = f"t{len(trials)}"
+                    sug = searcher.suggest(tid)
+                    if not isinstance(sug, dict):
+                        continue
+                    config = {**fixed, **sug}
+                    trials[tid] = {"config": config, "epoch": 0, "dt": sur.epoch_s(config)}
+                    sched.add(tid)
+                else:
+                    sched.promote(tid)
+                trials[tid]["target"] = target
+                left += cost
+                running += 1
+                heapq.heappush(events, (now + trials[tid]["dt"], next(order), tid))
+                break
+            else:
+                return
+
+    fill()
+    peak, area, last = running, 0.0, 0.0
+    while events:
+        now, _, tid = heapq.heappop(events)
+        area, last = area + running * (now - last), now
+        t = trials[tid]
+        t["epoch"] += 1
+        e = t["epoch"]
+        spent, left = spent + 1, left - 1
+        v = reading(t["config"], e)
+        if v > best_obs:
+            best_obs, picked = v, t["config"]
+        curve.append((float(spent), truth(sur, picked)))
+        result = {"epoch": e, "val_accuracy": v}
+        searcher.on_trial_result(tid, result)
+        sched.record(tid, e, v)
+        if e < t["target"]:
+            heapq.heappush(events, (now + t["dt"], next(order), tid))
+            continue
+        running -= 1  # at its rung: paused, or finished at max_epochs
+        if e >= E:
+            searcher.on_trial_complete(tid, result)
+        fill()
+        peak = max(peak, running)
+    return {
+        "user": truth(sur, picked),
+        "trials": len(trials),
+        "curve": curve,
+        "in_flight_max": peak,
+        "in_flight_mean": area / now if now > 0 else float(running),
+        "spent": spent,
     }
 
 
@@ -897,7 +1337,9 @@ def adjust(tests: dict[tuple, list[dict]], name: str) -> None:
             v[name] = adjusted.get(t, 1.0)
 
 
-def summarise(runs: list[dict], arms: list[str], budgets: list[float], flights: list[int]) -> dict:
+def summarise(
+    runs: list[dict], arms: list[str], budgets: list[float], flights: list[int], references: Sequence[str] = REFERENCES
+) -> dict:
     out = {}
     for b in budgets:
         for f in flights:
@@ -935,7 +1377,7 @@ def summarise(runs: list[dict], arms: list[str], budgets: list[float], flights: 
                     reach = [next((s for s, v in r["curve"] if v >= ref_med), math.inf) for r in by[a].values()]
                     row["epochs_to_random_median"] = statistics.median(reach)
                     row["epochs_to_random_median_ci95"] = reach_interval(by[a], by["random"])
-                for other in REFERENCES:
+                for other in references:
                     if other == a or not by.get(other):
                         continue
                     seeds = sorted(set(by[a]) & set(by[other]))
@@ -972,6 +1414,42 @@ def primary(summary: dict) -> dict:
     return {**PRIMARY, "measure": "noise-free final accuracy of the picked config", "result": found}
 
 
+def verdict(summary: dict, candidates: Sequence[str], seeds: int) -> dict:
+    """The declared comparison of the candidates (`SCREEN`): each candidate against each of `SCREEN["versus"]` at
+    SCREEN's budget and every in-flight level, from the summary's paired comparisons, Holm-adjusted over every
+    candidate and level compared against the same arm (one family per arm compared against; a comparison not yet
+    made counts in the family at p = 1). A candidate meets the bar when it beats today's default (`grutune`: a
+    positive mean difference with Holm-adjusted p < alpha) at one level at least and loses to it at none (no negative
+    mean difference with unadjusted p < SCREEN["harm"]); it is judged only when every level holds all `seeds` (None
+    until then: no verdict is read off a run half done)."""
+    out: dict = {"declared": {**SCREEN, "candidates": list(candidates), "seeds": seeds}, "comparisons": {}}
+    for versus in SCREEN["versus"]:
+        tests = {
+            (c, f): summary.get(f"{SCREEN['budget']:g}x{f}", {}).get(c, {}).get(f"vs_{versus}")
+            for c in candidates
+            for f in SCREEN["in_flight"]
+        }
+        adjusted = dict(zip(tests, holm([r["wilcoxon_p"] if r else 1.0 for r in tests.values()])))
+        for (c, f), row in tests.items():
+            if row:
+                out["comparisons"].setdefault(c, {}).setdefault(f"vs_{versus}", {})[str(f)] = {
+                    **{k: row[k] for k in ("mean_diff", "mean_diff_ci95", "wins", "ties", "losses", "of")},
+                    "wilcoxon_p": row["wilcoxon_p"],
+                    "wilcoxon_p_holm_screen": adjusted[(c, f)],
+                }
+    out["meets_bar"] = {}
+    for c in candidates:
+        vs = out["comparisons"].get(c, {}).get("vs_grutune", {})
+        levels = [vs.get(str(f)) for f in SCREEN["in_flight"]]
+        if any(r is None or r["of"] < seeds for r in levels):
+            out["meets_bar"][c] = None
+            continue
+        beats = any(r["mean_diff"] > 0 and r["wilcoxon_p_holm_screen"] < SCREEN["alpha"] for r in levels)
+        loses = any(r["mean_diff"] < 0 and r["wilcoxon_p"] < SCREEN["harm"] for r in levels)
+        out["meets_bar"][c] = beats and not loses
+    return out
+
+
 def parse_seeds(spec: str) -> list[int]:
     """ "1000-1199" (inclusive), "3,5,8", or a mix of both."""
     out: list[int] = []
@@ -994,22 +1472,54 @@ def code_state() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    comparison = ap.add_mutually_exclusive_group()
+    comparison.add_argument(
+        "--screen",
+        action="store_true",
+        help="the declared screen of the candidates for many trials in flight (CANDIDATES, SCREEN_SEEDS, SCREEN)",
+    )
+    comparison.add_argument(
+        "--confirm",
+        metavar="ARMS",
+        help="the declared confirmation of the candidates that met the bar in the screen (CONFIRM_SEEDS)",
+    )
     ap.add_argument(
         "--arms",
-        default="random,random_asha,grutune,optuna_hb",
-        help=f"comma-separated, of {', '.join(ARMS)} (default: %(default)s)",
+        help=f"comma-separated, of {', '.join(ARMS)} (default: random,random_asha,grutune,optuna_hb; with --screen "
+        "or --confirm: grutune,random_asha and the candidates)",
     )
     ap.add_argument(
         "--seeds",
-        default=f"{FRESH_SEEDS[0]}-{FRESH_SEEDS[-1]}",
-        help="e.g. 1000-1199 (the fresh seeds, the default) or 0-99 (the old files' seeds)",
+        help="e.g. 1000-1199 (the fresh seeds, the default) or 0-99 (the old files' seeds); --screen: "
+        f"{SCREEN_SEEDS[0]}-{SCREEN_SEEDS[-1]}, --confirm: {CONFIRM_SEEDS[0]}-{CONFIRM_SEEDS[-1]}",
     )
-    ap.add_argument("--budgets", default="60,200", help="trial-epochs per sweep")
+    ap.add_argument("--budgets", help="trial-epochs per sweep (default 60,200; --screen, --confirm: 200)")
     ap.add_argument("--in-flight", default="1,2,32", help="trials at once, e.g. 1,8,32,52")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes running sweeps")
     ap.add_argument("--summary-every", type=int, default=10, help="seeds between summaries (the runs: every seed)")
-    ap.add_argument("--name", default="search_replay_faithful")
+    ap.add_argument(
+        "--name",
+        help="the results file (default search_replay_faithful; --screen: search_replay_candidates, --confirm: "
+        "search_replay_candidates_confirm)",
+    )
     args = ap.parse_args()
+    candidates: tuple[str, ...] = ()
+    preset = {"arms": "random,random_asha,grutune,optuna_hb", "seeds": FRESH_SEEDS, "budgets": "60,200"}
+    preset["name"] = "search_replay_faithful"
+    if args.screen or args.confirm:
+        candidates = CANDIDATES if args.screen else tuple(args.confirm.split(","))
+        preset = {
+            "arms": ",".join(["grutune", "random_asha", *candidates]),
+            "seeds": SCREEN_SEEDS if args.screen else CONFIRM_SEEDS,
+            "budgets": f"{SCREEN['budget']:g}",
+            "name": "search_replay_candidates" if args.screen else "search_replay_candidates_confirm",
+        }
+    preset["seeds"] = f"{preset['seeds'][0]}-{preset['seeds'][-1]}"
+    for k, v in preset.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    references = (*REFERENCES, "grutune") if candidates else REFERENCES
+    declared = len(SCREEN_SEEDS if args.screen else CONFIRM_SEEDS)  # the seeds a verdict waits for
     arms = args.arms.split(",")
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
@@ -1049,14 +1559,23 @@ def main() -> None:
 
     def write(summarise_now: bool) -> dict:
         if summarise_now:  # bootstraps: computed once per write, and only every few seeds
-            state.update(summary=summarise(runs, arms, budgets, flights), summary_runs=len(runs))
+            state.update(summary=summarise(runs, arms, budgets, flights, references), summary_runs=len(runs))
         save(
             args.name,
             {
                 "command": made_by["command"],
                 "code": code,
-                "seeds": {"fresh": f"{FRESH_SEEDS[0]}-{FRESH_SEEDS[-1]}", "asked": args.seeds},
-                "primary": primary(state["summary"]),
+                "seeds": {
+                    "fresh": f"{FRESH_SEEDS[0]}-{FRESH_SEEDS[-1]}",
+                    "screen": f"{SCREEN_SEEDS[0]}-{SCREEN_SEEDS[-1]}",
+                    "confirm": f"{CONFIRM_SEEDS[0]}-{CONFIRM_SEEDS[-1]}",
+                    "asked": args.seeds,
+                },
+                **(
+                    {"verdict": verdict(state["summary"], candidates, declared)}
+                    if candidates
+                    else {"primary": primary(state["summary"])}
+                ),
                 "surrogate": {
                     **quality,
                     "noise_sd_per_epoch": _SUR.noise.sd_per_epoch(),
@@ -1098,6 +1617,19 @@ def main() -> None:
                     if k.startswith("vs_")
                 )
             )
+    if candidates:
+        v = verdict(summary, candidates, declared)
+        print(f"\nthe declared comparison ({SCREEN['budget']:g} trial-epochs; Holm over candidates and levels)")
+        for c, by in v["comparisons"].items():
+            for versus, levels in by.items():
+                for f, r in levels.items():
+                    print(
+                        f"  {c:16s} {versus:15s} {f:>2s} in flight: d={r['mean_diff']:+.4f} {r['mean_diff_ci95']} "
+                        f"{r['wins']}-{r['ties']}-{r['losses']} p={r['wilcoxon_p']:.2g} "
+                        f"Holm {r['wilcoxon_p_holm_screen']:.2g}"
+                    )
+        print("meets the bar:", v["meets_bar"])
+        return
     p = primary(summary)
     print(
         f"\nprimary: {p['arm']} - {p['versus']}, {p['budget']:g} trial-epochs, {p['in_flight']} in flight:",

@@ -176,7 +176,7 @@ def test_the_default_arm_is_the_shipped_search():
     assert replay.ARMS["grutune"] == replay.Arm("grutune")
     arm = replay.settings(replay.ARMS["grutune"])
     assert (arm.sampler, arm.asha, arm.schedule, arm.optuna_pruner) == ("tpe", True, "cosine", False)
-    assert not (arm.rung_tpe or arm.startup_started or arm.startup_floor)
+    assert not (arm.rung_tpe or arm.startup_started or arm.startup_floor) and arm.scheduler == "stop"
     assert (arm.grace, arm.rf, arm.startup, arm.multivariate, arm.liar) == (
         cfg["grace_period"],
         cfg["reduction_factor"],
@@ -270,3 +270,220 @@ def test_wins_ties_and_losses_are_counted_one_way():
 def test_seeds_are_given_as_ranges_or_lists():
     assert replay.parse_seeds("1000-1002,5") == [1000, 1001, 1002, 5]
     assert list(replay.FRESH_SEEDS) == list(range(1000, 1200))
+
+
+# --------------------------------------------------------------------------- the candidates for many trials in flight
+
+
+def test_the_candidates_change_one_thing_each_and_take_the_rest_from_the_config():
+    """Each candidate is today's default with one change it names (its sampler or its scheduler); every setting it
+    leaves unnamed (ASHA's grace period and reduction factor, TPE's start-up, multivariate, constant liar) is
+    conf/config.yaml's, and the declared comparison is against today's default and random + ASHA."""
+    cfg = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["search"]
+    shipped = (cfg["grace_period"], cfg["reduction_factor"], cfg["startup_trials"], cfg["multivariate"])
+    changed = {"grutune_gp": {"sampler"}, "grutune_promote": {"scheduler"}, "grutune_pasha": {"scheduler"}}
+    changed["random_top_k"] = {"sampler", "scheduler"}
+    assert set(replay.CANDIDATES) == set(changed)
+    default = replay.ARMS["grutune"]
+    for name in replay.CANDIDATES:
+        arm = replay.ARMS[name]
+        named = {k for k, v in vars(arm).items() if k != "name" and v != getattr(default, k)}
+        assert named == changed[name], name
+        arm = replay.settings(arm)
+        assert (arm.grace, arm.rf, arm.startup, arm.multivariate) == shipped, name
+        assert arm.liar == cfg["constant_liar"], name
+    assert replay.SCREEN["versus"] == ("grutune", "random_asha") and replay.SCREEN["in_flight"] == (1, 2, 32)
+    seen = [*range(0, 200), *replay.FRESH_SEEDS, *range(2000, 2020)]
+    assert not set(replay.SCREEN_SEEDS) & set(seen) and not set(replay.CONFIRM_SEEDS) & {*seen, *replay.SCREEN_SEEDS}
+
+
+def test_promotion_asha_promotes_the_best_of_the_top_fraction_of_the_highest_rung_first():
+    """Rungs at 2, 6 and 9 epochs, reduction factor 3: with five trials at rung 2 only the best (floor(5/3) = 1) is
+    promotable; once promoted, a new trial starts; a promotable trial at rung 6 goes before one at rung 2."""
+    s = replay.PromotionASHA([2, 6, 9], 3)
+    assert s.jobs() == [(None, 2)]
+    for i, v in enumerate([0.5, 0.7, 0.6, 0.4, 0.65]):
+        s.add(f"t{i}")
+        s.record(f"t{i}", 1, v - 0.1)
+        s.record(f"t{i}", 2, v)
+    assert s.jobs() == [("t1", 6), (None, 2)]
+    s.promote("t1")
+    assert s.jobs() == [(None, 2)]
+    s.add("t5")
+    s.record("t5", 2, 0.8)  # six at rung 2: the best two, t5 and t1; t1 was promoted
+    assert s.jobs() == [("t5", 6), (None, 2)]
+    for e in range(3, 7):
+        s.record("t1", e, 0.75)
+    for name, v in [("t6", 0.9), ("t7", 0.85)]:  # two more at rung 6: floor(3/3) = 1 promotable there, the best
+        s.add(name)
+        s.record(name, 6, v)
+    assert s.jobs() == [("t6", 9), ("t5", 6), (None, 2)]
+    s.promote("t6")
+    assert s.promoted[1] == {"t6"} and s.jobs() == [("t5", 6), (None, 2)]
+
+
+def test_pasha_raises_its_top_rung_only_when_the_top_two_rungs_rank_trials_differently():
+    """PASHA's trials end at the second rung (6 epochs) for now; two trials that rank the same at rungs 2 and 6 keep
+    it there, a third that overtakes beyond epsilon raises it to 9, and the top of rung 6 becomes promotable."""
+    s = replay.PromotionASHA([2, 6, 9], 3, progressive=True)
+    assert s.top == 1
+    for name, (at2, at6) in {"a": (0.60, 0.70), "b": (0.50, 0.65)}.items():
+        s.add(name)
+        for e in range(1, 7):
+            s.record(name, e, at2 + (at6 - at2) * max(0, e - 2) / 4 if e >= 2 else at2 - 0.05)
+    assert s.top == 1 and not s.rises
+    assert all(target <= 6 for _, target in s.jobs())
+    s.add("c")
+    for e in range(1, 7):
+        s.record("c", e, 0.40 if e <= 2 else 0.80)  # last at rung 2, first at rung 6
+    assert s.top == 2 and len(s.rises) == 1
+    assert s.jobs()[0] == ("c", 9)
+
+
+def test_pasha_takes_epsilon_from_pairs_whose_order_flipped_and_flipped_back():
+    """Epsilon is the 90th percentile of the gaps, at an epoch between the two top rungs, of pairs whose order was
+    reversed at an earlier epoch and restored before it; a pair that never flipped back counts nothing."""
+    s = replay.PromotionASHA([2, 6, 9], 3, progressive=True)
+    s.curves = {
+        "a": {1: 0.5, 2: 0.4, 3: 0.6, 4: 0.6, 5: 0.6, 6: 0.6},
+        "b": {1: 0.4, 2: 0.5, 3: 0.5, 4: 0.5, 5: 0.5, 6: 0.58},  # a ahead, behind at 2, ahead again at 1
+        "c": {1: 0.1, 2: 0.1, 3: 0.1, 4: 0.1, 5: 0.1, 6: 0.1},  # always last
+    }
+    assert s._epsilon() == pytest.approx(0.02)
+    s.curves["b"][1] = 0.55  # behind at 2 and at 1: never restored
+    s.epsilon = 0.0
+    assert s._epsilon() == 0.0
+
+
+def _flat_surrogate():
+    zeros = np.zeros((3, 9))
+    return replay.Surrogate(
+        models={"cosine": _Flat(np.linspace(0.5, 0.8, 9))},
+        time_model=_Flat(0.0),
+        noise=replay.Noise(zeros, np.full(3, 0.8), zeros, np.full(3, 0.8)),
+        epochs=9,
+    )
+
+
+class _ByLearningRate:
+    """A surrogate model whose every epoch reads higher the nearer lr is to 10**-3 (features()[9] = log10 lr)."""
+
+    def predict(self, X):
+        return np.array([np.linspace(0.5, 0.8, 9) - abs(x[9] + 3) / 10 for x in np.asarray(X)])
+
+
+@pytest.mark.parametrize("in_flight", [1, 2, 32])
+def test_one_epoch_then_top_k_spends_exactly_what_it_says_and_keeps_the_best_of_epoch_one(tmp_path, in_flight):
+    """At 200 trial-epochs: 104 random configs one epoch each, then the 12 best at epoch one to all 9 epochs, 200
+    trial-epochs whatever the trials in flight; the 12 that go on are the 12 best readings at epoch one."""
+    assert replay.top_k_split(200, 3, 9) == (104, 12)
+    n, k = replay.top_k_split(200, 3, 9)
+    assert n + k * 8 == 200
+    sur = _flat_surrogate()
+    sur.models["cosine"] = _ByLearningRate()
+    out = replay.run_sweep(replay.ARMS["random_top_k"], sur, 0, 200, in_flight, tmp_path)
+    assert out["spent"] == 200 and out["trials"] == 104
+    assert out["in_flight_max"] == min(in_flight, 104)
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "random_top_k-0.journal")))
+    trials = optuna.load_study(study_name="replay-random_top_k-0", storage=storage).get_trials(deepcopy=False)
+    full = {t.number for t in trials if len(t.intermediate_values) == 9}
+    by_epoch_one = sorted(trials, key=lambda t: -t.intermediate_values[1])
+    assert full == {t.number for t in by_epoch_one[:12]}
+    assert all(len(t.intermediate_values) == 1 for t in by_epoch_one[12:])
+
+
+@pytest.mark.parametrize("arm", ["grutune_promote", "grutune_pasha"])
+def test_paused_trials_hold_no_slot_and_the_sweep_stays_in_its_budget(tmp_path, arm):
+    """Under promotion-based ASHA a trial paused at a rung frees its slot: at 32 in flight the first 32 trials all
+    run at once (stopping ASHA's budget rule admits 23), and the sweep spends no more than its 200 trial-epochs."""
+    sur = _flat_surrogate()
+    sur.models["cosine"] = _ByLearningRate()
+    wide = replay.run_sweep(replay.ARMS[arm], sur, 0, 200, 32, tmp_path)
+    assert wide["in_flight_max"] == 32 and 190 <= wide["spent"] <= 200
+    narrow = replay.run_sweep(replay.ARMS[arm], sur, 1, 200, 2, tmp_path)
+    assert narrow["in_flight_max"] == 2 and 190 <= narrow["spent"] <= 200
+
+
+def test_paused_tpe_sees_a_paused_trial_as_stopping_asha_would_have_left_it():
+    """Twenty trials paused at a rung (unfinished, with readings peaking at x = 0.2): TPE through the view ranks them
+    as PRUNED trials and proposes near the peak; grutune's TPE on the study as it stands counts them as running,
+    poor under its constant liar, and draws at random (no trial finished)."""
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+    def proposals(sampler):
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        for i in range(20):
+            x = (i + 0.5) / 20
+            study.add_trial(
+                optuna.trial.create_trial(
+                    state=optuna.trial.TrialState.RUNNING,
+                    params={"x": x},
+                    distributions=dist,
+                    intermediate_values={1: 0.8 - abs(x - 0.2), 2: 0.85 - abs(x - 0.2)},
+                )
+            )
+        out = []
+        for _ in range(20):
+            t = study.ask(dist)
+            out.append(t.params["x"])
+            study.tell(t, state=optuna.trial.TrialState.FAIL)
+        return out
+
+    paused = proposals(replay.PausedTPESampler(seed=0, startup_trials=10))
+    plain = proposals(tpe_sampler(0, 10))
+    assert sum(abs(x - 0.2) < 0.15 for x in paused) >= 15, paused
+    assert sum(abs(x - 0.2) < 0.15 for x in plain) <= 10, plain
+
+
+def test_the_gp_arm_is_declared_for_the_optuna_whose_gpsampler_imputes_running_trials():
+    assert not replay.gp_pending_supported("4.0.0") and not replay.gp_pending_supported("4.8.1")
+    assert replay.gp_pending_supported("4.9.0") and replay.gp_pending_supported("5.1.0")
+
+
+@pytest.mark.skipif(not replay.gp_pending_supported(), reason="GPSampler imputes running trials from Optuna 4.9")
+def test_rung_gp_fits_the_readings_at_a_rung_where_plain_gpsampler_sees_no_trial():
+    """Twenty trials stopped by ASHA at epoch 1 (PRUNED), readings peaking at x = 0.2: GPSampler models COMPLETE
+    trials only, so on the study itself it has nothing to fit; through the rung view it proposes near the peak."""
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    study = optuna.create_study(direction="maximize", sampler=replay.RungGPSampler(seed=0, startup_trials=5, rungs=[1]))
+    for i in range(20):
+        x = (i + 0.5) / 20
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.PRUNED,
+                params={"x": x},
+                distributions=dist,
+                intermediate_values={1: 0.8 - abs(x - 0.2)},
+            )
+        )
+    out = []
+    for _ in range(5):
+        t = study.ask(dist)
+        out.append(t.params["x"])
+        study.tell(t, state=optuna.trial.TrialState.FAIL)
+    assert all(abs(x - 0.2) < 0.1 for x in out), out
+
+
+def _comparison(d: float, p: float, of: int = 200) -> dict:
+    return {"mean_diff": d, "mean_diff_ci95": [d, d], "wins": 1, "ties": 0, "losses": 0, "of": of, "wilcoxon_p": p}
+
+
+def test_the_verdict_needs_a_holm_win_over_the_default_and_no_loss_at_any_level():
+    """A candidate that beats today's default at one level (p = 1e-5, Holm over 4 candidates x 3 levels: 1.2e-4) and
+    loses at none meets the bar; one that also loses at another level (p = 0.03) does not; one with a level not yet
+    measured, or not on every seed, is not judged; a comparison not made counts in the Holm family at p = 1."""
+    summary = {}
+    for f in (1, 2, 32):
+        block = summary.setdefault(f"200x{f}", {})
+        block["grutune_promote"] = {"vs_grutune": _comparison(0.003 if f == 32 else 0.0005, 1e-5 if f == 32 else 0.4)}
+        block["grutune_pasha"] = {"vs_grutune": _comparison(0.003 if f == 32 else -0.001, 1e-5 if f == 32 else 0.03)}
+        block["random_top_k"] = {"vs_grutune": _comparison(0.001, 0.2, of=150)}
+    v = replay.verdict(summary, replay.CANDIDATES, 200)
+    assert v["meets_bar"] == {"grutune_gp": None, "grutune_promote": True, "grutune_pasha": False, "random_top_k": None}
+    win = v["comparisons"]["grutune_promote"]["vs_grutune"]["32"]
+    assert win["wilcoxon_p_holm_screen"] == pytest.approx(12 * 1e-5)
+    del summary["200x1"]["grutune_promote"]
+    assert replay.verdict(summary, replay.CANDIDATES, 200)["meets_bar"]["grutune_promote"] is None

@@ -24,9 +24,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, fashion_mnist, save, table  # noqa: E402
-from grutune.config import TrialConfig, read_best  # noqa: E402
+from grutune.config import read_best  # noqa: E402
 from grutune.final.classifier import retrain_and_test  # noqa: E402
 from grutune.final.ray_train import RunHooks  # noqa: E402
+from grutune.objectives import TrialConfig  # noqa: E402
 from grutune.training import pick_device  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

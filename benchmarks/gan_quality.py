@@ -47,13 +47,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, RESULTS, fashion_mnist, save, table  # noqa: E402
-from grutune.config import GanTrialConfig, TrialConfig, load_params  # noqa: E402
+from grutune.config import load_params  # noqa: E402
 from grutune.errors import Collapsed, ConfigError  # noqa: E402
 from grutune.final.ray_train import RunHooks  # noqa: E402
 from grutune.gan import GENERATOR_NAMES, Recipe, class_grid, evaluate_gan  # noqa: E402
 from grutune.gan.final import FinalGanSettings, score_final, train_best  # noqa: E402
 from grutune.io import atomic_path, write_png  # noqa: E402
 from grutune.models import build_classifier  # noqa: E402
+from grutune.objectives import GanTrialConfig, TrialConfig  # noqa: E402
 from grutune.training import Split, evaluate, fit, hardware, new_classifier, pick_device  # noqa: E402
 
 BUDGETS = {

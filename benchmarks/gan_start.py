@@ -34,9 +34,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, fashion_mnist, save, table  # noqa: E402
-from grutune.config import GanTrialConfig, load_params  # noqa: E402
+from grutune.config import load_params  # noqa: E402
 from grutune.gan import Recipe, diversity, fit_gan, generate, new_gan  # noqa: E402
 from grutune.models import to_float  # noqa: E402
+from grutune.objectives import GanTrialConfig  # noqa: E402
 from grutune.training import Split  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -53,7 +53,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, RESULTS, fashion_mnist, machine, save  # noqa: E402
-from grutune.config import Params, TrialConfig  # noqa: E402
+from grutune.config import Params  # noqa: E402
+from grutune.objectives import TrialConfig  # noqa: E402
 from grutune.training import Split, evaluate, fit, new_classifier, pick_device  # noqa: E402
 from grutune.trials.classifier import run_classifier_sweep  # noqa: E402
 from search_efficiency import SPACE  # noqa: E402  (the CPU-sized space of the earlier benchmark)

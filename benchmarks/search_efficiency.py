@@ -37,7 +37,8 @@ from ray import tune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, fashion_mnist, save, table  # noqa: E402
-from grutune.config import Params, TrialConfig  # noqa: E402
+from grutune.config import Params  # noqa: E402
+from grutune.objectives import TrialConfig  # noqa: E402
 from grutune.space import tune_param_space  # noqa: E402
 from grutune.training import Split, fit, new_classifier  # noqa: E402
 from grutune.trials.classifier import ClassifierTrialSettings, run_classifier_sweep, run_trial  # noqa: E402

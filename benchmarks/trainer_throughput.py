@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save, table  # noqa: E402
-from grutune.config import TrialConfig  # noqa: E402
 from grutune.models import to_float  # noqa: E402
+from grutune.objectives import TrialConfig  # noqa: E402
 from grutune.training import Split, new_classifier, train_epoch  # noqa: E402
 
 BATCH = 128

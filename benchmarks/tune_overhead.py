@@ -26,8 +26,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save, table  # noqa: E402
 from grutune.cluster import init_ray  # noqa: E402
-from grutune.config import Params, TrialConfig  # noqa: E402
+from grutune.config import Params  # noqa: E402
 from grutune.data import Prepared  # noqa: E402
+from grutune.objectives import TrialConfig  # noqa: E402
 from grutune.trials.classifier import run_classifier_sweep  # noqa: E402
 from grutune.trials.skeleton import TrialJob, run_epochs  # noqa: E402
 

@@ -16,7 +16,7 @@ this node) the training runs there, on a worker with gan.resources, restarting f
 import argparse
 from pathlib import Path
 
-from grutune.config import GanTrialConfig, load_params, read_best
+from grutune.config import load_params, read_best
 from grutune.data import load_prepared
 from grutune.errors import cli
 from grutune.final.checkpoints import load_classifier, save_checkpoint
@@ -24,6 +24,7 @@ from grutune.final.runner import runner_for
 from grutune.gan import Recipe
 from grutune.gan.final import FinalGanSettings, GanJob, portable
 from grutune.io import add_output_options, write_csv
+from grutune.objectives import GanTrialConfig
 from grutune.tracking import epoch_logger, init_wandb
 
 

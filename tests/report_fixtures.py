@@ -17,10 +17,10 @@ import matplotlib.image
 import numpy as np
 import yaml
 
-from grutune.config import CLASSIFIER_OBJECTIVE, GAN_OBJECTIVE, Objective
 from grutune.images import image_grid
 from grutune.io import METRICS, write_metrics
 from grutune.metrics import pareto_front
+from grutune.objectives import CLASSIFIER_OBJECTIVE, GAN_OBJECTIVE, Objective
 from grutune.report import load_dataset_results, load_gan_results
 from grutune.report.inputs import SweepResults
 from grutune.space import parse_space

@@ -8,12 +8,13 @@ import pytest
 import ray
 import torch
 
-from grutune.config import FinalResources, TrialConfig
+from grutune.config import FinalResources
 from grutune.data import load_prepared
 from grutune.final.classifier import ClassifierJob, retrain_and_test
 from grutune.final.classifier import test_metrics as metrics_of  # not named test_*: no test
 from grutune.final.ray_train import RunHooks, placement
 from grutune.final.runner import InProcess, OnRayTrain
+from grutune.objectives import TrialConfig
 from tiny_models import CLASSIFIER
 
 CPU = torch.device("cpu")

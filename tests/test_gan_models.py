@@ -5,7 +5,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grutune.config import GENERATOR_KINDS
 from grutune.gan.models import (
     GENERATOR_NAMES,
     GENERATORS,
@@ -15,6 +14,7 @@ from grutune.gan.models import (
     build_generator,
 )
 from grutune.models import BACKBONE_NAMES
+from grutune.objectives import GENERATOR_KINDS
 
 # Any warning fails the test.
 pytestmark = pytest.mark.filterwarnings("error")

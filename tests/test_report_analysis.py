@@ -6,7 +6,7 @@ import math
 import optuna
 import pytest
 
-from grutune.config import CLASSIFIER_OBJECTIVE, GAN_OBJECTIVE
+from grutune.objectives import CLASSIFIER_OBJECTIVE, GAN_OBJECTIVE
 from grutune.report.analysis import param_distributions, param_importances
 from grutune.report.figures import parallel_coordinates_figure
 from grutune.report.inputs import load_sweep

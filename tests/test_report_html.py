@@ -14,7 +14,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from grutune.config import CLASSIFIER_OBJECTIVE, GAN_OBJECTIVE
+from grutune.objectives import CLASSIFIER_OBJECTIVE, GAN_OBJECTIVE
 from grutune.report.html import fmt
 from report_fixtures import CHROMIUM, DATASETS, GAN_HPARAMS, expected_new_bests, run_stage
 

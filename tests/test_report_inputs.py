@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from grutune.config import CLASSIFIER_OBJECTIVE
 from grutune.errors import GrutuneError
+from grutune.objectives import CLASSIFIER_OBJECTIVE
 from grutune.report import load_dataset_results
 from report_fixtures import SPACES, dataset_files, load, write_inputs
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from grutune.config import TrialConfig
 from grutune.data import DATASETS
+from grutune.objectives import TrialConfig
 from grutune.training import Augment, Split, fit, new_classifier, train_epoch
 
 

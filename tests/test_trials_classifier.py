@@ -74,8 +74,8 @@ def test_a_multi_objective_sweep_stores_every_objective_and_picks_from_its_front
     """objectives [val_accuracy, params]: Optuna holds both values of each completed trial (the params of the model
     the trial really built), ASHA's stopped trials are PRUNED with their epochs' accuracy kept, the front is the
     non-dominated completed trials, and best.yaml is the point the pick rule names."""
-    from grutune.config import TrialConfig
     from grutune.metrics import dominates
+    from grutune.objectives import TrialConfig
     from grutune.training import new_classifier
 
     p = load_params(

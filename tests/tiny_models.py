@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from grutune.config import GanTrialConfig, TrialConfig
 from grutune.gan.final import FinalGanSettings
 from grutune.models import RecurrentClassifier
+from grutune.objectives import GanTrialConfig, TrialConfig
 
 CLASSIFIER = TrialConfig(
     cell="gru",

@@ -1,45 +1,38 @@
 """params.yaml as typed, frozen config objects that refuse unknown keys and impossible values.
 
 Every pipeline stage calls `load_params()` first, so a bad value fails at the first stage, naming the key.
-There are no defaults here: params.yaml is the one place a value is written down.
+There are no defaults here: params.yaml is the one place a value is written down. What one trial is and what a sweep
+optimises live in `grutune.objectives`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ByteSize,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ByteSize, Field, ValidationError, field_validator, model_validator
 
 from grutune.data import DATASETS
 from grutune.errors import ConfigError
-from grutune.models import BACKBONES, CELLS
+from grutune.objectives import (
+    COSTS,
+    OBJECTIVES,
+    PICKS,
+    GanTrialConfig,
+    PositiveFloat,
+    PositiveInt,
+    Section,
+    TrialConfig,
+    one_of,
+)
 from grutune.space import parse_space, point_problem
 
 __all__ = [
-    "CLASSIFIER_OBJECTIVE",
-    "COSTS",
-    "COST_COLUMNS",
-    "GAN_OBJECTIVE",
-    "Objective",
     "Budget",
     "FinalResources",
     "GanParams",
     "GanSearchParams",
-    "GanTrialConfig",
-    "OBJECTIVES",
-    "PICKS",
     "Params",
     "PrepareParams",
     "Prices",
@@ -48,79 +41,21 @@ __all__ = [
     "SweepParams",
     "TrackingParams",
     "TrainParams",
-    "TrialConfig",
     "load_params",
     "read_best",
 ]
 
-
-def _one_of(names) -> AfterValidator:
-    allowed = tuple(names)
-
-    def check(v: str) -> str:
-        if v not in allowed:
-            raise ValueError(f"unknown name {v!r}; allowed: {', '.join(allowed)}")
-        return v
-
-    return AfterValidator(check)
-
-
-DatasetName = Annotated[str, _one_of(DATASETS)]
-CellName = Annotated[str, _one_of(CELLS)]
-BackboneName = Annotated[str, _one_of(BACKBONES)]
-# The generator kinds gan/models.py's GENERATORS registers (tests/test_gan_models.py checks that they agree), named
-# here so that the classifier's stages, which read these params but never build a GAN, do not depend on GAN code.
-GENERATOR_KINDS = ("rows", "rows_conv", "deconv")
-GeneratorName = Annotated[str, _one_of(GENERATOR_KINDS)]
-PositiveInt = Annotated[int, Field(gt=0)]
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# --------------------------------------------------------------------------- trial hyperparameters
-
-
-class TrialConfig(_Section):
-    """One point of the classifier search space: the model's architecture plus its optimiser settings."""
-
-    cell: CellName
-    hidden_size: PositiveInt
-    num_layers: PositiveInt
-    bidirectional: bool
-    dropout: Annotated[float, Field(ge=0, lt=1)]
-    backbone: BackboneName
-    lr: PositiveFloat
-    weight_decay: Annotated[float, Field(ge=0, allow_inf_nan=False)]
-    batch_size: PositiveInt
-
-    def model_kwargs(self) -> dict[str, Any]:
-        """The subset of keys the classifier's constructor takes."""
-        return self.model_dump(exclude={"lr", "weight_decay", "batch_size"})
-
-
-class GanTrialConfig(_Section):
-    """One point of the GAN search space: the generator's kind and GRU, the discriminator's backbone, the learning
-    rates."""
-
-    generator: GeneratorName
-    hidden_size: PositiveInt
-    num_layers: PositiveInt
-    backbone: BackboneName
-    lr_g: PositiveFloat
-    lr_d: PositiveFloat
+DatasetName = Annotated[str, one_of(DATASETS)]
 
 
 # --------------------------------------------------------------------------- sections
 
 
-class PrepareParams(_Section):
+class PrepareParams(Section):
     val_fraction: Annotated[float, Field(gt=0, lt=1)]
 
 
-class Resources(_Section):
+class Resources(Section):
     cpu: PositiveFloat
     gpu: Annotated[float, Field(ge=0, allow_inf_nan=False)]
     # Ray's `memory` resource per trial, in bytes or with a unit ("600MB", "1GiB"); 0 reserves none. Ray then places
@@ -146,7 +81,7 @@ class FinalResources(Resources):
     num_workers: PositiveInt = 1  # Ray Train workers of these resources each; above 1, data-parallel (DDP)
 
 
-class Budget(_Section):
+class Budget(Section):
     """A cap on what a sweep spends, in any of these units (the first one reached ends it); none: no cap."""
 
     trial_hours: PositiveFloat | None = None
@@ -155,7 +90,7 @@ class Budget(_Section):
     dollars: PositiveFloat | None = None
 
 
-class Prices(_Section):
+class Prices(Section):
     """Dollars per hour of each resource a trial holds: a node's hourly price shared out over its CPUs and GPUs (an
     instance of 1 GPU at $1.00/h: gpu 1.0, cpu 0). They give trials.csv its cost_usd and `budget.dollars` its unit."""
 
@@ -171,7 +106,7 @@ class Prices(_Section):
         return (resources.get("cpu", 0) * self.cpu + resources.get("gpu", 0) * self.gpu) / 3600
 
 
-class SweepParams(_Section):
+class SweepParams(Section):
     """What every sweep has: its budget (trials, ASHA's epochs and rungs, the per-trial subset), how it runs
     (concurrency, retries, storage, resources) and its search space, validated against the sweep's trial model."""
 
@@ -258,30 +193,6 @@ class SweepParams(_Section):
         return self
 
 
-# The classifier sweep's objectives: validation accuracy (maximised, what ASHA prunes on), then any of the model's
-# costs (minimised), measured in each trial on the trial's hardware.
-OBJECTIVES = {"val_accuracy": "max", "params": "min", "latency_ms": "min", "latency_batch_ms": "min"}
-# What every classifier trial measures of its model besides its accuracy: trials.csv's cost columns, the costs
-# search.objectives may add, and what the train stage reports of the deployed model.
-COST_COLUMNS = tuple(OBJECTIVES)[1:]
-COSTS = {"smallest": "params", "fastest": "latency_ms", "fastest_batch": "latency_batch_ms"}
-PICKS = ("most_accurate", *COSTS)
-
-
-@dataclass(frozen=True)
-class Objective:
-    """What a sweep optimises, declared once for the sweep that runs it and the report that reads its files."""
-
-    hp_model: type[BaseModel]  # one trial's config: its fields are trials.csv's hyperparameter columns
-    metric: str  # trials.csv holds best_<metric>; search_progress_time.csv trial_<metric>, best_<metric>
-    mode: str  # "max" or "min"
-    columns: tuple[str, ...] = ()  # what each trial reports besides the metric, kept in trials.csv
-
-
-CLASSIFIER_OBJECTIVE = Objective(TrialConfig, "val_accuracy", "max", COST_COLUMNS)
-GAN_OBJECTIVE = Objective(GanTrialConfig, "fid", "min")
-
-
 class SearchParams(SweepParams):
     """The classifier sweep (`search`): also its objectives, and which point of their Pareto front to retrain."""
 
@@ -322,14 +233,14 @@ class GanSearchParams(SweepParams):
     min_diversity: Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
-class TrainParams(_Section):
+class TrainParams(Section):
     epochs: PositiveInt
     augment: bool
     resources: FinalResources = FinalResources()
     max_failures: Annotated[int, Field(ge=0)] = 3
 
 
-class GanParams(_Section):
+class GanParams(Section):
     dataset: DatasetName
     epochs: PositiveInt
     batch_size: PositiveInt
@@ -352,13 +263,13 @@ class GanParams(_Section):
         return v
 
 
-class TrackingParams(_Section):
+class TrackingParams(Section):
     wandb: bool
     project: Annotated[str, Field(min_length=1)]
     log_models: bool
 
 
-class Params(_Section):
+class Params(Section):
     datasets: Annotated[tuple[DatasetName, ...], Field(min_length=1)]
     seed: Annotated[int, Field(ge=0)]
     prepare: PrepareParams

@@ -11,12 +11,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from grutune.config import TrialConfig
 from grutune.data import Prepared, dataset_spec
 from grutune.final.checkpoints import restore_rng, rng_state
 from grutune.final.ray_train import RunHooks
 from grutune.metrics import per_class_accuracy
 from grutune.models import RecurrentClassifier, build_classifier
+from grutune.objectives import TrialConfig
 from grutune.training import Augment, Split, evaluate, fit, hardware, inference_cost, new_classifier
 
 __all__ = ["ClassifierJob", "FinalClassifier", "FinalRun", "retrain_and_test", "test_metrics"]

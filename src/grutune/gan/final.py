@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from grutune.config import GanTrialConfig, Params
+from grutune.config import Params
 from grutune.data import Prepared
 from grutune.errors import Collapsed
 from grutune.final.checkpoints import load_checkpoint, restore_rng, rng_state
@@ -23,6 +23,7 @@ from grutune.gan.models import Discriminator, Generator, build_discriminator, bu
 from grutune.gan.scoring import FidScorer, class_grid, evaluate_gan
 from grutune.gan.training import Recipe, fit_gan, new_gan
 from grutune.models import build_classifier, to_float
+from grutune.objectives import GanTrialConfig
 from grutune.training import Split
 
 __all__ = [
@@ -55,14 +56,11 @@ class FinalGanSettings:
     @classmethod
     def of(cls, params: Params) -> FinalGanSettings:
         """The final GAN's settings in a Params."""
-        p, sweep = params.gan, params.gan_search
+        gan, sweep = params.gan, params.gan_search
         return cls(
-            epochs=p.epochs,
-            noise_dim=p.noise_dim,
-            subset=p.train_subset,
-            eval_samples=sweep.eval_samples,
-            eval_every=p.eval_every,
-            min_diversity=sweep.min_diversity,
+            **gan.model_dump(include={"epochs", "noise_dim", "eval_every"}),
+            **sweep.model_dump(include={"eval_samples", "min_diversity"}),
+            subset=gan.train_subset,
             seed=params.seed,
         )
 

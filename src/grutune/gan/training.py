@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -39,14 +39,8 @@ class Recipe:
 
     @classmethod
     def of(cls, gan_params) -> Recipe:
-        """The recipe in a GanParams section."""
-        return cls(
-            batch_size=gan_params.batch_size,
-            loss=gan_params.loss,
-            ema_decay=gan_params.ema_decay,
-            r1_gamma=gan_params.r1_gamma,
-            lr_schedule=gan_params.lr_schedule,
-        )
+        """The recipe in a GanParams section: its settings of the same names."""
+        return cls(**{f.name: getattr(gan_params, f.name) for f in fields(cls)})
 
 
 def _ema(decay: float) -> Callable:

@@ -14,7 +14,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from grutune.config import COST_COLUMNS
+from grutune.objectives import COST_COLUMNS
 from grutune.report.analysis import new_bests, param_distributions, param_importances, spend, usable_trials
 from grutune.report.figures import (
     best_so_far_figure,

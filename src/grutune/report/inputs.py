@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from grutune.config import CLASSIFIER_OBJECTIVE, COST_COLUMNS, GAN_OBJECTIVE, Objective
 from grutune.errors import GrutuneError
+from grutune.objectives import CLASSIFIER_OBJECTIVE, COST_COLUMNS, GAN_OBJECTIVE, Objective
 from grutune.space import point_problem
 
 __all__ = [

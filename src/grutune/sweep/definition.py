@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from grutune.codehash import PACKAGE, imported_modules, reachable, source_digest
-from grutune.config import Objective, SweepParams
+from grutune.config import SweepParams
+from grutune.objectives import Objective
 
 __all__ = ["NOT_TRIAL_CODE", "Sweep", "code_changes", "trial_code"]
 
@@ -32,6 +33,7 @@ __all__ = ["NOT_TRIAL_CODE", "Sweep", "code_changes", "trial_code"]
 NOT_TRIAL_CODE = (
     "grutune.sweep",
     "grutune.config",
+    "grutune.objectives",
     "grutune.space",
     "grutune.codehash",
     "grutune.errors",

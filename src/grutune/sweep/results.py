@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grutune.config import COSTS
 from grutune.errors import GrutuneError
 from grutune.metrics import pareto_front
+from grutune.objectives import COSTS
 
 __all__ = [
     "STATUSES",

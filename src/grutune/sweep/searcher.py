@@ -62,7 +62,7 @@ from optuna.storages.journal import JournalFileBackend
 from ray.tune.search import Searcher
 
 from grutune.errors import GrutuneError
-from grutune.config import COST_COLUMNS
+from grutune.objectives import COST_COLUMNS
 from grutune.space import optuna_distributions
 from grutune.sweep.binding import SweepRun, bound
 from grutune.sweep.budget import budget_allows_trial, time_allows_trial

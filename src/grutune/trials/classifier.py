@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
-from grutune.config import CLASSIFIER_OBJECTIVE, Params, TrialConfig
+from grutune.config import Params
 from grutune.data import Prepared
+from grutune.objectives import CLASSIFIER_OBJECTIVE, TrialConfig
 from grutune.sweep.definition import Sweep
 from grutune.sweep.results import SearchResult
 from grutune.training import Split, fit, inference_cost, new_classifier

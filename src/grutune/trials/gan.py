@@ -8,11 +8,12 @@ from pathlib import Path
 
 import torch
 
-from grutune.config import GAN_OBJECTIVE, GanTrialConfig, Params
+from grutune.config import Params
 from grutune.data import Prepared
 from grutune.errors import Collapsed
 from grutune.gan import FidScorer, Recipe, fit_gan, new_gan
 from grutune.models import build_classifier, to_float
+from grutune.objectives import GAN_OBJECTIVE, GanTrialConfig
 from grutune.sweep.definition import Sweep
 from grutune.sweep.results import SearchResult
 from grutune.training import Split

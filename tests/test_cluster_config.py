@@ -1,10 +1,13 @@
-"""cluster.yaml: Ray's own cluster-config validator accepts it, and it keeps what a careless edit would lose.
+"""cluster.yaml: Ray's own cluster-config validator accepts it, and it keeps what a careless edit would lose: every
+node installs the same, exact versions (cluster-constraints.txt), the sweep's storage reaches every node, token
+authentication stays on and the dashboard stays off the internet.
 
 Offline and fast: `prepare_config` + `validate_config` are the steps `ray up` takes before it calls AWS; they read
 only the file, Ray's bundled aws/defaults.yaml and ray-schema.json.
 """
 
 import copy
+import importlib.metadata
 import re
 import subprocess
 from pathlib import Path
@@ -13,7 +16,10 @@ import jsonschema
 import pytest
 import ray
 import yaml
+from dvc.utils.hydra import compose_and_dump
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 try:
@@ -25,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TEXT = (ROOT / "cluster.yaml").read_text()
 RAW = yaml.safe_load(TEXT)
 PYPROJECT = (ROOT / "pyproject.toml").read_text()
+CONSTRAINTS = ROOT / "cluster-constraints.txt"
 
 COMMAND_LISTS = (
     "initialization_commands",
@@ -180,16 +187,98 @@ def test_token_auth_stays_on(config):
 # --------------------------------------------------------------------------- installation
 
 
-def test_nodes_install_the_project_like_the_readme(config):
+def pins() -> dict[str, str]:
+    """cluster-constraints.txt as {canonical name: version}; every line must be `name==version`."""
+    out = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;@+]+)", line.strip())
+        assert m, f"cluster-constraints.txt: {line!r} is not one exact version (name==version)"
+        name = canonicalize_name(m[1])
+        assert name not in out, f"cluster-constraints.txt pins {name} twice"
+        out[name] = str(Version(m[2]))
+    return out
+
+
+def split(cmd: str) -> list[str]:
+    """A shell command's simple commands (split at &&, || and ;)."""
+    return re.split(r"&&|;|\|\|", cmd)
+
+
+def node_path(config: dict, local: str) -> str:
+    """Where file_mounts puts the local file `local` on every node."""
+    (remote,) = [r for r, here in config["file_mounts"].items() if here == local]
+    return remote
+
+
+def test_every_node_installs_the_project_from_the_same_pinned_versions(config):
+    """One pip install, in setup_commands (run on the head and on every worker), of the project's `cluster` extra
+    constrained by cluster-constraints.txt, which file_mounts copies to the head and the head to every worker: a
+    worker the autoscaler adds later, or a head rebuilt by another `ray up`, installs the same versions."""
     setup = " && ".join(config["setup_commands"])
     assert "git clone" in setup
     assert "python3 -m venv .venv" in setup
-    assert re.search(r"""pip install -e ["']?\.\[cluster\]["']?(\s|$)""", setup)
-    # Nothing is installed apart from the project and its extra, so no version can drift from pyproject.toml.
-    for cmd in commands(config):
-        for segment in re.split(r"&&|;|\|\|", cmd):
-            if "pip install" in segment:
-                assert re.fullmatch(r"""\s*(\S*/)?pip install -e ["']?\.\[cluster\]["']?\s*""", segment), segment
+    on_node = node_path(config, "cluster-constraints.txt").replace(f"/home/{config['auth']['ssh_user']}", "~")
+    raw = [(key, seg) for key in COMMAND_LISTS for cmd in RAW[key] for seg in split(cmd) if "pip install" in seg]
+    assert [key for key, _ in raw] == ["setup_commands"], raw
+    install = raw[0][1]
+    assert re.fullmatch(rf"""\s*(\S*/)?pip install -e ["']?\.\[cluster\]["']? -c {re.escape(on_node)}\s*""", install)
+    # Ray merges setup_commands into the head's and the workers' lists (as `ray up` does): both run that install.
+    for key in ("head_setup_commands", "worker_setup_commands"):
+        assert [seg for cmd in config[key] for seg in split(cmd) if "pip install" in seg] == [install], key
+    assert CONSTRAINTS.is_file()
+
+
+def requirement_closure(name: str, extras: set[str]) -> dict[str, str | None]:
+    """{canonical name: installed version, None where not installed here} of what `name[extras]` needs, through
+    the installed packages' metadata (markers evaluated for this Python)."""
+    seen: dict[str, set[str]] = {}
+    versions: dict[str, str | None] = {}
+    todo = [(name, set(extras))]
+    while todo:
+        dist_name, wanted = todo.pop()
+        key = canonicalize_name(dist_name)
+        if key in seen and wanted <= seen[key]:
+            continue
+        seen[key] = seen.get(key, set()) | wanted
+        try:
+            dist = importlib.metadata.distribution(dist_name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[key] = None
+            continue
+        versions[key] = dist.version
+        for req in map(Requirement, dist.requires or []):
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in wanted | {""}):
+                todo.append((req.name, set(req.extras)))
+    return versions
+
+
+def test_the_pins_cover_everything_the_nodes_install_at_the_versions_tested_here():
+    """Every package that `pip install -e ".[cluster]"` brings is pinned, at the version this environment (the one
+    the tests, and `ray up`, run from) has: Ray above all, since Ray refuses a node of another version."""
+    pinned = pins()
+    needed = requirement_closure("grutune", {"cluster"})
+    needed.pop("grutune")
+    assert not set(needed) - set(pinned), f"not pinned: {sorted(set(needed) - set(pinned))}"
+    stale = {
+        name: (pinned[name], have)
+        for name, have in needed.items()
+        if have is not None and Version(pinned[name]) != Version(Version(have).public)
+    }
+    assert not stale, (
+        f"cluster-constraints.txt differs from this environment {stale} (pinned, here): refresh it as "
+        f"docs/cluster.md says (Pinned versions)"
+    )
+    assert pinned["ray"] == ray.__version__
+
+
+def test_the_pins_satisfy_the_projects_own_ranges():
+    pinned = pins()
+    project = tomllib.loads(PYPROJECT)["project"]
+    for spec in [*project["dependencies"], *project["optional-dependencies"]["cluster"]]:
+        req = Requirement(spec)
+        assert Version(pinned[canonicalize_name(req.name)]) in req.specifier, (req, pinned[req.name])
 
 
 def _extra(name: str) -> list[str]:
@@ -208,14 +297,6 @@ def test_the_cluster_extra_installs_the_projects_ray_and_the_launchers_tools():
         assert not any(s.operator == "==" for s in deps[name].specifier), deps[name]
 
 
-def test_cluster_ray_matches_the_launcher_and_the_project_pin():
-    pin = Requirement(next(r for r in _extra("cluster") if r.startswith("ray["))).specifier
-    assert ray.__version__ in pin, (
-        f"the cluster extra installs Ray {pin} on the nodes, but `ray up` would run Ray "
-        f"{ray.__version__} from this environment; make them equal"
-    )
-
-
 def test_ray_runs_from_the_project_venv(config):
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         calls = re.findall(r"(\S*)\bray (?:start|stop)\b", " ; ".join(config[key]))
@@ -226,3 +307,33 @@ def test_commands_are_valid_bash(config):
     for cmd in commands(config):
         done = subprocess.run(["bash", "-n", "-c", cmd], capture_output=True, text=True)
         assert done.returncode == 0, f"{cmd}\n{done.stderr}"
+
+
+# --------------------------------------------------------------------------- shared storage, and the guide
+
+
+def test_the_head_sets_the_storage_that_dvc_exp_run_composes(config, tmp_path, monkeypatch):
+    """The head's shells export GRUTUNE_STORAGE (an EDIT value that stops `ray up` until it is set), and params
+    composed from conf/ by `dvc exp run` take it for search.storage and gan_search.storage, in every budget."""
+    head = " ; ".join(config["head_setup_commands"])
+    assert re.search(r"GRUTUNE_STORAGE=s3://YOUR-BUCKET/\S+;", head) and "*YOUR-BUCKET*) echo" in head
+    assert 'echo "export GRUTUNE_STORAGE=$GRUTUNE_STORAGE" >> ~/.bashrc' in head
+    monkeypatch.setenv("GRUTUNE_STORAGE", "s3://my-bucket/grutune")
+    for budget in ("full", "cluster", "laptop"):
+        out = tmp_path / f"{budget}.yaml"
+        compose_and_dump(out, str(ROOT / "conf"), None, "config", "", [f"budget={budget}"])
+        params = yaml.safe_load(out.read_text())
+        assert params["search"]["storage"] == params["gan_search"]["storage"] == "s3://my-bucket/grutune"
+    compose_and_dump(out, str(ROOT / "conf"), None, "config", "", ["budget=cluster", "search.storage=/mnt/nfs/g"])
+    assert yaml.safe_load(out.read_text())["gan_search"]["storage"] == "/mnt/nfs/g"  # one setting moves both
+
+
+def test_every_worker_type_can_write_to_the_bucket(config):
+    profiles = {name: t["node_config"].get("IamInstanceProfile") for name, t in worker_types(config).items()}
+    assert all(p == {"Name": "grutune-worker"} for p in profiles.values()), profiles
+
+
+def test_the_files_named_in_comments_exist():
+    for path in re.findall(r"\b((?:docs|tests|conf)/[\w./-]+\.(?:md|py|yaml))", TEXT):
+        assert (ROOT / path).exists(), path
+    assert "README" not in TEXT  # the guide is docs/cluster.md

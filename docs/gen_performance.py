@@ -1,6 +1,6 @@
 """The Performance page's tables, rendered from benchmarks/results/*.json when the site is built.
 
-mkdocs-gen-files runs this script (mkdocs.yml). docs/performance.md holds the prose and, where a table belongs, a
+mkdocs-gen-files runs this script (mkdocs.yml). docs/performance.md (and search_history.md) holds the prose and, where a table belongs, a
 marker `<!-- table: NAME -->`: NAME is a results file's stem, or `stem:part` for one of several tables from one
 file. Each marker becomes the table, then the command that produced the file, the machine it ran on and the file's
 path. A results file that does not exist yet renders as "not measured yet"; a marker no renderer knows stops the
@@ -21,7 +21,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-PAGE = "performance.md"
+PAGES = ("performance.md", "search_history.md")  # the pages whose markers become tables
 MARKER = re.compile(r"^<!-- table: ([\w.-]+)(?::(\w+))? -->$", re.M)
 
 
@@ -245,6 +245,83 @@ def search_confirm(d: dict) -> str:
             f" {p_value(p['wilcoxon_p'])}."
         )
     return table(header, rows) + "\n\n" + line
+
+
+PEERS = (("random", "random search"), ("random_asha", "random + ASHA"), ("optuna_hb", "Optuna TPE + Hyperband"))
+
+
+def points(c: dict | None, p_key: str = "wilcoxon_p_holm") -> str:
+    """A paired comparison in accuracy points: mean (95% interval), wins–ties–losses, a Holm-corrected p."""
+    if not c:
+        return "—"
+    lo, hi = (100 * x for x in c["mean_diff_ci95"])
+    return (
+        f"{100 * c['mean_diff']:+.2f} ({lo:+.2f} to {hi:+.2f}), {c['wins']}–{c['ties']}–{c['losses']}, "
+        f"p={p_value(c[p_key])}"
+    )
+
+
+def search_replay_faithful(d: dict) -> str:
+    """grutune against each peer at every budget and in-flight level (the levels reached, not only the asked)."""
+    header = [
+        "budget, in flight (reached: max, mean)",
+        "grutune median",
+        *(f"grutune − {name}" for _, name in PEERS),
+        "grutune − itself one at a time",
+        "trial-epochs to random's final median: grutune / random + ASHA",
+    ]
+    rows = []
+    for key, arms in d["summary"].items():
+        budget, flight = key.split("x")
+        g = arms["grutune"]
+        reach = g["in_flight_reached"]
+        asha = arms.get("random_asha", {})
+        rows.append(
+            [
+                f"{budget}, {flight} ({reach['max_median']:.0f}, {reach['mean_median']:.1f})",
+                num(g["median"], 4),
+                *(points(g.get(f"vs_{arm}")) for arm, _ in PEERS),
+                points(g.get("vs_one_at_a_time")),
+                f"{with_interval(g.get('epochs_to_random_median'), g.get('epochs_to_random_median_ci95'), 1)} / "
+                f"{with_interval(asha.get('epochs_to_random_median'), asha.get('epochs_to_random_median_ci95'), 1)}",
+            ]
+        )
+    legend = (
+        "Differences in accuracy points of the noise-free final accuracy of each sweep's pick, paired by seed: mean "
+        "(95% bootstrap interval), wins–ties–losses, Wilcoxon signed-rank p, Holm-corrected over the comparisons in "
+        "the same setting. In flight: the levels the budget rule let the sweep reach (medians over seeds)."
+    )
+    return table(header, rows) + "\n\n" + legend
+
+
+def search_confirm_three_arms(d: dict) -> str:
+    """Random, random + ASHA and grutune on real training: the picks' test accuracy, and the declared comparisons."""
+    s = d["summary"]
+    names = {"random": "random search", "random_asha": "random + ASHA", "grutune": "grutune"}
+    header = ["arm", "seeds", "test accuracy: median (IQR)", "trial-epochs spent: median (range)", "trials (median)"]
+    rows = [
+        [
+            names[arm],
+            num(r["seeds"]),
+            f"{num(r['test_median'], 4)} ({num(r['test_iqr'][0], 4)}–{num(r['test_iqr'][1], 4)})",
+            f"{num(r['trial_epochs_median'], 1)} ({r['trial_epochs_range'][0]}–{r['trial_epochs_range'][1]})",
+            num(r["trials_median"], 1),
+        ]
+        for arm, r in s.items()
+        if arm in names
+    ]
+    out = table(header, rows)
+    comparisons = s.get("comparisons") or {}
+    if comparisons:
+        lines = [
+            [f"{names.get(a, a)} − {names.get(b, b)}", points(c)]
+            for key, c in comparisons.items()
+            for a, b in [key.split("_vs_") if "_vs_" in key else (key, "")]
+        ]
+        out += "\n\n" + table(["paired by seed (test accuracy, points)", "mean (95% interval), W–T–L, Holm p"], lines)
+    else:
+        out += f"\n\n*{s.get('seeds_with_every_arm', 0)} seeds of 20 done; the paired comparisons come at the end.*"
+    return out
 
 
 def search_efficiency(d: dict) -> str:
@@ -514,6 +591,8 @@ RENDERERS: dict[tuple[str, str | None], Callable[[dict], str]] = {
     ("search_replay_in_flight", None): search_replay_in_flight,
     ("search_replay_in_flight_explore", None): search_replay_in_flight,
     ("search_confirm", None): search_confirm,
+    ("search_replay_faithful", None): search_replay_faithful,
+    ("search_confirm_three_arms", None): search_confirm_three_arms,
     ("search_efficiency_4x4000", None): search_efficiency,
     ("search_efficiency_4x4000_in_flight", None): search_efficiency,
     ("final_accuracy", None): final_accuracy,
@@ -599,11 +678,12 @@ def render(stem: str, part: str | None) -> str:
 
 
 def main() -> None:
-    page = (ROOT / "docs" / PAGE).read_text()
-    page = MARKER.sub(lambda m: render(m.group(1), m.group(2)), page)
-    with mkdocs_gen_files.open(PAGE, "w") as f:
-        f.write(page)
-    mkdocs_gen_files.set_edit_path(PAGE, PAGE)
+    for name in PAGES:
+        page = (ROOT / "docs" / name).read_text()
+        page = MARKER.sub(lambda m: render(m.group(1), m.group(2)), page)
+        with mkdocs_gen_files.open(name, "w") as f:
+            f.write(page)
+        mkdocs_gen_files.set_edit_path(name, name)
 
 
 main()

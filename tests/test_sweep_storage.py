@@ -1,25 +1,29 @@
 """Where a sweep is kept (grutune.sweep.storage): its folder, its Tune experiments in order, its sweep.json, a sweep
 saved by grutune's earlier layout refused with what to do, and the journal's copy in cloud storage, which never goes
-back in time. None of it starts Ray.
+back in time. Only the tests marked `ray` start Ray (one local Ray of their own).
 
 The cloud storage is pyarrow's local filesystem behind a file:// URI: the same pyarrow calls as for s3://, on a real
-filesystem; the journals are real Optuna journals, written by Optuna.
+filesystem (Tune writes its experiments there through pyarrow too); the journals are real Optuna journals, written by
+Optuna.
 """
 
 import pickle
 
 import optuna
 import pytest
+import ray
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
+from ray import tune
 
 from grutune.config import load_params
 from grutune.data import load_prepared
 from grutune.errors import GrutuneError
 from grutune.sweep.binding import SweepRun, bind
+from grutune.sweep.journal import TUNE_ID
 from grutune.sweep.storage import JournalSync, place, read_state, segments, write_state
 from grutune.trials.classifier import classifier_sweep, run_classifier_sweep
-from sweeps import tiny_writer
+from sweeps import study_trials, tiny_writer
 
 
 @pytest.fixture(scope="session")
@@ -158,3 +162,42 @@ def test_the_copy_is_written_at_every_snapshot_tune_takes(tmp_path, synced):
     assert vars(restored) == {"study_name": "sweep", "_sent": None}
     restored.get_state()  # a restored callback copies up at its first snapshot
     assert remote.read_bytes() == local.read_bytes()
+
+
+@pytest.fixture
+def local_ray():
+    # A Ray of its own ("local"), never one already on the machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.ray
+def test_a_real_sweep_keeps_its_newer_journal_over_an_older_copy(tmp_path, prepared_mnist, tiny, local_ray):
+    """A sweep with cloud storage (file://, through pyarrow as s3:// is): when it ends, the copy is the journal,
+    and every trial that Tune's snapshot in the storage holds as finished is finished in the copy. Then the copy is
+    set back to an earlier, whole record (tells it missed before a kill on the same head): the sweep, given one more
+    trial, keeps the journal here and the two trials it holds, and leaves the copy equal to it again."""
+    data = load_prepared(prepared_mnist(n_train=600, n_test=100, val_fraction=0.2))
+    bucket, state = tmp_path / "bucket", tmp_path / "state"
+    storage = {"num_samples": 2, "storage": f"file://{bucket}"}
+    first = run_classifier_sweep(load_params(tiny(tmp_path / "a.yaml", search=storage)), data, state_dir=state)
+    (journal,) = state.glob("*/optuna.journal")
+    (copy,) = bucket.glob("*/optuna.journal")
+    assert copy.read_bytes() == journal.read_bytes()
+    snapshot = tune.ExperimentAnalysis(str(copy.parent / "tune-1"))
+    finished = {t.trial_id for t in snapshot.trials if t.status == "TERMINATED"}
+    in_copy = {t.user_attrs.get(TUNE_ID) for t in study_trials(bucket) if t.state.is_finished()}
+    assert finished and finished <= in_copy
+
+    ours = journal.read_bytes()
+    records = ours.splitlines(keepends=True)
+    copy.write_bytes(b"".join(records[: len(records) // 2]))  # older: half the records
+    more = run_classifier_sweep(
+        load_params(tiny(tmp_path / "b.yaml", search={**storage, "num_samples": 3})), data, state_dir=state
+    )
+    assert journal.read_bytes().startswith(ours)  # nothing here went back
+    assert copy.read_bytes() == journal.read_bytes()
+    assert more.summary["trials"] == 3
+    kept = {r["trial_id"]: (r["status"], r["epochs"]) for r in first.trials}
+    assert {r["trial_id"]: (r["status"], r["epochs"]) for r in more.trials if r["trial_id"] in kept} == kept

@@ -86,7 +86,8 @@ def test_a_gpu_the_autoscaler_can_never_add_is_an_error_and_cpu_fallback_takes_a
         placement(FinalResources(), key="train", storage=None, max_failures=1)
     assert "train.resources.gpu: 0" in str(e.value) and "train.resources.cpu_fallback: true" in str(e.value)
     assert str(config) in str(e.value)
-    where = placement(FinalResources(cpu_fallback=True), key="train", storage=None, max_failures=1)
+    # (storage every node reaches: a folder on this machine's disk is refused where the autoscaler adds nodes)
+    where = placement(FinalResources(cpu_fallback=True), key="train", storage="s3://bucket/g", max_failures=1)
     assert where.resources == {"cpu": 8, "gpu": 0}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from ray import tune
 
 from grutune.config import load_params
 from grutune.data import load_prepared
-from grutune.errors import StorageFull, full_reason, is_storage_full
+from grutune.errors import StorageFull, cli, full_reason, is_storage_full, storage_full_cause
 from grutune.sweep.driver import STORAGE_FULL, StorageGuard
 from grutune.sweep.journal import repair_journal
 from grutune.trials.classifier import run_classifier_sweep
@@ -86,11 +87,59 @@ def test_a_full_disk_is_recognised_from_the_os_and_from_pyarrow():
     assert not is_storage_full(ValueError("No space left on device"))
 
 
+def test_a_full_disk_is_found_behind_the_error_tune_raises_for_it():
+    """Ray Tune re-raises what its loop met as a TuneError holding only the traceback's text, chained to it."""
+    from ray.tune.error import TuneError
+
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise TuneError("Traceback ...")  # noqa: B904 (as Tune raises it: chained implicitly)
+    except TuneError as e:
+        assert storage_full_cause(e).errno == errno.ENOSPC
+    assert storage_full_cause(TuneError("no storage here")) is None
+
+
+def test_a_stage_that_meets_a_full_disk_says_so_in_one_line(capsys):
+    @cli
+    def stage():
+        raise OSError(errno.ENOSPC, "No space left on device", "out/trials.csv")
+
+    with pytest.raises(SystemExit) as stopped:
+        stage()
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == "error: no room left writing out/trials.csv: No space left on device. Free space there, then run "
+        "`dvc repro` again"
+    )
+
+
 def test_the_guard_stops_on_a_trial_that_could_not_write_its_checkpoint():
     guard = StorageGuard("s")
     assert guard("t", {"epoch": 1, "val_accuracy": 0.5}) is False and guard.stop_all() is False
     with pytest.raises(StorageFull, match="could not write"):
         guard("t", {"epoch": 1, "val_accuracy": 0.5, STORAGE_FULL: "trial t could not write its checkpoint"})
+
+
+def test_the_guard_stops_when_tune_could_not_write_its_snapshot(caplog):
+    """Tune logs a snapshot it could not write, and goes on; the guard stops the sweep at its next step, and the
+    record (a traceback) is not shown."""
+    from grutune.sweep.driver import _watch_storage
+
+    guard = StorageGuard("s")
+    with _watch_storage("s"):
+        logging.getLogger("ray.tune.execution.experiment_state").error(
+            "Saving experiment state to storage failed with exception:",
+            exc_info=OSError("Error writing bytes to file. Detail: [errno 28] No space left on device"),
+        )
+        logging.getLogger("ray.tune.execution.experiment_state").error("something else")
+        with pytest.raises(StorageFull, match="Tune could not write its experiment's state: No space left"):
+            guard.stop_all()
+    assert "Saving experiment state" not in caplog.text and "something else" in caplog.text
+    with _watch_storage("s"):  # a new run starts with a clean slate
+        assert guard.stop_all() is False
 
 
 def test_a_journal_append_on_a_full_disk_fails_with_enospc(small_disk):
@@ -120,19 +169,21 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-def fill(disk: Path) -> None:
-    """Fill `disk` to the last byte with a ballast file."""
-    with open(disk / "ballast", "wb", buffering=0) as f:
+def fill(disk: Path, leave: int = 0, name: str = "ballast") -> None:
+    """Fill `disk` with a ballast file, to the last byte but `leave`."""
+    with open(disk / name, "wb", buffering=0) as f:
         for size in (1 << 20, 1 << 12, 1):
             try:
                 while True:
                     f.write(b"\0" * size)
             except OSError as e:
                 assert e.errno == errno.ENOSPC, e
+        f.truncate(max(0, f.tell() - leave))
 
 
 class FillOnce(tune.Callback):
-    """Fills the disk when the `after`-th trial of the sweep completes; once (the marker is outside the disk)."""
+    """Fills the disk when the `after`-th trial of the sweep completes, but for 12 KiB: room for a few of the
+    journal's small appends, none for a checkpoint (26 KB and more); once (the marker is outside the disk)."""
 
     def __init__(self, disk: Path, marker: Path, after: int):
         self.disk, self.marker, self.after, self.seen = disk, marker, after, 0
@@ -141,7 +192,7 @@ class FillOnce(tune.Callback):
         self.seen += 1
         if self.seen >= self.after and not self.marker.exists():
             self.marker.touch()
-            fill(self.disk)
+            fill(self.disk, leave=12 << 10)
 
 
 @pytest.fixture(scope="session")
@@ -182,11 +233,13 @@ def test_a_sweep_on_a_disk_that_fills_stops_cleanly_and_ends_with_every_trial_af
     assert sum(t.state.is_finished() for t in trials) >= 2
     assert not [t for t in trials if t.state == optuna.trial.TrialState.FAIL], "a full disk is no verdict on a config"
 
+    fill(small_disk, name="ballast-2")  # to the last byte
     with pytest.raises(StorageFull, match="no room left"):  # still full: refused at once, nothing trained
         run_classifier_sweep(p, data, state_dir=tmp_path / "unused", callbacks=[filler])
     assert len(study_trials(storage)) == len(trials)
 
-    (small_disk / "ballast").unlink()
+    for ballast in small_disk.glob("ballast*"):
+        ballast.unlink()
     subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
     result = run_classifier_sweep(p, data, state_dir=tmp_path / "unused", callbacks=[filler])
     s = result.summary

@@ -20,6 +20,7 @@ __all__ = [
     "cli",
     "full_reason",
     "is_storage_full",
+    "storage_full_cause",
     "show_log",
 ]
 
@@ -49,6 +50,20 @@ def is_storage_full(e: BaseException) -> bool:
     """Whether `e` is a write that failed for want of room: an OSError with ENOSPC or EDQUOT, also one raised by
     pyarrow (Ray Tune's storage), which may give the errno only in its message."""
     return isinstance(e, OSError) and (e.errno in _FULL or any(t in str(e) for t in _FULL_TEXT))
+
+
+def storage_full_cause(error: BaseException) -> BaseException | None:
+    """The write that failed for want of room behind `error` (a `StorageFull`, or an OSError `is_storage_full`
+    knows), found along its chain of causes, as libraries re-raise what they met (Ray Tune as a TuneError chained
+    to it); None where there is none."""
+    seen = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        if isinstance(e, StorageFull) or is_storage_full(e):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def full_reason(e: BaseException) -> str:
@@ -86,7 +101,8 @@ def show_log(level: int = logging.INFO) -> None:
 
 def cli(main: Callable[..., None]) -> Callable[..., None]:
     """Wrap a pipeline script's main(): grutune's log lines on stderr as plain lines; GrutuneError -> message on
-    stderr, exit 2; Ctrl-C -> exit 130."""
+    stderr, exit 2; a write that failed for want of room anywhere else (a stage's outputs, say) -> one line saying
+    so, exit 2; Ctrl-C -> exit 130."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
@@ -99,5 +115,14 @@ def cli(main: Callable[..., None]) -> Callable[..., None]:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise SystemExit(130) from None
+        except Exception as e:
+            if (full := storage_full_cause(e)) is None:
+                raise
+            where = f" writing {full.filename}" if getattr(full, "filename", None) else ""
+            print(
+                f"error: no room left{where}: {full_reason(full)}. Free space there, then run `dvc repro` again",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
 
     return wrapper

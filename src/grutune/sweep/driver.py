@@ -22,7 +22,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from grutune.cluster import show_resources, trial_resources, trial_slots
-from grutune.errors import GrutuneError, StorageFull, full_reason, is_storage_full
+from grutune.errors import GrutuneError, StorageFull, full_reason, is_storage_full, storage_full_cause
 from grutune.sweep.binding import SweepRun, bind, location
 from grutune.sweep.budget import budget_allows_trial, budget_seconds, spent, startup_count, time_allows_trial
 from grutune.sweep.budget import trial_seconds as seconds_of
@@ -192,33 +192,18 @@ def _storage_errors(run: _Run):
     try:
         yield
     except Exception as error:
-        e = _storage_cause(error)  # Tune re-raises what its loop met as a TuneError, chained to it
+        e = storage_full_cause(error) or error  # Tune re-raises what its loop met as a TuneError, chained to it
         if isinstance(e, StorageFull):
             raise StorageFull(_full_message(key, where, str(e))) from None
         if isinstance(e, OSError) and is_storage_full(e):
-            raise StorageFull(
-                _full_message(key, where, f"writing {e.filename or where.journal}: {full_reason(e)}")
-            ) from None
-        if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES):
+            what = f"writing {e.filename}: {full_reason(e)}" if e.filename else full_reason(e)
+            raise StorageFull(_full_message(key, where, what)) from None
+        if isinstance(e, OSError) and e.errno == errno.EROFS:
             raise GrutuneError(
-                f"{key}: cannot write the sweep's state to {e.filename or where.local_dir} ({e.strerror}): make it "
-                f"writable, or set {key} to a storage you can write to"
+                f"{key}: cannot write the sweep's state to {e.filename or where.local_dir} ({e.strerror}): set "
+                f"{key} to a storage you can write to"
             ) from None
         raise
-
-
-def _storage_cause(error: BaseException) -> BaseException | None:
-    """The full or read-only storage behind `error`, found along its chain of causes (None: none)."""
-    seen = set()
-    e: BaseException | None = error
-    while e is not None and id(e) not in seen:
-        if isinstance(e, StorageFull) or (
-            isinstance(e, OSError) and (is_storage_full(e) or e.errno in (errno.EROFS, errno.EACCES))
-        ):
-            return e
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return None
 
 
 def _full_message(key: str, where: SweepPlace, what: str) -> str:

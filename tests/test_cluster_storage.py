@@ -200,3 +200,31 @@ def test_local_storage_is_refused_where_the_autoscaler_adds_nodes(
     with pytest.raises(ConfigError, match=r"^gan_search.storage is file:///"):
         place("gan-abc", f"file://{tmp_path}/sweeps", "gan_search.storage", state)
     assert place("gan-abc", "s3://bucket/grutune", "gan_search.storage", state).journal_uri.startswith("s3://")
+
+
+@pytest.mark.ray
+def test_the_search_stage_on_a_cluster_that_grows_stops_in_one_line(two_nodes, tmp_path, write_params, prepared_mnist):
+    """The search stage as a user runs it on a `ray up` head (RAY_ADDRESS, the autoscaler's config) with params
+    whose storage is null, as `dvc repro` runs params.yaml as committed: exit 2, one line naming the key, its value
+    and the fix, no traceback, no Tune experiment."""
+    tiny_writer(write_params)(tmp_path / "params.yaml")
+    prepared = prepared_mnist(n_train=600, n_test=100, val_fraction=0.2)
+    outputs = ["best", "trials", "metrics", "details", "progress", "progress-time", "pareto"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "GRUTUNE_"))}
+    env.update(
+        RAY_ADDRESS=two_nodes.address, WANDB_MODE="offline", **{AUTOSCALING_CONFIG_ENV: str(ROOT / "cluster.yaml")}
+    )
+    stage = subprocess.run(
+        [sys.executable, str(ROOT / "pipeline/search.py"), "mnist", str(prepared)]
+        + [arg for name in outputs for arg in (f"--{name}", f"out/{name}")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert stage.returncode == 2, stage.stdout[-2000:] + stage.stderr[-2000:]
+    assert "Traceback" not in stage.stdout + stage.stderr
+    last = stage.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: search.storage is null (the default): ") and "GRUTUNE_STORAGE=s3://" in last, last
+    assert not list(tmp_path.glob(".grutune/sweeps/*/tune-*"))

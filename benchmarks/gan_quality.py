@@ -1,6 +1,13 @@
-"""GAN quality per generator kind and per stabiliser, on real Fashion-MNIST: IS and FID next to the real-data
-references.
+"""GAN quality per generator kind and per stabiliser, and class-conditional against unconditional, on real
+Fashion-MNIST: IS and FID next to the real-data references.
 
+The conditional benchmark (issue 37): params.yaml's full budget, the shipped unconditional GAN against the same config
+class-conditional (gan_search.space.conditional), 3 seeds each; resumable per seed and by epoch within one
+(about 40 minutes a run on 2 CPU cores; on the GPU where torch sees one):
+
+    python benchmarks/gan_quality.py --conditional
+
+    python benchmarks/gan_quality.py --conditional --smoke-test   # the same code at a tiny budget, a few minutes
     python benchmarks/gan_quality.py [--budget laptop|long] [--only deconv,...]
     python benchmarks/gan_quality.py --budget laptop --variants   # rows_conv with more steps or faster rates
     python benchmarks/gan_quality.py --budget full   # the final GAN at params.yaml's budget; resumes by epoch
@@ -20,6 +27,17 @@ benchmarks/.data/gan_quality_full_state.pt and its history so far to the results
 last finished epoch. It writes gan_quality_full.json and, at the end, the sample grid and the per-class grid.
 --set KEY=VALUE (as `dvc exp run -S`) changes a key of params.yaml for this run only, validated as the stages
 validate params.yaml; such a run needs its own --name, used for its results file, samples and saved state.
+
+--conditional trains that same config twice per seed (--seeds, default 0,1,2): unconditional (the shipped default,
+gan_search.space.conditional false) and class-conditional (a class embedding in the generator, a projection
+discriminator), each with `train_best` and scored with `evaluate_gan` as the gan and gan_eval stages do: IS over the
+real test images', FID, precision, recall and, for the conditional arm, class consistency, with per-class scores. A
+finished (arm, seed) is appended to benchmarks/results/gan_quality_conditional.json (with the machine's facts and
+the device of each run) and a rerun skips it; a run cut off resumes after its last epoch (its state under
+benchmarks/.data/). The summary gives each arm's median, mean, standard deviation and range over the seeds, and the
+paired differences. --set and --name apply as for --budget full; --smoke-test runs 1 epoch of 512 images, 200
+scored samples, seeds 0 and 1, with a scoring classifier of 1 epoch on 2,000 images, into
+gan_quality_conditional_smoke.json (a check that the code runs; its numbers mean nothing).
 
 Runs, in order: each generator kind with params.yaml's recipe (hinge loss, EMA of G, R1 penalty, a discriminator
 learning rate 4x the generator's); then, on the best kind, each stabiliser taken out, one at a time.
@@ -85,9 +103,10 @@ VARIANTS = {  # name -> (config change, recipe change, budget change): for a sho
 }
 
 
-def classifier(data, seed: int):
-    """The scoring classifier: a bidirectional row-wise GRU on a conv backbone, 3 epochs; cached by data hash."""
-    path = DATA / "gan_quality_classifier.pt"
+def classifier(data, seed: int, smoke: bool = False):
+    """The scoring classifier: a bidirectional row-wise GRU on a conv backbone, 3 epochs; cached by data hash. With
+    `smoke`, 1 epoch of 2,000 images (cached apart), for a smoke test only."""
+    path = DATA / ("gan_quality_classifier_smoke.pt" if smoke else "gan_quality_classifier.pt")
     if path.is_file():
         ckpt = torch.load(path, weights_only=True)
         if ckpt["data_hash"] == data.content_hash:
@@ -105,16 +124,17 @@ def classifier(data, seed: int):
     )
     torch.manual_seed(seed)
     model, opt = new_classifier(hp, in_shape=data.image_shape, num_classes=data.num_classes, device=torch.device("cpu"))
-    train, val = Split.of(data.x_train, data.y_train, "cpu"), Split.of(data.x_val, data.y_val, "cpu")
+    n, epochs = (2_000, 1) if smoke else (len(data.y_train), 3)
+    train, val = Split.of(data.x_train[:n], data.y_train[:n], "cpu"), Split.of(data.x_val, data.y_val, "cpu")
     fit(
         model,
         opt,
         train,
         val,
-        epochs=3,
+        epochs=epochs,
         batch_size=hp.batch_size,
         seed=seed,
-        schedule_epochs=3,
+        schedule_epochs=epochs,
         on_epoch=lambda m: print(f"classifier epoch {m['epoch']}: val accuracy {m['val_accuracy']:.3f}", flush=True),
     )
     acc = evaluate(model, Split.of(data.x_test, data.y_test, "cpu"))["accuracy"]
@@ -194,6 +214,34 @@ def with_changes(changes: list[str]):
             raise SystemExit(f"--set {' '.join(changes)}: {str(e).replace(str(path), 'params.yaml')}") from None
 
 
+def train_resumable(hp, recipe, clf, data, settings, device, state_path: Path, key: dict, after_epoch=None):
+    """`train_best`, its state saved to `state_path` after every epoch under `key` (what determines the run); a
+    rerun with the same key resumes after the last saved epoch. `after_epoch(state)` follows each save."""
+    resume = None
+    if state_path.is_file():
+        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        if saved["key"] == json.loads(json.dumps(key)):
+            resume = saved["state"]
+            print(f"resuming after epoch {resume['epoch']} of {settings.epochs} ({state_path})", flush=True)
+    t0 = time.perf_counter()
+
+    def checkpoint(state: dict) -> None:
+        with atomic_path(state_path) as tmp:
+            torch.save({"key": key, "state": state}, tmp)
+        done = state["history"]
+        print(
+            f"epoch {state['epoch']:3d}/{settings.epochs}  val FID {done[-1].get('val_fid', float('nan')):8.3f}  "
+            f"diversity {done[-1].get('diversity', float('nan')):.3f}  {done[-1]['images_per_s']:.0f} img/s  "
+            f"({(time.perf_counter() - t0) / 60:.1f} min this run)",
+            flush=True,
+        )
+        if after_epoch is not None:
+            after_epoch(state)
+
+    hooks = RunHooks(resume=resume, checkpoint=checkpoint)
+    return train_best(hp, recipe, clf, data, settings, device=device, hooks=hooks)
+
+
 def full_budget(data, clf, clf_acc: float, seed: int, changes: list[str], name: str, device: torch.device) -> None:
     """The final GAN at params.yaml's budget (with `changes`), resumable by epoch; see the module's docstring."""
     params = with_changes(changes)
@@ -208,12 +256,6 @@ def full_budget(data, clf, clf_acc: float, seed: int, changes: list[str], name: 
         "data": data.content_hash,
     }
     state_path = DATA / f"{name}_state.pt"
-    resume = None
-    if state_path.is_file():
-        saved = torch.load(state_path, map_location="cpu", weights_only=True)
-        if saved["key"] == json.loads(json.dumps(key)):
-            resume = saved["state"]
-            print(f"resuming after epoch {resume['epoch']} of {p.epochs} ({state_path})", flush=True)
     head = {
         "command": " ".join(["python", "benchmarks/gan_quality.py", *sys.argv[1:]]),
         "changes": changes,
@@ -223,34 +265,22 @@ def full_budget(data, clf, clf_acc: float, seed: int, changes: list[str], name: 
         "config": hp.model_dump(),
         "recipe": dataclasses.asdict(recipe),
     }
-    t0 = time.perf_counter()
 
-    def checkpoint(state: dict) -> None:
-        with atomic_path(state_path) as tmp:
-            torch.save({"key": key, "state": state}, tmp)
-        done = state["history"]
-        print(
-            f"epoch {state['epoch']:3d}/{p.epochs}  val FID {done[-1].get('val_fid', float('nan')):8.3f}  "
-            f"diversity {done[-1].get('diversity', float('nan')):.3f}  {done[-1]['images_per_s']:.0f} img/s  "
-            f"({(time.perf_counter() - t0) / 60:.1f} min this run)",
-            flush=True,
-        )
-        best = state["best"]
+    def saved(state: dict) -> None:
         save(
             name,
             {
                 **head,
                 "finished": False,
                 "epochs_done": state["epoch"],
-                "best_epoch_so_far": best.get("epoch"),
-                "history": done,
+                "best_epoch_so_far": state["best"].get("epoch"),
+                "history": state["history"],
             },
         )
 
     clf = clf.to(device)
     try:
-        hooks = RunHooks(resume=resume, checkpoint=checkpoint)
-        trained = train_best(hp, recipe, clf, data, settings, device=device, hooks=hooks)
+        trained = train_resumable(hp, recipe, clf, data, settings, device, state_path, key, after_epoch=saved)
     except Collapsed as e:
         raise SystemExit(f"{name}: {e}") from None
     metrics, grid = evaluate_gan(trained.G, clf, data, eval_samples=p.eval_samples, seed=seed, device=device)
@@ -278,6 +308,135 @@ def full_budget(data, clf, clf_acc: float, seed: int, changes: list[str], name: 
     print(f"-> {path}")
 
 
+# --------------------------------------------------------------------------- conditional against unconditional
+
+ARMS = {"unconditional": False, "conditional": True}  # arm -> gan_search.space.conditional; the first is the default
+SMOKE = ["gan.epochs=1", "gan.train_subset=512", "gan_search.eval_samples=200", "gan.eval_samples=200"]
+COMPARED = ("IS / real", "FID", "precision", "recall", "class consistency")  # what the summary spreads
+
+
+def spread(values: list[float]) -> dict:
+    """Median, mean, standard deviation (n - 1; 0 for one value) and range of one score over seeds."""
+    v = np.asarray(values, dtype=float)
+    if not len(v):
+        return {"n": 0}
+    return {
+        "n": len(v),
+        "median": float(np.median(v)),
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+        "min": float(v.min()),
+        "max": float(v.max()),
+    }
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Each arm's spread of each score over its seeds, and the paired differences (conditional - unconditional) of
+    the seeds both arms finished."""
+    arms = {
+        arm: {k: spread([r[k] for r in runs if r["arm"] == arm and r.get(k) is not None]) for k in COMPARED}
+        for arm in ARMS
+    }
+    arms = {arm: {k: v for k, v in by.items() if v["n"]} for arm, by in arms.items()}
+    done = {(r["arm"], r["seed"]): r for r in runs}
+    seeds = sorted({s for a, s in done if a == "conditional"} & {s for a, s in done if a == "unconditional"})
+    paired = {
+        k: spread([done["conditional", s][k] - done["unconditional", s][k] for s in seeds])
+        for k in ("IS / real", "FID", "precision", "recall")
+        if seeds
+    }
+    return {"arms": arms, "paired_seeds": seeds, "paired_difference_conditional_minus_unconditional": paired}
+
+
+def compare_conditional(
+    data, clf, clf_acc: float, seeds: list[int], changes: list[str], name: str, device: torch.device
+) -> Path:
+    """Class-conditional against unconditional at params.yaml's budget (with `changes`), each of `seeds`; see the
+    module's docstring. Returns the results file."""
+    params = with_changes(changes)
+    p, sweep = params.gan, params.gan_search
+    config = dict(sweep.points_to_evaluate[0]) if sweep.points_to_evaluate else {"generator": "rows_conv", **CONFIG}
+    config.pop("conditional", None)
+    recipe = Recipe.of(p)
+    budget = dataclasses.asdict(dataclasses.replace(FinalGanSettings.of(params), seed=0))
+    budget.pop("seed")
+    head = {
+        "command": " ".join(["python", "benchmarks/gan_quality.py", *sys.argv[1:]]),
+        "changes": changes,
+        "budget": {**budget, "test_samples": p.eval_samples, "batch_size": p.batch_size},
+        "config": config,
+        "recipe": dataclasses.asdict(recipe),
+        "default_arm": "conditional" if sweep.space.get("conditional") is True else "unconditional",
+        "classifier_test_accuracy": clf_acc,
+        "data": data.content_hash,
+    }
+    path = RESULTS / f"{name}.json"
+    runs: list[dict] = []
+    if path.is_file():
+        before = json.loads(path.read_text())
+        same = ("changes", "budget", "config", "recipe", "classifier_test_accuracy", "data")
+        if all(before.get(k) == json.loads(json.dumps(head[k])) for k in same):
+            runs = before["runs"]
+        else:
+            raise SystemExit(
+                f"{path} holds runs of another budget, config, recipe, classifier or data: give this run its own "
+                f"--name, or move that file away"
+            )
+    columns = ["arm", "seed", "IS / real", "FID", "precision", "recall", "class consistency", "best epoch", "minutes"]
+    clf = clf.to(device)
+    for seed in seeds:
+        for arm, conditional in ARMS.items():
+            if any(r["arm"] == arm and r["seed"] == seed for r in runs):
+                print(f"{arm} seed {seed}: done, in {path.name}", flush=True)
+                continue
+            print(f"{arm} seed {seed}: training on {hardware(device)}", flush=True)
+            hp = GanTrialConfig(**config, conditional=conditional)
+            settings = dataclasses.replace(FinalGanSettings.of(params), seed=seed)
+            key = {"config": hp.model_dump(), "recipe": dataclasses.asdict(recipe), **dataclasses.asdict(settings)}
+            key["data"] = data.content_hash
+            state_path = DATA / f"{name}_{arm}_seed{seed}_state.pt"
+            t0 = time.perf_counter()
+            try:
+                trained = train_resumable(hp, recipe, clf, data, settings, device, state_path, key)
+            except Collapsed as e:
+                row = {"arm": arm, "seed": seed, "collapsed": str(e), "device": hardware(device)}
+            else:
+                metrics, grid = evaluate_gan(
+                    trained.G, clf, data, eval_samples=p.eval_samples, seed=seed, device=device
+                )
+                by_class = class_grid(trained.G, clf, Split.of(data.x_test, data.y_test, device), seed=seed)
+                out = RESULTS / f"{name}_samples"
+                write_png(out / f"{arm}_seed{seed}.png", grid)
+                write_png(out / f"{arm}_seed{seed}_by_class.png", by_class)
+                row = {
+                    "arm": arm,
+                    "seed": seed,
+                    **scores(metrics),
+                    "precision": metrics["precision"],
+                    "recall": metrics["recall"],
+                    "class consistency": metrics.get("class_consistency"),
+                    "best epoch": trained.best_epoch,
+                    "val FID": trained.val_fid,
+                    "minutes": (time.perf_counter() - t0) / 60,  # this session's part, where it resumed
+                    "device": hardware(device),
+                    "metrics": metrics,
+                    "history": trained.history,
+                }
+            runs.append(row)
+            print(table([row], columns), flush=True)
+            save(name, {**head, "runs": runs, "summary": summarise([r for r in runs if "FID" in r])})
+            state_path.unlink(missing_ok=True)  # finished: the run is in the results file
+    summary = summarise([r for r in runs if "FID" in r])
+    print(table([r for r in runs if "FID" in r], columns))
+    for arm, by in summary["arms"].items():
+        print(
+            arm
+            + ": "
+            + ", ".join(f"{k} {v['median']:.3f} (median; {v['min']:.3f}-{v['max']:.3f})" for k, v in by.items())
+        )
+    return save(name, {**head, "runs": runs, "summary": summary})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", choices=BUDGETS, default="laptop")
@@ -288,28 +447,53 @@ def main() -> None:
     ap.add_argument(
         "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="with --budget full: a params.yaml change"
     )
-    ap.add_argument("--name", default="gan_quality_full", help="with --budget full: the results' name (%(default)s)")
+    ap.add_argument("--name", help="with --budget full or --conditional: the results' name (gan_quality_full, ...)")
+    ap.add_argument("--conditional", action="store_true", help="class-conditional against unconditional, full budget")
+    ap.add_argument("--seeds", default="0,1,2", help="with --conditional: comma-separated seeds (%(default)s)")
+    ap.add_argument("--smoke-test", action="store_true", help="with --conditional: a tiny budget, to see that it runs")
     ap.add_argument(
         "--device",
         choices=["cpu", "cuda"],
         help="with --budget full: where to train (default: the GPU where torch sees one, as the gan stage does)",
     )
     args = ap.parse_args()
-    if (args.set or args.name != "gan_quality_full") and args.budget != "full":
-        ap.error("--set and --name go with --budget full")
+    full = args.budget == "full" or args.conditional
+    if args.smoke_test and not args.conditional:
+        ap.error("--smoke-test goes with --conditional")
+    if args.conditional and args.smoke_test:
+        args.set = [*SMOKE, *args.set]
+        args.seeds = "0,1" if args.seeds == "0,1,2" else args.seeds
+    default_name = (
+        ("gan_quality_conditional_smoke" if args.smoke_test else "gan_quality_conditional")
+        if args.conditional
+        else "gan_quality_full"
+    )
+    if (args.set or args.name) and not full:
+        ap.error("--set and --name go with --budget full or --conditional")
+    if args.name is None:
+        if args.set and not args.smoke_test:
+            ap.error("--set changes params.yaml's budget: give the run a --name of its own")
+        args.name = default_name
     if not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):
         ap.error(f"--name {args.name!r}: letters, digits, _ and - only (it names files under benchmarks/results/)")
-    if args.device and args.budget != "full":
-        ap.error("--device goes with --budget full (the other budgets were measured on the CPU)")
+    if args.device and not full:
+        ap.error("--device goes with --budget full or --conditional (the other budgets were measured on the CPU)")
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: torch sees no CUDA device here")
-    if args.set and args.name == "gan_quality_full":
-        ap.error("--set changes params.yaml's budget: give the run a --name of its own")
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--seeds {args.seeds!r}: comma-separated integers, like 0,1,2")
     with_changes(args.set)  # bad keys or values fail before the data and the classifier load
     torch.set_num_threads(args.threads)
     data = fashion_mnist(verify=False)
-    clf, clf_acc = classifier(data, args.seed)
+    clf, clf_acc = classifier(data, args.seed, smoke=args.smoke_test)
     print(f"scoring classifier: test accuracy {clf_acc:.3f}")
+    if args.conditional:
+        device = torch.device(args.device) if args.device else pick_device()
+        path = compare_conditional(data, clf, clf_acc, seeds, args.set, args.name, device)
+        print(f"-> {path}")
+        return
     if args.budget == "full":
         device = torch.device(args.device) if args.device else pick_device()
         return full_budget(data, clf, clf_acc, args.seed, args.set, args.name, device)

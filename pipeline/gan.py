@@ -53,8 +53,9 @@ def main() -> None:
         directory=args.wandb_dir,
         config={**p.model_dump(), **hp.model_dump(), "data_hash": data.content_hash},
     )
+    kind = f"class-conditional {hp.generator}" if hp.conditional else hp.generator
     print(
-        f"training the {hp.generator} GAN on {min(p.train_subset or len(data.y_train), len(data.y_train))} "
+        f"training the {kind} GAN on {min(p.train_subset or len(data.y_train), len(data.y_train))} "
         f"images/epoch of {data.name} for {p.epochs} epochs on {runner}"
     )
     job = GanJob(hp, Recipe.of(p), FinalGanSettings.of(params), classifier=portable(clf), data=data)
@@ -67,6 +68,7 @@ def main() -> None:
         epoch=trained.best_epoch,
         val_fid=trained.val_fid,
         dataset=data.name,
+        classes=list(data.classes),  # what `python -m grutune.sample --class NAME` takes
         data_hash=data.content_hash,
         sweep_id=group,
     )

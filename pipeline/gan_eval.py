@@ -7,9 +7,12 @@
 FID, Inception Score, precision and recall (Kynkaanniemi et al., 2019) and class shares of gan.eval_samples
 generated images, in the features and class probabilities of the classifier the `train` stage trained on gan.dataset
 (nothing is downloaded), next to the same scores for real images: FID and the Inception Score over the real images'
-for DVC, the rest beside them. A separate stage, so that changing gan.eval_samples scores the GAN again without
-training it again. On a Ray cluster (RAY_ADDRESS, or `ray start` on this node) the scoring runs there, on a worker
-with gan.resources.
+for DVC, the rest beside them. The details also hold the same scores per class (`per_class`: of the samples drawn
+for the class by a class-conditional generator, else of those the classifier assigns to it) and, for a conditional
+generator, its class consistency (the share of samples drawn for class c that the classifier assigns to c), overall
+and per class; the class grid then shows, for each class, the samples drawn for it. A separate stage, so that
+changing gan.eval_samples scores the GAN again without training it again. On a Ray cluster (RAY_ADDRESS, or `ray
+start` on this node) the scoring runs there, on a worker with gan.resources.
 """
 
 import argparse
@@ -37,7 +40,8 @@ def main() -> None:
             "metrics": "test FID and Inception Score over the real images', for DVC (JSON)",
             "details": "the rest of the scores: Inception Score, precision, recall, class shares, references (JSON)",
             "samples": "a grid of samples (PNG)",
-            "class_samples": "per class, real test images beside the samples the classifier assigns to it (PNG)",
+            "class_samples": "per class, real test images beside the samples drawn for it (a conditional generator) "
+            "or that the classifier assigns to it (PNG)",
         },
     )
     args = ap.parse_args()
@@ -74,7 +78,9 @@ def main() -> None:
         f"inception_score {metrics['inception_score']:.3f} "
         f"(real test: {metrics['reference_inception_score_test']:.3f})  precision {metrics['precision']:.3f} "
         f"recall {metrics['recall']:.3f} (real: {metrics['reference_precision_train_vs_test']:.3f}, "
-        f"{metrics['reference_recall_train_vs_test']:.3f})  -> {args.metrics}, {args.details}, {args.samples}"
+        f"{metrics['reference_recall_train_vs_test']:.3f})"
+        + (f"  class consistency {metrics['class_consistency']:.3f}" if "class_consistency" in metrics else "")
+        + f"  -> {args.metrics}, {args.details}, {args.samples}"
     )
 
 

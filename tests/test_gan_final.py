@@ -174,3 +174,21 @@ def test_the_stages_jobs_in_this_process_are_train_best_then_evaluate_gan_and_cl
     by_class = class_grid(straight.G, clf, Split.of(data.x_test, data.y_test, CPU), seed=0)
     assert scores.metrics == metrics
     assert np.array_equal(scores.grid, grid) and np.array_equal(scores.by_class, by_class)
+
+
+def test_a_conditional_final_gan_trains_is_read_back_and_scored_per_class(data, clf, tmp_path):
+    """`gan_search.space.conditional: true` end to end in this process: train_best builds a conditional GAN for the
+    dataset's classes, its checkpoint rebuilds it exactly, and gan_eval's job scores its class consistency."""
+    hp = gan_config(generator="rows", conditional=True)
+    trained = train_best(hp, Recipe(batch_size=32, ema_decay=0.9), clf, data, gan_settings(), device=CPU)
+    assert trained.G.num_classes == data.num_classes == trained.D.num_classes
+    save_checkpoint(tmp_path / "gan.pt", trained.G, data_hash=data.content_hash, epoch=trained.best_epoch)
+    loaded, _ = load_generator(tmp_path / "gan.pt", data.content_hash)
+    z, y = torch.randn(4, 8), torch.tensor([0, 3, 5, 9])
+    with torch.no_grad():
+        assert torch.equal(loaded(z, y), trained.G(z, y))
+    scores = InProcess(CPU).run(GanEvalJob(portable(loaded), portable(clf), data, eval_samples=50, seed=0))
+    assert scores.metrics["conditional"] and 0 <= scores.metrics["class_consistency"] <= 1
+    assert set(scores.metrics["per_class"]) == set(data.classes)
+    assert all(0 <= row["class_consistency"] <= 1 for row in scores.metrics["per_class"].values())
+    assert scores.by_class.shape == class_grid(loaded, clf, Split.of(data.x_test, data.y_test, CPU), seed=0).shape

@@ -179,3 +179,120 @@ def test_gan_step_trains_both_players():
 def test_unknown_discriminator_backbone_lists_valid_names():
     with pytest.raises(ValueError, match="unknown backbone 'vit'; valid: none, conv, resnet"):
         Discriminator(in_shape=(28, 28, 1), backbone="vit")
+
+
+# --------------------------------------------------------------------------- class-conditional players
+
+
+def conditional(shape, num_layers=1, kind="rows", k=3):
+    return GENERATORS[kind](out_shape=shape, noise_dim=6, hidden_size=16, num_layers=num_layers, num_classes=k)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("kind", GENERATOR_NAMES)
+def test_conditional_generator(kind, shape):
+    """Every kind takes a class: the shape and range of its images, a gradient for every parameter (the class
+    embedding too), an exact rebuild from its kwargs, and samples that differ by class from the same noise."""
+    torch.manual_seed(0)
+    G = conditional(shape, kind=kind)
+    assert G.conditional and G.kwargs["num_classes"] == 3
+    y = torch.tensor([0, 1, 2, 1])
+    z = torch.randn(B, 6)
+    images = G(z, y)
+    assert images.shape == (B, *shape) and images.min() >= 0 and images.max() <= 1
+    (images - torch.rand_like(images)).square().mean().backward()
+    assert_all_params_get_gradient(G)
+    rebuilt = build_generator(G.kwargs)
+    rebuilt.load_state_dict(G.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(z, y), G(z, y), rtol=0, atol=0)
+        same_noise = z[:1].expand(3, 6)
+        by_class = G(same_noise, torch.arange(3))
+    assert (by_class[0] - by_class[1]).abs().max() > 0 and (by_class[1] - by_class[2]).abs().max() > 0
+    assert G.sample(5).shape == (5, *shape)  # without classes: each class in turn
+    torch.testing.assert_close(G.classes_for(5), torch.tensor([0, 1, 2, 0, 1]))
+
+
+@pytest.mark.parametrize("kind", GENERATOR_NAMES)
+def test_each_generator_refuses_a_class_it_cannot_take_and_asks_for_one_it_needs(kind):
+    z = torch.randn(2, 6)
+    with pytest.raises(ValueError, match="unconditional: it cannot take a class"):
+        generator((8, 8, 1), kind=kind)(z, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="class-conditional: give each sample's class"):
+        conditional((8, 8, 1), kind=kind)(z)
+    with pytest.raises(ValueError, match="num_classes must be 0 .* or at least 2, got 1"):
+        conditional((8, 8, 1), kind=kind, k=1)
+
+
+@pytest.mark.parametrize("kind", GENERATOR_NAMES)
+def test_an_unconditional_generator_is_built_as_before_conditioning(kind):
+    """num_classes 0 adds no layer and draws no random number more: the same seed gives the same weights as a
+    generator built without the argument, so an unconditional GAN trains as it did."""
+    torch.manual_seed(5)
+    before = GENERATORS[kind](out_shape=(28, 28, 1), noise_dim=6, hidden_size=16, num_layers=1)
+    after_init = torch.rand(1)
+    torch.manual_seed(5)
+    now = GENERATORS[kind](out_shape=(28, 28, 1), noise_dim=6, hidden_size=16, num_layers=1, num_classes=0)
+    assert torch.equal(torch.rand(1), after_init)
+    assert before.state_dict().keys() == now.state_dict().keys()
+    assert not any("embed" in k for k in now.state_dict())
+    assert all(torch.equal(v, now.state_dict()[k]) for k, v in before.state_dict().items())
+    D = Discriminator(in_shape=(28, 28, 1), backbone="conv")
+    assert not any("embed" in k for k in D.state_dict())
+
+
+@pytest.mark.parametrize("backbone", BACKBONE_NAMES)
+def test_projection_discriminator(backbone):
+    """logit(x, y) = psi(phi(x)) + <embed(y), phi(x)>: the class moves the logit by exactly the projection of phi(x)
+    on the classes' embeddings; every parameter gets a gradient; it rebuilds exactly."""
+    torch.manual_seed(0)
+    shape = (28, 28, 1)
+    D = Discriminator(in_shape=shape, backbone=backbone, num_classes=4)
+    x, y = torch.rand(B, *shape), torch.tensor([0, 1, 2, 3])
+    logits = D(x, y)
+    assert logits.shape == (B,) and torch.isfinite(logits).all()
+    F.binary_cross_entropy_with_logits(logits, torch.tensor([0.0, 1.0, 0.0, 1.0])).backward()
+    assert_all_params_get_gradient(D)
+    D.eval()
+    with torch.no_grad():
+        phi = []
+        handle = D.linear.register_forward_hook(lambda m, inp, out: phi.append(inp[0]))
+        a, b = D(x, y), D(x, (y + 1) % 4)
+        handle.remove()
+        emb = D.embed.weight
+        torch.testing.assert_close(a - b, ((emb[y] - emb[(y + 1) % 4]) * phi[0]).sum(1))
+    rebuilt = build_discriminator(D.kwargs)
+    rebuilt.load_state_dict(D.state_dict())
+    rebuilt.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x, y), D(x, y), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="class-conditional: give each image's class"):
+        D(x)
+    with pytest.raises(ValueError, match="unconditional: it cannot take a class"):
+        Discriminator(in_shape=shape, backbone=backbone)(x, y)
+
+
+def test_a_conditional_discriminator_learns_which_class_an_image_shows():
+    """Real images whose bright row is the class: a few steps teach it to tell a right class from a wrong one."""
+    torch.manual_seed(0)
+    shape = (28, 28, 1)
+    D = Discriminator(in_shape=shape, backbone="conv", num_classes=4)
+    opt = torch.optim.Adam(D.parameters(), lr=1e-3)
+
+    def batch(n=32):
+        y = torch.randint(0, 4, (n,))
+        x = torch.rand(n, *shape) * 0.3
+        x[torch.arange(n), 4 + 6 * y] = 1.0
+        wrong = (y + torch.randint(1, 4, (n,))) % 4
+        return torch.cat([x, x]), torch.cat([y, wrong]), torch.cat([torch.ones(n), torch.zeros(n)])
+
+    for _ in range(40):
+        x, y, t = batch()
+        loss = F.binary_cross_entropy_with_logits(D(x, y), t)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x, y, t = batch(128)
+    with torch.no_grad():
+        accuracy = ((D(x, y) > 0).float() == t).float().mean().item()
+    assert accuracy > 0.9

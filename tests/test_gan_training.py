@@ -153,3 +153,40 @@ class _Stop(Exception):
 
 def _stop(m: dict) -> None:
     raise _Stop
+
+
+@pytest.mark.parametrize("kind", GENERATOR_NAMES)
+def test_a_conditional_gan_trains_both_players_on_the_classes_of_its_batches(kind, data):
+    """Every weight of both players moves, the class embeddings too; the fakes of each batch are drawn for its real
+    images' classes, so both players see the data's class mix."""
+    torch.manual_seed(0)
+    gan = new_gan(
+        gan_config(generator=kind, conditional=True), shape=(28, 28, 1), noise_dim=8, device=CPU, num_classes=10
+    )
+    assert gan.G.conditional and gan.D.num_classes == 10
+    before = {k: v.clone() for part in (gan.G, gan.D) for k, v in part.state_dict().items()}
+    seen = []
+    forward = gan.G.forward
+    gan.G.forward = lambda z, y=None: (seen.append(y), forward(z, y))[1]
+    (m,) = fit_gan(
+        gan,
+        Split.of(data.x_train, data.y_train, CPU),
+        Recipe(batch_size=64, r1_gamma=0.1),
+        epochs=1,
+        seed=0,
+        subset=256,
+    )
+    assert math.isfinite(m["d_loss"]) and math.isfinite(m["g_loss"]) and m["r1"] > 0
+    after = {k: v for part in (gan.G, gan.D) for k, v in part.state_dict().items()}
+    moved = [k for k in before if before[k].is_floating_point() and not k.endswith("_u") and not k.endswith("_v")]
+    assert any("embed" in k for k in moved)
+    assert all(not torch.equal(before[k], after[k]) for k in moved), [
+        k for k in moved if torch.equal(before[k], after[k])
+    ]
+    order = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(0 * 100_003))[:256]
+    torch.testing.assert_close(torch.cat(seen), torch.as_tensor(data.y_train)[order].long())
+
+
+def test_a_conditional_gan_needs_the_number_of_classes():
+    with pytest.raises(ValueError, match="needs the dataset's number of classes"):
+        new_gan(gan_config(conditional=True), shape=(28, 28, 1), noise_dim=8, device=CPU)

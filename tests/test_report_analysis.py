@@ -28,7 +28,8 @@ def test_importance_follows_the_sweeps_direction():
     trials = random_trials(80, seed=3, score=lr_fid, objective=GAN_OBJECTIVE)  # 80: PED-ANOVA is steady on these
     low = param_importances(sweep(trials, GAN_OBJECTIVE))
     high = param_importances(sweep(trials, GAN_OBJECTIVE, "max"))
-    assert set(low) == set(GAN_HPARAMS) and sum(low.values()) == pytest.approx(1)
+    # every hyperparameter the default space varies: all but `conditional` (fixed false)
+    assert set(low) == set(GAN_HPARAMS) - {"conditional"} and sum(low.values()) == pytest.approx(1)
     assert max(low, key=low.get) == "lr_d" and max(high, key=high.get) == "lr_g", (low, high)
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from grutune.objectives import CLASSIFIER_OBJECTIVE, GAN_OBJECTIVE
 from grutune.report.html import fmt
-from report_fixtures import CHROMIUM, DATASETS, GAN_HPARAMS, expected_new_bests, run_stage
+from report_fixtures import CHROMIUM, DATASETS, GAN_HPARAMS, expected_new_bests, load, run_stage
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +125,54 @@ def test_the_gan_section_shows_precision_recall_the_classes_and_the_kept_epoch(s
     assert "real and generated images by class" in part and "metrics/gan_log.csv" in part
 
 
+def test_a_conditional_gans_section_shows_its_grid_by_requested_class_and_its_scores_per_class(stage):
+    """With gan_eval's details of a class-conditional generator: the class grid is captioned as samples drawn for each
+    class, the class consistency is listed, and the per-class scores are a table of their own (not one cell)."""
+    from grutune.report.html import gan_section
+
+    root, *_ = stage
+    _, gan = load(root)
+    per_class = {
+        "0": {
+            "samples": 200,
+            "real_samples": 98,
+            "fid": 1.23456,
+            "inception_score_ratio": 0.9,
+            "precision": 0.7,
+            "recall": 0.5,
+            "reference_fid_train_vs_test": 0.2,
+            "class_consistency": 0.955,
+        },
+        "1": {
+            "samples": 200,
+            "real_samples": 4,
+            "fid": None,
+            "inception_score_ratio": None,
+            "precision": None,
+            "recall": None,
+            "class_consistency": 0.5,
+        },
+    }
+    details = {
+        **gan.details,
+        "conditional": True,
+        "class_consistency": 0.7275,
+        "per_class_by": "requested",
+        "per_class": per_class,
+    }
+    part = gan_section(dataclasses.replace(gan, details=details))
+    assert "By requested class" in part and "draws for that class" in part
+    assert re.search(r"<code>class_consistency</code></td><td><code>gan_details.json</code></td><td[^>]*>0.7275<", part)
+    table = part.split("<code>per_class</code> in", 1)[1].split("</table>", 1)[0]
+    assert "the samples drawn for the class" in table
+    assert re.search(r"<td>0</td><td[^>]*>200</td><td[^>]*>1.2346</td>", table)
+    assert re.search(r"<td>1</td><td[^>]*>200</td><td[^>]*></td>", table)  # too few real images: blank
+    assert "0.955" in table and "{" not in table  # no dict printed in a cell
+
+    unconditional = gan_section(gan)
+    assert "By requested class" not in unconditional and "assigns to that class" in unconditional
+
+
 # --------------------------------------------------------------------------- in a real browser
 
 
@@ -230,5 +278,6 @@ def test_gan_importance_ranks_the_gan_hyperparameters_for_a_low_fid(stage):
     usable = [t for t in written["gan_trials"] if t["status"] in ("completed", "pruned")]
     assert int(m.group(1)) == len(usable)
     varied = {k for k in GAN_HPARAMS if len({t[k] for t in usable}) > 1}
-    assert {k for k, _ in ranked} == varied == set(GAN_HPARAMS)  # every GAN hyperparameter, none of the classifier's
+    # every GAN hyperparameter the default space varies (all but `conditional`, fixed false), none of the classifier's
+    assert {k for k, _ in ranked} == varied == set(GAN_HPARAMS) - {"conditional"}
     assert ranked[0][0] == "lr_d", ranked  # what tells the lowest FIDs apart (lr_g would lead for the highest)

@@ -80,7 +80,7 @@ class TrialConfig(Section):
 
 class GanTrialConfig(Section):
     """One point of the GAN search space: the generator's kind and GRU, the discriminator's backbone, the learning
-    rates."""
+    rates, and whether both players are class-conditional."""
 
     generator: GeneratorName
     hidden_size: PositiveInt
@@ -88,6 +88,9 @@ class GanTrialConfig(Section):
     backbone: BackboneName
     lr_g: PositiveFloat
     lr_d: PositiveFloat
+    # A generator that draws the class it is asked for, against a projection discriminator. Its default reads a
+    # best.yaml written before conditioning existed as the unconditional GAN it was; a space names it all the same.
+    conditional: bool = False
 
 
 # The classifier sweep's objectives: validation accuracy (maximised, what ASHA prunes on), then any of the model's

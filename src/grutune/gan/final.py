@@ -101,7 +101,14 @@ def train_best(
     """
     s, hooks = settings, hooks or RunHooks()
     torch.manual_seed(s.seed)
-    gan = new_gan(hp, shape=data.x_train.shape[1:], noise_dim=s.noise_dim, device=device, ema_decay=recipe.ema_decay)
+    gan = new_gan(
+        hp,
+        shape=data.x_train.shape[1:],
+        noise_dim=s.noise_dim,
+        device=device,
+        ema_decay=recipe.ema_decay,
+        num_classes=data.num_classes,
+    )
     train, val = Split.of(data.x_train, data.y_train, device), Split.of(data.x_val, data.y_val, device)
     val_fid = FidScorer(clf, to_float(val.x[: min(s.eval_samples, len(val))]), seed=s.seed)
     best: dict = {}

@@ -4,7 +4,8 @@ Inception-network numbers).
 
 `FidScorer` scores a generator during training (a trial's epochs, the final GAN's scored epochs); `evaluate_gan` is
 the gan_eval stage's test scores (FID, Inception Score, precision and recall, class shares, each beside the same score
-for real images) and its grids of samples.
+for real images; the same per class, and for a conditional generator its class consistency) and its grids of samples.
+A conditional generator is scored on samples drawn for each class in turn.
 """
 
 from __future__ import annotations
@@ -18,16 +19,36 @@ from grutune.metrics import class_share, frechet_distance, inception_score, prec
 from grutune.models import to_float
 from grutune.training import EVAL_BATCH, Split
 
-__all__ = ["FidScorer", "class_grid", "classifier_view", "diversity", "evaluate_gan", "generate", "score"]
+__all__ = [
+    "FidScorer",
+    "MIN_CLASS_SAMPLES",
+    "class_grid",
+    "classifier_view",
+    "diversity",
+    "evaluate_gan",
+    "generate",
+    "per_class",
+    "score",
+]
+
+# Fewer samples of a class than this (generated or real), and its per-class scores are left out (None): FID needs a
+# covariance, precision and recall k + 1 neighbours, the Inception Score its 10 splits.
+MIN_CLASS_SAMPLES = 10
 
 
 @torch.no_grad()
-def generate(G, n: int, *, seed: int, device: torch.device) -> torch.Tensor:
-    """n images (n, H, W, C) in [0, 1] from fixed noise, so samples are comparable between runs."""
+def generate(G, n: int, *, seed: int, device: torch.device, classes: torch.Tensor | None = None) -> torch.Tensor:
+    """n images (n, H, W, C) in [0, 1] from fixed noise, so samples are comparable between runs. A conditional
+    generator draws them for `classes` (n,), by default each class in turn (`G.classes_for(n)`)."""
     G.eval()
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, G.noise_dim, generator=g).to(device)
-    return torch.cat([G(z[i : i + EVAL_BATCH]) for i in range(0, n, EVAL_BATCH)])
+    if not G.conditional:
+        if classes is not None:
+            raise ValueError("this generator is unconditional: it cannot take a class")
+        return torch.cat([G(z[i : i + EVAL_BATCH]) for i in range(0, n, EVAL_BATCH)])
+    y = (G.classes_for(n) if classes is None else torch.as_tensor(classes)).to(device=device, dtype=torch.long)
+    return torch.cat([G(z[i : i + EVAL_BATCH], y[i : i + EVAL_BATCH]) for i in range(0, n, EVAL_BATCH)])
 
 
 @torch.no_grad()
@@ -61,41 +82,94 @@ class FidScorer:
         }
 
 
+def _scores(fake_f, fake_p, test_f, test_p, train_f, *, splits: int = 10) -> dict:
+    """FID, Inception Score, precision and recall of generated features and probabilities against real test ones, and
+    the real references: train against test (FID, precision, recall), the test images' own Inception Score."""
+    is_mean, _ = inception_score(fake_p, splits)
+    precision, recall = precision_recall(test_f, fake_f)
+    real_precision, real_recall = precision_recall(test_f, train_f)
+    return {
+        "fid": float(frechet_distance(fake_f, test_f)),
+        "inception_score": float(is_mean),
+        "precision": precision,
+        "recall": recall,
+        "reference_fid_train_vs_test": float(frechet_distance(train_f, test_f)),
+        "reference_inception_score_test": float(inception_score(test_p, splits)[0]),
+        "reference_precision_train_vs_test": real_precision,
+        "reference_recall_train_vs_test": real_recall,
+    }
+
+
+def per_class(
+    names: list[str],
+    fake: tuple[np.ndarray, np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray, np.ndarray],
+    train: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    requested: bool,
+) -> dict[str, dict]:
+    """The scores of `_scores` for each class: the samples of class c (drawn for c when `requested`, else those the
+    classifier assigns to c) against the real test images of c, beside train images of c against them; with
+    `requested`, also the class consistency (the share of samples drawn for c that the classifier assigns to c).
+    Each of fake, test and train is (features (n, F), probabilities (n, K), classes (n,)). Keyed by class name; the
+    scores of a class with fewer than MIN_CLASS_SAMPLES samples on either side are None."""
+    out = {}
+    for c, name in enumerate(names):
+        (ff, fp), (tf, tp), (rf, _) = ((f[y == c], p[y == c]) for f, p, y in (fake, test, train))
+        row: dict = {"samples": int(len(ff)), "real_samples": int(len(tf))}
+        if min(len(ff), len(tf), len(rf)) >= MIN_CLASS_SAMPLES:
+            row |= _scores(ff, fp, tf, tp, rf, splits=1)  # one split: a class's images are few
+            row["inception_score_ratio"] = row["inception_score"] / row["reference_inception_score_test"]
+        else:
+            row |= dict.fromkeys(("fid", "inception_score", "precision", "recall", "inception_score_ratio"))
+        if requested:
+            row["class_consistency"] = float((fp.argmax(1) == c).mean()) if len(fp) else None
+        out[name] = row
+    return out
+
+
 def score(
     G, clf, real_test: Split, real_train: Split, *, n: int, seed: int, classes: tuple[str, ...] | None = None
 ) -> dict:
     """n generated images against n real test images, in the classifier's features and class probabilities: FID,
     Inception Score, precision and recall (Kynkaanniemi et al.) and the share of samples the classifier assigns to
-    each class, each beside the same score for n real train images against the test images (the real reference)."""
+    each class, each beside the same score for n real train images against the test images (the real reference).
+    `per_class` holds the same scores class by class. A conditional generator is scored on samples drawn for each
+    class in turn, and also gets its class consistency, overall and per class."""
     n = min(n, len(real_test), len(real_train))
     device = real_test.x.device
-    fake_f, fake_p = classifier_view(clf, generate(G, n, seed=seed, device=device))
+    drawn_for = G.classes_for(n) if G.conditional else None  # (n,) the class each sample is drawn for
+    fake_f, fake_p = classifier_view(clf, generate(G, n, seed=seed, device=device, classes=drawn_for))
     test_f, test_p = classifier_view(clf, to_float(real_test.x[:n]))
-    train_f, _ = classifier_view(clf, to_float(real_train.x[:n]))
-    is_mean, is_std = inception_score(fake_p)
-    real_is, _ = inception_score(test_p)
-    precision, recall = precision_recall(test_f, fake_f)
-    real_precision, real_recall = precision_recall(test_f, train_f)
+    train_f, train_p = classifier_view(clf, to_float(real_train.x[:n]))
     k = fake_p.shape[1]
     fake_share = class_share(fake_p, k)
     names = list(classes) if classes is not None and len(classes) == k else [str(i) for i in range(k)]
-    real_share = np.bincount(real_test.y[:n].cpu().numpy().astype(np.int64), minlength=k)[:k] / n
+    test_y = real_test.y[:n].cpu().numpy().astype(np.int64)
+    train_y = real_train.y[:n].cpu().numpy().astype(np.int64)
+    real_share = np.bincount(test_y, minlength=k)[:k] / n
+    fake_y = drawn_for.numpy() if drawn_for is not None else fake_p.argmax(1)
+    consistency = {"class_consistency": float((fake_p.argmax(1) == fake_y).mean())} if G.conditional else {}
     return {
-        "fid": float(frechet_distance(fake_f, test_f)),
-        "inception_score": float(is_mean),
-        "inception_score_std": float(is_std),
-        "reference_fid_train_vs_test": float(frechet_distance(train_f, test_f)),
-        "reference_inception_score_test": float(real_is),
-        "precision": precision,
-        "recall": recall,
-        "reference_precision_train_vs_test": real_precision,
-        "reference_recall_train_vs_test": real_recall,
+        **_scores(fake_f, fake_p, test_f, test_p, train_f),
+        "inception_score_std": float(inception_score(fake_p)[1]),
         # the class mix: per class, and its total variation distance from the real mix (0: the same; 1: disjoint)
         # keyed by class name, as per_class_accuracy is (DVC's metrics show leaves lists out)
         "class_share": {name: round(float(v), 4) for name, v in zip(names, fake_share)},
         "reference_class_share_test": {name: round(float(v), 4) for name, v in zip(names, real_share)},
         "class_share_distance": round(float(np.abs(fake_share - real_share).sum() / 2), 4),
         "eval_samples": n,
+        "conditional": bool(G.conditional),
+        **consistency,
+        # the same scores per class, of the samples drawn for it (conditional) or assigned to it (unconditional)
+        "per_class_by": "requested" if G.conditional else "assigned",
+        "per_class": per_class(
+            names,
+            (fake_f, fake_p, fake_y),
+            (test_f, test_p, test_y),
+            (train_f, train_p, train_y),
+            requested=G.conditional,
+        ),
     }
 
 
@@ -118,14 +192,19 @@ def diversity(fake: torch.Tensor, real: torch.Tensor) -> float:
 @torch.no_grad()
 def class_grid(G, clf, test: Split, *, per_class: int = 6, candidates: int = 2000, seed: int) -> np.ndarray:
     """Generated samples beside real ones, one row per class: `per_class` real test images of the class, a blank
-    column, then `per_class` of `candidates` generated samples that the classifier assigns to that class (blank
-    where it assigns fewer: a class the generator misses shows as an empty right half). (rows, cols, C) in [0, 1]."""
-    fake = generate(G, candidates, seed=seed, device=test.x.device)
-    _, probs = classifier_view(clf, fake)
-    assigned = probs.argmax(1)
+    column, then `per_class` generated samples of that class: for a conditional generator the first it draws for
+    the class, else the first of `candidates` samples that the classifier assigns to it (blank where it assigns
+    fewer: a class the generator misses shows as an empty right half). (rows, cols, C) in [0, 1]."""
     real, labels = to_float(test.x).cpu().numpy(), test.y.cpu().numpy()
+    if G.conditional:  # per_class samples of class 0, then of class 1, ...
+        k = G.num_classes
+        assigned = torch.arange(k).repeat_interleave(per_class).numpy()
+        fake = generate(G, len(assigned), seed=seed, device=test.x.device, classes=torch.from_numpy(assigned))
+    else:
+        fake = generate(G, candidates, seed=seed, device=test.x.device)
+        _, probs = classifier_view(clf, fake)
+        assigned, k = probs.argmax(1), probs.shape[1]
     fake = fake.cpu().numpy()
-    k = probs.shape[1]
     blank = np.ones_like(real[0])
     tiles = []
     for c in range(k):

@@ -75,10 +75,13 @@ class Gan:
         return parts | ({"generator_ema": self.ema} if self.ema is not None else {})
 
 
-def new_gan(hp, *, shape, noise_dim: int, device: torch.device, ema_decay: float = 0.0) -> Gan:
+def new_gan(hp, *, shape, noise_dim: int, device: torch.device, ema_decay: float = 0.0, num_classes: int = 0) -> Gan:
     """A fresh GAN for one point of the GAN space (a GanTrialConfig), on `device`, with Adam (β1=0.5, as in DCGAN)
-    for each player."""
+    for each player. A conditional point (`hp.conditional`) needs the dataset's `num_classes`."""
     shape = tuple(int(d) for d in shape)
+    if hp.conditional and num_classes < 2:
+        raise ValueError(f"a conditional GAN needs the dataset's number of classes (at least 2), got {num_classes}")
+    k = num_classes if hp.conditional else 0
     G = build_generator(
         dict(
             kind=hp.generator,
@@ -86,9 +89,10 @@ def new_gan(hp, *, shape, noise_dim: int, device: torch.device, ema_decay: float
             noise_dim=noise_dim,
             hidden_size=hp.hidden_size,
             num_layers=hp.num_layers,
+            num_classes=k,
         )
     ).to(device)
-    D = Discriminator(in_shape=shape, backbone=hp.backbone).to(device)
+    D = Discriminator(in_shape=shape, backbone=hp.backbone, num_classes=k).to(device)
     ema = AveragedModel(G, avg_fn=_ema(ema_decay), use_buffers=True) if ema_decay > 0 else None
     if ema is not None:  # its deep copy of G leaves a GRU's weights in pieces, which cuDNN re-packs at every call
         for m in ema.modules():
@@ -136,9 +140,10 @@ def fit_gan(
     progress: bool = False,
 ) -> list[dict]:
     """Train from `start_epoch` up to `epochs`, one D step and one G step per batch; raises NonFiniteLoss on
-    divergence. With `recipe.lr_schedule` "cosine", both learning rates fall from their peak to 0 over the `epochs`
-    epochs' steps (from the optimisers' state, so a resumed run continues the same curve). `on_epoch` sees each
-    epoch's mean losses and D's mean belief (sigmoid of its logit) in real and fake.
+    divergence. A conditional GAN draws each batch's fakes for the classes of its real images, so the classes come in
+    the data's mix, and both players see those classes. With `recipe.lr_schedule` "cosine", both learning rates fall
+    from their peak to 0 over the `epochs` epochs' steps (from the optimisers' state, so a resumed run continues the
+    same curve). `on_epoch` sees each epoch's mean losses and D's mean belief (sigmoid of its logit) in real and fake.
     With `progress`, a progress bar within each epoch on a terminal.
     """
     G, D, device = gan.G, gan.D, data.x.device
@@ -154,9 +159,11 @@ def fit_gan(
         for i in batches(n, recipe.batch_size, f"epoch {epoch + 1}/{epochs}" if progress else None):
             for opt in (gan.opt_d, gan.opt_g):
                 _anneal(opt, recipe.lr_schedule, epoch * per_epoch + steps, epochs * per_epoch)
-            real = to_float(data.x[order[i : i + recipe.batch_size]]).requires_grad_(recipe.r1_gamma > 0)
-            fake = G(torch.randn(len(real), G.noise_dim, device=device))
-            d_real, d_fake = D(real), D(fake.detach())
+            idx = order[i : i + recipe.batch_size]
+            real = to_float(data.x[idx]).requires_grad_(recipe.r1_gamma > 0)
+            y = data.y[idx] if G.conditional else None  # (B,): the classes both players see; None: unconditional
+            fake = G(torch.randn(len(real), G.noise_dim, device=device), y)
+            d_real, d_fake = D(real, y), D(fake.detach(), y)
             d_loss = _d_loss(recipe.loss, d_real, d_fake)
             r1 = torch.zeros((), device=device)
             if recipe.r1_gamma > 0:  # R1: the gradient of D at real images, pushed towards 0
@@ -166,7 +173,7 @@ def fit_gan(
             gan.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             gan.opt_d.step()
-            g_loss = _g_loss(recipe.loss, D(fake))
+            g_loss = _g_loss(recipe.loss, D(fake, y))
             gan.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             gan.opt_g.step()

@@ -32,6 +32,7 @@ from grutune.report.inputs import DatasetResults, GanResults, SweepResults
 __all__ = [
     "CLASSIFIER_KEYS",
     "CSS",
+    "GAN_CLASS_KEYS",
     "GAN_KEYS",
     "SEARCH_KEYS",
     "dataset_section",
@@ -58,7 +59,19 @@ GAN_KEYS = (
     "recall",
     "reference_recall_train_vs_test",
     "class_share_distance",
+    "conditional",
+    "class_consistency",
     "eval_samples",
+)
+# The GAN's per-class scores (gan_eval's details, `per_class`), in the order its table shows them.
+GAN_CLASS_KEYS = (
+    "samples",
+    "fid",
+    "reference_fid_train_vs_test",
+    "inception_score_ratio",
+    "precision",
+    "recall",
+    "class_consistency",
 )
 
 
@@ -273,8 +286,43 @@ def dataset_section(d: DatasetResults) -> str:
     )
 
 
+def _gan_class_table(g: GanResults) -> str:
+    """The per-class scores of gan_eval's details (`per_class`): a row per class, a column per score."""
+    scores = g.details.get("per_class") or {}
+    if not scores:
+        return ""
+    keys = [k for k in GAN_CLASS_KEYS if any(k in row for row in scores.values())]
+    by = (
+        "the samples drawn for the class"
+        if g.details.get("per_class_by") == "requested"
+        else "the samples the classifier assigns to the class"
+    )
+    rows = [
+        [_e(name), *("" if row.get(k) is None else _e(fmt(round(row[k], 4))) for k in keys)]
+        for name, row in scores.items()
+    ]
+    return (
+        f"<p>Per class (<code>per_class</code> in <code>{_e(g.files['details'])}</code>): {by} against the real test "
+        "images of the class; <code>reference_fid_train_vs_test</code> scores real train images of the class the "
+        "same way. Blank: too few samples of the class to score.</p>"
+        + _table(["class", *(f"<code>{_e(k)}</code>" for k in keys)], rows)
+    )
+
+
 def gan_section(g: GanResults) -> str:
-    table = _files_table([(g.metrics, g.files["metrics"]), (g.details, g.files["details"])], GAN_KEYS)
+    details = {k: v for k, v in g.details.items() if k != "per_class"}  # per_class: its own table
+    table = _files_table([(g.metrics, g.files["metrics"]), (details, g.files["details"])], GAN_KEYS)
+    if g.details.get("conditional"):
+        by_class = (
+            "By requested class, one row each: real test images (left) and the samples the class-conditional "
+            "generator draws for that class (right). Class consistency (<code>class_consistency</code>): the share "
+            "of them the classifier assigns to the class asked for."
+        )
+    else:
+        by_class = (
+            "By class, one row each: real test images (left) and the generated samples that the classifier assigns "
+            "to that class (right; blank where it assigns fewer)."
+        )
     n = len(g.real)
     files = "".join(f"<li>{_e(role)}: <code>{_e(path)}</code></li>" for role, path in g.files.items())
     return "\n".join(
@@ -298,10 +346,9 @@ def gan_section(g: GanResults) -> str:
             f"<figcaption>Real: the first {n} test images of <code>{_e(g.files['prepared'])}</code>"
             "</figcaption></figure>",
             f"<figure>{_img(g.class_png, 'real and generated images by class', 'pixels')}"
-            "<figcaption>By class, one row each: real test images (left) and the generated samples that the "
-            "classifier assigns to that class (right; blank where it assigns fewer). Class shares: "
-            f"<code>class_share</code> against <code>reference_class_share_test</code> in "
-            f"<code>{_e(g.files['details'])}</code>.</figcaption></figure>",
+            f"<figcaption>{by_class} Class shares: <code>class_share</code> against "
+            f"<code>reference_class_share_test</code> in <code>{_e(g.files['details'])}</code>.</figcaption></figure>",
+            _gan_class_table(g),
             _figure(
                 val_fid_figure(g),
                 "validation FID by epoch",

@@ -28,6 +28,7 @@ class GanTrialSettings(TrialSettings):
     recipe: Recipe = Recipe()
     eval_samples: int = 0
     min_diversity: float = 0.0
+    num_classes: int = 0  # the dataset's, for a conditional point of the space
     classifier_kwargs: dict = field(default_factory=dict)  # to rebuild the scoring classifier
 
 
@@ -45,6 +46,7 @@ def run_gan_trial(config: dict, *, data: dict, settings: GanTrialSettings) -> No
             noise_dim=settings.noise_dim,
             device=device,
             ema_decay=settings.recipe.ema_decay,
+            num_classes=settings.num_classes,
         )
         clf = build_classifier(settings.classifier_kwargs, data["classifier"]).to(device)
         n = min(settings.eval_samples, len(data["x_val"]))
@@ -120,6 +122,7 @@ def run_gan_sweep(
         train_subset=s.train_subset,
         eval_samples=s.eval_samples,
         min_diversity=s.min_diversity,
+        num_classes=data.num_classes,
         seed=params.seed,
         classifier_kwargs=dict(classifier["model_kwargs"]),
     )

@@ -1,12 +1,15 @@
-"""The gan stage's script on a laptop (in its own process): what it writes when the GAN collapsed."""
+"""The gan stage's script on a laptop (in its own process): what it writes when the GAN collapsed, and a
+class-conditional GAN's checkpoint as gan_eval and the sampling command read it."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image
 import yaml
 
 from grutune.data import load_prepared
@@ -49,3 +52,51 @@ def test_the_gan_stage_writes_nothing_when_the_gan_collapsed(tmp_path, prepared_
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "error: the GAN collapsed at every scored epoch" in proc.stderr and "Traceback" not in proc.stderr
     assert not [f for f in outs if (tmp_path / f).exists()]
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env={**os.environ, "RAY_ADDRESS": "local"},  # in this process, whatever Ray runs on the machine
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_conditional_gan_from_the_gan_stage_is_scored_per_class_and_sampled_by_class_name(
+    tmp_path, prepared_mnist, write_params
+):
+    """best.yaml with `conditional: true`: the gan stage trains a class-conditional GAN and keeps the class names in
+    its checkpoint; gan_eval writes its class consistency and per-class scores to the details, not the DVC metrics;
+    `python -m grutune.sample --class 3` draws from that checkpoint."""
+    prepared = prepared_mnist(n_train=600, n_test=100, val_fraction=0.2)
+    write_params(
+        tmp_path / "params.yaml",
+        {
+            "gan": {"epochs": 1, "batch_size": 64, "noise_dim": 8, "train_subset": 64, "eval_samples": 60},
+            "gan_search": {"eval_samples": 20, "min_diversity": 0.0},
+        },
+    )
+    save_checkpoint(tmp_path / "clf.pt", scoring_classifier(), data_hash=load_prepared(prepared).content_hash)
+    config = gan_config(generator="rows", conditional=True).model_dump()
+    (tmp_path / "best.yaml").write_text(yaml.safe_dump({"config": config}))
+    proc = run(
+        [str(ROOT / "pipeline/gan.py"), str(prepared), "clf.pt", "best.yaml", "gan.pt", "--log", "log.csv"], tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "training the class-conditional rows GAN" in proc.stdout
+    outs = ["--metrics", "gan.json", "--details", "details.json", "--samples", "s.png", "--class-samples", "c.png"]
+    proc = run([str(ROOT / "pipeline/gan_eval.py"), str(prepared), "clf.pt", "gan.pt", *outs], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "class consistency" in proc.stdout
+    metrics, details = (json.loads((tmp_path / f).read_text()) for f in ("gan.json", "details.json"))
+    assert set(metrics) == {"fid", "inception_score_ratio"}  # the DVC metrics file: the headline figures only
+    assert details["conditional"] is True and 0 <= details["class_consistency"] <= 1
+    assert details["per_class_by"] == "requested" and set(details["per_class"]) == set("0123456789")
+    proc = run(["-m", "grutune.sample", "--class", "3", "-n", "4", "-o", "threes.png", "--model", "gan.pt"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert matplotlib.image.imread(tmp_path / "threes.png").shape[:2] == (62, 62)
+    proc = run(["-m", "grutune.sample", "--class", "three", "-o", "x.png", "--model", "gan.pt"], tmp_path)
+    assert proc.returncode == 2 and "unknown class 'three'; valid: '0', '1'" in proc.stderr

@@ -1,5 +1,5 @@
-"""A full disk under a sweep (grutune.sweep.driver's StorageGuard and storage errors, the searcher's repair of a cut
-ask, the trial skeleton's checkpoint): the sweep stops with one message naming the storage and the fix, nothing is
+"""A full disk under a sweep (grutune.sweep.driver's StorageGuard, its trainable's wrapper and storage errors, the
+searcher's repair of a cut ask): the sweep stops with one message naming the storage and the fix, nothing is
 told to Optuna for want of room, and after space is freed the sweep ends with all its trials, each with its whole
 config. The fast tests work on real Optuna journals; the Ray test fills a real tmpfs mid-sweep (mounting one needs
 root, CAP_SYS_ADMIN: it is skipped, saying so, where that is not permitted)."""
@@ -21,8 +21,9 @@ from ray import tune
 from grutune.config import load_params
 from grutune.data import load_prepared
 from grutune.errors import StorageFull, cli, full_reason, is_storage_full, storage_full_cause
-from grutune.sweep.driver import STORAGE_FULL, StorageGuard
+from grutune.sweep.driver import StorageGuard
 from grutune.sweep.journal import repair_journal
+from grutune.sweep.searcher import STORAGE_FULL
 from grutune.trials.classifier import run_classifier_sweep
 from sweeps import journal_trials, searcher_at, study_trials, tiny_writer
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from grutune.sweep.journal import (
     study_counts,
 )
 from grutune.sweep.results import SearchResult, summarise, trial_id, trial_rows
-from grutune.sweep.searcher import GrutuneSearcher
+from grutune.sweep.searcher import STORAGE_FULL, GrutuneSearcher
 from grutune.sweep.storage import (
     SEGMENT_PREFIX,
     STATE,
@@ -49,7 +50,7 @@ from grutune.sweep.storage import (
     write_state,
 )
 
-__all__ = ["STORAGE_FULL", "StorageGuard", "SweepInterrupted", "pending_trials", "run_sweep"]
+__all__ = ["StorageGuard", "SweepInterrupted", "pending_trials", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,9 @@ def run_sweep(
     run = _Run(
         sweep=sweep,
         where=where,
-        trainable=tune.with_resources(tune.with_parameters(sweep.trainable, data=arrays, settings=settings), resources),
+        trainable=tune.with_resources(
+            tune.with_parameters(_guarded(sweep.trainable, sweep.metric), data=arrays, settings=settings), resources
+        ),
         resources=resources,
         # Tune keeps as many trials pending as this allows: enough to fill every slot the cluster has.
         concurrency=s.max_concurrent_trials or trial_slots(resources, s.num_samples, remote),
@@ -122,12 +125,29 @@ def run_sweep(
 
 # --------------------------------------------------------------------------- a full storage
 
-STORAGE_FULL = "storage_full"  # a trial's result key: its checkpoint could not be written for want of room (the why)
+
+def _guarded(trainable, metric: str):
+    """`trainable`, reporting `STORAGE_FULL` (with `metric`, which Tune requires of every result, as NaN) where a
+    write failed for want of room: a checkpoint Tune could not persist, say. `StorageGuard` stops the sweep on that
+    result. The trial code stays as it is, so a sweep's identity does not change for it."""
+
+    @functools.wraps(trainable)
+    def guarded(config, **kwargs):
+        try:
+            return trainable(config, **kwargs)
+        except Exception as e:
+            if (full := storage_full_cause(e)) is None:
+                raise
+            why = f"trial {tune.get_context().get_trial_id()} could not write its checkpoint: {full_reason(full)}"
+            tune.report({metric: float("nan"), STORAGE_FULL: why})
+            raise StorageFull(why) from None  # reached only without the guard (a sweep started before it)
+
+    return guarded
 
 
 class StorageGuard(tune.Stopper):
-    """Stops the sweep, as a kill would, at the first write that failed for want of room: a trial's checkpoint (the
-    trial reports `STORAGE_FULL`), or Tune's experiment snapshot (`_watch_storage`). It raises out of Tune's loop
+    """Stops the sweep, as a kill would, at the first write that failed for want of room: a trial's (the trial
+    reports `STORAGE_FULL`: `_guarded`), or Tune's experiment snapshot (`_watch_storage`). It raises out of Tune's loop
     before the scheduler or the searcher sees the result, so nothing is told to Optuna: the trial stays RUNNING in
     the journal and resumes from its last whole checkpoint on the next run (protocol in grutune.sweep.searcher).
     Pickled with the experiment, it holds only the study's name."""

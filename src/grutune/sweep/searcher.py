@@ -36,9 +36,9 @@ The protocol:
    an orphan with part of its config. Before it is handed out again, its missing hyperparameters are drawn by the
    study's sampler (a point of `points_to_evaluate`: the point's values) and written with
    `BaseStorage.set_trial_param`, so no trial reaches Tune without its whole config and TPE is told nothing false.
-7. A full storage is a kill, not a verdict: a trial whose checkpoint cannot be written reports so
-   (`grutune.sweep.driver.STORAGE_FULL`) and the driver's `StorageGuard` stops Tune on that result, before the
-   scheduler or this searcher sees it; a journal write that fails stops it the same way. No trial is told `FAIL`
+7. A full storage is a kill, not a verdict: a trial whose checkpoint cannot be written reports so (`STORAGE_FULL`,
+   from the driver's wrapper around the trainable) and the driver's `StorageGuard` stops Tune on that result, before
+   the scheduler or this searcher sees it; a journal write that fails stops it the same way. No trial is told `FAIL`
    for want of room; the next run resumes the stopped trials from their last whole checkpoint.
 
 Public APIs used: `ray.tune.search.Searcher` (suggest, on_trial_result, on_trial_complete, save, restore,
@@ -68,9 +68,10 @@ from grutune.sweep.binding import SweepRun, bound
 from grutune.sweep.budget import budget_allows_trial, time_allows_trial
 from grutune.sweep.journal import ALIAS, COST, DIVERGED, DONE, SECONDS, SEGMENT, STEP, TUNE_ID, costs, intermediate
 
-__all__ = ["FORMAT", "VERSION", "GrutuneSearcher", "tpe_sampler"]
+__all__ = ["FORMAT", "STORAGE_FULL", "VERSION", "GrutuneSearcher", "tpe_sampler"]
 
 FORMAT, VERSION = "grutune-searcher", 1  # the searcher's state file
+STORAGE_FULL = "storage_full"  # a trial's result key: a write of the trial failed for want of room (the why)
 
 log = logging.getLogger(__name__)
 WAITING = optuna.trial.TrialState.WAITING
@@ -333,6 +334,8 @@ class GrutuneSearcher(Searcher):
         self._open()
         if trial_id in self.done or trial_id not in self.live:
             return  # a trial replayed after a crash re-reports what the journal already holds
+        if STORAGE_FULL in result:  # no epoch's value: the driver's StorageGuard stops the sweep on it
+            return
         if not result.get("diverged"):
             self._report(trial_id, result)
 

@@ -19,9 +19,9 @@ from pydantic import BaseModel
 from ray import tune
 
 from grutune.data import Prepared
-from grutune.errors import Collapsed, NonFiniteLoss, StorageFull, full_reason, is_storage_full
+from grutune.errors import Collapsed, NonFiniteLoss
 from grutune.sweep.definition import Sweep
-from grutune.sweep.driver import STORAGE_FULL, run_sweep
+from grutune.sweep.driver import run_sweep
 from grutune.sweep.journal import finished_result
 from grutune.sweep.results import SearchResult
 from grutune.training import pick_device
@@ -99,16 +99,7 @@ def run_epochs(
                 },
                 Path(d) / CHECKPOINT,
             )
-            try:
-                tune.report(m, checkpoint=tune.Checkpoint.from_directory(d))
-            except OSError as e:
-                if not is_storage_full(e):
-                    raise
-                # Not this config's fault: the driver stops the sweep on this result, before Optuna is told
-                # anything, and the next run resumes the trial from its last whole checkpoint.
-                why = f"trial {tune.get_context().get_trial_id()} could not write its checkpoint: {full_reason(e)}"
-                tune.report({**m, STORAGE_FULL: why})
-                raise StorageFull(why) from None
+            tune.report(m, checkpoint=tune.Checkpoint.from_directory(d))
 
     try:
         job.fit(start_epoch, report)

@@ -5,7 +5,8 @@ journal is the sweep's source of truth; the searcher keeps it on Optuna's public
 A sweep is a folder, `<storage>/<sweep id>/`, holding:
 - `optuna.journal`: the Optuna study (journal storage), appended to on every ask, report and tell; a hard kill
   cannot leave it behind. Each trial carries its Tune trial id (user attribute `TUNE_ID`) and the Tune experiment
-  that ran it (`SEGMENT`). With cloud storage it is kept locally and copied up after every finished trial
+  that ran it (`SEGMENT`). With cloud storage it is kept locally and copied up every time Tune saves the
+  experiment's state, before that state is copied up, so the copy is never older than Tune's snapshot
   (`grutune.sweep.storage.JournalSync`).
 - `tune-1/`, `tune-2/`, ...: Tune experiments ("segments"). A sweep runs in its newest segment; a finished sweep
   that is asked for more trials goes on in a new segment, with the same study (Tune cannot add trials to an

@@ -1,4 +1,4 @@
-"""A full disk under a sweep (grutune.sweep.driver's StorageGuard, its trainable's wrapper and storage errors, the
+"""A full disk under a sweep (grutune.sweep.full_storage's StorageGuard, its trainable's wrapper and storage errors, the
 searcher's repair of a cut ask): the sweep stops with one message naming the storage and the fix, nothing is
 told to Optuna for want of room, and after space is freed the sweep ends with all its trials, each with its whole
 config. The fast tests work on real Optuna journals; the Ray test fills a real tmpfs mid-sweep (mounting one needs
@@ -21,7 +21,7 @@ from ray import tune
 from grutune.config import load_params
 from grutune.data import load_prepared
 from grutune.errors import StorageFull, cli, full_reason, is_storage_full, storage_full_cause
-from grutune.sweep.driver import StorageGuard
+from grutune.sweep.full_storage import StorageGuard
 from grutune.sweep.journal import repair_journal
 from grutune.sweep.searcher import STORAGE_FULL
 from grutune.trials.classifier import run_classifier_sweep
@@ -127,10 +127,10 @@ def test_the_guard_stops_on_a_trial_that_could_not_write_its_checkpoint():
 def test_the_guard_stops_when_tune_could_not_write_its_snapshot(caplog):
     """Tune logs a snapshot it could not write, and goes on; the guard stops the sweep at its next step, and the
     record (a traceback) is not shown."""
-    from grutune.sweep.driver import _watch_storage
+    from grutune.sweep.full_storage import watch_storage
 
     guard = StorageGuard("s")
-    with _watch_storage("s"):
+    with watch_storage("s"):
         logging.getLogger("ray.tune.execution.experiment_state").error(
             "Saving experiment state to storage failed with exception:",
             exc_info=OSError("Error writing bytes to file. Detail: [errno 28] No space left on device"),
@@ -139,7 +139,7 @@ def test_the_guard_stops_when_tune_could_not_write_its_snapshot(caplog):
         with pytest.raises(StorageFull, match="Tune could not write its experiment's state: No space left"):
             guard.stop_all()
     assert "Saving experiment state" not in caplog.text and "something else" in caplog.text
-    with _watch_storage("s"):  # a new run starts with a clean slate
+    with watch_storage("s"):  # a new run starts with a clean slate
         assert guard.stop_all() is False
 
 

@@ -9,8 +9,6 @@ or its budget is spent, then read back one row per trial (`results`).
 from __future__ import annotations
 
 import contextlib
-import errno
-import functools
 import json
 import logging
 import os
@@ -23,11 +21,12 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from grutune.cluster import show_resources, trial_resources, trial_slots
-from grutune.errors import GrutuneError, StorageFull, full_reason, is_storage_full, storage_full_cause
+from grutune.errors import GrutuneError, StorageFull
 from grutune.sweep.binding import SweepRun, bind, location
 from grutune.sweep.budget import budget_allows_trial, budget_seconds, spent, startup_count, time_allows_trial
 from grutune.sweep.budget import trial_seconds as seconds_of
 from grutune.sweep.definition import Sweep, code_changes
+from grutune.sweep.full_storage import StorageGuard, full_seen, guarded, storage_errors, watch_storage
 from grutune.sweep.journal import (
     created_all,
     created_trials,
@@ -37,7 +36,7 @@ from grutune.sweep.journal import (
     study_counts,
 )
 from grutune.sweep.results import SearchResult, summarise, trial_id, trial_rows
-from grutune.sweep.searcher import STORAGE_FULL, GrutuneSearcher
+from grutune.sweep.searcher import GrutuneSearcher
 from grutune.sweep.storage import (
     SEGMENT_PREFIX,
     STATE,
@@ -50,7 +49,7 @@ from grutune.sweep.storage import (
     write_state,
 )
 
-__all__ = ["StorageGuard", "SweepInterrupted", "pending_trials", "run_sweep"]
+__all__ = ["SweepInterrupted", "pending_trials", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +101,7 @@ def run_sweep(
         sweep=sweep,
         where=where,
         trainable=tune.with_resources(
-            tune.with_parameters(_guarded(sweep.trainable, sweep.metric), data=arrays, settings=settings), resources
+            tune.with_parameters(guarded(sweep.trainable, sweep.metric), data=arrays, settings=settings), resources
         ),
         resources=resources,
         # Tune keeps as many trials pending as this allows: enough to fill every slot the cluster has.
@@ -117,121 +116,10 @@ def run_sweep(
         reuse_actors=not remote,
     )
     _quiet_tune()
-    with _storage_errors(run):
+    with storage_errors(f"{sweep.key}.storage", where):
         names = _open(run, sync)
         all_results = _run_experiments(run, names)
     return _results(run, names, all_results)
-
-
-# --------------------------------------------------------------------------- a full storage
-
-
-def _guarded(trainable, metric: str):
-    """`trainable`, reporting `STORAGE_FULL` (with `metric`, which Tune requires of every result, as NaN) where a
-    write failed for want of room: a checkpoint Tune could not persist, say. `StorageGuard` stops the sweep on that
-    result. The trial code stays as it is, so a sweep's identity does not change for it."""
-
-    @functools.wraps(trainable)
-    def guarded(config, **kwargs):
-        try:
-            return trainable(config, **kwargs)
-        except Exception as e:
-            if (full := storage_full_cause(e)) is None:
-                raise
-            why = f"trial {tune.get_context().get_trial_id()} could not write its checkpoint: {full_reason(full)}"
-            tune.report({metric: float("nan"), STORAGE_FULL: why})
-            raise StorageFull(why) from None  # reached only without the guard (a sweep started before it)
-
-    return guarded
-
-
-class StorageGuard(tune.Stopper):
-    """Stops the sweep, as a kill would, at the first write that failed for want of room: a trial's (the trial
-    reports `STORAGE_FULL`: `_guarded`), or Tune's experiment snapshot (`_watch_storage`). It raises out of Tune's loop
-    before the scheduler or the searcher sees the result, so nothing is told to Optuna: the trial stays RUNNING in
-    the journal and resumes from its last whole checkpoint on the next run (protocol in grutune.sweep.searcher).
-    Pickled with the experiment, it holds only the study's name."""
-
-    def __init__(self, study_name: str):
-        self.study_name = study_name
-
-    def __call__(self, trial_id: str, result: dict) -> bool:
-        if result.get(STORAGE_FULL):
-            raise StorageFull(str(result[STORAGE_FULL]))
-        return self.stop_all()
-
-    def stop_all(self) -> bool:
-        if (why := _FULL_SEEN.get(self.study_name)) is not None:
-            raise StorageFull(why)
-        return False
-
-
-_FULL_SEEN: dict[str, str] = {}  # study -> the write Tune failed for want of room, in this process
-
-
-class _TuneSyncFull(logging.Filter):
-    """Notes a failed write of Tune's own (its experiment snapshot and result files, which Tune logs and goes on
-    from) that failed for want of room, so `StorageGuard` stops the sweep; such records are dropped, as the
-    stage's one line says it all."""
-
-    def __init__(self, study_name: str):
-        super().__init__()
-        self.study_name = study_name
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else OSError(record.getMessage())  # the syncer's: a text
-        if is_storage_full(error):
-            why = f"Tune could not write its experiment's state: {full_reason(error)}"
-            _FULL_SEEN.setdefault(self.study_name, why)
-            return False
-        return True
-
-
-_TUNE_WRITERS = ("ray.tune.execution.experiment_state", "ray.train._internal.syncer")  # loggers of Tune's syncs
-
-
-@contextlib.contextmanager
-def _watch_storage(study_name: str):
-    watch = _TuneSyncFull(study_name)
-    _FULL_SEEN.pop(study_name, None)
-    for name in _TUNE_WRITERS:
-        logging.getLogger(name).addFilter(watch)
-    try:
-        yield
-    finally:
-        for name in _TUNE_WRITERS:
-            logging.getLogger(name).removeFilter(watch)
-
-
-@contextlib.contextmanager
-def _storage_errors(run: _Run):
-    """A write to the sweep's storage that failed for want of room (a trial's checkpoint, the journal, Tune's or our
-    own state) or on a read-only storage, as one message naming the place and the fix. The sweep has stopped as a
-    kill would stop it: what was written is kept, and the next run resumes it."""
-    key, where = f"{run.sweep.key}.storage", run.where
-    try:
-        yield
-    except Exception as error:
-        e = storage_full_cause(error) or error  # Tune re-raises what its loop met as a TuneError, chained to it
-        if isinstance(e, StorageFull):
-            raise StorageFull(_full_message(key, where, str(e))) from None
-        if isinstance(e, OSError) and is_storage_full(e):
-            what = f"writing {e.filename}: {full_reason(e)}" if e.filename else full_reason(e)
-            raise StorageFull(_full_message(key, where, what)) from None
-        if isinstance(e, OSError) and e.errno == errno.EROFS:
-            raise GrutuneError(
-                f"{key}: cannot write the sweep's state to {e.filename or where.local_dir} ({e.strerror}): set "
-                f"{key} to a storage you can write to"
-            ) from None
-        raise
-
-
-def _full_message(key: str, where: SweepPlace, what: str) -> str:
-    place_ = where.uri if where.local_dir == Path(where.uri) else f"{where.uri} (and {where.local_dir})"
-    return (
-        f"{key}: no room left in {place_}: {what}. The sweep stopped and keeps everything it finished; free space "
-        f"there (or set {key} to a storage with room), then run `dvc repro` again: the sweep resumes where it stopped"
-    )
 
 
 def _spend_limit(sweep: Sweep, resources: dict[str, float]) -> tuple[float, str] | None:
@@ -431,9 +319,9 @@ def _run_experiments(run: _Run, names: list[str]) -> list:
         _bind(run, name, known)
         trials_before = sum(len(results) for results in all_results)
         tuner = _tuner(run, name, f"{where.uri}/{name}", trials_before)
-        with pending_trials(run.concurrency), _watch_storage(sid):
+        with pending_trials(run.concurrency), watch_storage(sid):
             results = tuner.fit()
-            if (why := _FULL_SEEN.get(sid)) is not None:  # Tune's last snapshot may be cut: the next run sees to it
+            if (why := full_seen(sid)) is not None:  # Tune's last snapshot may be cut: the next run sees to it
                 raise StorageFull(why)
         all_results.append(results)
         study = load_study(where.journal, sid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from grutune.errors import full_reason, storage_full_cause
 
 __all__ = [
     "is_uri",
@@ -39,7 +42,8 @@ __all__ = [
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is fsynced and renamed over `path`, on error removed."""
+    """Yield a temporary path beside `path`; on success it is fsynced and renamed over `path`, on error removed. A
+    write that failed for want of room names `path` (torch.save, for one, raises it without a file name)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -53,6 +57,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as e:
+        full = storage_full_cause(e)
+        if full is None or getattr(full, "filename", None):
+            raise
+        raise OSError(getattr(full, "errno", None) or errno.ENOSPC, full_reason(full), str(path)) from e
     finally:
         tmp.unlink(missing_ok=True)
 

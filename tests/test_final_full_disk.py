@@ -1,7 +1,7 @@
 """A final stage on a real full disk, as a user meets it: `dvc repro train@…` whose outputs' disk is full ends in one
 line naming the file and the fix, exit 2, no traceback and no half-written output; after space is freed the same
 command writes every output. Mounting a tmpfs needs root (CAP_SYS_ADMIN): skipped, saying so, where it is not
-permitted. The stage trains in its own process (no Ray), as on a laptop."""
+permitted. The stage trains in its own process (no Ray), as on a laptop; an end-to-end run of a stage: marked slow."""
 
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ def train_stage(cwd: Path, prepared: Path, out: Path) -> subprocess.CompletedPro
     )
 
 
+@pytest.mark.slow
 def test_the_train_stage_on_a_full_disk_says_so_in_one_line_and_writes_everything_once_space_is_freed(
     tmp_path, prepared_mnist, write_params, small_disk
 ):

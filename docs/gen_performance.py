@@ -523,6 +523,42 @@ def gan_quality_full_seeds(_: dict) -> str:
 gan_quality_full_seeds.own_footer = True
 
 
+def gan_quality_conditional(d: dict) -> str:
+    """Class-conditional against unconditional at the full budget: each arm's median (range) over its finished
+    seeds, which arm is the default, and the paired differences of the seeds both arms finished."""
+    s, runs = d.get("summary", {}), d.get("runs", [])
+    if not runs:
+        return "*Running: no seed finished yet.*"
+    scores = ("IS / real", "FID", "precision", "recall", "class consistency")
+    rows = []
+    for arm, by in s.get("arms", {}).items():
+        seeds = sorted(r["seed"] for r in runs if r["arm"] == arm and "FID" in r)
+        collapsed = sorted(r["seed"] for r in runs if r["arm"] == arm and "collapsed" in r)
+        row = {
+            "arm": arm + (" (default)" if arm == d.get("default_arm") else ""),
+            "seeds": ", ".join(map(str, seeds)) + (f" (collapsed: {', '.join(map(str, collapsed))})" if collapsed else ""),
+        }
+        for k in scores:
+            v = by.get(k)
+            row[k] = f"{v['median']:.3f} ({v['min']:.3f}-{v['max']:.3f})" if v and v["n"] > 1 else num(v and v["median"])
+        rows.append(row)
+    out = records(rows, ["arm", "seeds", *scores])
+    paired = s.get("paired_difference_conditional_minus_unconditional") or {}
+    if paired:
+        parts = [
+            f"{k} {v['mean']:+.3f} (range {v['min']:+.3f} to {v['max']:+.3f})" for k, v in paired.items() if v.get("n")
+        ]
+        seeds = ", ".join(map(str, s.get("paired_seeds", [])))
+        out += f"\n\nConditional minus unconditional, paired by seed ({seeds}): " + "; ".join(parts) + "."
+    n = {a: sum(1 for r in runs if r["arm"] == a) for a in ("unconditional", "conditional")}
+    if min(n.values()) < 3:
+        out += (
+            f"\n\n*Running: {n['unconditional']} of 3 unconditional and {n['conditional']} of 3 conditional seeds "
+            "finished; the default is chosen at the median of 3 seeds each.*"
+        )
+    return out
+
+
 def gan_start(d: dict) -> str:
     s = d["summary"]
     arms = [a for a in s if isinstance(s[a], dict) and "collapsed" in s[a]]
@@ -604,6 +640,7 @@ RENDERERS: dict[tuple[str, str | None], Callable[[dict], str]] = {
     ("gan_quality_full", None): gan_quality_full,
     ("gan_quality_full", "steps"): gan_quality_full_steps,
     ("gan_quality_full", "seeds"): gan_quality_full_seeds,
+    ("gan_quality_conditional", None): gan_quality_conditional,
     ("gan_start", None): gan_start,
     ("laptop_run", None): laptop_run,
 }

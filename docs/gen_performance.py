@@ -534,13 +534,16 @@ def gan_quality_conditional(d: dict) -> str:
     for arm, by in s.get("arms", {}).items():
         seeds = sorted(r["seed"] for r in runs if r["arm"] == arm and "FID" in r)
         collapsed = sorted(r["seed"] for r in runs if r["arm"] == arm and "collapsed" in r)
+        note = f" (collapsed: {', '.join(map(str, collapsed))})" if collapsed else ""
         row = {
             "arm": arm + (" (default)" if arm == d.get("default_arm") else ""),
-            "seeds": ", ".join(map(str, seeds)) + (f" (collapsed: {', '.join(map(str, collapsed))})" if collapsed else ""),
+            "seeds": ", ".join(map(str, seeds)) + note,
         }
         for k in scores:
             v = by.get(k)
-            row[k] = f"{v['median']:.3f} ({v['min']:.3f}-{v['max']:.3f})" if v and v["n"] > 1 else num(v and v["median"])
+            row[k] = (
+                f"{v['median']:.3f} ({v['min']:.3f}-{v['max']:.3f})" if v and v["n"] > 1 else num(v and v["median"])
+            )
         rows.append(row)
     out = records(rows, ["arm", "seeds", *scores])
     paired = s.get("paired_difference_conditional_minus_unconditional") or {}

@@ -4,6 +4,7 @@
     # the declared run: fresh seeds 2000-2019, 3 arms of 200 trial-epochs, every pick retrained at 3 training seeds
     # and scored on the test split; about 30 minutes a seed on 2 cores (10 hours); resumable seed by seed, arm by arm
     python benchmarks/search_confirm.py --seeds 2000 --budget 30 --name search_confirm_smoke   # a smoke run
+    python benchmarks/search_confirm.py --top-k   # the replay's screen on real data: a fourth arm, declared below
 
 Every arm runs `grutune.trials.classifier.run_classifier_sweep` (real Ray Tune, Optuna journal, grutune's searcher) on
 the same data and seed (so the same data order), bounded by the same budget of trial-epochs
@@ -21,6 +22,14 @@ Each arm picks its trial as the search stage does (the best validation accuracy 
 scratch at 3 training seeds (`RETRAIN_SEEDS`, the same for every arm, so two arms that pick the same config tie) at
 the per-trial budget, scored on the test split, which no sweep saw; the mean of the three (a config picked before, by
 another arm or seed, is not retrained: on the CPU its retraining is deterministic).
+
+The screen on real data (`--top-k`, issue 36 item 3): `random_top_k`, the candidate the replay screened and
+confirmed (benchmarks/search_replay.py): random configs under `search.scheduler: top_k` at grace period 1 and
+reduction factor 9 (at 200 trial-epochs of 9 epochs: 104 configs screened for one epoch, the 12 best trained to the
+end), on the same seeds, paired with the three-arm run's `grutune` and `random_asha` (read from its results file).
+Those seeds chose nothing about the screen. Declared before its run (`TOP_K`): the comparisons random_top_k minus
+grutune (whether it may replace the default: Holm-adjusted p < 0.01 and no loss) and random_top_k minus random +
+ASHA, Holm-adjusted over the two. Written to benchmarks/results/search_confirm_top_k.json.
 
 Declared before the run: the seeds (`FRESH_SEEDS`, used to choose nothing), the primary comparison (`PRIMARY`:
 grutune minus random + ASHA in test accuracy), and the family of three paired comparisons (`COMPARISONS`), whose
@@ -66,6 +75,14 @@ ARMS = ("random", "random_asha", "grutune")
 RETRAIN_SEEDS = (0, 1, 2)  # training seeds of every pick's retraining
 PRIMARY = {"arm": "grutune", "versus": "random_asha"}
 COMPARISONS = (("grutune", "random_asha"), ("grutune", "random"), ("random_asha", "random"))
+# The replay's screen on real data (--top-k), declared before its run: its arm, whom it is paired with (the three-arm
+# run's file) and its family of comparisons; the first decides whether it may become the default.
+TOP_K = {
+    "arm": "random_top_k",
+    "paired_with": "search_confirm_three_arms",
+    "comparisons": (("random_top_k", "grutune"), ("random_top_k", "random_asha")),
+    "bar": {"alpha": 0.01, "harm": 0.05},
+}
 
 
 def dataset(data_dir: Path, val_images: int):
@@ -90,11 +107,14 @@ def params_for(arm: str, seed: int, args) -> Params:
         max_concurrent_trials=0,
         resources={"cpu": 1, "gpu": s["resources"]["gpu"] if torch.cuda.is_available() else 0},
         space=SPACE,
+        storage=None,  # the sweep's folder is the run's temporary state dir (conf/ names an environment variable)
     )
     if arm in ("random", "random_asha"):
         s["startup_trials"] = 10**6  # TPE's random start-up never ends
     if arm == "random":
         s["grace_period"] = args.max_epochs  # no early stopping
+    if arm == TOP_K["arm"]:  # random configs (TPE would draw at random too: nothing finishes before the screen ends)
+        s.update(startup_trials=10**6, scheduler="top_k", grace_period=1, reduction_factor=9)
     return Params.model_validate(raw)
 
 
@@ -139,10 +159,10 @@ def best_at(curve: list[list[float]], epochs: float) -> float:
     return max([v for s, v in curve if s <= epochs], default=0.0)
 
 
-def summary(runs: list[dict], budget: int) -> dict:
-    by = {a: {r["seed"]: r for r in runs if r["arm"] == a} for a in ARMS}
+def summary(runs: list[dict], budget: int, arms=ARMS, family=COMPARISONS, primary=PRIMARY) -> dict:
+    by = {a: {r["seed"]: r for r in runs if r["arm"] == a} for a in arms}
     out: dict = {"seeds_with_every_arm": len(set.intersection(*(set(v) for v in by.values())))}
-    for a in ARMS:
+    for a in arms:
         if not by[a]:
             continue
         vals = [r["test"] for r in by[a].values()]
@@ -160,7 +180,7 @@ def summary(runs: list[dict], budget: int) -> dict:
                 float(np.median([best_at(r["progress"], f * budget) for r in by[a].values()])) for f in (0.25, 0.5, 1.0)
             ],
         }
-        if by["random"]:  # trial-epochs to reach random search's final selection best of the same seed
+        if by.get("random"):  # trial-epochs to reach random search's final selection best of the same seed
             reach = [
                 next((e for e, v in r["progress"] if v >= best_at(by["random"][s]["progress"], math.inf)), math.inf)
                 for s, r in by[a].items()
@@ -169,18 +189,34 @@ def summary(runs: list[dict], budget: int) -> dict:
             row["epochs_to_random_final_best"] = float(np.median(reach))
         out[a] = row
     comparisons = {}
-    for a, b in COMPARISONS:
+    for a, b in family:
         seeds = sorted(set(by[a]) & set(by[b]))
         if len(seeds) >= 5:
             comparisons[f"{a}_vs_{b}"] = paired([by[a][s]["test"] - by[b][s]["test"] for s in seeds])
     for v, p in zip(comparisons.values(), holm([v["wilcoxon_p"] for v in comparisons.values()])):
-        v["wilcoxon_p_holm"] = p  # over the declared family, `COMPARISONS`
+        v["wilcoxon_p_holm"] = p  # over the declared family (`COMPARISONS`, or `TOP_K`'s)
     out["comparisons"] = comparisons
     out["primary"] = {
-        **PRIMARY,
+        **primary,
         "measure": "test accuracy of the pick, mean of 3 retrainings",
-        "result": comparisons.get(f"{PRIMARY['arm']}_vs_{PRIMARY['versus']}"),
+        "result": comparisons.get(f"{primary['arm']}_vs_{primary['versus']}"),
     }
+    return out
+
+
+def top_k_summary(runs: list[dict], budget: int) -> dict:
+    """The --top-k file's summary: its arm paired with the three-arm run's arms of the same seeds, and whether it
+    clears `TOP_K`'s bar against grutune (Holm p < alpha, and no loss: no negative mean with raw p < harm)."""
+    three = RESULTS / f"{TOP_K['paired_with']}.json"
+    others = [r for r in json.loads(three.read_text())["runs"] if r["arm"] != TOP_K["arm"]] if three.exists() else []
+    arms = ("random", "random_asha", "grutune", TOP_K["arm"])
+    first = TOP_K["comparisons"][0]
+    out = summary([*runs, *others], budget, arms, TOP_K["comparisons"], {"arm": first[0], "versus": first[1]})
+    c = out["comparisons"].get(f"{first[0]}_vs_{first[1]}")
+    if c:
+        bar = TOP_K["bar"]
+        loses = c["mean_diff"] < 0 and c["wilcoxon_p"] < bar["harm"]
+        out["clears_bar"] = bool(c["wilcoxon_p_holm"] < bar["alpha"] and c["mean_diff"] > 0 and not loses)
     return out
 
 
@@ -193,11 +229,16 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=2000, help="training images per trial-epoch")
     ap.add_argument("--val-images", type=int, default=3000, help="validation images the sweeps select on")
     ap.add_argument("--data-dir", type=Path, default=DATA)
-    ap.add_argument("--name", default="search_confirm_three_arms")
+    ap.add_argument(
+        "--name", default=None, help="the results' name (search_confirm_three_arms; with --top-k search_confirm_top_k)"
+    )
+    ap.add_argument("--top-k", action="store_true", help="the replay's screen on real data (TOP_K), its own file")
     args = ap.parse_args()
-    arms = args.arms.split(",")
-    if unknown := [a for a in arms if a not in ARMS]:
-        sys.exit(f"error: unknown arm(s) {', '.join(unknown)}; valid: {', '.join(ARMS)}")
+    arms = [TOP_K["arm"]] if args.top_k else args.arms.split(",")
+    args.name = args.name or ("search_confirm_top_k" if args.top_k else "search_confirm_three_arms")
+    if unknown := [a for a in arms if a not in ARMS and not args.top_k]:
+        sys.exit(f"error: unknown arm(s) {', '.join(unknown)}; valid: {', '.join(ARMS)} (and --top-k)")
+    summarise = top_k_summary if args.top_k else summary
     data, test = dataset(args.data_dir, args.val_images)
     path = RESULTS / f"{args.name}.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else []
@@ -241,16 +282,15 @@ def main() -> None:
                     "settings": {k: str(v) for k, v in vars(args).items()},
                     "declared": {
                         "seeds": f"{FRESH_SEEDS[0]}-{FRESH_SEEDS[-1]}",
-                        "primary": PRIMARY,
-                        "comparisons": COMPARISONS,
+                        **({"top_k": TOP_K} if args.top_k else {"primary": PRIMARY, "comparisons": COMPARISONS}),
                         "retrain_seeds": RETRAIN_SEEDS,
                     },
                     "space": SPACE,
-                    "summary": summary(runs, args.budget),
+                    "summary": summarise(runs, args.budget),
                     "runs": runs,
                 },
             )
-    print(json.dumps(summary(runs, args.budget), indent=1))
+    print(json.dumps(summarise(runs, args.budget), indent=1))
 
 
 if __name__ == "__main__":

@@ -298,6 +298,7 @@ def search_confirm_three_arms(d: dict) -> str:
     """Random, random + ASHA and grutune on real training: the picks' test accuracy, and the declared comparisons."""
     s = d["summary"]
     names = {"random": "random search", "random_asha": "random + ASHA", "grutune": "grutune"}
+    names["random_top_k"] = "random, one-epoch screen (top_k)"
     header = ["arm", "seeds", "test accuracy: median (IQR)", "trial-epochs spent: median (range)", "trials (median)"]
     rows = [
         [
@@ -632,6 +633,7 @@ RENDERERS: dict[tuple[str, str | None], Callable[[dict], str]] = {
     ("search_confirm", None): search_confirm,
     ("search_replay_faithful", None): search_replay_faithful,
     ("search_confirm_three_arms", None): search_confirm_three_arms,
+    ("search_confirm_top_k", None): search_confirm_three_arms,
     ("search_efficiency_4x4000", None): search_efficiency,
     ("search_efficiency_4x4000_in_flight", None): search_efficiency,
     ("final_accuracy", None): final_accuracy,

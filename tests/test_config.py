@@ -141,6 +141,15 @@ def test_wrong_type(tmp_path, mutate, key, got):
             lambda r: r["search"]["budget"].update(dollars=10),
             "search: budget.dollars needs a price: set price_per_hour.gpu (dollars per GPU-hour a trial holds)",
         ),
+        (
+            lambda r: r["search"].update(scheduler="hyperband"),
+            "search.scheduler: Input should be 'asha' or 'top_k'",
+        ),
+        (
+            lambda r: (r["search"].update(scheduler="top_k"), r["search"]["budget"].update(cpu_hours=2)),
+            "search: scheduler top_k plans its trials before they run, in trial-epochs, and budget.cpu_hours is "
+            "measured while they run",
+        ),
     ],
 )
 def test_impossible_value(tmp_path, mutate, needle):

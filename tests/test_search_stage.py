@@ -134,6 +134,46 @@ def test_sigkill_then_rerun_resumes_the_sweep(tmp_path, prepared, tiny):
 
 
 @pytest.mark.slow
+def test_a_top_k_sweep_killed_during_its_screen_resumes_and_trains_the_best_of_the_screen_to_the_end(
+    tmp_path, prepared, tiny
+):
+    """Killed while trials wait at their screen; resumed, the screen is decided from the journal's readings: the two
+    best at epoch 1 of all six go on to epoch 3, every other trial is PRUNED, no trial is lost or added."""
+    tiny(
+        tmp_path / "params.yaml",
+        search={"scheduler": "top_k", "max_epochs": 3, "grace_period": 1, "reduction_factor": 3},
+        space={"lr": {"loguniform": [1e-4, 3e-2]}},
+    )
+    proc = run_stage(tmp_path, prepared)
+    sweeps, deadline = tmp_path / ".grutune/sweeps", time.time() + 300
+    while time.time() < deadline and proc.poll() is None:  # kill it once three trials wait at their screen
+        journals = list(sweeps.glob("*/optuna.journal"))
+        if journals and sum(1 in t.intermediate_values for t in study_trials(sweeps)) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate()
+    assert not (tmp_path / "out/best.yaml").exists(), out[-2000:]
+
+    second = run_stage(tmp_path, prepared)
+    out2, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, out2[-3000:]
+    assert "resuming sweep" in out2 and "Traceback" not in out2
+    trials = study_trials(sweeps)
+    assert len(trials) == 6 and all(t.state.is_finished() for t in trials)
+    at_screen = {t.number: t.intermediate_values[1] for t in trials}
+    complete = {t.number for t in trials if t.state.name == "COMPLETE"}
+    seen = [(t.number, t.state.name, t.intermediate_values) for t in trials]
+    assert len(complete) == 2, seen
+    assert min(at_screen[n] for n in complete) >= max(v for n, v in at_screen.items() if n not in complete), seen
+    assert all(sorted(t.intermediate_values) == [1, 2, 3] for t in trials if t.number in complete)
+    # a trial that waited at its screen when the sweep was killed trains one epoch more after the restart
+    assert all(t.state.name == "PRUNED" and max(t.intermediate_values) <= 2 for t in trials if t.number not in complete)
+    rows = list(csv.DictReader((tmp_path / "out/trials.csv").open()))
+    assert sorted(r["status"] for r in rows) == ["completed"] * 2 + ["pruned"] * 4
+
+
+@pytest.mark.slow
 def test_a_changed_space_starts_a_new_sweep_and_a_finished_one_does_nothing(tmp_path, prepared, tiny):
     tiny(tmp_path / "params.yaml", search={"num_samples": 2})
     first, _ = run_stage(tmp_path, prepared).communicate(timeout=600)

@@ -13,6 +13,7 @@ from grutune.sweep.budget import (
     spent,
     startup_count,
 )
+from grutune.sweep.top_k import top_k_plan
 from sweeps import finish_all, journal_trials, searcher_at
 
 
@@ -124,3 +125,24 @@ def test_a_budget_of_trial_seconds_charges_each_epoch_at_the_pace_measured(tmp_p
     s.on_trial_complete("d", {"epoch": 2, "val_accuracy": 0.7, "time_total_s": 12.0})
     assert s.suggest("e") == Searcher.FINISHED  # 25 spent, nothing running: no room
     assert [t.user_attrs.get("seconds") for t in journal_trials(tmp_path)] == [5.0, 4.0, 4.0, 12.0]
+
+
+# --------------------------------------------------------------------------- search.scheduler top_k
+
+
+@pytest.mark.parametrize(
+    "trials, budget, screen, epochs, rf, n, k",
+    [
+        (10**6, 200, 1, 9, 9, 104, 12),  # the replay's random_top_k (benchmarks/search_replay.py, top_k_split)
+        (10**6, 10, 1, 3, 3, 6, 2),  # a 7th trial would need a 3rd to go on: 7 + 3 x 2 = 13
+        (48, None, 2, 12, 3, 48, 16),  # no budget: num_samples, and a third of them on
+        (5, 200, 1, 9, 9, 5, 1),  # num_samples first; at least one goes on
+        (10**6, 8, 1, 9, 9, 0, 0),  # not even one trial and its way to the end
+    ],
+)
+def test_a_top_k_screen_is_the_most_trials_whose_screen_and_best_fit_the_budget(
+    trials, budget, screen, epochs, rf, n, k
+):
+    plan = top_k_plan(trials, budget, screen, epochs, rf)
+    assert (plan.n, plan.k) == (n, k)
+    assert budget is None or plan.trial_epochs <= budget

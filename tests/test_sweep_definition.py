@@ -88,6 +88,15 @@ def test_the_sweep_id_covers_settings_and_code_but_not_the_number_of_trials(tmp_
     assert sweep.sweep_id.startswith("mnist-") and sweep.code == trial_code(run_trial)
 
 
+def test_a_top_k_sweep_is_another_sweep_and_an_asha_sweep_keeps_the_identity_it_had(tmp_path, write_params):
+    params = load_params(write_params(tmp_path / "p.yaml"))
+    sweep = classifier_sweep(params, DATA)
+    asha = load_params(write_params(tmp_path / "a.yaml", {"search": {"scheduler": "asha"}}))
+    top_k = load_params(write_params(tmp_path / "k.yaml", {"search": {"scheduler": "top_k"}}))
+    assert classifier_sweep(asha, DATA).sweep_id == sweep.sweep_id
+    assert "scheduler" not in str(sweep.settings_id) and classifier_sweep(top_k, DATA).sweep_id != sweep.sweep_id
+
+
 def test_reachable_follows_imports_and_package_inits_and_stops_at_exclusions():
     found = reachable(["grutune.trials.classifier"])
     assert {"grutune", "grutune.trials", "grutune.sweep", "grutune.sweep.driver"} <= set(found)

@@ -306,3 +306,62 @@ def test_a_sweep_with_a_budget_in_hours_stops_within_one_trial_of_it_and_reports
     assert result.summary["trial_hours"] == pytest.approx(spent / 3600, abs=1e-4)
     assert result.summary["cost_usd"] == pytest.approx(spent / 1000, abs=0.01)
     assert "trial_hours pays for no further trial" in caplog.text
+
+
+@pytest.mark.ray
+def test_a_top_k_sweep_screens_every_trial_then_trains_the_best_to_the_end_within_its_budget(
+    tmp_path, prepared, local_ray, tiny
+):
+    """search.scheduler top_k: the budget of 10 trial-epochs pays for 6 trials of 1 epoch and the best 2 of them on
+    to epoch 3 (6 + 2 x 2 = 10; a 7th trial would need a 3rd to go on). The two that go on are the two best at
+    epoch 1, trials wait at their screen without holding a slot (2 at once, 6 screened), and the others are
+    PRUNED at epoch 1 in Optuna, as ASHA's stops are."""
+    p = load_params(
+        tiny(
+            tmp_path / "params.yaml",
+            search={
+                "scheduler": "top_k",
+                "num_samples": 20,
+                "max_trial_epochs": 10,
+                "max_epochs": 3,
+                "grace_period": 1,
+                "reduction_factor": 3,
+                "max_concurrent_trials": 2,
+            },
+            space={"lr": {"loguniform": [1e-4, 3e-2]}},
+        )
+    )
+    result = run_classifier_sweep(p, load_prepared(prepared), state_dir=tmp_path / "state")
+    trials = study_trials(tmp_path / "state")
+    state = optuna.trial.TrialState
+    assert len(trials) == len(result.trials) == 6
+    at_screen = {t.number: t.intermediate_values[1] for t in trials}
+    on = {t.number for t in trials if t.state == state.COMPLETE}
+    assert len(on) == 2 and min(at_screen[n] for n in on) >= max(v for n, v in at_screen.items() if n not in on), (
+        at_screen,
+        on,
+    )
+    for t in trials:
+        assert sorted(t.intermediate_values) == ([1, 2, 3] if t.number in on else [1]), t
+        assert t.state == (state.COMPLETE if t.number in on else state.PRUNED)
+    assert result.summary["epochs_run"] == 10
+    assert {r["status"] for r in result.trials} == {"completed", "pruned"}
+
+
+@pytest.mark.ray
+def test_a_top_k_sweep_asked_for_more_trials_screens_the_new_ones_in_an_experiment_of_their_own(
+    tmp_path, prepared, local_ray, tiny
+):
+    data, state = load_prepared(prepared), tmp_path / "state"
+    search = {"scheduler": "top_k", "max_epochs": 2, "grace_period": 1, "reduction_factor": 3}
+    first = run_classifier_sweep(
+        load_params(tiny(tmp_path / "a.yaml", search={**search, "num_samples": 3})), data, state_dir=state
+    )
+    more = run_classifier_sweep(
+        load_params(tiny(tmp_path / "b.yaml", search={**search, "num_samples": 6})), data, state_dir=state
+    )
+    assert more.sweep_id == first.sweep_id and more.trials[:3] == first.trials
+    trials = study_trials(state)
+    assert [t.number for t in trials] == [0, 1, 2, 3, 4, 5]
+    for segment in (trials[:3], trials[3:]):  # one of each three goes on to epoch 2
+        assert sorted(len(t.intermediate_values) for t in segment) == [1, 1, 2]

@@ -89,6 +89,12 @@ class Budget(Section):
     gpu_hours: PositiveFloat | None = None
     dollars: PositiveFloat | None = None
 
+    @property
+    def set_unit(self) -> str | None:
+        """The first unit the budget is given in (None: no cap)."""
+        units = ("trial_hours", "cpu_hours", "gpu_hours", "dollars")
+        return next((k for k in units if getattr(self, k) is not None), None)
+
 
 class Prices(Section):
     """Dollars per hour of each resource a trial holds: a node's hourly price shared out over its CPUs and GPUs (an
@@ -116,6 +122,9 @@ class SweepParams(Section):
     max_epochs: PositiveInt
     grace_period: PositiveInt
     reduction_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)]
+    # asha: Ray's ASHAScheduler stops trials at its rungs | top_k: every trial trains grace_period epochs, then the
+    # best 1/reduction_factor of them go on to max_epochs (grutune.sweep.top_k)
+    scheduler: Literal["asha", "top_k"] = "asha"
     startup_trials: PositiveInt | Annotated[float, Field(gt=0, lt=1)]  # a count, or a share of num_samples
     multivariate: bool
     constant_liar: bool
@@ -183,6 +192,16 @@ class SweepParams(Section):
             raise ValueError(
                 "budget.dollars needs a price: set price_per_hour.gpu (dollars per GPU-hour a trial holds) and/or "
                 "price_per_hour.cpu, or give the budget in trial_hours, cpu_hours or gpu_hours"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _top_k(self) -> SweepParams:
+        if self.scheduler == "top_k" and (unit := self.budget.set_unit) is not None:
+            raise ValueError(
+                f"scheduler top_k plans its trials before they run, in trial-epochs, and budget.{unit} is measured "
+                "while they run: bound a top_k sweep with num_samples or max_trial_epochs (and set budget's keys to "
+                "null), or use scheduler asha"
             )
         return self
 

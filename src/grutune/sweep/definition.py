@@ -119,6 +119,8 @@ class Sweep:
             "space": s.space,
             "budget": [s.max_epochs, s.grace_period, s.reduction_factor, s.train_subset, s.startup_trials],
         }
+        if s.scheduler != "asha":  # a sweep that screens its trials is another sweep (ASHA's keep their identity)
+            key["scheduler"] = s.scheduler
         if len(self.costs):
             key["objectives"] = [self.metric, *self.costs]
         if self.extra_identity:

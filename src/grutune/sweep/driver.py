@@ -48,6 +48,7 @@ from grutune.sweep.storage import (
     segments,
     write_state,
 )
+from grutune.sweep.top_k import TopKPlan, TopKScheduler, top_k_plan
 
 __all__ = ["SweepInterrupted", "pending_trials", "run_sweep"]
 
@@ -142,19 +143,22 @@ def _quiet_tune() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
-def _bind(run: _Run, segment: str, known: frozenset = frozenset()) -> None:
+def _bind(
+    run: _Run, segment: str, known: frozenset = frozenset(), trials_before: int = 0, plan: TopKPlan | None = None
+) -> None:
+    """Bind the sweep for its experiment `segment`; `plan`: its top_k screen (`_plan`), None under ASHA."""
     s, where = run.sweep.params, run.where
     bind(
         run.sweep.sweep_id,
         SweepRun(
             journal=where.journal,
-            target=s.num_samples,
+            target=s.num_samples if plan is None else trials_before + plan.n,
             max_concurrent=run.concurrency,
             segment=segment,
             journal_uri=where.journal_uri,
             origin=location(where.uri),
             known=known,
-            max_trial_epochs=s.max_trial_epochs,
+            max_trial_epochs=s.max_trial_epochs if plan is None else None,  # a top_k plan fits the budget
             min_trial_epochs=s.grace_period,
             max_trial_seconds=run.max_seconds[0] if run.max_seconds else None,
         ),
@@ -225,12 +229,12 @@ def _say_why_new(sweep: Sweep, where: SweepPlace) -> None:
     )
 
 
-def _tuner(run: _Run, name: str, path: str, trials_before: int):
+def _tuner(run: _Run, name: str, path: str, trials_before: int, plan: TopKPlan | None):
     """The Tune experiment `name` of the sweep: restored where Tune can, else new."""
     sweep, s = run.sweep, run.sweep.params
     # The trials this experiment creates at most (it may create fewer: the searcher ends a sweep whose budget is
     # spent); earlier experiments of the study created the rest.
-    samples = max(1, s.num_samples - trials_before)
+    samples = max(1, s.num_samples - trials_before) if plan is None else plan.n
     if tune.Tuner.can_restore(path):
         # The searcher and callbacks come back from Tune's snapshot; `bind` gave them today's places and limits.
         try:
@@ -269,13 +273,16 @@ def _tuner(run: _Run, name: str, path: str, trials_before: int):
                 constant_liar=s.constant_liar,
                 points_to_evaluate=s.points_to_evaluate,
                 tune_samples=samples,
+                screen_epochs=None if plan is None else s.grace_period,
             ),
             scheduler=ASHAScheduler(
                 time_attr="epoch",
                 max_t=s.max_epochs,
                 grace_period=s.grace_period,
                 reduction_factor=s.reduction_factor,
-            ),
+            )
+            if plan is None
+            else TopKScheduler(plan, sweep.sweep_id, sweep.metric, sweep.mode),
         ),
         run_config=tune.RunConfig(
             name=name,
@@ -287,6 +294,17 @@ def _tuner(run: _Run, name: str, path: str, trials_before: int):
             checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
         ),
     )
+
+
+def _plan(run: _Run, trials_before: int, all_results: list) -> TopKPlan | None:
+    """search.scheduler top_k: the next experiment's screen, from what the sweep's earlier experiments created and
+    spent (`top_k_plan`); None under ASHA."""
+    s = run.sweep.params
+    if s.scheduler != "top_k":
+        return None
+    spent_before = sum(int(r.metrics.get("epoch") or 0) for results in all_results for r in results)
+    budget = None if s.max_trial_epochs is None else s.max_trial_epochs - spent_before
+    return top_k_plan(s.num_samples - trials_before, budget, s.grace_period, s.max_epochs, s.reduction_factor)
 
 
 def _read_snapshot(path: str) -> None:
@@ -316,9 +334,10 @@ def _run_experiments(run: _Run, names: list[str]) -> list:
         for earlier in names[:-1][len(all_results) :]:  # finished experiments: read back, not run
             all_results.append(tune.Tuner.restore(f"{where.uri}/{earlier}", trainable=run.trainable).get_results())
         known = frozenset(trial_id(r) for results in all_results for r in results)
-        _bind(run, name, known)
         trials_before = sum(len(results) for results in all_results)
-        tuner = _tuner(run, name, f"{where.uri}/{name}", trials_before)
+        plan = _plan(run, trials_before, all_results)
+        _bind(run, name, known, trials_before, plan)
+        tuner = _tuner(run, name, f"{where.uri}/{name}", trials_before, plan)
         with pending_trials(run.concurrency), watch_storage(sid):
             results = tuner.fit()
             if (why := full_seen(sid)) is not None:  # Tune's last snapshot may be cut: the next run sees to it
@@ -335,6 +354,10 @@ def _run_experiments(run: _Run, names: list[str]) -> list:
                 f"state is kept in {where.uri}: run `dvc repro` again to resume it"
             )
         if finished >= s.num_samples and trials >= s.num_samples:
+            return all_results
+        if s.scheduler == "top_k" and _plan(run, trials, [*all_results]).n == 0:
+            if s.max_trial_epochs is not None:
+                log.info("sweep %s: its budget of %d trial-epochs pays for no further screen", sid, s.max_trial_epochs)
             return all_results
         if finished == trials and not budget_allows_trial(done, s.max_trial_epochs, s.max_epochs, s.grace_period):
             log.info("sweep %s: its budget of %d trial-epochs pays for no further trial", sid, s.max_trial_epochs)

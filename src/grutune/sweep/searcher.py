@@ -136,6 +136,7 @@ class GrutuneSearcher(Searcher):
         constant_liar: bool = True,
         points_to_evaluate: list[dict[str, Any]] = (),
         tune_samples: int | None = None,
+        screen_epochs: int | None = None,
     ):
         super().__init__(metric=metric, mode=mode)
         self.multivariate, self.constant_liar = multivariate, constant_liar
@@ -144,6 +145,9 @@ class GrutuneSearcher(Searcher):
         # The Tune trials this experiment creates at most (its num_samples; None: until the searcher says FINISHED).
         # Tune asks for none after the last, so handing it out is when the experiment has created all its trials.
         self.tune_samples = tune_samples
+        # With search.scheduler top_k, a trial that has trained its screen epochs waits there (paused, holding no
+        # slot) until the screen is decided: only trials still in their screen count against the trials at once.
+        self.screen_epochs = screen_epochs
         self.study_name, self.space, self.seed = study_name, dict(space), seed
         self.primary, self.mode_, self.costs, self.max_epochs = metric, mode, tuple(costs), max_epochs
         self.startup_trials = startup_trials
@@ -170,6 +174,7 @@ class GrutuneSearcher(Searcher):
         state.setdefault("points_to_evaluate", [])
         state.setdefault("columns", COST_COLUMNS)  # pickled before the option: it kept the classifier's costs
         state.setdefault("tune_samples", None)  # pickled before the option: its experiment ran until FINISHED
+        state.setdefault("screen_epochs", None)  # pickled before the option: ASHA's sweep
         self.__dict__.update(state)
         self._reset()
 
@@ -275,7 +280,7 @@ class GrutuneSearcher(Searcher):
             study.set_user_attr(ALIAS + trial_id, finished.user_attrs[TUNE_ID])
             self.done.add(trial_id)
             return self._handed_out(dict(finished.params))
-        if len(self.live) >= run.max_concurrent:
+        if self._running() >= run.max_concurrent:
             return None
         every = [] if self._orphans else study.get_trials(deepcopy=False)  # one read of the study per suggestion
         if self._orphans:
@@ -298,6 +303,12 @@ class GrutuneSearcher(Searcher):
         self._storage.set_trial_user_attr(tid, SEGMENT, run.segment)
         self.live[trial_id] = number
         return self._handed_out(dict(self._storage.get_trial(tid).params))
+
+    def _running(self) -> int:
+        """Trials handed out and not finished, less those waiting at their screen (`screen_epochs`)."""
+        if self.screen_epochs is None:
+            return len(self.live)
+        return sum(max(self._steps.get(n, ()), default=0) < self.screen_epochs for n in self.live.values())
 
     def _handed_out(self, config: dict) -> dict:
         """`config`, for a new Tune trial. With the experiment's last trial (`tune_samples`: Tune asks for no more,
@@ -345,6 +356,11 @@ class GrutuneSearcher(Searcher):
         if trial_id in self.done or trial_id not in self.live:
             return  # finished before a crash, then replayed by Tune from a stale snapshot
         number = self.live[trial_id]
+        if not result and not error:  # Tune stopped it while it was paused or pending: the journal has its epochs
+            self._retell(study, study.get_trials(deepcopy=False)[number])
+            del self.live[trial_id]
+            self.done.add(trial_id)
+            return
         result = result or {}
         if "epoch" in result:  # the final result reaches the searcher here, not in on_trial_result
             self._storage.set_trial_user_attr(self._trial_id(number), "epochs", int(result["epoch"]))

@@ -8,9 +8,11 @@ Clones this repository's HEAD into a temporary directory, runs the laptop comman
 docs/snippets/laptop.sh, which the docs include and README.md quotes) with `mnist` swapped for `fashion_mnist` and
 GRUTUNE_DATA_MIRROR pointing at the local copy, then reads the metrics it wrote. The baseline is the targets: the
 whole pipeline in 15 minutes or less, test accuracy 0.90 or more, a GAN whose Inception Score is 0.6 of the real
-test images' or more. Prints each stage as it starts and records the minutes each took. Writes
-benchmarks/results/<name>.json; with several objectives, also the Pareto front's figure from the report
-(<name>_pareto.png) and its points.
+test images' or more. Prints each stage as it starts and records the minutes each took. After the timed command it
+runs the README's sampling command in the clone, as a user would next (`SAMPLE`: the README's Sneakers; an
+unconditional generator refuses a class, which is recorded, and then draws without one), and keeps what each
+printed and the PNG (<name>_samples.png). Writes benchmarks/results/<name>.json; with several objectives, also the
+Pareto front's figure from the report (<name>_pareto.png) and its points.
 """
 
 from __future__ import annotations
@@ -34,6 +36,23 @@ from _common import RESULTS, save, table  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"wall_min": 15.0, "test_accuracy": 0.90, "gan_is_over_real": 0.6}
 LAPTOP_SNIPPET = ROOT / "docs" / "snippets" / "laptop.sh"
+SAMPLE = ["python", "-m", "grutune.sample", "--class", "Sneaker", "-n", "64", "-o", "sneakers.png"]  # the README's
+
+
+def sample(repo: Path, env: dict, name: str) -> list[dict]:
+    """The README's sampling command in the clone after the run: what it printed and its exit code; its PNG is kept
+    as RESULTS/<name>_samples.png. An unconditional generator refuses a class: then it draws without one."""
+    runs = []
+    for cmd in (SAMPLE, [a for a in SAMPLE if a not in ("--class", "Sneaker")]):
+        done = subprocess.run(cmd, cwd=repo, env=env, text=True, capture_output=True)
+        runs.append(
+            {"command": shlex.join(cmd), "exit": done.returncode, "output": (done.stdout + done.stderr)[-2000:]}
+        )
+        print(f"$ {runs[-1]['command']}\n{runs[-1]['output']}", flush=True)
+        if done.returncode == 0:
+            (RESULTS / f"{name}_samples.png").write_bytes((repo / cmd[-1]).read_bytes())
+            break
+    return runs
 
 
 def laptop_command(dataset: str) -> list[str]:
@@ -98,6 +117,7 @@ def main() -> None:
         )
         if png and len(front) > 1:
             (RESULTS / f"{args.name}_pareto.png").write_bytes(base64.b64decode(png.group(1)))
+        sampled = sample(repo, env, args.name)
     extra = {}
     if len(front) > 1:
         acc, size = [float(r["best_val_accuracy"]) for r in front], [float(r["params"]) for r in front]
@@ -147,6 +167,7 @@ def main() -> None:
                     "stage_min": stage_min,
                     **extra,
                     "best": best,
+                    "sample": sampled,
                     "log_tail": log[-4000:],
                 },
             )

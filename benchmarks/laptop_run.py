@@ -51,6 +51,7 @@ def sample(repo: Path, env: dict, name: str) -> list[dict]:
         print(f"$ {runs[-1]['command']}\n{runs[-1]['output']}", flush=True)
         if done.returncode == 0:
             (RESULTS / f"{name}_samples.png").write_bytes((repo / cmd[-1]).read_bytes())
+            runs[-1]["png"] = f"benchmarks/results/{name}_samples.png"
             break
     return runs
 

@@ -615,6 +615,12 @@ def laptop_run(d: dict) -> str:
     text = records([row], columns)
     if d.get("stage_min"):
         text += "\n\nMinutes by stage: " + ", ".join(f"{k} {v:.1f}" for k, v in d["stage_min"].items()) + "."
+    if d.get("sample"):  # the README's sampling command, run in the clone after the timed command
+        shell = "\n".join(f"$ {r['command']}\n{r['output'].rstrip()}" for r in d["sample"])
+        text += f"\n\nThen the sampling command, as the README gives it:\n\n```console\n{shell}\n```"
+        drawn = [r["png"] for r in d["sample"] if r.get("png")]
+        if drawn:
+            text += f"\n\nWhat it drew: `{drawn[0]}`."
     return text
 
 

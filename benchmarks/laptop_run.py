@@ -43,7 +43,8 @@ def sample(repo: Path, env: dict, name: str) -> list[dict]:
     """The README's sampling command in the clone after the run: what it printed and its exit code; its PNG is kept
     as RESULTS/<name>_samples.png. An unconditional generator refuses a class: then it draws without one."""
     runs = []
-    for cmd in (SAMPLE, [a for a in SAMPLE if a not in ("--class", "Sneaker")]):
+    unconditional = [a for a in SAMPLE if a not in ("--class", "Sneaker")][:-1] + ["samples.png"]
+    for cmd in (SAMPLE, unconditional):
         done = subprocess.run(cmd, cwd=repo, env=env, text=True, capture_output=True)
         runs.append(
             {"command": shlex.join(cmd), "exit": done.returncode, "output": (done.stdout + done.stderr)[-2000:]}
@@ -76,6 +77,8 @@ def main() -> None:
         **os.environ,
         "GRUTUNE_DATA_MIRROR": args.mirror,
         "WANDB_MODE": "offline",
+        # a Ray of the run's own: the final stages join the latest Ray started on the machine (a benchmark's, paused)
+        "RAY_ADDRESS": "local",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
     with tempfile.TemporaryDirectory() as tmp:

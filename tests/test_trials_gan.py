@@ -138,3 +138,56 @@ def test_the_gan_sweep_searches_over_generator_kinds(tmp_path, prepared, local_r
         state = torch.load(ckpt, weights_only=True)
         assert state["generator_kwargs"]["kind"] == state["config"]["generator"]
         assert "generator_ema" in state  # params.yaml's recipe samples from an EMA of G
+
+
+def test_a_gan_sweep_screened_by_top_k_keeps_the_lowest_fids_at_its_screen(tmp_path, prepared, local_ray, write_params):
+    """gan_search.scheduler top_k minimises: of 3 trials screened for 1 epoch, the one with the lowest validation FID
+    trains on to epoch 2; the others are PRUNED at epoch 1."""
+    from grutune.models import RecurrentClassifier
+    from grutune.trials.gan import run_gan_sweep
+
+    p = load_params(
+        write_params(
+            tmp_path / "params.yaml",
+            {
+                "gan_search": {
+                    "scheduler": "top_k",
+                    "num_samples": 3,
+                    "startup_trials": 3,
+                    "max_epochs": 2,
+                    "grace_period": 1,
+                    "reduction_factor": 3,
+                    "train_subset": 64,
+                    "eval_samples": 32,
+                    "min_diversity": 0.0,
+                    "max_concurrent_trials": 2,
+                    "resources": {"cpu": 1, "gpu": 0},
+                    "points_to_evaluate": [],
+                    "space": {
+                        "lr_g": {"loguniform": [1e-4, 1e-2]},
+                        "hidden_size": 16,
+                        "num_layers": 1,
+                        "backbone": "none",
+                    },
+                },
+                "gan": {"batch_size": 32, "noise_dim": 8},
+            },
+        )
+    )
+    clf = RecurrentClassifier(
+        in_shape=(28, 28, 1),
+        num_classes=10,
+        cell="gru",
+        hidden_size=8,
+        num_layers=1,
+        bidirectional=False,
+        dropout=0.0,
+        backbone="none",
+    )
+    ckpt = {"model": clf.state_dict(), "model_kwargs": clf.kwargs}
+    run_gan_sweep(p, load_prepared(prepared), ckpt, "sha256:test", state_dir=tmp_path / "state")
+    trials = study_trials(tmp_path / "state")
+    at_screen = {t.number: t.intermediate_values[1] for t in trials}
+    (on,) = [t.number for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(trials) == 3 and at_screen[on] == min(at_screen.values()), at_screen
+    assert all(t.state == optuna.trial.TrialState.PRUNED for t in trials if t.number != on)

@@ -148,13 +148,21 @@ class TopKScheduler(FIFOScheduler):
         ranked = sorted(self.readings, key=lambda t: (sign * self.readings[t], t))
         self.passed = set(ranked[: self.plan.k])
         self.decided = True
+        self._stop_the_rest(tune_controller, current)
+
+    def _stop_the_rest(self, tune_controller, current: Trial | None = None) -> None:
+        """Stop every trial that waits at its screen and does not go on: paused, pending, or still being paused
+        (its checkpoint being saved: Tune stops it once the save resolves, as its HyperBandScheduler does)."""
         for trial in list(tune_controller.get_trials()):
             waiting = trial.trial_id in self.readings and trial.trial_id not in self.passed
-            if waiting and trial is not current and trial.status in (Trial.PAUSED, Trial.PENDING):
+            if waiting and trial is not current and (trial.status in (Trial.PAUSED, Trial.PENDING) or trial.is_saving):
                 tune_controller.stop_trial(trial)
 
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
-        """A new trial first; a trial waiting at its screen only once it has been chosen to go on."""
+        """A new trial first; a trial waiting at its screen only once it has been chosen to go on. Once the screen is
+        decided, a trial whose pause finished after the decision is stopped here."""
+        if self.decided:
+            self._stop_the_rest(tune_controller)
         trials = tune_controller.get_trials()
         for trial in trials:
             if trial.status == Trial.PENDING and trial.trial_id not in self.readings:

@@ -48,7 +48,7 @@ from grutune.sweep.storage import (
     segments,
     write_state,
 )
-from grutune.sweep.top_k import TopKPlan, TopKScheduler, top_k_plan
+from grutune.sweep.top_k import TopKPlan, TopKScheduler, experiment_plan
 
 __all__ = ["SweepInterrupted", "pending_trials", "run_sweep"]
 
@@ -146,7 +146,7 @@ def _quiet_tune() -> None:
 def _bind(
     run: _Run, segment: str, known: frozenset = frozenset(), trials_before: int = 0, plan: TopKPlan | None = None
 ) -> None:
-    """Bind the sweep for its experiment `segment`; `plan`: its top_k screen (`_plan`), None under ASHA."""
+    """Bind the sweep for its experiment `segment`; `plan`: its top_k screen (`experiment_plan`), None under ASHA."""
     s, where = run.sweep.params, run.where
     bind(
         run.sweep.sweep_id,
@@ -296,17 +296,6 @@ def _tuner(run: _Run, name: str, path: str, trials_before: int, plan: TopKPlan |
     )
 
 
-def _plan(run: _Run, trials_before: int, all_results: list) -> TopKPlan | None:
-    """search.scheduler top_k: the next experiment's screen, from what the sweep's earlier experiments created and
-    spent (`top_k_plan`); None under ASHA."""
-    s = run.sweep.params
-    if s.scheduler != "top_k":
-        return None
-    spent_before = sum(int(r.metrics.get("epoch") or 0) for results in all_results for r in results)
-    budget = None if s.max_trial_epochs is None else s.max_trial_epochs - spent_before
-    return top_k_plan(s.num_samples - trials_before, budget, s.grace_period, s.max_epochs, s.reduction_factor)
-
-
 def _read_snapshot(path: str) -> None:
     """Read a Tune experiment's newest snapshot (`experiment_state-<time>.json`, Tune's documented experiment
     folder): JSONDecodeError where a full disk or a kill cut it, which Tune itself would only meet mid-`fit`."""
@@ -335,7 +324,7 @@ def _run_experiments(run: _Run, names: list[str]) -> list:
             all_results.append(tune.Tuner.restore(f"{where.uri}/{earlier}", trainable=run.trainable).get_results())
         known = frozenset(trial_id(r) for results in all_results for r in results)
         trials_before = sum(len(results) for results in all_results)
-        plan = _plan(run, trials_before, all_results)
+        plan = experiment_plan(s, trials_before, all_results)
         _bind(run, name, known, trials_before, plan)
         tuner = _tuner(run, name, f"{where.uri}/{name}", trials_before, plan)
         with pending_trials(run.concurrency), watch_storage(sid):
@@ -355,7 +344,7 @@ def _run_experiments(run: _Run, names: list[str]) -> list:
             )
         if finished >= s.num_samples and trials >= s.num_samples:
             return all_results
-        if s.scheduler == "top_k" and _plan(run, trials, [*all_results]).n == 0:
+        if s.scheduler == "top_k" and experiment_plan(s, trials, all_results).n == 0:
             if s.max_trial_epochs is not None:
                 log.info("sweep %s: its budget of %d trial-epochs pays for no further screen", sid, s.max_trial_epochs)
             return all_results

@@ -29,7 +29,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from grutune.sweep.binding import bound
 from grutune.sweep.journal import SEGMENT, TUNE_ID, intermediate, load_study
 
-__all__ = ["TopKPlan", "TopKScheduler", "top_k_plan"]
+__all__ = ["TopKPlan", "TopKScheduler", "experiment_plan", "top_k_plan"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,16 @@ def top_k_plan(trials: int, budget: int | None, screen: int, max_epochs: int, re
         while n and n * screen + kept(n, reduction_factor) * (max_epochs - screen) > budget:
             n -= 1
     return TopKPlan(n=n, k=kept(n, reduction_factor), screen=screen, max_epochs=max_epochs)
+
+
+def experiment_plan(s, trials_before: int, earlier_results: list) -> TopKPlan | None:
+    """A sweep's next Tune experiment's screen (`s`: its SweepParams), from what its earlier experiments created and
+    spent (their Tune results); None under ASHA."""
+    if s.scheduler != "top_k":
+        return None
+    spent_before = sum(int(r.metrics.get("epoch") or 0) for results in earlier_results for r in results)
+    budget = None if s.max_trial_epochs is None else s.max_trial_epochs - spent_before
+    return top_k_plan(s.num_samples - trials_before, budget, s.grace_period, s.max_epochs, s.reduction_factor)
 
 
 class TopKScheduler(FIFOScheduler):

@@ -7,7 +7,7 @@
 Clones this repository's HEAD into a temporary directory, runs the laptop command there (the `laptop` section of
 docs/snippets/laptop.sh, which the docs include and README.md quotes) with `mnist` swapped for `fashion_mnist` and
 GRUTUNE_DATA_MIRROR pointing at the local copy, then reads the metrics it wrote. The baseline is the targets: the
-whole pipeline in 15 minutes or less, test accuracy 0.90 or more, a GAN whose Inception Score is 0.6 of the real
+whole pipeline in 15 minutes or less, test accuracy 0.90 or more, a GAN whose Inception Score is 0.63 of the real
 test images' or more. Prints each stage as it starts and records the minutes each took. After the timed command it
 runs the README's sampling command in the clone, as a user would next (`SAMPLE`: the README's Sneakers; an
 unconditional generator refuses a class, which is recorded, and then draws without one), and keeps what each
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, save, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = {"wall_min": 15.0, "test_accuracy": 0.90, "gan_is_over_real": 0.6}
+TARGETS = {"wall_min": 15.0, "test_accuracy": 0.90, "gan_is_over_real": 0.63}
 LAPTOP_SNIPPET = ROOT / "docs" / "snippets" / "laptop.sh"
 SAMPLE = ["python", "-m", "grutune.sample", "--class", "Sneaker", "-n", "64", "-o", "sneakers.png"]  # the README's
 

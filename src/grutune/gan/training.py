@@ -3,10 +3,10 @@
 
 The recipe (gan.* in params.yaml) is the hinge or the non-saturating loss, an exponential moving average (EMA) of the
 generator's weights that is used for sampling and scoring, an optional R1 penalty on the discriminator's gradient at
-real images (on every step, or lazily on every `r1_every`th step with its weight multiplied by that, as StyleGAN2 does:
-the double backward pass costs about a quarter of a step), and the learning rates' schedule over the run (constant, or annealed to 0 on a cosine). The two peak
-learning rates (two-timescale updates) are part of the searched config. benchmarks/gan_quality.py measured which of
-these help.
+real images (on every step, or lazily on every `r1_every`th step with its weight multiplied by that, as StyleGAN2
+does: its double backward pass is about a fifth of a step on the CPU), and the learning rates' schedule over the run
+(constant, or annealed to 0 on a cosine). The two peak learning rates (two-timescale updates) are part of the
+searched config. benchmarks/gan_quality.py measured which of these help.
 """
 
 from __future__ import annotations

@@ -2,7 +2,10 @@
 
 - `definition`: what a sweep is, and its identity (settings and trial code);
 - `driver`: runs, resumes, extends or re-reads one (`run_sweep`);
-- `searcher`: the Tune `Searcher` on Optuna's ask-and-tell API, and the crash-recovery protocol;
+- `searcher`: the Tune `Searcher` on Optuna's ask-and-tell API;
+- `recovery`: the crash-recovery protocol (the searcher's state file, what the journal says after a kill);
+- `top_k`: the screen scheduler (`search.scheduler: top_k`);
+- `full_storage`: a full storage stops the sweep as a kill would;
 - `binding`: where a sweep's study is and how it runs, for this process;
 - `journal`: what the Optuna journal holds, its repair and its readers;
 - `storage`: the sweep's folder, its Tune experiments, its journal's copy in cloud storage;

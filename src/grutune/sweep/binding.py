@@ -1,5 +1,5 @@
 """Binding a sweep to this process: where its study is and how it runs today (protocol step 1 in
-`grutune.sweep.searcher`). Not state: a sweep moved, copied, extended or resumed on another cluster runs with today's
+`grutune.sweep.recovery`). Not state: a sweep moved, copied, extended or resumed on another cluster runs with today's
 values, and nothing saved names a path."""
 
 from __future__ import annotations

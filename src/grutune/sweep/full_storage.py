@@ -1,6 +1,6 @@
 """A full storage under a sweep: a write that fails for want of room stops the sweep as a kill would, and the stage
 says so in one line, naming the key, the place and the fix; nothing is told to Optuna (protocol step 7 in
-grutune.sweep.searcher).
+grutune.sweep.recovery).
 
 `guarded` wraps a trainable so that a trial whose write failed reports `STORAGE_FULL`; `StorageGuard`, a Tune
 `Stopper`, stops the sweep on that result or on a failed write of Tune's own (noted by `watch_storage`);
@@ -47,7 +47,7 @@ class StorageGuard(tune.Stopper):
     """Stops the sweep, as a kill would, at the first write that failed for want of room: a trial's (the trial
     reports `STORAGE_FULL`: `guarded`), or Tune's experiment snapshot (`watch_storage`). It raises out of Tune's loop
     before the scheduler or the searcher sees the result, so nothing is told to Optuna: the trial stays RUNNING in
-    the journal and resumes from its last whole checkpoint on the next run (protocol in grutune.sweep.searcher).
+    the journal and resumes from its last whole checkpoint on the next run (protocol in grutune.sweep.recovery).
     Pickled with the experiment, it holds only the study's name."""
 
     def __init__(self, study_name: str):

@@ -1,4 +1,4 @@
-"""A sweep's Optuna journal: its source of truth (the protocol is in `grutune.sweep.searcher`). What the journal
+"""A sweep's Optuna journal: its source of truth (the protocol is in `grutune.sweep.recovery`). What the journal
 holds of each trial, how it is repaired after a cut write, how it is read, and how it is kept in cloud storage.
 
 Each trial carries its Tune trial id (user attribute `TUNE_ID`) and the Tune experiment that ran it (`SEGMENT`).

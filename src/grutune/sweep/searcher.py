@@ -2,45 +2,7 @@
 journal is the sweep's source of truth; the searcher keeps it on Optuna's public ask-and-tell API and Tune's public
 `Searcher` API alone.
 
-A sweep is a folder, `<storage>/<sweep id>/`, holding:
-- `optuna.journal`: the Optuna study (journal storage), appended to on every ask, report and tell; a hard kill
-  cannot leave it behind. Each trial carries its Tune trial id (user attribute `TUNE_ID`) and the Tune experiment
-  that ran it (`SEGMENT`). With cloud storage it is kept locally and copied up every time Tune saves the
-  experiment's state, before that state is copied up, so the copy is never older than Tune's snapshot
-  (`grutune.sweep.storage.JournalSync`).
-- `tune-1/`, `tune-2/`, ...: Tune experiments ("segments"). A sweep runs in its newest segment; a finished sweep
-  that is asked for more trials goes on in a new segment, with the same study (Tune cannot add trials to an
-  experiment it has finished without rewriting its private state, so grutune does not ask it to).
-- `sweep.json`: what the sweep is (its settings' id and its trial code's digests) and what the last run was asked
-  for (trials, trials at once), for the messages only (`grutune.sweep.storage`).
-Nothing saved names an absolute path: a project moved or copied elsewhere finds its sweep under its own storage.
-
-The protocol:
-1. Where the sweep is and how it runs today (the journal's path, the number of trials, the trials at once) are not
-   state: the driver binds them for this process (`grutune.sweep.binding`) before Tune runs, and the searcher, new
-   or restored by Tune, reads them from there. A sweep copied to another path therefore writes to its own journal,
-   and a sweep resumed on a bigger cluster fills it.
-2. `GrutuneSearcher.save` writes a small JSON file of its own (`FORMAT`, `VERSION`: which Tune trials it handed
-   out and which finished), which Tune keeps with its experiment snapshot. On restore the journal is read again,
-   since Tune's snapshot can be older than it: finished trials stay finished; a trial asked for just before a kill
-   ("orphan") is handed out again instead of asking Optuna for one more; TPE is seeded past what the journal holds.
-3. A trial that finished after the snapshot is restarted by Tune. It first asks the journal (`finished_result`)
-   and, when the journal holds its final result, re-reports it instead of training again. A trial created *and*
-   finished after the snapshot is unknown to the restored Tune, which creates a new trial in its place: that new
-   trial is handed the finished one (its config, and the alias `ALIAS + new id` -> old id in the study's user
-   attributes), and replays its result the same way. So the study never gets a trial more than asked for.
-4. Results tables read epochs and values from the journal too (`grutune.sweep.journal.journal_progress`), since
-   Tune's result files of such a trial are rewritten by the replay.
-5. A journal whose last record was cut (a kill or a full disk during a write) is repaired to its last whole record
-   before anything opens it, and the original is kept beside it (`grutune.sweep.journal.repair_journal`).
-6. `Study.ask` writes a trial, then its hyperparameters one record at a time: a kill or a full disk in between leaves
-   an orphan with part of its config. Before it is handed out again, its missing hyperparameters are drawn by the
-   study's sampler (a point of `points_to_evaluate`: the point's values) and written with
-   `BaseStorage.set_trial_param`, so no trial reaches Tune without its whole config and TPE is told nothing false.
-7. A full storage is a kill, not a verdict: a trial whose checkpoint cannot be written reports so (`STORAGE_FULL`,
-   from the driver's wrapper around the trainable) and the driver's `StorageGuard` stops Tune on that result, before
-   the scheduler or this searcher sees it; a journal write that fails stops it the same way. No trial is told `FAIL`
-   for want of room; the next run resumes the stopped trials from their last whole checkpoint.
+How it recovers from a kill, and what a sweep's folder holds: `grutune.sweep.recovery`.
 
 Public APIs used: `ray.tune.search.Searcher` (suggest, on_trial_result, on_trial_complete, save, restore,
 set_search_properties, FINISHED); `optuna.Study.ask`/`tell` (by trial number), `optuna.create_study`,
@@ -51,10 +13,7 @@ into a private attribute.
 
 from __future__ import annotations
 
-import json
-import logging
 import warnings
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -62,20 +21,16 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from ray.tune.search import Searcher
 
-from grutune.errors import GrutuneError
 from grutune.objectives import COST_COLUMNS
 from grutune.space import optuna_distributions
 from grutune.sweep.binding import SweepRun, bound
 from grutune.sweep.budget import budget_allows_trial, time_allows_trial
-from grutune.sweep.journal import ALIAS, COST, DIVERGED, DONE, SECONDS, SEGMENT, STEP, TUNE_ID, costs, intermediate
+from grutune.sweep.journal import ALIAS, COST, DIVERGED, DONE, SECONDS, SEGMENT, STEP, TUNE_ID, intermediate
+from grutune.sweep.recovery import FORMAT, VERSION, WAITING, complete_orphan, load_state, recover, retell, save_state
 
 __all__ = ["FORMAT", "STORAGE_FULL", "VERSION", "GrutuneSearcher", "tpe_sampler"]
 
-FORMAT, VERSION = "grutune-searcher", 1  # the searcher's state file
 STORAGE_FULL = "storage_full"  # a trial's result key: a write of the trial failed for want of room (the why)
-
-log = logging.getLogger(__name__)
-WAITING = optuna.trial.TrialState.WAITING
 
 
 def tpe_sampler(
@@ -208,58 +163,18 @@ class GrutuneSearcher(Searcher):
         self._study_id = storage.get_study_id_from_name(self.study_name)
         aliased = {v for k, v in study.user_attrs.items() if k.startswith(ALIAS)}
         trials = study.get_trials(deepcopy=False)
-        for t in trials:
-            tid = t.user_attrs.get(TUNE_ID)
-            self._steps[t.number] = set(intermediate(t))
-            if t.state.is_finished():
-                if tid in self.live:  # finished after Tune's snapshot: Tune re-runs it, and it replays its result
-                    del self.live[tid]
-                    self.done.add(tid)
-                elif tid is not None and tid not in self.done and tid not in aliased and tid not in run.known:
-                    self._finished_orphans.append(t)
-            elif tid in self.done:  # Tune finished it, but the journal lost the tell (a cut journal): tell it again
-                self._retell(study, t)
-            elif tid not in self.live and t.state == optuna.trial.TrialState.RUNNING:  # not enqueued ones (WAITING)
-                self._orphans.append(t.number)
+        self._steps = {t.number: set(intermediate(t)) for t in trials}
+        r = recover(trials, live=self.live, done=self.done, aliased=aliased, known=run.known)
+        for tid in r.finished:
+            del self.live[tid]
+            self.done.add(tid)
+        for t in r.untold:
+            self._retell(study, t)
+        self._orphans, self._finished_orphans = r.orphans, r.finished_orphans
         return study
 
     def _retell(self, study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
-        """Finish a trial from what the journal holds of it: its epochs' values and costs."""
-        steps = intermediate(t)
-        epochs = max([t.user_attrs.get("epochs", 0), *steps])
-        values = [steps[max(steps)], *(costs(t).get(c) for c in self.costs)] if steps else [None]
-        if None in values:
-            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        elif epochs < self.max_epochs:
-            study.tell(t.number, state=optuna.trial.TrialState.PRUNED)
-        else:
-            study.tell(t.number, values if self.costs else values[0], state=optuna.trial.TrialState.COMPLETE)
-
-    def _complete(self, study: optuna.Study, number: int) -> None:
-        """Give an orphan the hyperparameters its ask did not write (a kill or a full disk in the middle of
-        `Study.ask`, which writes them one record at a time), so no trial reaches Tune without its whole config:
-        a point of `points_to_evaluate` gets the point's values, the rest are drawn by the study's sampler as `ask`
-        would have drawn them. Nothing is told to TPE: the trial then runs as any other."""
-        trials = study.get_trials(deepcopy=False)
-        t = trials[number]
-        distributions = optuna_distributions(self.space)
-        missing = [k for k in distributions if k not in t.params]
-        if not missing:
-            return
-        index = sum(1 for u in trials[:number] if u.state != WAITING)  # its place among the created trials
-        point = self.points_to_evaluate[index] if index < len(self.points_to_evaluate) else {}
-        tid = self._trial_id(number)
-        for name in missing:
-            d = distributions[name]
-            value = point[name] if name in point else study.sampler.sample_independent(study, t, name, d)
-            self._storage.set_trial_param(tid, name, d.to_internal_repr(value), d)
-        log.info(
-            "sweep %s: trial %d was cut off while it was being created; its missing hyperparameters (%s) are drawn "
-            "now and it runs as any other",
-            self.study_name,
-            number,
-            ", ".join(missing),
-        )
+        retell(study, t, max_epochs=self.max_epochs, cost_names=self.costs)
 
     def _trial_id(self, number: int) -> int:
         return self._storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
@@ -285,7 +200,7 @@ class GrutuneSearcher(Searcher):
         every = [] if self._orphans else study.get_trials(deepcopy=False)  # one read of the study per suggestion
         if self._orphans:
             number = self._orphans.pop(0)
-            self._complete(study, number)
+            complete_orphan(study, self._storage, number, space=self.space, points_to_evaluate=self.points_to_evaluate)
         elif len(created := [t for t in every if t.state != WAITING]) >= run.target:
             return self._finish()
         elif not budget_allows_trial(
@@ -384,37 +299,11 @@ class GrutuneSearcher(Searcher):
         self.done.add(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
-        """The searcher's state, as JSON: which Tune trials it handed out (and their Optuna numbers) and which
-        finished. Everything else is in the journal."""
-        state = {
-            "format": FORMAT,
-            "version": VERSION,
-            "study": self.study_name,
-            "live": self.live,
-            "done": sorted(self.done),
-        }
-        Path(checkpoint_path).write_text(json.dumps(state, indent=1) + "\n")
+        save_state(checkpoint_path, self.study_name, self.live, self.done)
 
     def restore(self, checkpoint_path: str) -> None:
-        try:
-            state = json.loads(Path(checkpoint_path).read_text())
-        except (OSError, ValueError) as e:
-            raise GrutuneError(f"{checkpoint_path}: not a grutune searcher state ({e})") from None
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise GrutuneError(
-                f"{checkpoint_path}: not a grutune searcher state (format {state.get('format')!r})"
-                if isinstance(state, dict)
-                else f"{checkpoint_path}: not a grutune searcher state"
-            )
-        if state.get("version") != VERSION:
-            raise GrutuneError(
-                f"{checkpoint_path}: searcher state version {state.get('version')}, but this grutune "
-                f"reads version {VERSION}: resume the sweep with the grutune that started it"
-            )
-        self.live = {str(k): int(v) for k, v in state["live"].items()}
-        self.done = set(state["done"])
+        self.live, self.done = load_state(checkpoint_path)
         self._reset()
         self._open()
-        self._moved = (
-            self.origin != self._run.origin
-        )  # reconcile with the journal now, also for an experiment that has nothing left to run
+        # Reconciled with the journal now, also for an experiment that has nothing left to run.
+        self._moved = self.origin != self._run.origin

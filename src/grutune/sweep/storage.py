@@ -140,7 +140,7 @@ class JournalSync(tune.Callback):
     The copy is written at every snapshot Tune takes of the experiment (Tune asks each callback for its state,
     `get_state`, just before it copies the snapshot up), after every finished or errored trial and at the
     experiment's end: the copy is never older than Tune's snapshot in the same storage, which is what the recovery
-    protocol relies on (grutune.sweep.searcher). Optuna only appends to a journal, so of two copies the longer is
+    protocol relies on (grutune.sweep.recovery). Optuna only appends to a journal, so of two copies the longer is
     the newer: `download` keeps the local journal where it holds all that the remote one holds, and stops where
     each holds records the other lacks. Pickled with the experiment, it holds only the study's name: both places
     come from `bind`."""

@@ -270,7 +270,6 @@ class GanParams(Section):
     loss: Literal["hinge", "nonsaturating"]
     ema_decay: Annotated[float, Field(ge=0, lt=1)]
     r1_gamma: Annotated[float, Field(ge=0, allow_inf_nan=False)]
-    r1_every: PositiveInt = 1
     lr_schedule: Literal["constant", "cosine"] = "constant"
     resources: FinalResources = FinalResources()
     max_failures: Annotated[int, Field(ge=0)] = 3

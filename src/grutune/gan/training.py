@@ -3,10 +3,9 @@
 
 The recipe (gan.* in params.yaml) is the hinge or the non-saturating loss, an exponential moving average (EMA) of the
 generator's weights that is used for sampling and scoring, an optional R1 penalty on the discriminator's gradient at
-real images (on every step, or lazily on every `r1_every`th step with its weight multiplied by that, as StyleGAN2
-does: its double backward pass is about a fifth of a step on the CPU), and the learning rates' schedule over the run
-(constant, or annealed to 0 on a cosine). The two peak learning rates (two-timescale updates) are part of the
-searched config. benchmarks/gan_quality.py measured which of these help.
+real images, and the learning rates' schedule over the run (constant, or annealed to 0 on a cosine). The two peak
+learning rates (two-timescale updates) are part of the searched config. benchmarks/gan_quality.py measured which of
+these help.
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ class Recipe:
     loss: str = "hinge"  # "hinge" or "nonsaturating"
     ema_decay: float = 0.999  # 0: sample from the raw generator
     r1_gamma: float = 0.0  # 0: no R1 penalty
-    r1_every: int = 1  # the R1 penalty on every this many D steps, weighted by it (StyleGAN2's lazy regularization)
     lr_schedule: str = "constant"  # "constant" or "cosine": both learning rates annealed to 0 over the run's steps
 
     @classmethod
@@ -157,23 +155,21 @@ def fit_gan(
         n = len(data) if subset is None else min(subset, len(data))
         order = torch.randperm(len(data), generator=g)[:n].to(device)
         sums = torch.zeros(5, device=device)  # d_loss, g_loss, D(real), D(fake), r1
-        steps, r1_steps, per_epoch = 0, 0, math.ceil(n / recipe.batch_size)
+        steps, per_epoch = 0, math.ceil(n / recipe.batch_size)
         for i in batches(n, recipe.batch_size, f"epoch {epoch + 1}/{epochs}" if progress else None):
             for opt in (gan.opt_d, gan.opt_g):
                 _anneal(opt, recipe.lr_schedule, epoch * per_epoch + steps, epochs * per_epoch)
             idx = order[i : i + recipe.batch_size]
-            regularise = recipe.r1_gamma > 0 and steps % recipe.r1_every == 0
-            real = to_float(data.x[idx]).requires_grad_(regularise)
+            real = to_float(data.x[idx]).requires_grad_(recipe.r1_gamma > 0)
             y = data.y[idx] if G.conditional else None  # (B,): the classes both players see; None: unconditional
             fake = G(torch.randn(len(real), G.noise_dim, device=device), y)
             d_real, d_fake = D(real, y), D(fake.detach(), y)
             d_loss = _d_loss(recipe.loss, d_real, d_fake)
             r1 = torch.zeros((), device=device)
-            if regularise:  # R1: the gradient of D at real images, pushed towards 0
+            if recipe.r1_gamma > 0:  # R1: the gradient of D at real images, pushed towards 0
                 (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
                 r1 = grad.pow(2).flatten(1).sum(1).mean()
-                d_loss = d_loss + recipe.r1_gamma / 2 * recipe.r1_every * r1
-                r1_steps += 1
+                d_loss = d_loss + recipe.r1_gamma / 2 * r1
             gan.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             gan.opt_d.step()
@@ -194,7 +190,6 @@ def fit_gan(
             )
             steps += 1
         d_loss, g_loss, p_real, p_fake, r1 = (sums / steps).tolist()
-        r1 *= steps / max(r1_steps, 1)  # the mean over the steps that computed it
         if not (math.isfinite(d_loss) and math.isfinite(g_loss)):
             raise NonFiniteLoss(f"GAN losses are d={d_loss}, g={g_loss} in epoch {epoch + 1}")
         m = {

@@ -42,3 +42,18 @@ def test_a_trial_that_never_reported_keeps_its_config_and_counts_as_errored(tmp_
     [row] = trial_rows([lost], sweep, {}, {"c4b7dfbe": config})
     assert row["status"] == "errored" and row["trial_id"] == "c4b7dfbe" and row["epochs"] == 0
     assert {k: row[k] for k in config} == config and math.isnan(row["best_val_accuracy"])
+
+
+def test_a_trial_without_a_result_file_takes_its_epochs_and_seconds_from_the_journal(tmp_path, tiny):
+    """A trial that Tune stopped while it waited at its top_k screen may have no result file yet when the rows are
+    read: its epochs, best value and training seconds come from the journal, not 0."""
+    params = load_params(tiny(tmp_path / "params.yaml", search={"max_epochs": 3}))
+    data = type("Data", (), {"name": "mnist", "content_hash": "sha256:aa"})()
+    sweep = classifier_sweep(params, data)
+    path = tmp_path / "run_trial_5e1f00aa_2_batch_size=64"
+    path.mkdir()
+    waited = tune.Result(metrics={"trial_id": "5e1f00aa"}, checkpoint=None, error=None, path=str(path))
+    journal = {"5e1f00aa": (1, 0.71, 2, True, {"params": 1234.0}, 12.5)}
+    [row] = trial_rows([waited], sweep, journal, {"5e1f00aa": {"lr": 1e-3}}, {"cpu": 2.0})
+    assert (row["trial"], row["status"], row["epochs"], row["best_val_accuracy"]) == (2, "pruned", 1, 0.71)
+    assert (row["train_s"], row["cpu_s"], row["params"]) == (12.5, 25.0, 1234.0)

@@ -62,7 +62,7 @@ def test_a_trial_created_and_finished_after_the_snapshot_is_handed_on_not_run_ag
     assert study[0].intermediate_values == {1: 0.4, 2: 0.6}
     assert finished_result(str(tmp_path / "s.journal"), "s", "new", "val_accuracy") == {"epoch": 2, "val_accuracy": 0.6}
     progress = journal_progress(tmp_path / "s.journal", "s", lambda a, b: math.isnan(b) or a > b)
-    assert progress["new"] == (2, 0.6, 0, True, {}) and "old" not in progress
+    assert progress["new"] == (2, 0.6, 0, True, {}, 0.0) and "old" not in progress  # it reported no seconds
 
 
 def test_a_sweep_restored_twice_keeps_the_trials_finished_before_the_first_restore(tmp_path):

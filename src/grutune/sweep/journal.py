@@ -125,9 +125,10 @@ def finished_result(journal: str | None, study: str | None, trial_id: str, metri
     return None
 
 
-def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[int, float, int, bool, dict]]:
-    """{tune trial id: (epochs, best value, Optuna trial number, succeeded, costs)} from the journal, which a hard
-    kill cannot leave behind Tune's own result files. `better(a, b)` says whether value a beats b."""
+def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[int, float, int, bool, dict, float]]:
+    """{tune trial id: (epochs, best value, Optuna trial number, succeeded, costs, training seconds)} from the
+    journal, which a hard kill cannot leave behind Tune's own result files. `better(a, b)` says whether value a
+    beats b."""
     if not journal.exists():
         return {}
     out = {}
@@ -144,7 +145,15 @@ def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[
             ok = t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) and not t.user_attrs.get(
                 DIVERGED
             )
-            out[new_id.get(t.user_attrs[TUNE_ID], t.user_attrs[TUNE_ID])] = (epochs, best, t.number, ok, costs(t))
+            seconds = float(t.user_attrs.get(SECONDS, 0.0))
+            out[new_id.get(t.user_attrs[TUNE_ID], t.user_attrs[TUNE_ID])] = (
+                epochs,
+                best,
+                t.number,
+                ok,
+                costs(t),
+                seconds,
+            )
     return out
 
 

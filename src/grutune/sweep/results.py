@@ -44,7 +44,7 @@ class SearchResult:
 def trial_rows(
     results,
     sweep,
-    journal: dict[str, tuple[int, float, int, bool]],
+    journal: dict[str, tuple[int, float, int, bool, dict, float]],
     configs: dict[str, dict] | None = None,
     resources: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
@@ -62,7 +62,7 @@ def trial_rows(
         df = r.metrics_dataframe
         has = df is not None and metric in df and len(df) > 0
         tid = trial_id(r)
-        j_epochs, j_best, number, j_complete, j_costs = journal.get(tid, (0, math.nan, -1, False, {}))
+        j_epochs, j_best, number, j_complete, j_costs, j_seconds = journal.get(tid, (0, math.nan, -1, False, {}, 0.0))
         epochs = max(int(df["epoch"].max()) if has else 0, j_epochs)
         diverged = has and "diverged" in df and bool(df["diverged"].fillna(0).max())
         # A trial the journal records as complete finished before a crash; if Tune then failed to restore it from a
@@ -85,7 +85,9 @@ def trial_rows(
         hp = {k: config.get(k) for k in sweep.hp_model.model_fields}
         error_file = Path(r.path) / "error.txt"
         ended = float(df["timestamp"].max()) if has and "timestamp" in df else math.nan
-        time_s = float(df["time_total_s"].max()) if has and "time_total_s" in df else 0.0
+        # Tune's result file may hold less than the journal: none yet for a trial stopped while it waited (top_k),
+        # or a replay's few seconds where a trial that finished before a crash re-reported its result.
+        time_s = max(float(df["time_total_s"].max()) if has and "time_total_s" in df else 0.0, j_seconds)
         extra = {
             k: float(df[k].dropna().iloc[-1]) if has and k in df and df[k].notna().any() else j_costs.get(k, math.nan)
             for k in sweep.columns

@@ -734,4 +734,7 @@ def main() -> None:
         mkdocs_gen_files.set_edit_path(name, name)
 
 
+
+if __name__ == "__main__":  # by hand, mkdocs_gen_files.open would write the rendered tables over the pages' source
+    raise SystemExit("docs/gen_performance.py renders the tables inside `mkdocs build` or `mkdocs serve`; run one")
 main()

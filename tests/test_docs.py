@@ -93,3 +93,12 @@ def test_the_architecture_map_says_what_each_package_imports():
     rows = re.findall(r"^\| `([a-z_]+/|[a-z_]+\.py)` \| .* \|\s*([a-z_, ]*?)\s*\|$", page, re.M)
     documented = {name: {u.strip() for u in imports.split(",") if u.strip()} for name, imports in rows}
     assert documented == actual
+
+
+@pytest.mark.parametrize("name", ["performance.md", "search_history.md"])
+def test_the_performance_pages_hold_markers_not_rendered_tables(name):
+    """The tables are rendered from benchmarks/results/ at build time (docs/gen_performance.py); a page whose source
+    holds a rendered table would show stale figures forever."""
+    text = (ROOT / "docs" / name).read_text()
+    assert "<!-- table: " in text
+    assert "Results: `benchmarks/results/" not in text, f"docs/{name} holds rendered tables: restore its markers"

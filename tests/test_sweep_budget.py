@@ -10,6 +10,7 @@ from grutune.sweep.budget import (
     budget_seconds,
     expected_trial_epochs,
     expected_trials,
+    spend_limit,
     spent,
     startup_count,
 )
@@ -75,6 +76,15 @@ def test_a_budget_becomes_seconds_of_one_trial_in_its_tightest_unit():
     assert budget_seconds(Budget(gpu_hours=1, dollars=5), one_gpu, prices) == (3600, "gpu_hours")
     assert spent(7200, one_gpu, prices) == "2 trial-hours, 2 GPU-hours, $7.20"
     assert spent(1800, cpus, Prices()) == "0.5 trial-hours"
+
+
+def test_a_gpu_budget_for_trials_without_a_gpu_bounds_nothing_and_says_so(tmp_path, write_params, caplog):
+    params = search_params(tmp_path, write_params, budget={"gpu_hours": 0.5, "cpu_hours": 2})
+    assert spend_limit(params, "search", {"cpu": 2, "gpu": 0}) == (3600, "cpu_hours")
+    assert "search.budget.gpu_hours does not bound this sweep: its trials hold no GPU here" in caplog.text
+    caplog.clear()
+    assert spend_limit(params, "search", {"cpu": 2, "gpu": 1}) == (1800, "gpu_hours")
+    assert not caplog.text
 
 
 # --------------------------------------------------------------------------- the searcher keeps to a budget

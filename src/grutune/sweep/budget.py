@@ -4,15 +4,19 @@ dollars)."""
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import TYPE_CHECKING
 
+from grutune.cluster import show_resources
 from grutune.sweep.journal import SECONDS, epochs_run
 
 if TYPE_CHECKING:
     import optuna
 
     from grutune.config import Budget, Prices, SweepParams
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "asha_rungs",
@@ -22,6 +26,7 @@ __all__ = [
     "committed_seconds",
     "expected_trial_epochs",
     "expected_trials",
+    "spend_limit",
     "spent",
     "startup_count",
     "time_allows_trial",
@@ -117,6 +122,18 @@ def budget_seconds(budget: Budget, resources: dict[str, float], prices: Prices) 
         if getattr(budget, unit) is not None and rate > 0
     ]
     return min(caps) if caps else None
+
+
+def spend_limit(params: SweepParams, key: str, resources: dict[str, float]) -> tuple[float, str] | None:
+    """The sweep's `budget` (section `key`) as trial-seconds of trials holding `resources`, and the setting that gives
+    it; where a budget is set in a resource the trials do not hold here (gpu_hours without GPUs), it says so."""
+    if params.budget.gpu_hours is not None and not resources.get("gpu"):  # a trial always holds CPUs: cpu_hours binds
+        log.warning(
+            "%s.budget.gpu_hours does not bound this sweep: its trials hold no GPU here (resources per trial %s)",
+            key,
+            show_resources(resources),
+        )
+    return budget_seconds(params.budget, resources, params.price_per_hour)
 
 
 def spent(seconds: float, resources: dict[str, float], prices: Prices) -> str:

@@ -20,10 +20,10 @@ from pathlib import Path
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from grutune.cluster import show_resources, trial_resources, trial_slots
+from grutune.cluster import trial_resources, trial_slots
 from grutune.errors import GrutuneError, StorageFull
 from grutune.sweep.binding import SweepRun, bind, location
-from grutune.sweep.budget import budget_allows_trial, budget_seconds, spent, startup_count, time_allows_trial
+from grutune.sweep.budget import budget_allows_trial, spend_limit, spent, startup_count, time_allows_trial
 from grutune.sweep.budget import trial_seconds as seconds_of
 from grutune.sweep.definition import Sweep, code_changes
 from grutune.sweep.full_storage import StorageGuard, full_seen, guarded, storage_errors, watch_storage
@@ -107,7 +107,7 @@ def run_sweep(
         resources=resources,
         # Tune keeps as many trials pending as this allows: enough to fill every slot the cluster has.
         concurrency=s.max_concurrent_trials or trial_slots(resources, s.num_samples, remote),
-        max_seconds=_spend_limit(sweep, resources),
+        max_seconds=spend_limit(s, sweep.key, resources),
         callbacks=[*(callbacks or []), *([sync] if sync else [])],
         # On this machine a trial process serves one trial after another: starting a process per trial cost about
         # 1.5 s a trial (benchmarks/tune_overhead.py). Not on a cluster, where nodes can be lost: Ray Tune 2.60 fails
@@ -121,19 +121,6 @@ def run_sweep(
         names = _open(run, sync)
         all_results = _run_experiments(run, names)
     return _results(run, names, all_results)
-
-
-def _spend_limit(sweep: Sweep, resources: dict[str, float]) -> tuple[float, str] | None:
-    """The sweep's `budget` as trial-seconds of trials holding `resources`, and the setting that gives it; where a
-    budget is set in a resource the trials do not hold here (gpu_hours without GPUs), it says so."""
-    s = sweep.params
-    if s.budget.gpu_hours is not None and not resources.get("gpu"):  # a trial always holds CPUs: cpu_hours binds
-        log.warning(
-            "%s.budget.gpu_hours does not bound this sweep: its trials hold no GPU here (resources per trial %s)",
-            sweep.key,
-            show_resources(resources),
-        )
-    return budget_seconds(s.budget, resources, s.price_per_hour)
 
 
 def _quiet_tune() -> None:

@@ -12,6 +12,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import optuna
 from optuna.storages import JournalStorage
@@ -29,6 +30,8 @@ __all__ = [
     "SEGMENT",
     "STEP",
     "TUNE_ID",
+    "WAITING",
+    "JournalTrial",
     "costs",
     "created_all",
     "created_trials",
@@ -125,10 +128,20 @@ def finished_result(journal: str | None, study: str | None, trial_id: str, metri
     return None
 
 
-def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[int, float, int, bool, dict, float]]:
-    """{tune trial id: (epochs, best value, Optuna trial number, succeeded, costs, training seconds)} from the
-    journal, which a hard kill cannot leave behind Tune's own result files. `better(a, b)` says whether value a
-    beats b."""
+class JournalTrial(NamedTuple):
+    """What the journal holds of one trial, for the results table."""
+
+    epochs: int
+    best: float  # the best value of the metric it reported (NaN: none)
+    number: int  # its Optuna trial number
+    succeeded: bool  # COMPLETE or PRUNED, not diverged
+    costs: dict  # what it measured besides the metric (COST attributes)
+    seconds: float  # its training seconds (SECONDS; 0 before its first epoch)
+
+
+def journal_progress(journal: Path, study_name: str, better) -> dict[str, JournalTrial]:
+    """{tune trial id: JournalTrial} from the journal, which a hard kill cannot leave behind Tune's own result files.
+    `better(a, b)` says whether value a beats b."""
     if not journal.exists():
         return {}
     out = {}
@@ -145,14 +158,8 @@ def journal_progress(journal: Path, study_name: str, better) -> dict[str, tuple[
             ok = t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) and not t.user_attrs.get(
                 DIVERGED
             )
-            seconds = float(t.user_attrs.get(SECONDS, 0.0))
-            out[new_id.get(t.user_attrs[TUNE_ID], t.user_attrs[TUNE_ID])] = (
-                epochs,
-                best,
-                t.number,
-                ok,
-                costs(t),
-                seconds,
+            out[new_id.get(t.user_attrs[TUNE_ID], t.user_attrs[TUNE_ID])] = JournalTrial(
+                epochs, best, t.number, ok, costs(t), float(t.user_attrs.get(SECONDS, 0.0))
             )
     return out
 

@@ -55,12 +55,11 @@ import optuna
 from grutune.errors import GrutuneError
 from grutune.io import write_text
 from grutune.space import optuna_distributions
-from grutune.sweep.journal import TUNE_ID, costs, intermediate
+from grutune.sweep.journal import TUNE_ID, WAITING, costs, intermediate
 
 __all__ = ["FORMAT", "VERSION", "Recovered", "complete_orphan", "load_state", "recover", "retell", "save_state"]
 
 FORMAT, VERSION = "grutune-searcher", 1  # the searcher's state file
-WAITING = optuna.trial.TrialState.WAITING
 
 log = logging.getLogger(__name__)
 

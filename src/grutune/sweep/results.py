@@ -13,6 +13,7 @@ from typing import Any
 from grutune.errors import GrutuneError
 from grutune.metrics import pareto_front
 from grutune.objectives import COSTS
+from grutune.sweep.journal import JournalTrial
 
 __all__ = [
     "STATUSES",
@@ -41,10 +42,13 @@ class SearchResult:
     front: list[dict[str, Any]] = ()  # the Pareto front's trials (rows of `trials`), the picked one marked
 
 
+UNKNOWN = JournalTrial(0, math.nan, -1, False, {}, 0.0)  # a trial the journal does not hold
+
+
 def trial_rows(
     results,
     sweep,
-    journal: dict[str, tuple[int, float, int, bool, dict, float]],
+    journal: dict[str, JournalTrial],
     configs: dict[str, dict] | None = None,
     resources: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
@@ -62,7 +66,7 @@ def trial_rows(
         df = r.metrics_dataframe
         has = df is not None and metric in df and len(df) > 0
         tid = trial_id(r)
-        j_epochs, j_best, number, j_complete, j_costs, j_seconds = journal.get(tid, (0, math.nan, -1, False, {}, 0.0))
+        j_epochs, j_best, number, j_complete, j_costs, j_seconds = journal.get(tid, UNKNOWN)
         epochs = max(int(df["epoch"].max()) if has else 0, j_epochs)
         diverged = has and "diverged" in df and bool(df["diverged"].fillna(0).max())
         # A trial the journal records as complete finished before a crash; if Tune then failed to restore it from a

@@ -25,8 +25,8 @@ from grutune.objectives import COST_COLUMNS
 from grutune.space import optuna_distributions
 from grutune.sweep.binding import SweepRun, bound
 from grutune.sweep.budget import budget_allows_trial, time_allows_trial
-from grutune.sweep.journal import ALIAS, COST, DIVERGED, DONE, SECONDS, SEGMENT, STEP, TUNE_ID, intermediate
-from grutune.sweep.recovery import FORMAT, VERSION, WAITING, complete_orphan, load_state, recover, retell, save_state
+from grutune.sweep.journal import ALIAS, COST, DIVERGED, DONE, SECONDS, SEGMENT, STEP, TUNE_ID, WAITING, intermediate
+from grutune.sweep.recovery import FORMAT, VERSION, complete_orphan, load_state, recover, retell, save_state
 
 __all__ = ["FORMAT", "STORAGE_FULL", "VERSION", "GrutuneSearcher", "tpe_sampler"]
 

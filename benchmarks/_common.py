@@ -91,9 +91,23 @@ def save(name: str, payload: dict, machine_facts: dict | None = None) -> Path:
     path = RESULTS / f"{name}.json"
     tmp = path.with_name(f".{path.name}.tmp")  # atomically: a kill mid-write leaves the previous file whole
     facts = machine_facts or machine()
-    tmp.write_text(dumps({"benchmark": name, "machine": facts, **payload}))
+    tmp.write_text(dumps(portable({"benchmark": name, "machine": facts, **payload})))
     os.replace(tmp, path)
     return path
+
+
+def portable(value, root: Path = RESULTS.parents[1]):
+    """`value` with every string that is an absolute path inside the repository (`root`) written relative to it: a
+    result names `benchmarks/.data`, not the folder of the clone or worktree that made it."""
+    if isinstance(value, dict):
+        return {k: portable(v, root) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v, root) for v in value]
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str) and value.startswith(str(root) + os.sep):
+        return value[len(str(root)) + 1 :]
+    return value
 
 
 def dumps(results: dict) -> str:

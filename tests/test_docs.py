@@ -102,3 +102,45 @@ def test_the_performance_pages_hold_markers_not_rendered_tables(name):
     text = (ROOT / "docs" / name).read_text()
     assert "<!-- table: " in text
     assert "Results: `benchmarks/results/" not in text, f"docs/{name} holds rendered tables: restore its markers"
+
+
+def _gen_performance():
+    spec = importlib.util.spec_from_file_location("gen_performance", ROOT / "docs" / "gen_performance.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # an import renders nothing and writes nothing: only mkdocs-gen-files' run does
+    return module
+
+
+def test_importing_the_renderer_leaves_the_pages_alone():
+    before = {name: (ROOT / "docs" / name).read_text() for name in ("performance.md", "search_history.md")}
+    _gen_performance()
+    assert {name: (ROOT / "docs" / name).read_text() for name in before} == before
+
+
+def test_a_run_of_declared_seeds_shows_no_p_values_before_every_seed_is_in():
+    gen = _gen_performance()
+    comparison = {
+        "mean_diff": 0.01,
+        "mean_diff_ci95": [0.0, 0.02],
+        "wins": 3,
+        "ties": 0,
+        "losses": 1,
+        "wilcoxon_p_holm": 0.04,
+    }
+    arm = {
+        "seeds": 4,
+        "test_median": 0.86,
+        "test_iqr": [0.85, 0.87],
+        "trial_epochs_median": 200,
+        "trial_epochs_range": [198, 204],
+        "trials_median": 30,
+    }
+    d = {
+        "declared": {"seeds": "2000-2019"},
+        "summary": {"seeds_with_every_arm": 4, "grutune": arm, "comparisons": {"grutune_vs_random_asha": comparison}},
+    }
+    interim = gen.search_confirm_three_arms(d)
+    assert "4 seeds of 20 done" in interim and "p=" not in interim
+    d["declared"]["seeds"] = "2000-2003"
+    final = gen.search_confirm_three_arms(d)
+    assert "grutune − random + ASHA" in final and "p=0.04" in final

@@ -34,10 +34,12 @@ discriminator), each with `train_best` and scored with `evaluate_gan` as the gan
 real test images', FID, precision, recall and, for the conditional arm, class consistency, with per-class scores. A
 finished (arm, seed) is appended to benchmarks/results/gan_quality_conditional.json (with the machine's facts and
 the device of each run) and a rerun skips it; a run cut off resumes after its last epoch (its state under
-benchmarks/.data/). The summary gives each arm's median, mean, standard deviation and range over the seeds, and the
-paired differences. --set and --name apply as for --budget full; --smoke-test runs 1 epoch of 512 images, 200
-scored samples, seeds 0 and 1, with a scoring classifier of 1 epoch on 2,000 images, into
-gan_quality_conditional_smoke.json (a check that the code runs; its numbers mean nothing).
+benchmarks/.data/). The summary gives each arm's median, mean, standard deviation and range over the seeds, the
+paired differences and, at 3 seeds each, the verdict by the rule declared before the runs (`DECIDED_BY`):
+conditional becomes the default if its median IS over real's is higher and its median FID no higher. --set and
+--name apply as for --budget full; --smoke-test runs 1 epoch of 512 images, 200 scored samples, seeds 0 and 1, with
+a scoring classifier of 1 epoch on 2,000 images, into gan_quality_conditional_smoke.json (a check that the code
+runs; its numbers mean nothing).
 
 Runs, in order: each generator kind with params.yaml's recipe (hinge loss, EMA of G, R1 penalty, a discriminator
 learning rate 4x the generator's); then, on the best kind, each stabiliser taken out, one at a time.
@@ -313,6 +315,12 @@ def full_budget(data, clf, clf_acc: float, seed: int, changes: list[str], name: 
 ARMS = {"unconditional": False, "conditional": True}  # arm -> gan_search.space.conditional; the first is the default
 SMOKE = ["gan.epochs=1", "gan.train_subset=512", "gan_search.eval_samples=200", "gan.eval_samples=200"]
 COMPARED = ("IS / real", "FID", "precision", "recall", "class consistency")  # what the summary spreads
+# Declared on 2026-12-06, with 1 of the 6 runs finished (unconditional seed 0): which arm becomes the default. At 3
+# seeds each, conditional replaces the unconditional default if its median IS over real's is higher AND its median
+# FID is no higher: both of issue 37's headline measures agree. Where they disagree, or fewer than 3 seeds of an arm
+# finished (a collapse counts against it), the default stays unconditional.
+DECIDED_BY = {"IS / real": "max", "FID": "min"}
+SEEDS_TO_DECIDE = 3
 
 
 def spread(values: list[float]) -> dict:
@@ -331,8 +339,10 @@ def spread(values: list[float]) -> dict:
 
 
 def summarise(runs: list[dict]) -> dict:
-    """Each arm's spread of each score over its seeds, and the paired differences (conditional - unconditional) of
-    the seeds both arms finished."""
+    """Each arm's spread of each score over its finished seeds, the paired differences (conditional - unconditional)
+    of the seeds both arms finished, and the declared verdict (`verdict`) once it is due."""
+    collapsed = {arm: sum(1 for r in runs if r["arm"] == arm and "collapsed" in r) for arm in ARMS}
+    runs = [r for r in runs if "FID" in r]
     arms = {
         arm: {k: spread([r[k] for r in runs if r["arm"] == arm and r.get(k) is not None]) for k in COMPARED}
         for arm in ARMS
@@ -345,7 +355,36 @@ def summarise(runs: list[dict]) -> dict:
         for k in ("IS / real", "FID", "precision", "recall")
         if seeds
     }
-    return {"arms": arms, "paired_seeds": seeds, "paired_difference_conditional_minus_unconditional": paired}
+    return {
+        "arms": arms,
+        "paired_seeds": seeds,
+        "paired_difference_conditional_minus_unconditional": paired,
+        "verdict": verdict(arms, collapsed),
+    }
+
+
+def verdict(arms: dict, collapsed: dict[str, int]) -> dict | None:
+    """The declared rule (DECIDED_BY): the default arm once each arm has run SEEDS_TO_DECIDE seeds, else None. An arm
+    with a collapsed seed loses; where both have one, the default stays."""
+    ran = {arm: arms.get(arm, {}).get("IS / real", {}).get("n", 0) + collapsed.get(arm, 0) for arm in ARMS}
+    if min(ran.values()) < SEEDS_TO_DECIDE:
+        return None
+    rule = "conditional if its median IS / real is higher and its median FID no higher, at 3 seeds each"
+    if collapsed.get("conditional") or collapsed.get("unconditional"):
+        wins = not collapsed.get("conditional")
+        return {"default": "conditional" if wins else "unconditional", "rule": rule, "collapsed": collapsed}
+    challenger, default = arms["conditional"], arms["unconditional"]
+    better = {
+        k: challenger[k]["median"] > default[k]["median"]
+        if goal == "max"
+        else challenger[k]["median"] <= default[k]["median"]
+        for k, goal in DECIDED_BY.items()
+    }
+    return {
+        "default": "conditional" if all(better.values()) else "unconditional",
+        "rule": rule,
+        "conditional_better_on": [k for k, b in better.items() if b],
+    }
 
 
 def compare_conditional(
@@ -424,9 +463,9 @@ def compare_conditional(
                 }
             runs.append(row)
             print(table([row], columns), flush=True)
-            save(name, {**head, "runs": runs, "summary": summarise([r for r in runs if "FID" in r])})
+            save(name, {**head, "runs": runs, "summary": summarise(runs)})
             state_path.unlink(missing_ok=True)  # finished: the run is in the results file
-    summary = summarise([r for r in runs if "FID" in r])
+    summary = summarise(runs)
     print(table([r for r in runs if "FID" in r], columns))
     for arm, by in summary["arms"].items():
         print(
@@ -434,6 +473,8 @@ def compare_conditional(
             + ": "
             + ", ".join(f"{k} {v['median']:.3f} (median; {v['min']:.3f}-{v['max']:.3f})" for k, v in by.items())
         )
+    v = summary["verdict"]
+    print(f"default by the declared rule: {v['default']} ({v['rule']})" if v else "no verdict before 3 seeds each")
     return save(name, {**head, "runs": runs, "summary": summary})
 
 

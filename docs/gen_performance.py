@@ -562,7 +562,14 @@ def gan_quality_conditional(d: dict) -> str:
         seeds = ", ".join(map(str, s.get("paired_seeds", [])))
         out += f"\n\nConditional minus unconditional, paired by seed ({seeds}): " + "; ".join(parts) + "."
     n = {a: sum(1 for r in runs if r["arm"] == a) for a in ("unconditional", "conditional")}
-    if min(n.values()) < 3:
+    if v := s.get("verdict"):
+        why = (
+            f"; conditional better on: {', '.join(v['conditional_better_on']) or 'neither'}"
+            if "conditional_better_on" in v
+            else ""
+        )
+        out += f"\n\n**Default by the rule declared before the runs: {v['default']}** ({v['rule']}{why})."
+    elif min(n.values()) < 3:
         out += (
             f"\n\n*Running: {n['unconditional']} of 3 unconditional and {n['conditional']} of 3 conditional seeds "
             "finished; the default is chosen at the median of 3 seeds each.*"

@@ -3,7 +3,7 @@ Fashion-MNIST: IS and FID next to the real-data references.
 
 The conditional benchmark (issue 37): params.yaml's full budget, the shipped unconditional GAN against the same config
 class-conditional (gan_search.space.conditional), 3 seeds each; resumable per seed and by epoch within one
-(about 40 minutes a run on 2 CPU cores; on the GPU where torch sees one):
+(40-50 minutes a run alone on 2 CPU cores; on the GPU where torch sees one):
 
     python benchmarks/gan_quality.py --conditional
 

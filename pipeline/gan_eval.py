@@ -72,7 +72,9 @@ def main() -> None:
         directory=args.wandb_dir,
         config={"eval_samples": p.eval_samples, "generator": G.kwargs, "data_hash": data.content_hash},
     )
-    log_gan_run(run, metrics, scores.grid, data, model=args.generator, log_models=params.tracking.log_models)
+    log_gan_run(
+        run, metrics, scores.grid, scores.by_class, data, model=args.generator, log_models=params.tracking.log_models
+    )
     print(
         f"fid {metrics['fid']:.3f} (real train vs test: {metrics['reference_fid_train_vs_test']:.3f})  "
         f"inception_score {metrics['inception_score']:.3f} "

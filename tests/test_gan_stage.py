@@ -15,6 +15,7 @@ import yaml
 from grutune.data import load_prepared
 from grutune.final.checkpoints import save_checkpoint
 from tiny_models import gan_config, scoring_classifier
+from wandb_records import read_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +59,8 @@ def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *args],
         cwd=cwd,
-        env={**os.environ, "RAY_ADDRESS": "local"},  # in this process, whatever Ray runs on the machine
+        # in this process, whatever Ray runs on the machine; W&B (where params turn it on) writes its runs offline
+        env={**os.environ, "RAY_ADDRESS": "local", "WANDB_MODE": "offline"},
         capture_output=True,
         text=True,
         timeout=300,
@@ -69,8 +71,9 @@ def test_a_conditional_gan_from_the_gan_stage_is_scored_per_class_and_sampled_by
     tmp_path, prepared_mnist, write_params
 ):
     """best.yaml with `conditional: true`: the gan stage trains a class-conditional GAN and keeps the class names in
-    its checkpoint; gan_eval writes its class consistency and per-class scores to the details, not the DVC metrics;
-    `python -m grutune.sample --class 3` draws from that checkpoint."""
+    its checkpoint; gan_eval writes its class consistency and per-class scores to the details, not the DVC metrics,
+    and to W&B the grid by class and a table of the per-class scores; `python -m grutune.sample --class 3` draws
+    from that checkpoint."""
     prepared = prepared_mnist(n_train=600, n_test=100, val_fraction=0.2)
     write_params(
         tmp_path / "params.yaml",
@@ -78,6 +81,7 @@ def test_a_conditional_gan_from_the_gan_stage_is_scored_per_class_and_sampled_by
             "gan": {"epochs": 1, "batch_size": 64, "noise_dim": 8, "train_subset": 64, "eval_samples": 60},
             "gan_search": {"eval_samples": 20, "min_diversity": 0.0},
         },
+        wandb=True,
     )
     save_checkpoint(tmp_path / "clf.pt", scoring_classifier(), data_hash=load_prepared(prepared).content_hash)
     config = gan_config(generator="rows", conditional=True).model_dump()
@@ -95,6 +99,13 @@ def test_a_conditional_gan_from_the_gan_stage_is_scored_per_class_and_sampled_by
     assert set(metrics) == {"fid", "inception_score_ratio"}  # the DVC metrics file: the headline figures only
     assert details["conditional"] is True and 0 <= details["class_consistency"] <= 1
     assert details["per_class_by"] == "requested" and set(details["per_class"]) == set("0123456789")
+    (logged,) = [
+        r for r in map(read_run, tmp_path.glob("wandb/offline-run-*/run-*.wandb")) if r["job_type"] == "gan_eval"
+    ]
+    (step,) = logged["history"]
+    assert step["samples_by_class"]["_type"] == "image-file" and "drawn for" in step["samples_by_class"]["caption"]
+    table = step["per_class"]
+    assert table["_type"] == "table-file" and (table["nrows"], table["ncols"]) == (10, 7)  # class + 6 scores
     proc = run(["-m", "grutune.sample", "--class", "3", "-n", "4", "-o", "threes.png", "--model", "gan.pt"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert matplotlib.image.imread(tmp_path / "threes.png").shape[:2] == (62, 62)

@@ -248,14 +248,29 @@ def log_classifier_run(run, metrics: dict, test: dict, data, *, model, log_model
     run.finish()
 
 
-def log_gan_run(run, metrics: dict, grid, data, *, model, log_models: bool) -> None:
-    """Close the gan_eval stage's W&B run: the test scores, the sample grid and, if asked, the model artifact."""
+GAN_CLASS_COLUMNS = ("samples", "fid", "inception_score_ratio", "precision", "recall", "class_consistency")
+
+
+def log_gan_run(run, metrics: dict, grid, by_class, data, *, model, log_models: bool) -> None:
+    """Close the gan_eval stage's W&B run: the test scores, the sample grid, the grid by class (real images beside
+    the samples of each class) with the per-class scores as a table and, if asked, the model artifact."""
     if run is None:
         return
     import wandb
 
+    def image(a, caption=None):
+        return wandb.Image(a.squeeze(-1) if a.shape[-1] == 1 else a, caption=caption)
+
     run.summary.update(metrics)
-    run.log({"samples": wandb.Image(grid.squeeze(-1) if grid.shape[-1] == 1 else grid)})
+    logged = {"samples": image(grid)}
+    if by_class is not None:
+        drawn = "drawn for" if metrics.get("per_class_by") == "requested" else "the classifier assigns to"
+        logged["samples_by_class"] = image(by_class, f"per class: real test images, then samples {drawn} it")
+    if per_class := metrics.get("per_class"):
+        columns = [c for c in GAN_CLASS_COLUMNS if any(c in row for row in per_class.values())]
+        rows = [[name, *(row.get(c) for c in columns)] for name, row in per_class.items()]
+        logged["per_class"] = wandb.Table(columns=["class", *columns], data=rows)
+    run.log(logged)
     if log_models:
         log_model(run, model, name=f"gan-{data.name}", metadata={"data_hash": data.content_hash, **metrics})
     run.finish()

@@ -5,6 +5,7 @@
     # and scored on the test split; about 30 minutes a seed on 2 cores (10 hours); resumable seed by seed, arm by arm
     python benchmarks/search_confirm.py --seeds 2000 --budget 30 --name search_confirm_smoke   # a smoke run
     python benchmarks/search_confirm.py --top-k   # the replay's screen on real data: a fourth arm, declared below
+    python benchmarks/search_confirm.py --in-flight 32   # 32 trials in flight on real training, declared below
 
 Every arm runs `grutune.trials.classifier.run_classifier_sweep` (real Ray Tune, Optuna journal, grutune's searcher) on
 the same data and seed (so the same data order), bounded by the same budget of trial-epochs
@@ -30,6 +31,15 @@ end), on the same seeds, paired with the three-arm run's `grutune` and `random_a
 Those seeds chose nothing about the screen. Declared before its run (`TOP_K`): the comparisons random_top_k minus
 grutune (whether it may replace the default: Holm-adjusted p < 0.01 and no loss) and random_top_k minus random +
 ASHA, Holm-adjusted over the two. Written to benchmarks/results/search_confirm_top_k.json.
+
+Many trials in flight on real training (`--in-flight 32`, issue 36's aim at 32 in flight; declared in `IN_FLIGHT`
+before its run): random + ASHA, grutune and random_top_k, as above but with up to 32 trials at once. Each trial asks
+for cores/32 of a CPU (and trains on one torch thread), so on a 2-core CPU 32 trials share the cores side by side as
+32 nodes' trials would run: results reach the searcher and ASHA in the order a cluster of 32 slots would deliver
+them, only slower. Fresh seeds 2100-2119; primary comparison grutune minus random + ASHA; the family of three
+(`IN_FLIGHT["comparisons"]`) Holm-adjusted; random_top_k against grutune judged by `TOP_K`'s bar. The levels
+reached (the budget rule starts a trial only if the budget also pays for every running one to finish) are counted
+from the trials' own result rows and reported per run. Written to benchmarks/results/search_confirm_in_flight_32.json.
 
 Declared before the run: the seeds (`FRESH_SEEDS`, used to choose nothing), the primary comparison (`PRIMARY`:
 grutune minus random + ASHA in test accuracy), and the family of three paired comparisons (`COMPARISONS`), whose
@@ -85,6 +95,17 @@ TOP_K = {
 }
 
 
+# Many trials in flight (--in-flight), declared before its run: the level, fresh seeds (nothing was chosen on them),
+# the arms, the primary comparison and the Holm family.
+IN_FLIGHT = {
+    "level": 32,
+    "seeds": "2100-2119",
+    "arms": ("random_asha", "grutune", "random_top_k"),
+    "primary": {"arm": "grutune", "versus": "random_asha"},
+    "comparisons": (("grutune", "random_asha"), ("random_top_k", "grutune"), ("random_top_k", "random_asha")),
+}
+
+
 def dataset(data_dir: Path, val_images: int):
     """The prepared data with the sweeps' validation images cut to the first `val_images`, and the test split."""
     d = fashion_mnist(data_dir)
@@ -94,7 +115,8 @@ def dataset(data_dir: Path, val_images: int):
 
 def params_for(arm: str, seed: int, args) -> Params:
     """The sweep's params: params.yaml's composition, conf/config.yaml's search section, and what the arm and the
-    benchmark name."""
+    benchmark name (`args.in_flight`: trials at once, None for as many as the cores hold, one a core)."""
+    in_flight = getattr(args, "in_flight", None)
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw.update(datasets=["fashion_mnist"], seed=seed)
     raw["gan"]["dataset"], raw["tracking"]["wandb"] = "fashion_mnist", False
@@ -104,8 +126,12 @@ def params_for(arm: str, seed: int, args) -> Params:
         max_epochs=args.max_epochs,
         train_subset=args.subset,
         max_trial_epochs=args.budget,
-        max_concurrent_trials=0,
-        resources={"cpu": 1, "gpu": s["resources"]["gpu"] if torch.cuda.is_available() else 0},
+        max_concurrent_trials=in_flight or 0,
+        resources={
+            # N in flight: each trial a 1/N share of the cores (one torch thread), so N of them run at once
+            "cpu": (os.cpu_count() or 1) / in_flight if in_flight else 1,
+            "gpu": s["resources"]["gpu"] if torch.cuda.is_available() else 0,
+        },
         space=SPACE,
         storage=None,  # the sweep's folder is the run's temporary state dir (conf/ names an environment variable)
     )
@@ -155,6 +181,28 @@ def progress(state: Path) -> list[list[float]]:
     return out
 
 
+def in_flight_reached(state: Path) -> dict:
+    """How many trials ran at once, from the trials' own result rows: each runs from its first epoch's start (the
+    row's timestamp less its time_this_iter_s) to its last report. The most at any moment, and the mean over the
+    sweep's span."""
+    events = []
+    for f in state.glob("*/tune-*/*/result.json"):
+        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        if rows:
+            events += [(rows[0]["timestamp"] - rows[0].get("time_this_iter_s", 0.0), 1), (rows[-1]["timestamp"], -1)]
+    if not events:
+        return {"max": 0, "mean": 0.0}
+    events.sort(key=lambda e: (e[0], e[1]))  # an end before a start at the same second
+    running = most = 0
+    area, last = 0.0, events[0][0]
+    for t, step in events:
+        area += running * (t - last)
+        running, last = running + step, t
+        most = max(most, running)
+    span = events[-1][0] - events[0][0]
+    return {"max": most, "mean": round(area / span, 2) if span else float(most)}
+
+
 def best_at(curve: list[list[float]], epochs: float) -> float:
     return max([v for s, v in curve if s <= epochs], default=0.0)
 
@@ -180,6 +228,11 @@ def summary(runs: list[dict], budget: int, arms=ARMS, family=COMPARISONS, primar
                 float(np.median([best_at(r["progress"], f * budget) for r in by[a].values()])) for f in (0.25, 0.5, 1.0)
             ],
         }
+        if reached := [r["in_flight"] for r in by[a].values() if "in_flight" in r]:
+            row["in_flight_reached"] = {
+                "max_median": statistics.median(x["max"] for x in reached),
+                "mean_median": statistics.median(x["mean"] for x in reached),
+            }
         if by.get("random"):  # trial-epochs to reach random search's final selection best of the same seed
             reach = [
                 next((e for e, v in r["progress"] if v >= best_at(by["random"][s]["progress"], math.inf)), math.inf)
@@ -212,7 +265,13 @@ def top_k_summary(runs: list[dict], budget: int) -> dict:
     arms = ("random", "random_asha", "grutune", TOP_K["arm"])
     first = TOP_K["comparisons"][0]
     out = summary([*runs, *others], budget, arms, TOP_K["comparisons"], {"arm": first[0], "versus": first[1]})
-    c = out["comparisons"].get(f"{first[0]}_vs_{first[1]}")
+    return with_bar(out)
+
+
+def with_bar(out: dict) -> dict:
+    """`out` with whether random_top_k clears `TOP_K`'s bar against grutune (Holm p < alpha, a positive mean, and no
+    loss: no negative mean with raw p < harm), once that comparison is in."""
+    c = out["comparisons"].get("random_top_k_vs_grutune")
     if c:
         bar = TOP_K["bar"]
         loses = c["mean_diff"] < 0 and c["wilcoxon_p"] < bar["harm"]
@@ -220,9 +279,16 @@ def top_k_summary(runs: list[dict], budget: int) -> dict:
     return out
 
 
+def in_flight_summary(runs: list[dict], budget: int) -> dict:
+    """The --in-flight file's summary: its three arms, `IN_FLIGHT`'s family and primary, and `TOP_K`'s bar."""
+    return with_bar(summary(runs, budget, IN_FLIGHT["arms"], IN_FLIGHT["comparisons"], IN_FLIGHT["primary"]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", default=f"{FRESH_SEEDS[0]}-{FRESH_SEEDS[-1]}", help="e.g. 2000-2019 (the default)")
+    ap.add_argument(
+        "--seeds", help=f"e.g. 2000-2019 (the default; with --in-flight {IN_FLIGHT['level']}: {IN_FLIGHT['seeds']})"
+    )
     ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated, of %(default)s")
     ap.add_argument("--budget", type=int, default=200, help="trial-epochs per arm and seed")
     ap.add_argument("--max-epochs", type=int, default=9)
@@ -233,12 +299,43 @@ def main() -> None:
         "--name", default=None, help="the results' name (search_confirm_three_arms; with --top-k search_confirm_top_k)"
     )
     ap.add_argument("--top-k", action="store_true", help="the replay's screen on real data (TOP_K), its own file")
+    ap.add_argument(
+        "--in-flight",
+        type=int,
+        metavar="N",
+        help=f"N trials at once, each on a 1/N share of the cores: {IN_FLIGHT['level']} is the declared run "
+        "(IN_FLIGHT: its arms, seeds and comparisons), its own file",
+    )
     args = ap.parse_args()
-    arms = [TOP_K["arm"]] if args.top_k else args.arms.split(",")
-    args.name = args.name or ("search_confirm_top_k" if args.top_k else "search_confirm_three_arms")
-    if unknown := [a for a in arms if a not in ARMS and not args.top_k]:
-        sys.exit(f"error: unknown arm(s) {', '.join(unknown)}; valid: {', '.join(ARMS)} (and --top-k)")
-    summarise = top_k_summary if args.top_k else summary
+    if args.in_flight is not None and args.in_flight < 1:
+        ap.error(f"--in-flight must be at least 1, got {args.in_flight}")
+    if args.in_flight and args.top_k:
+        ap.error("--in-flight runs the screen as one of its arms: leave out --top-k")
+    if args.in_flight:
+        arms = list(IN_FLIGHT["arms"]) if args.arms == ",".join(ARMS) else args.arms.split(",")
+        valid = IN_FLIGHT["arms"]
+        args.name = args.name or f"search_confirm_in_flight_{args.in_flight}"
+        args.seeds = args.seeds or IN_FLIGHT["seeds"]
+        summarise, declared = (
+            in_flight_summary,
+            {
+                "in_flight": args.in_flight,
+                **{k: IN_FLIGHT[k] for k in ("seeds", "primary", "comparisons")},
+                "top_k_bar": TOP_K["bar"],
+            },
+        )
+    else:
+        arms = [TOP_K["arm"]] if args.top_k else args.arms.split(",")
+        valid = (*ARMS, TOP_K["arm"]) if args.top_k else ARMS
+        args.name = args.name or ("search_confirm_top_k" if args.top_k else "search_confirm_three_arms")
+        args.seeds = args.seeds or f"{FRESH_SEEDS[0]}-{FRESH_SEEDS[-1]}"
+        summarise = top_k_summary if args.top_k else summary
+        declared = {
+            "seeds": f"{FRESH_SEEDS[0]}-{FRESH_SEEDS[-1]}",
+            **({"top_k": TOP_K} if args.top_k else {"primary": PRIMARY, "comparisons": COMPARISONS}),
+        }
+    if unknown := [a for a in arms if a not in valid]:
+        sys.exit(f"error: unknown arm(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
     data, test = dataset(args.data_dir, args.val_images)
     path = RESULTS / f"{args.name}.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else []
@@ -253,6 +350,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as state:
                 result = run_classifier_sweep(params_for(arm, seed, args), data, state_dir=Path(state))
                 curve = progress(Path(state))
+                row["in_flight"] = in_flight_reached(Path(state))
             best = result.best
             sweep_s = time.perf_counter() - t0
             key = json.dumps(best["config"], sort_keys=True)
@@ -273,18 +371,15 @@ def main() -> None:
             print(
                 f"seed {seed} {arm}: {row['trials']} trials, {row['trial_epochs']} trial-epochs, picked "
                 f"{row['val_selection']:.4f}, test {row['test']:.4f} ({', '.join(f'{t:.4f}' for t in tests)}), "
-                f"{row['sweep_s']:.0f} + {row['retrain_s']:.0f} s",
+                f"{row['sweep_s']:.0f} + {row['retrain_s']:.0f} s; in flight at most {row['in_flight']['max']}, "
+                f"{row['in_flight']['mean']:.1f} on average",
                 flush=True,
             )
             save(
                 args.name,
                 {
                     "settings": {k: str(v) for k, v in vars(args).items()},
-                    "declared": {
-                        "seeds": f"{FRESH_SEEDS[0]}-{FRESH_SEEDS[-1]}",
-                        **({"top_k": TOP_K} if args.top_k else {"primary": PRIMARY, "comparisons": COMPARISONS}),
-                        "retrain_seeds": RETRAIN_SEEDS,
-                    },
+                    "declared": {**declared, "retrain_seeds": RETRAIN_SEEDS},
                     "space": SPACE,
                     "summary": summarise(runs, args.budget),
                     "runs": runs,

@@ -300,6 +300,10 @@ def search_confirm_three_arms(d: dict) -> str:
     names = {"random": "random search", "random_asha": "random + ASHA", "grutune": "grutune"}
     names["random_top_k"] = "random, one-epoch screen (top_k)"
     header = ["arm", "seeds", "test accuracy: median (IQR)", "trial-epochs spent: median (range)", "trials (median)"]
+    arms = {arm: r for arm, r in s.items() if arm in names}
+    reached = any("in_flight_reached" in r for r in arms.values())
+    if reached:
+        header.append("in flight reached: most, mean (medians)")
     rows = [
         [
             names[arm],
@@ -307,9 +311,15 @@ def search_confirm_three_arms(d: dict) -> str:
             f"{num(r['test_median'], 4)} ({num(r['test_iqr'][0], 4)}–{num(r['test_iqr'][1], 4)})",
             f"{num(r['trial_epochs_median'], 1)} ({r['trial_epochs_range'][0]}–{r['trial_epochs_range'][1]})",
             num(r["trials_median"], 1),
+            *(
+                [f"{num(r['in_flight_reached']['max_median'], 1)}, {num(r['in_flight_reached']['mean_median'], 1)}"]
+                if "in_flight_reached" in r
+                else ["—"]
+                if reached
+                else []
+            ),
         ]
-        for arm, r in s.items()
-        if arm in names
+        for arm, r in arms.items()
     ]
     out = table(header, rows)
     comparisons = s.get("comparisons") or {}
@@ -654,6 +664,7 @@ RENDERERS: dict[tuple[str, str | None], Callable[[dict], str]] = {
     ("search_replay_faithful", None): search_replay_faithful,
     ("search_confirm_three_arms", None): search_confirm_three_arms,
     ("search_confirm_top_k", None): search_confirm_three_arms,
+    ("search_confirm_in_flight_32", None): search_confirm_three_arms,
     ("search_efficiency_4x4000", None): search_efficiency,
     ("search_efficiency_4x4000_in_flight", None): search_efficiency,
     ("final_accuracy", None): final_accuracy,

@@ -144,3 +144,6 @@ def test_a_run_of_declared_seeds_shows_no_p_values_before_every_seed_is_in():
     d["declared"]["seeds"] = "2000-2003"
     final = gen.search_confirm_three_arms(d)
     assert "grutune − random + ASHA" in final and "p=0.04" in final
+    assert "in flight reached" not in final
+    arm["in_flight_reached"] = {"max_median": 23, "mean_median": 11.5}
+    assert "| 23, 11.5 |" in gen.search_confirm_three_arms(d)  # the --in-flight runs: the levels reached

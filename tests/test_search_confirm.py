@@ -3,6 +3,8 @@ conf/config.yaml's search section for what the arm does not name, and keep the s
 
 import argparse
 import importlib.util
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -40,3 +42,25 @@ def test_the_top_k_arm_is_the_screen_the_replay_measured():
     s = confirm.params_for(confirm.TOP_K["arm"], 2000, ARGS).search
     plan = top_k_plan(s.num_samples, s.max_trial_epochs, s.grace_period, s.max_epochs, s.reduction_factor)
     assert s.scheduler == "top_k" and (plan.n, plan.k, plan.trial_epochs) == (104, 12, 200)
+
+
+def test_many_in_flight_give_each_trial_a_share_of_the_cores_and_the_declared_level_its_fresh_seeds():
+    args = argparse.Namespace(**vars(ARGS), in_flight=32)
+    s = confirm.params_for("grutune", 2100, args).search
+    assert s.max_concurrent_trials == 32 and s.resources.cpu == pytest.approx((os.cpu_count() or 1) / 32)
+    assert (s.grace_period, s.reduction_factor) == (SHIPPED["grace_period"], SHIPPED["reduction_factor"])
+    assert confirm.params_for("grutune", 2000, ARGS).search.resources.cpu == 1  # the two-in-flight runs: one a core
+    declared = set(confirm.parse_seeds(confirm.IN_FLIGHT["seeds"]))
+    assert len(declared) == 20 and not declared & set(confirm.FRESH_SEEDS)
+
+
+def test_the_level_reached_is_counted_from_the_trials_result_rows(tmp_path):
+    """Three trials: a from 100 to 130, b from 110 to 120, c from 125 to 160 (first row's timestamp less its
+    time_this_iter_s): at most 2 at once; over the 60 s span 30 + 10 + 35 = 75 trial-seconds, 1.25 on average."""
+    for name, (start, end) in {"a": (100, 130), "b": (110, 120), "c": (125, 160)}.items():
+        trial = tmp_path / "sweep" / "tune-x" / name
+        trial.mkdir(parents=True)
+        rows = [{"timestamp": start + 5, "time_this_iter_s": 5.0}, {"timestamp": end, "time_this_iter_s": 1.0}]
+        (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert confirm.in_flight_reached(tmp_path) == {"max": 2, "mean": 1.25}
+    assert confirm.in_flight_reached(tmp_path / "empty") == {"max": 0, "mean": 0.0}

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 import ray
+import torch
 
+from grutune.cluster import assigned_device
 from grutune.config import FinalResources
 from grutune.data import load_prepared
 from grutune.final.ray_train import code_digest, placement, run_name
@@ -49,6 +51,22 @@ def local_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.mark.ray
+def test_work_gets_the_device_ray_assigned_it_not_every_gpu_it_can_see():
+    """A task that asked for no GPU trains on the CPU even where torch sees a GPU (Ray 2.5x no longer hides it); one
+    that holds a GPU trains on it where CUDA is there, and on the CPU where the node only declares one (as here on a
+    CPU machine, and in the cluster tests' fake GPU nodes)."""
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        device = ray.remote(lambda: str(assigned_device()))
+        without = ray.get(device.options(num_gpus=0).remote())
+        holding = ray.get(device.options(num_gpus=1).remote())
+    finally:
+        ray.shutdown()
+    assert without == "cpu"
+    assert holding == ("cuda:0" if torch.cuda.is_available() else "cpu")
 
 
 @pytest.mark.ray

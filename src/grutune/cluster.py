@@ -48,6 +48,21 @@ def quiet_ray_notices() -> None:
             handler.addFilter(_quiet_auth_notice)
 
 
+def assigned_device():
+    """The torch device Ray gave the task or actor this runs in (a trial, a Ray Train worker): its GPU where Ray
+    assigned one, else the CPU, also on a node whose GPUs this process can see. Since Ray 2.5x, Ray leaves
+    CUDA_VISIBLE_DEVICES as it is for work that asked for no GPU, so `torch.cuda.is_available()` alone would put a
+    CPU trial on a GPU that others hold. A GPU that Ray assigned but torch cannot use (a node that declares a GPU
+    without CUDA) gives the CPU. Only inside Ray: in a plain process, `training.pick_device`."""
+    import torch
+
+    if ray.get_gpu_ids() and torch.cuda.is_available():
+        from ray.train.torch import get_device  # Ray's own answer: the assigned GPU's index among the visible ones
+
+        return get_device()
+    return torch.device("cpu")
+
+
 def init_ray() -> bool:
     """Join a running Ray cluster (RAY_ADDRESS, or else the latest Ray started on this machine), else start one
     (also where RAY_ADDRESS=local).

@@ -43,7 +43,8 @@ EVAL_BATCH = 1024  # images per evaluation step: memory only, results do not dep
 
 
 def pick_device() -> torch.device:
-    """The GPU when one is visible to this process (Ray sets CUDA_VISIBLE_DEVICES per trial), else the CPU."""
+    """The GPU when one is visible to this process, else the CPU: for a plain process (a stage on a laptop, a
+    benchmark). Inside Ray, the device is the one Ray assigned (`cluster.assigned_device`)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

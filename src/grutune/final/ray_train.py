@@ -48,7 +48,13 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.util.queue import Empty, Queue
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from grutune.cluster import largest_node_cpus, require_shared_storage, show_resources, trial_resources
+from grutune.cluster import (
+    assigned_device,
+    largest_node_cpus,
+    require_shared_storage,
+    show_resources,
+    trial_resources,
+)
 from grutune.config import FinalResources
 from grutune.errors import GrutuneError, NonFiniteLoss
 from grutune.io import is_uri, workspace_root
@@ -295,8 +301,8 @@ def _run_job(job: Any) -> None:
 
 
 def worker_device() -> torch.device:
-    """The worker's GPU where Ray gave it one (CUDA_VISIBLE_DEVICES), else the CPU."""
-    return torch.device(f"cuda:{torch.cuda.current_device()}") if torch.cuda.is_available() else torch.device("cpu")
+    """The worker's GPU where Ray gave it one, else the CPU (`cluster.assigned_device`)."""
+    return assigned_device()
 
 
 def resumed_state(device: torch.device) -> dict | None:

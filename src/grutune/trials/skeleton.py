@@ -18,13 +18,13 @@ import torch
 from pydantic import BaseModel
 from ray import tune
 
+from grutune.cluster import assigned_device
 from grutune.data import Prepared
 from grutune.errors import Collapsed, NonFiniteLoss
 from grutune.sweep.definition import Sweep
 from grutune.sweep.driver import run_sweep
 from grutune.sweep.journal import finished_result
 from grutune.sweep.results import SearchResult
-from grutune.training import pick_device
 
 __all__ = ["CHECKPOINT", "TrialJob", "TrialSettings", "run_epochs", "sweep_on"]
 
@@ -72,7 +72,7 @@ def run_epochs(
         return
     torch.set_num_threads(settings.threads)
     hp = hp_model(**{k: config[k] for k in hp_model.model_fields})
-    device = pick_device()
+    device = assigned_device()  # the GPU Ray gave this trial, else the CPU
     torch.manual_seed(settings.seed)
     job = build(hp, device)
     start_epoch = 0

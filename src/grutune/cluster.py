@@ -50,10 +50,10 @@ def quiet_ray_notices() -> None:
 
 def assigned_device():
     """The torch device Ray gave the task or actor this runs in (a trial, a Ray Train worker): its GPU where Ray
-    assigned one, else the CPU, also on a node whose GPUs this process can see. Since Ray 2.5x, Ray leaves
-    CUDA_VISIBLE_DEVICES as it is for work that asked for no GPU, so `torch.cuda.is_available()` alone would put a
-    CPU trial on a GPU that others hold. A GPU that Ray assigned but torch cannot use (a node that declares a GPU
-    without CUDA) gives the CPU. Only inside Ray: in a plain process, `training.pick_device`."""
+    assigned one, else the CPU, also on a node whose GPUs this process can see. Newer Ray (2.60; 2.52 still hid
+    them) leaves CUDA_VISIBLE_DEVICES as it is for work that asked for no GPU, so `torch.cuda.is_available()` alone
+    would put a CPU trial on a GPU that others hold. A GPU that Ray assigned but torch cannot use (a node that
+    declares a GPU without CUDA) gives the CPU. Only inside Ray: in a plain process, `training.pick_device`."""
     import torch
 
     if ray.get_gpu_ids() and torch.cuda.is_available():

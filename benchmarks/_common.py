@@ -1,4 +1,5 @@
-"""What every benchmark shares: the machine it ran on, a printed table, and a JSON file under benchmarks/results/."""
+"""What every benchmark shares: the machine it ran on, a printed table, and a JSON file under benchmarks/results/
+(or the folder $GRUTUNE_BENCHMARK_RESULTS names; caches under benchmarks/.data/ or $GRUTUNE_BENCHMARK_DATA)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ import torch
 
 from grutune.data import Prepared, fetch, load_prepared, prepare
 
-RESULTS = Path(__file__).resolve().parent / "results"
-DATA = Path(__file__).resolve().parent / ".data"  # downloads, prepared data and cached models; not committed
+ROOT = Path(__file__).resolve().parents[1]
+# Where results and caches go: the repository's folders, unless these variables name others (the tests of the
+# benchmarks' smoke paths keep theirs out of the repository).
+RESULTS = Path(os.environ.get("GRUTUNE_BENCHMARK_RESULTS") or ROOT / "benchmarks" / "results")
+# downloads, prepared data and cached models; not committed
+DATA = Path(os.environ.get("GRUTUNE_BENCHMARK_DATA") or ROOT / "benchmarks" / ".data")
 MIRROR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist: the real files, offline
 
 
@@ -96,7 +101,7 @@ def save(name: str, payload: dict, machine_facts: dict | None = None) -> Path:
     return path
 
 
-def portable(value, root: Path = RESULTS.parents[1]):
+def portable(value, root: Path = ROOT):
     """`value` with every string that is an absolute path inside the repository (`root`) written relative to it: a
     result names `benchmarks/.data`, not the folder of the clone or worktree that made it."""
     if isinstance(value, dict):

@@ -183,13 +183,16 @@ def progress(state: Path) -> list[list[float]]:
 
 def in_flight_reached(state: Path) -> dict:
     """How many trials ran at once, from the trials' own result rows: each runs from its first epoch's start (the
-    row's timestamp less its time_this_iter_s) to its last report. The most at any moment, and the mean over the
-    sweep's span."""
+    row's timestamp less its time_this_iter_s) to its last report. Tune's timestamps are whole seconds, so each
+    interval is taken at its shortest (the start a second later, where that still leaves it a length): the counts
+    are lower bounds, never more than ran. The most at any moment, and the mean over the sweep's span."""
     events = []
     for f in state.glob("*/tune-*/*/result.json"):
         rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
         if rows:
-            events += [(rows[0]["timestamp"] - rows[0].get("time_this_iter_s", 0.0), 1), (rows[-1]["timestamp"], -1)]
+            end = rows[-1]["timestamp"]
+            start = min(rows[0]["timestamp"] + 1 - rows[0].get("time_this_iter_s", 0.0), end)
+            events += [(start, 1), (end, -1)]
     if not events:
         return {"max": 0, "mean": 0.0}
     events.sort(key=lambda e: (e[0], e[1]))  # an end before a start at the same second

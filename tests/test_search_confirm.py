@@ -55,12 +55,15 @@ def test_many_in_flight_give_each_trial_a_share_of_the_cores_and_the_declared_le
 
 
 def test_the_level_reached_is_counted_from_the_trials_result_rows(tmp_path):
-    """Three trials: a from 100 to 130, b from 110 to 120, c from 125 to 160 (first row's timestamp less its
-    time_this_iter_s): at most 2 at once; over the 60 s span 30 + 10 + 35 = 75 trial-seconds, 1.25 on average."""
-    for name, (start, end) in {"a": (100, 130), "b": (110, 120), "c": (125, 160)}.items():
+    """Three trials whose first epoch took 5 s, reported at whole seconds: a from 105 to 130, b from 115 to 120, c
+    from 130 to 160. Each is taken at its shortest (start = first report + 1 - 5 s): a 101-130, b 111-120, c 126-160:
+    at most 2 at once (a and c touch at 126-130, not a, b and c); 29 + 9 + 34 = 72 trial-seconds over 59, 1.22 on
+    average. A trial of one short epoch is no interval, not a negative one."""
+    trials = {"a": (105, 130), "b": (115, 120), "c": (130, 160), "d": (140, 140)}
+    for name, (first, last) in trials.items():
         trial = tmp_path / "sweep" / "tune-x" / name
         trial.mkdir(parents=True)
-        rows = [{"timestamp": start + 5, "time_this_iter_s": 5.0}, {"timestamp": end, "time_this_iter_s": 1.0}]
+        rows = [{"timestamp": first, "time_this_iter_s": 5.0 if name != "d" else 0.4}, {"timestamp": last}]
         (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert confirm.in_flight_reached(tmp_path) == {"max": 2, "mean": 1.25}
+    assert confirm.in_flight_reached(tmp_path) == {"max": 2, "mean": 1.22}
     assert confirm.in_flight_reached(tmp_path / "empty") == {"max": 0, "mean": 0.0}

@@ -56,6 +56,7 @@ def assigned_device():
     declares a GPU without CUDA) gives the CPU. Only inside Ray: in a plain process, `training.pick_device`."""
     import torch
 
+    # ray-project/ray#62492 made "leave CUDA_VISIBLE_DEVICES alone at num_gpus=0" Ray's default (2.52 still warned)
     if ray.get_gpu_ids() and torch.cuda.is_available():
         from ray.train.torch import get_device  # Ray's own answer: the assigned GPU's index among the visible ones
 

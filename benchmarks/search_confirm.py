@@ -165,14 +165,18 @@ def retrain(config: dict, data, test: Split, seed: int, args) -> float:
     return evaluate(model, test)["accuracy"]
 
 
-def progress(state: Path) -> list[list[float]]:
-    """Best-so-far of the selection metric by trial-epochs spent, in the order Tune received the epochs (its
-    result.json rows), kept where it changes."""
-    events = []
-    for f in state.glob("*/tune-*/*/result.json"):
-        for line in f.read_text().splitlines():
-            row = json.loads(line)
-            events.append((row["timestamp"], row.get("time_total_s", 0.0), row["val_accuracy"]))
+def result_rows(state: Path) -> list[list[dict]]:
+    """Each trial's result.json rows (Tune's), as the sweep in `state` wrote them."""
+    return [
+        [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        for f in state.glob("*/tune-*/*/result.json")
+    ]
+
+
+def progress(trials: list[list[dict]]) -> list[list[float]]:
+    """Best-so-far of the selection metric by trial-epochs spent, in the order Tune received the epochs (the
+    trials' result rows), kept where it changes."""
+    events = [(row["timestamp"], row.get("time_total_s", 0.0), row["val_accuracy"]) for rows in trials for row in rows]
     out, best = [], -1.0
     for spent, (_, _, v) in enumerate(sorted(events), 1):
         if v > best:
@@ -181,14 +185,13 @@ def progress(state: Path) -> list[list[float]]:
     return out
 
 
-def in_flight_reached(state: Path) -> dict:
+def in_flight_reached(trials: list[list[dict]]) -> dict:
     """How many trials ran at once, from the trials' own result rows: each runs from its first epoch's start (the
     row's timestamp less its time_this_iter_s) to its last report. Tune's timestamps are whole seconds, so each
     interval is taken at its shortest (the start a second later, where that still leaves it a length): the counts
     are lower bounds, never more than ran. The most at any moment, and the mean over the sweep's span."""
     events = []
-    for f in state.glob("*/tune-*/*/result.json"):
-        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    for rows in trials:
         if rows:
             end = rows[-1]["timestamp"]
             start = min(rows[0]["timestamp"] + 1 - rows[0].get("time_this_iter_s", 0.0), end)
@@ -352,8 +355,9 @@ def main() -> None:
             t0 = time.perf_counter()
             with tempfile.TemporaryDirectory() as state:
                 result = run_classifier_sweep(params_for(arm, seed, args), data, state_dir=Path(state))
-                curve = progress(Path(state))
-                row["in_flight"] = in_flight_reached(Path(state))
+                trials = result_rows(Path(state))  # read once, for both
+                curve = progress(trials)
+                row["in_flight"] = in_flight_reached(trials)
             best = result.best
             sweep_s = time.perf_counter() - t0
             key = json.dumps(best["config"], sort_keys=True)

@@ -65,5 +65,5 @@ def test_the_level_reached_is_counted_from_the_trials_result_rows(tmp_path):
         trial.mkdir(parents=True)
         rows = [{"timestamp": first, "time_this_iter_s": 5.0 if name != "d" else 0.4}, {"timestamp": last}]
         (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert confirm.in_flight_reached(tmp_path) == {"max": 2, "mean": 1.22}
-    assert confirm.in_flight_reached(tmp_path / "empty") == {"max": 0, "mean": 0.0}
+    assert confirm.in_flight_reached(confirm.result_rows(tmp_path)) == {"max": 2, "mean": 1.22}
+    assert confirm.in_flight_reached(confirm.result_rows(tmp_path / "empty")) == {"max": 0, "mean": 0.0}

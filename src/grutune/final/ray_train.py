@@ -69,7 +69,6 @@ __all__ = [
     "resumed_state",
     "run_name",
     "run_on_worker",
-    "worker_device",
 ]
 
 log = logging.getLogger(__name__)
@@ -266,7 +265,7 @@ def _worker(config: dict) -> None:
 def _run_job(job: Any) -> None:
     """The job on this worker: resumed from the run's last checkpoint where Ray Train restarted it, a checkpoint
     reported after every epoch, and its result as the last report, with where it ran."""
-    device, node = worker_device(), ray.get_runtime_context().get_node_id()
+    device, node = assigned_device(), ray.get_runtime_context().get_node_id()
     resume = resumed_state(device)
     if resume is not None and "result" in resume:  # the run had finished: report its result again
         report_state({"result": 1}, resume)
@@ -298,11 +297,6 @@ def _run_job(job: Any) -> None:
             "resumed_from_epoch": 0 if resume is None else resume["epoch"],
         },
     )
-
-
-def worker_device() -> torch.device:
-    """The worker's GPU where Ray gave it one, else the CPU (`cluster.assigned_device`)."""
-    return assigned_device()
 
 
 def resumed_state(device: torch.device) -> dict | None:

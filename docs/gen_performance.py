@@ -543,18 +543,21 @@ gan_quality_full_seeds.own_footer = True
 
 def gan_quality_conditional(d: dict) -> str:
     """Class-conditional against unconditional at the full budget: each arm's median (range) over its finished
-    seeds, which arm is the default, and the paired differences of the seeds both arms finished."""
+    seeds, which arm ships as the default (params.yaml's gan_search.space.conditional), and the paired differences
+    of the seeds both arms finished."""
     s, runs = d.get("summary", {}), d.get("runs", [])
     if not runs:
         return "*Running: no seed finished yet.*"
     scores = ("IS / real", "FID", "precision", "recall", "class consistency")
+    conditional = yaml.safe_load((ROOT / "params.yaml").read_text())["gan_search"]["space"].get("conditional")
+    shipped = "conditional" if conditional is True else "unconditional"  # what ships now, not at the run
     rows = []
     for arm, by in s.get("arms", {}).items():
         seeds = sorted(r["seed"] for r in runs if r["arm"] == arm and "FID" in r)
         collapsed = sorted(r["seed"] for r in runs if r["arm"] == arm and "collapsed" in r)
         note = f" (collapsed: {', '.join(map(str, collapsed))})" if collapsed else ""
         row = {
-            "arm": arm + (" (default)" if arm == d.get("default_arm") else ""),
+            "arm": arm + (" (the default)" if arm == shipped else ""),
             "seeds": ", ".join(map(str, seeds)) + note,
         }
         for k in scores:

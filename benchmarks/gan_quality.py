@@ -1,7 +1,7 @@
 """GAN quality per generator kind and per stabiliser, and class-conditional against unconditional, on real
 Fashion-MNIST: IS and FID next to the real-data references.
 
-The conditional benchmark (issue 37): params.yaml's full budget, the shipped unconditional GAN against the same config
+The conditional benchmark (issue 37): params.yaml's full budget, the GAN's config unconditional against the same config
 class-conditional (gan_search.space.conditional), 3 seeds each; resumable per seed and by epoch within one
 (40-50 minutes a run alone on 2 CPU cores; on the GPU where torch sees one):
 
@@ -19,30 +19,31 @@ trained once and cached under benchmarks/.data/. The baseline is the same code o
 and FID of real train against real test images. The budgets are the README laptop command's (3 epochs of 20,000
 images, 2,000 scored samples) and a longer one (8 epochs of the whole train split, 10,000 scored samples).
 
---budget full trains only the measured best config (the first of gan_search.points_to_evaluate) with params.yaml's
-gan section (16 epochs of the whole train split on a cosine, validation FID on gan_search.eval_samples images every
-epoch, 10,000 test samples), as the `gan` stage does, and like it on the GPU where torch sees one (--device cpu
-or cuda to choose). About 2.5 minutes an epoch on 2 cores, so it saves its state after every epoch to
+--budget full trains only the measured best config (the first of gan_search.points_to_evaluate, class-conditional
+where gan_search.space.conditional fixes it so, as the gan stage trains it) with params.yaml's gan section (16
+epochs of the whole train split on a cosine, validation FID on gan_search.eval_samples images every epoch, 10,000
+test samples), as the `gan` stage does, and like it on the GPU where torch sees one (--device cpu or cuda to
+choose). About 2.5 minutes an epoch on 2 cores, so it saves its state after every epoch to
 benchmarks/.data/gan_quality_full_state.pt and its history so far to the results file: a rerun resumes after the
-last finished epoch. It writes gan_quality_full.json and, at the end, the sample grid and the per-class grid.
---set KEY=VALUE (as `dvc exp run -S`) changes a key of params.yaml for this run only, validated as the stages
-validate params.yaml; such a run needs its own --name, used for its results file, samples and saved state.
+last finished epoch. It writes gan_quality_full.json and, at the end, the sample grid and the per-class grid. --set
+KEY=VALUE (as `dvc exp run -S`) changes a key of params.yaml for this run only, validated as the stages validate
+params.yaml; such a run needs its own --name, used for its results file, samples and saved state.
 
---conditional trains that same config twice per seed (--seeds, default 0,1,2): unconditional (the shipped default,
-gan_search.space.conditional false) and class-conditional (a class embedding in the generator, a projection
-discriminator), each with `train_best` and scored with `evaluate_gan` as the gan and gan_eval stages do: IS over the
-real test images', FID, precision, recall and, for the conditional arm, class consistency, with per-class scores. A
-finished (arm, seed) is appended to benchmarks/results/gan_quality_conditional.json (with the machine's facts and
-the device of each run) and a rerun skips it; a run cut off resumes after its last epoch (its state under
-benchmarks/.data/). Processes given disjoint --seeds may run side by side and share the file (each adds its runs
-under a lock): on a 2-core CPU, one torch thread each (--threads 1) trains more images a second in all than one
-process of two threads (measured: 200 img/s at one thread beside another run's 250 at two, against 286 alone at
-two). The summary gives each arm's median, mean, standard deviation and range over the seeds, the paired differences
-and, at 3 seeds each, the verdict by the rule declared before the runs (`DECIDED_BY`): conditional becomes the
-default if its median IS over real's is higher and its median FID no higher. --set and --name apply as for --budget
-full; --smoke-test runs 1 epoch of 512 images, 200 scored samples, seeds 0 and 1, with a scoring classifier of 1
-epoch on 2,000 images, into gan_quality_conditional_smoke.json (a check that the code runs; its numbers mean
-nothing).
+--conditional trains that same config twice per seed (--seeds, default 0,1,2): unconditional
+(gan_search.space.conditional false, the default until this benchmark chose conditional) and class-conditional (a
+class embedding in the generator, a projection discriminator, the default since), each with `train_best` and scored
+with `evaluate_gan` as the gan and gan_eval stages do: IS over the real test images', FID, precision, recall and,
+for the conditional arm, class consistency, with per-class scores. A finished (arm, seed) is appended to
+benchmarks/results/gan_quality_conditional.json (with the machine's facts and the device of each run) and a rerun
+skips it; a run cut off resumes after its last epoch (its state under benchmarks/.data/). Processes given disjoint
+--seeds may run side by side and share the file (each adds its runs under a lock): on a 2-core CPU, one torch thread
+each (--threads 1) trains more images a second in all than one process of two threads (measured: 200 img/s at one
+thread beside another run's 250 at two, against 286 alone at two). The summary gives each arm's median, mean,
+standard deviation and range over the seeds, the paired differences and, at 3 seeds each, the verdict by the rule
+declared before the runs (`DECIDED_BY`): conditional becomes the default if its median IS over real's is higher and
+its median FID no higher. --set and --name apply as for --budget full; --smoke-test runs 1 epoch of 512 images, 200
+scored samples, seeds 0 and 1, with a scoring classifier of 1 epoch on 2,000 images, into
+gan_quality_conditional_smoke.json (a check that the code runs; its numbers mean nothing).
 
 Runs, in order: each generator kind with params.yaml's recipe (hinge loss, EMA of G, R1 penalty, a discriminator
 learning rate 4x the generator's); then, on the best kind, each stabiliser taken out, one at a time.
@@ -253,6 +254,8 @@ def full_budget(data, clf, clf_acc: float, seed: int, changes: list[str], name: 
     params = with_changes(changes)
     p, sweep = params.gan, params.gan_search
     config = dict(sweep.points_to_evaluate[0]) if sweep.points_to_evaluate else {"generator": "rows_conv", **CONFIG}
+    if isinstance(sweep.space.get("conditional"), bool):  # fixed in the space: every trial, and the gan stage, has it
+        config.setdefault("conditional", sweep.space["conditional"])
     hp, recipe = GanTrialConfig(**config), Recipe.of(p)
     settings = dataclasses.replace(FinalGanSettings.of(params), seed=seed)
     key = {
@@ -316,7 +319,7 @@ def full_budget(data, clf, clf_acc: float, seed: int, changes: list[str], name: 
 
 # --------------------------------------------------------------------------- conditional against unconditional
 
-ARMS = {"unconditional": False, "conditional": True}  # arm -> gan_search.space.conditional; the first is the default
+ARMS = {"unconditional": False, "conditional": True}  # arm -> gan_search.space.conditional; the first was the default
 SMOKE = ["gan.epochs=1", "gan.train_subset=512", "gan_search.eval_samples=200", "gan.eval_samples=200"]
 COMPARED = ("IS / real", "FID", "precision", "recall", "class consistency")  # what the summary spreads
 # Declared on 2026-12-06, with 1 of the 6 runs finished (unconditional seed 0): which arm becomes the default. At 3

@@ -57,7 +57,8 @@ def test_every_preset_composes_into_valid_params(tmp_path, budget, dataset):
 def test_the_laptop_preset_is_the_laptop_budget_and_settings_still_override(tmp_path):
     p = compose(tmp_path, "budget=laptop", "dataset=fashion_mnist", "search.num_samples=12")
     assert p["search"]["num_samples"] == 12 and p["search"]["max_epochs"] == 3 and p["train"]["epochs"] == 3
-    assert p["gan"]["epochs"] == 5 and p["gan_search"]["num_samples"] == 2 and p["gan"]["dataset"] == "fashion_mnist"
+    assert p["gan"]["epochs"] == 4 and p["gan_search"]["num_samples"] == 2 and p["gan"]["dataset"] == "fashion_mnist"
+    assert p["gan_search"]["space"]["conditional"] is True  # the laptop's 4 epochs were measured class-conditional
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert p["gan"]["lr_schedule"] == "constant" and base["gan"]["lr_schedule"] == "cosine"  # measured best of each
     assert p["search"]["space"] == base["search"]["space"]

@@ -141,3 +141,22 @@ def _with_kwargs(m):
 def test_a_count_below_one_is_refused(tmp_path, capsys, n):
     code, _, err = run("-n", n, "-o", str(tmp_path / "x.png"), capsys=capsys)
     assert code == 2 and "-n must be at least 1" in err
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--nrow", "0"], "--nrow must be at least 1, got 0"),
+        (["--nrow", "-2"], "--nrow must be at least 1, got -2"),
+        (["-o", "sneakers.jpg"], "-o sneakers.jpg: the samples are written as a PNG; give a name that ends in .png"),
+        (["--device", "gpu"], "--device gpu: not a torch device: cpu, cuda, cuda:N or mps"),
+        (["--device", "cuda:99"], "--device cuda:99: torch sees"),
+    ],
+)
+def test_a_bad_setting_is_refused_by_name_before_anything_is_drawn(tmp_path, capsys, args, says):
+    """Each once crashed with a traceback, drew silently, wrote a PNG under another suffix, or blamed the checkpoint."""
+    model = trained(tmp_path, conditional=True)
+    argv = ["-n", "4", "-o", str(tmp_path / "x.png"), "--model", str(model), *args]
+    code, out, err = run(*argv, capsys=capsys)
+    assert code == 2 and says in err and "Traceback" not in err
+    assert not out and not list(tmp_path.glob("x.*")) and not list(tmp_path.glob("sneakers.*"))

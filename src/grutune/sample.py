@@ -83,6 +83,21 @@ def draw(G: Generator, n: int, *, seed: int, cls: int | None = None, device: str
     return generate(G, n, seed=seed, device=torch.device(device), classes=classes)
 
 
+def device_problem(name: str) -> str | None:
+    """What is wrong with torch device `name` on this machine, or None."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return "not a torch device: cpu, cuda, cuda:N or mps"
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        return f"torch sees {torch.cuda.device_count()} CUDA device(s) here; use --device cpu, or one of them"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "torch sees no CUDA device here; use --device cpu"
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        return "torch sees no MPS device here; use --device cpu"
+    return None
+
+
 @cli
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="grutune-sample", description=__doc__.splitlines()[0])
@@ -96,6 +111,12 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.n < 1:
         ap.error(f"-n must be at least 1, got {args.n}")
+    if args.nrow is not None and args.nrow < 1:
+        ap.error(f"--nrow must be at least 1, got {args.nrow}")
+    if args.out.suffix.lower() != ".png":
+        ap.error(f"-o {args.out}: the samples are written as a PNG; give a name that ends in .png")
+    if problem := device_problem(args.device):
+        ap.error(f"--device {args.device}: {problem}")
     path = args.model or gan_checkpoint_path()
     if path is None:
         raise GrutuneError(f"no dvc.yaml here names the gan stage's generator: pass --model PATH, or {TRAIN_FIRST}")
@@ -106,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     images = draw(G, args.n, seed=args.seed, cls=cls, device=args.device).cpu().numpy()
     nrow = args.nrow or math.ceil(math.sqrt(args.n))
     write_png(args.out, image_grid(images, nrow))
-    what = f" of class {classes[cls]!r}" if cls is not None else " of each class in turn" if G.conditional else ""
+    what = f" of class {classes[cls]!r}" if cls is not None else ", the classes in turn," if G.conditional else ""
     print(f"{args.n} samples{what} from {path} -> {args.out}")
 
 

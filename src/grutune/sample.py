@@ -89,10 +89,10 @@ def device_problem(name: str) -> str | None:
         device = torch.device(name)
     except RuntimeError:
         return "not a torch device: cpu, cuda, cuda:N or mps"
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        return f"torch sees {torch.cuda.device_count()} CUDA device(s) here; use --device cpu, or one of them"
     if device.type == "cuda" and not torch.cuda.is_available():
         return "torch sees no CUDA device here; use --device cpu"
+    if device.type == "cuda" and device.index is not None and device.index >= (n := torch.cuda.device_count()):
+        return f"torch sees {n} CUDA device(s) here: cuda:0 to cuda:{n - 1}"
     if device.type == "mps" and not torch.backends.mps.is_available():
         return "torch sees no MPS device here; use --device cpu"
     return None

@@ -153,8 +153,9 @@ def test_a_count_below_one_is_refused(tmp_path, capsys, n):
         (["--device", "cuda:99"], "--device cuda:99: torch sees"),
     ],
 )
-def test_a_bad_setting_is_refused_by_name_before_anything_is_drawn(tmp_path, capsys, args, says):
+def test_a_bad_setting_is_refused_by_name_before_anything_is_drawn(tmp_path, capsys, monkeypatch, args, says):
     """Each once crashed with a traceback, drew silently, wrote a PNG under another suffix, or blamed the checkpoint."""
+    monkeypatch.chdir(tmp_path)  # a relative -o lands here, refused or not
     model = trained(tmp_path, conditional=True)
     argv = ["-n", "4", "-o", str(tmp_path / "x.png"), "--model", str(model), *args]
     code, out, err = run(*argv, capsys=capsys)

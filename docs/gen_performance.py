@@ -261,6 +261,41 @@ def points(c: dict | None, p_key: str = "wilcoxon_p_holm") -> str:
     )
 
 
+CANDIDATES = {
+    "grutune_gp": "Optuna's GPSampler, fitted on one rung's readings (`grutune_gp`)",
+    "random_top_k": "one epoch for every random config, then the top K to the end (`random_top_k`)",
+    "grutune_promote": "promotion-based ASHA: trials pause at a rung and are promoted later (`grutune_promote`)",
+    "grutune_pasha": "PASHA (`grutune_pasha`)",
+}
+
+
+def search_replay_candidates(d: dict) -> str:
+    """Each candidate at each in-flight level against today's grutune and against random + ASHA, and whether it
+    meets the bar declared before the run for a new default."""
+    v = d["verdict"]
+    key = "wilcoxon_p_holm_screen"
+    rows = [
+        [
+            CANDIDATES.get(arm, arm) if i == 0 else "",
+            level,
+            points(c["vs_grutune"].get(level), key),
+            points(c["vs_random_asha"].get(level), key),
+            {True: "yes", False: "no", None: "not judged: seeds missing"}[v["meets_bar"].get(arm)] if i == 0 else "",
+        ]
+        for arm, c in v["comparisons"].items()
+        for i, level in enumerate(str(x) for x in v["declared"]["in_flight"])
+    ]
+    header = ["candidate", "in flight", "against today's grutune", "against random + ASHA", "meets the bar"]
+    bar = v["declared"]
+    return (
+        table(header, rows)
+        + "\n\nAccuracy points, paired by seed: mean (95% interval), wins–ties–losses, Wilcoxon p Holm-corrected over "
+        + f"the {len(v['comparisons'])} candidates x {len(bar['in_flight'])} levels, for each peer. The "
+        + f"bar, declared before the run: better than today's grutune with Holm p < {bar['alpha']} at some level, and "
+        + f"worse at none (no negative mean with raw p < {bar['harm']})."
+    )
+
+
 def search_replay_faithful(d: dict) -> str:
     """grutune against each peer at every budget and in-flight level (the levels reached, not only the asked)."""
     header = [
@@ -665,6 +700,7 @@ RENDERERS: dict[tuple[str, str | None], Callable[[dict], str]] = {
     ("search_replay_in_flight_explore", None): search_replay_in_flight,
     ("search_confirm", None): search_confirm,
     ("search_replay_faithful", None): search_replay_faithful,
+    ("search_replay_candidates", None): search_replay_candidates,
     ("search_confirm_three_arms", None): search_confirm_three_arms,
     ("search_confirm_top_k", None): search_confirm_three_arms,
     ("search_confirm_in_flight_32", None): search_confirm_three_arms,

@@ -147,3 +147,33 @@ def test_a_run_of_declared_seeds_shows_no_p_values_before_every_seed_is_in():
     assert "in flight reached" not in final
     arm["in_flight_reached"] = {"max_median": 23, "mean_median": 11.5}
     assert "| 23, 11.5 |" in gen.search_confirm_three_arms(d)  # the --in-flight runs: the levels reached
+
+
+def test_the_candidates_table_gives_each_level_against_both_peers_and_the_bar():
+    gen = _gen_performance()
+
+    def c(mean, p):
+        return {"mean_diff": mean, "mean_diff_ci95": [mean - 0.001, mean + 0.001], "wins": 5, "ties": 1, "losses": 2,
+                "wilcoxon_p_holm_screen": p}  # fmt: skip
+
+    d = {
+        "verdict": {
+            "declared": {"in_flight": [1, 32], "versus": ["grutune", "random_asha"], "alpha": 0.01, "harm": 0.05},
+            "comparisons": {
+                "random_top_k": {
+                    "vs_grutune": {"1": c(0.002, 0.03), "32": c(0.005, 0.0001)},
+                    "vs_random_asha": {"1": c(0.003, 0.2), "32": c(-0.004, 0.004)},
+                },
+                "grutune_pasha": {"vs_grutune": {"1": c(-0.006, 0.001)}, "vs_random_asha": {}},
+            },
+            "meets_bar": {"random_top_k": True, "grutune_pasha": None},
+        }
+    }
+    rows = [line for line in gen.search_replay_candidates(d).splitlines() if line.startswith("| ")]
+    cells = [[x.strip() for x in r.strip("|").split(" | ")] for r in rows]
+    assert cells[0][1:4] == ["in flight", "against today's grutune", "against random + ASHA"]
+    against_grutune, against_asha = "+0.50 (+0.40 to +0.60), 5–1–2, p=0.0001", "-0.40 (-0.50 to -0.30), 5–1–2, p=0.004"
+    assert cells[2][1:] == ["32", against_grutune, against_asha, ""]
+    assert "one epoch for every random config" in rows[1] and "| yes |" in rows[1] and "p=0.03" in rows[1]
+    pasha = [r for r in rows if "PASHA" in r][0]
+    assert "-0.60" in pasha and "not judged" in pasha and pasha.count("—") == 1  # no random + ASHA row yet

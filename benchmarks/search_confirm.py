@@ -342,12 +342,16 @@ def main() -> None:
         }
     if unknown := [a for a in arms if a not in valid]:
         sys.exit(f"error: unknown arm(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as e:
+        ap.error(str(e))
     data, test = dataset(args.data_dir, args.val_images)
     path = RESULTS / f"{args.name}.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else []
     done = {(r["seed"], r["arm"]) for r in runs}
     ray.init(address="local", include_dashboard=False, log_to_driver=False)  # this machine's own, never a cluster's
-    for seed in parse_seeds(args.seeds):
+    for seed in seeds:
         for arm in arms:
             if (seed, arm) in done:
                 continue

@@ -1451,10 +1451,14 @@ def verdict(summary: dict, candidates: Sequence[str], seeds: int) -> dict:
 
 
 def parse_seeds(spec: str) -> list[int]:
-    """ "1000-1199" (inclusive), "3,5,8", or a mix of both."""
+    """ "1000-1199" (inclusive), "3,5,8", or a mix of both. A ValueError names the spec and what is allowed."""
     out: list[int] = []
     for part in spec.split(","):
-        lo, _, hi = part.partition("-")
+        lo, _, hi = part.strip().partition("-")
+        if not lo.isdigit() or hi and (not hi.isdigit() or int(hi) < int(lo)):
+            raise ValueError(
+                f"--seeds {spec!r}: {part!r} is not a seed (a whole number >= 0) or a range of them (like 1000-1199)"
+            )
         out.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
     return out
 
@@ -1524,7 +1528,10 @@ def main() -> None:
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         sys.exit(f"error: unknown arm(s) {', '.join(unknown)}; valid: {', '.join(ARMS)}")
-    seeds = parse_seeds(args.seeds)
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as e:
+        ap.error(str(e))
     budgets = [float(b) for b in args.budgets.split(",")]
     flights = [int(f) for f in args.in_flight.split(",")]
     path = RESULTS / f"{args.name}.json"

@@ -272,6 +272,12 @@ def test_seeds_are_given_as_ranges_or_lists():
     assert list(replay.FRESH_SEEDS) == list(range(1000, 1200))
 
 
+@pytest.mark.parametrize("spec", ["x", "2019-2000", "5-x", "1,,2", "-3"])
+def test_a_bad_seed_spec_is_named_not_a_traceback(spec):
+    with pytest.raises(ValueError, match=r"--seeds .*is not a seed .*like 1000-1199"):
+        replay.parse_seeds(spec)
+
+
 # --------------------------------------------------------------------------- the candidates for many trials in flight
 
 
